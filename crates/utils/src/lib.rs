@@ -1,0 +1,14 @@
+//! What the ToteSys ETL Lambdas share.
+
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod logging;
+pub mod parquet_io;
+pub mod query;
+pub mod store;
+pub mod tables;
+pub mod time;
+pub mod watermark;
+
+pub use error::{Error, Result};

@@ -1,0 +1,267 @@
+//! Parquet to and from S3 with bounded memory.
+//!
+//! Writing: record batches are encoded into row groups of at most [`MAX_ROW_GROUP_ROWS`] rows
+//! or [`MAX_ROW_GROUP_BYTES`] encoded bytes, and the encoded bytes go out as S3 multipart
+//! upload parts of [`PART_SIZE`]. Memory is one row group plus one part, whatever the file's
+//! size. The object appears only when the upload completes; a failed write aborts the upload.
+
+use std::mem;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use aws_sdk_s3::types::CompletedPart;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::basic::Compression;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use tracing::warn;
+
+use crate::error::{Error, Result};
+use crate::store::S3Store;
+
+/// Rows in a record batch built from a stream.
+pub const BATCH_ROWS: usize = 8192;
+/// Row-group limit in rows.
+pub const MAX_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Row-group limit in encoded bytes held in memory.
+pub const MAX_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Multipart part size (S3's minimum for all parts but the last is 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
+
+/// The pipeline version recorded in every file's metadata.
+pub const PIPELINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Writer properties shared by every Lambda: Snappy (cheap to encode), statistics, and the
+/// row-group limit.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
+        .build()
+}
+
+/// An [`AsyncFileWriter`] that streams to one S3 object. Small files go up in a single
+/// PutObject; from the first full part on, as a multipart upload.
+pub struct S3UploadWriter {
+    store: S3Store,
+    key: String,
+    buffer: Vec<u8>,
+    upload: Option<(String, Vec<CompletedPart>)>,
+    bytes: u64,
+}
+
+impl S3UploadWriter {
+    pub fn new(store: S3Store, key: impl Into<String>) -> Self {
+        S3UploadWriter {
+            store,
+            key: key.into(),
+            buffer: Vec::new(),
+            upload: None,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes accepted so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    async fn send_part(&mut self) -> Result<()> {
+        let body = Bytes::from(mem::take(&mut self.buffer));
+        if self.upload.is_none() {
+            let id = self
+                .store
+                .create_multipart_upload(&self.key, PARQUET_CONTENT_TYPE)
+                .await?;
+            self.upload = Some((id, Vec::new()));
+        }
+        let (id, parts) = self.upload.as_mut().expect("upload started above");
+        let number = i32::try_from(parts.len() + 1).expect("fewer than 10,000 parts");
+        let part = self.store.upload_part(&self.key, id, number, body).await?;
+        parts.push(part);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        match self.upload.take() {
+            None => {
+                let body = Bytes::from(mem::take(&mut self.buffer));
+                self.store.put(&self.key, body, PARQUET_CONTENT_TYPE).await
+            }
+            Some(upload) => {
+                self.upload = Some(upload);
+                if !self.buffer.is_empty() {
+                    self.send_part().await?;
+                }
+                let (id, parts) = self.upload.take().expect("upload started");
+                let result = self
+                    .store
+                    .complete_multipart_upload(&self.key, &id, parts)
+                    .await;
+                if result.is_err() {
+                    self.upload = Some((id, Vec::new()));
+                }
+                result
+            }
+        }
+    }
+
+    /// Abandons the object: an unfinished multipart upload is aborted, so nothing appears.
+    pub async fn abort(mut self) {
+        if let Some((id, _)) = self.upload.take()
+            && let Err(e) = self.store.abort_multipart_upload(&self.key, &id).await
+        {
+            // The bucket's lifecycle rule removes what an abort could not.
+            warn!(key = %self.key, error = %e, "could not abort multipart upload");
+        }
+    }
+}
+
+fn external(e: Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileWriter for S3UploadWriter {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.bytes += bs.len() as u64;
+            self.buffer.extend_from_slice(&bs);
+            if self.buffer.len() >= PART_SIZE {
+                self.send_part().await.map_err(external)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move { self.finish().await.map_err(external) })
+    }
+}
+
+/// What a finished upload wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// A Parquet file being written to S3.
+pub struct ParquetUpload {
+    writer: AsyncArrowWriter<S3UploadWriter>,
+    key: String,
+    rows: u64,
+}
+
+impl ParquetUpload {
+    /// Starts a file at `key`. Nothing is sent until the first part fills or the file closes.
+    pub fn create(store: &S3Store, key: &str, schema: SchemaRef) -> Result<Self> {
+        let sink = S3UploadWriter::new(store.clone(), key);
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties()))?;
+        Ok(ParquetUpload {
+            writer,
+            key: key.to_owned(),
+            rows: 0,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).await.map_err(unwrap_external)?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer with `metadata` and completes the object. On failure the upload is
+    /// aborted and nothing is left at the key.
+    pub async fn finish(mut self, metadata: Vec<(String, String)>) -> Result<WrittenFile> {
+        for (k, v) in metadata {
+            self.writer.append_key_value_metadata(KeyValue::new(k, v));
+        }
+        match self.writer.finish().await {
+            Ok(_) => Ok(WrittenFile {
+                bytes: self.writer.bytes_written() as u64,
+                key: self.key,
+                rows: self.rows,
+            }),
+            Err(e) => {
+                self.writer.into_inner().abort().await;
+                Err(unwrap_external(e))
+            }
+        }
+    }
+
+    /// Gives up on the file: nothing is left at the key.
+    pub async fn abort(self) {
+        self.writer.into_inner().abort().await;
+    }
+}
+
+/// Our own errors come back from the Parquet writer wrapped as `External`; unwrap them so
+/// their kind (and retryability) survives.
+fn unwrap_external(e: ParquetError) -> Error {
+    match e {
+        ParquetError::External(inner) => match inner.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => Error::Parquet(ParquetError::External(other)),
+        },
+        other => Error::Parquet(other),
+    }
+}
+
+/// A whole Parquet file read back: schema, batches and footer key-value metadata.
+#[derive(Debug)]
+pub struct ParquetContents {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl ParquetContents {
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Decodes a Parquet file held in memory.
+pub fn read_parquet(bytes: Bytes) -> Result<ParquetContents> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let metadata = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = builder.schema().clone();
+    let batches = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParquetContents {
+        schema,
+        batches,
+        metadata,
+    })
+}

@@ -1,0 +1,290 @@
+//! S3 object I/O for one bucket, shared by all three Lambdas.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use tracing::instrument;
+
+use crate::error::{Error, Result};
+
+/// Loads the AWS configuration the standard way (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials
+/// chain).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// An S3 client. With a custom endpoint (a local S3 API such as moto) it addresses buckets by
+/// path, since `bucket.localhost` does not resolve everywhere.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+/// True for SDK failures a retry can cure: timeouts, connection failures, unreadable
+/// responses, throttling and 5xx answers.
+pub fn is_transient_sdk_error<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || matches!(
+                    se.err().code(),
+                    Some(
+                        "SlowDown"
+                            | "Throttling"
+                            | "ThrottlingException"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "InternalServiceError"
+                            | "ServiceUnavailable"
+                    )
+                )
+        }
+        _ => false,
+    }
+}
+
+/// `Code: message (HTTP status)` for service errors, the full cause chain otherwise.
+pub fn describe_sdk_error<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(se) => format!(
+            "{}: {} (HTTP {})",
+            se.err().code().unwrap_or("unknown error"),
+            se.err().message().unwrap_or("no message"),
+            se.raw().status().as_u16()
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+/// One bucket, and a count of the requests made through this handle (so callers can log, and
+/// tests can prove, how many requests an operation costs).
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl S3Store {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            requests: Arc::default(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Requests sent through this store (and its clones) so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn error<E>(&self, operation: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        Error::Storage {
+            operation,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            transient: is_transient_sdk_error(&e),
+            message: describe_sdk_error(&e),
+        }
+    }
+
+    /// The object's bytes, or `None` if there is no such key.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.count();
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.error("GetObject", key, e)),
+        };
+        let body = out.body.collect().await.map_err(|e| Error::Storage {
+            operation: "GetObject",
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: format!("reading the body: {e}"),
+            transient: true,
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
+    pub async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<()> {
+        self.count();
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error("PutObject", key, e))?;
+        Ok(())
+    }
+
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.count();
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    /// Every key under `prefix` that sorts after `start_after`, in order, following
+    /// continuation tokens through as many pages as there are.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn list_keys(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count();
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_start_after(start_after.map(str::to_owned))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match out.next_continuation_token() {
+                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    pub(crate) async fn create_multipart_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<String> {
+        self.count();
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Storage {
+                operation: "CreateMultipartUpload",
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                message: "no upload id in the response".into(),
+                transient: true,
+            })
+    }
+
+    pub(crate) async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart> {
+        self.count();
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error("UploadPart", key, e))?;
+        Ok(CompletedPart::builder()
+            .part_number(part_number)
+            .set_e_tag(out.e_tag().map(str::to_owned))
+            .build())
+    }
+
+    pub(crate) async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<()> {
+        self.count();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        self.count();
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("AbortMultipartUpload", key, e))?;
+        Ok(())
+    }
+}

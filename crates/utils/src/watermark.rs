@@ -1,0 +1,116 @@
+//! The last-ingest time of each table: where its next window starts.
+//!
+//! After a table's data file is safely in S3, a small state object
+//! (`_state/ingest/<table>.json`) records the window end. A lookup reads it (one GET) and lists
+//! the table's keys that sort after the key of that window end (one LIST, one page in any
+//! normal run): a data file that a crash left without its state update is found there, and
+//! its window end wins. So a lookup costs two requests however long the history. With no
+//! state object at all, the newest data key is found with a full, paginated listing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::keys::{parquet_key, parse_file_key, table_prefix};
+use crate::store::S3Store;
+use crate::time::{format_time, parse_time};
+
+/// Where a table's state object lives. `_state/` cannot collide with a table's prefix.
+pub fn state_key(table: &str) -> String {
+    format!("_state/ingest/{table}.json")
+}
+
+/// What the state object holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestState {
+    pub table: String,
+    /// The end of the last window read (exclusive), in [`format_time`] text.
+    pub window_end: String,
+    /// The data file that window wrote, if it had rows.
+    pub key: Option<String>,
+    pub rows: u64,
+}
+
+/// The time the table's next window starts at, or `None` if it was never ingested.
+pub async fn last_ingest_time(store: &S3Store, table: &str) -> Result<Option<DateTime<Utc>>> {
+    let state_key = state_key(table);
+    let recorded = match store.get(&state_key).await? {
+        Some(bytes) => {
+            let state: IngestState =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(store, &state_key, e))?;
+            if state.table != table {
+                return Err(corrupt(
+                    store,
+                    &state_key,
+                    format!("it names table {:?}", state.table),
+                ));
+            }
+            Some(parse_time(&state.window_end).map_err(|e| corrupt(store, &state_key, e))?)
+        }
+        None => None,
+    };
+    let after = recorded.map(|t| parquet_key(table, t));
+    let newest_file = store
+        .list_keys(&table_prefix(table), after.as_deref())
+        .await?
+        .iter()
+        .filter_map(|k| parse_file_key(table, k, "parquet"))
+        .max();
+    Ok(recorded.max(newest_file))
+}
+
+/// Records that `table` has been read up to `window_end`. Call only after the window's data
+/// file (if any) is complete in S3.
+pub async fn record_ingest(
+    store: &S3Store,
+    table: &str,
+    window_end: DateTime<Utc>,
+    key: Option<&str>,
+    rows: u64,
+) -> Result<()> {
+    let state = IngestState {
+        table: table.to_owned(),
+        window_end: format_time(window_end),
+        key: key.map(str::to_owned),
+        rows,
+    };
+    let body = serde_json::to_vec(&state).expect("state serializes");
+    store
+        .put(&state_key(table), body.into(), "application/json")
+        .await
+}
+
+fn corrupt(store: &S3Store, key: &str, reason: impl std::fmt::Display) -> Error {
+    Error::CorruptState {
+        bucket: store.bucket().to_owned(),
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_key_is_outside_every_table_prefix() {
+        assert_eq!(state_key("sales_order"), "_state/ingest/sales_order.json");
+        for t in crate::tables::TABLES {
+            assert!(!state_key(t.name).starts_with(&table_prefix(t.name)));
+        }
+    }
+
+    #[test]
+    fn state_serializes_to_stable_json() {
+        let s = IngestState {
+            table: "staff".into(),
+            window_end: "2024-11-14T09:30:05.123456Z".into(),
+            key: Some("staff/2024/11/14/093005123456.parquet".into()),
+            rows: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"table":"staff","window_end":"2024-11-14T09:30:05.123456Z","key":"staff/2024/11/14/093005123456.parquet","rows":3}"#
+        );
+    }
+}
