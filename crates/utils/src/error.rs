@@ -63,11 +63,48 @@ impl Error {
         }
     }
 
-    /// True for failures of the database (as opposed to storage, input or configuration).
-    pub fn is_database(&self) -> bool {
-        matches!(self, Error::Database(_))
+    /// The stable name Step Functions matches in `Retry` and `Catch` (`errorType`). Only the
+    /// `Transient*` names are worth a retry.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::Configuration(_) => "Configuration",
+            Error::UnknownTable(_) => "UnknownTable",
+            Error::InvalidTime(_) => "InvalidInput",
+            Error::Secret {
+                transient: true, ..
+            } => "TransientSecretError",
+            // A missing secret or one without usable credentials is a deployment mistake.
+            Error::Secret { .. } => "Configuration",
+            Error::Database(_) if self.is_transient() => "TransientDatabaseError",
+            Error::Database(_) => "DatabaseError",
+            Error::Storage {
+                transient: true, ..
+            } => "TransientStorageError",
+            Error::Storage { .. } => "StorageError",
+            Error::CorruptState { .. } => "CorruptState",
+            Error::Parquet(_) | Error::Arrow(_) if self.is_transient() => "TransientStorageError",
+            Error::Parquet(_) | Error::Arrow(_) => "InvalidData",
+        }
     }
 }
+
+/// Every `errorType` a Lambda of this project can return, for cross-checking the state
+/// machine's `Retry`/`Catch` clauses.
+pub const ERROR_TYPES: &[&str] = &[
+    "Configuration",
+    "UnknownTable",
+    "InvalidInput",
+    "InvalidEvent",
+    "TransientSecretError",
+    "TransientDatabaseError",
+    "DatabaseError",
+    "TransientStorageError",
+    "StorageError",
+    "CorruptState",
+    "InvalidData",
+    "SourceSchemaMismatch",
+    "InvalidSourceData",
+];
 
 /// SQLSTATE classes and codes after which a retry can succeed.
 fn is_transient_db_error(e: &tokio_postgres::Error) -> bool {
@@ -129,6 +166,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secret_errors_are_configuration_unless_transient() {
+        let secret = |transient| Error::Secret {
+            secret_id: "s".into(),
+            reason: "r".into(),
+            transient,
+        };
+        assert_eq!(secret(false).error_type(), "Configuration");
+        assert_eq!(secret(true).error_type(), "TransientSecretError");
+        for t in [
+            "Configuration",
+            "TransientSecretError",
+            "CorruptState",
+            "InvalidData",
+        ] {
+            assert!(ERROR_TYPES.contains(&t), "{t}");
+        }
+    }
+
+    #[test]
     fn storage_errors_say_where_and_carry_retryability() {
         let e = Error::Storage {
             operation: "PutObject",
@@ -139,7 +195,9 @@ mod tests {
         };
         assert_eq!(e.to_string(), "S3 PutObject s3://b/k/1.parquet: SlowDown");
         assert!(e.is_transient());
+        assert_eq!(e.error_type(), "TransientStorageError");
         assert!(!Error::UnknownTable("x".into()).is_transient());
+        assert_eq!(Error::UnknownTable("x".into()).error_type(), "UnknownTable");
     }
 
     #[test]
@@ -153,5 +211,6 @@ mod tests {
         };
         let wrapped = Error::Parquet(parquet::errors::ParquetError::External(Box::new(upload)));
         assert!(wrapped.is_transient());
+        assert_eq!(wrapped.error_type(), "TransientStorageError");
     }
 }

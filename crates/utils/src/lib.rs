@@ -11,4 +11,4 @@ pub mod tables;
 pub mod time;
 pub mod watermark;
 
-pub use error::{Error, Result};
+pub use error::{ERROR_TYPES, Error, Result};

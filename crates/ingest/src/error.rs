@@ -1,0 +1,114 @@
+use lambda_runtime::Diagnostic;
+
+/// Why an ingest failed. [`Error::error_type`] is the stable `errorType` Step Functions sees.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Configuration(String),
+
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+
+    #[error("the source schema does not match the table registry: {0}")]
+    SourceSchemaMismatch(String),
+
+    #[error("table {table}, column {column}: {reason}")]
+    InvalidSourceData {
+        table: &'static str,
+        column: &'static str,
+        reason: String,
+    },
+
+    /// A failure while ingesting one table; the invocation fails with the inner error's type.
+    #[error("table {table}: {source}")]
+    Table {
+        table: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error(transparent)]
+    Shared(#[from] utils::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::Configuration(_) => "Configuration",
+            Error::InvalidEvent(_) => "InvalidEvent",
+            Error::SourceSchemaMismatch(_) => "SourceSchemaMismatch",
+            Error::InvalidSourceData { .. } => "InvalidSourceData",
+            Error::Table { source, .. } => source.error_type(),
+            Error::Shared(e) => e.error_type(),
+        }
+    }
+
+    pub fn in_table(self, table: &'static str) -> Error {
+        match self {
+            already @ (Error::Table { .. } | Error::InvalidSourceData { .. }) => already,
+            other => Error::Table {
+                table,
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Shared(e.into())
+    }
+}
+
+impl From<Error> for Diagnostic {
+    fn from(e: Error) -> Self {
+        Diagnostic {
+            error_type: e.error_type().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_errors_keep_the_inner_type_and_name_the_table() {
+        let inner = Error::Shared(utils::Error::Storage {
+            operation: "UploadPart",
+            bucket: "raw".into(),
+            key: "staff/2024/11/14/093005123456.parquet".into(),
+            message: "dispatch failure".into(),
+            transient: true,
+        });
+        let e = inner.in_table("staff");
+        assert_eq!(e.error_type(), "TransientStorageError");
+        let d = Diagnostic::from(e);
+        assert_eq!(d.error_type, "TransientStorageError");
+        assert_eq!(
+            d.error_message,
+            "table staff: S3 UploadPart s3://raw/staff/2024/11/14/093005123456.parquet: dispatch failure"
+        );
+    }
+
+    #[test]
+    fn every_error_type_is_a_declared_one() {
+        let errors = [
+            Error::Configuration("x".into()),
+            Error::InvalidEvent("x".into()),
+            Error::SourceSchemaMismatch("x".into()),
+            Error::InvalidSourceData {
+                table: "t",
+                column: "c",
+                reason: "r".into(),
+            },
+            Error::Shared(utils::Error::UnknownTable("x".into())),
+        ];
+        for e in errors {
+            assert!(utils::ERROR_TYPES.contains(&e.error_type()), "{e}");
+        }
+    }
+}
