@@ -6,7 +6,9 @@
 #     the cluster runs as an unprivileged user, since PostgreSQL refuses to run as root.
 #   - moto server (S3, Secrets Manager) from the project venv, on a free loopback port.
 # It exports TEST_DATABASE_URL, AWS_ENDPOINT_URL, AWS_REGION, fake AWS credentials and
-# TOTESYS_PYTHON (the venv's python), runs the command, then stops what it started.
+# TOTESYS_PYTHON (the venv's python), and for its own cluster, which runs with TLS,
+# TEST_PG_CA_CERT (the CA that signed the server certificate); runs the command, then stops
+# what it started.
 #
 # Usage: scripts/env.sh COMMAND [ARGS...]
 set -euo pipefail
@@ -91,9 +93,27 @@ else
     port=$(free_port)
     log "PostgreSQL: starting a private cluster on 127.0.0.1:$port (${pg_user:-$(id -un)})"
     as_pg "$pg_bin/initdb" -D "$workdir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    ssl_opts=""
+    if command -v openssl >/dev/null; then
+      # A throwaway CA and a server certificate for 127.0.0.1, so the TLS paths are tested.
+      tls="$workdir/tls"
+      mkdir -p "$tls"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=totesys test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$tls/ext"
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 2 -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+      chmod 600 "$tls/server.key"
+      if [[ -n "$pg_user" ]]; then chown -R "$pg_user" "$tls"; fi
+      ssl_opts="-c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
+      export TEST_PG_CA_CERT="$tls/ca.crt"
+    fi
     as_pg "$pg_bin/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w -t 60 start \
       -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$workdir \
-          -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
+          -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+          $ssl_opts" >/dev/null
     started_pg=1
     export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   fi

@@ -26,8 +26,7 @@ impl Config {
 
     /// Reads settings through `env`, so tests need not touch the process environment.
     pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let source = DbSource::from_env(&env, "SOURCE_DB_SECRET_ID", "SOURCE_DB_URL")
-            .map_err(|e| Error::Configuration(e.to_string().replace("configuration: ", "")))?;
+        let source = DbSource::from_env(&env, "SOURCE_DB_SECRET_ID", "SOURCE_DB_URL")?;
         let bucket = env("INGEST_BUCKET")
             .filter(|b| !b.trim().is_empty())
             .ok_or_else(|| Error::Configuration("INGEST_BUCKET is not set".into()))?;

@@ -7,9 +7,7 @@ use arrow::array::{
     TimestampMillisecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
-use chrono::NaiveDateTime;
 use futures_util::{StreamExt, pin_mut};
-use rust_decimal::Decimal;
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
@@ -20,6 +18,7 @@ use utils::tables::{Column, MONEY_PRECISION, MONEY_SCALE, PgType, TableSpec};
 use utils::time::format_time;
 
 use crate::error::{Error, Result};
+use crate::wire::{EpochMillis, Hundredths};
 
 /// The type a column arrives as in the binary COPY (enums are cast to text by the query).
 fn wire_type(t: PgType) -> Type {
@@ -80,12 +79,12 @@ impl ColumnBuilder {
                 b.append_option(row.try_get::<Option<bool>>(idx).map_err(get_err)?)
             }
             ColumnBuilder::Timestamp(b) => {
-                let ts = row.try_get::<Option<NaiveDateTime>>(idx).map_err(get_err)?;
-                b.append_option(ts.map(|t| t.and_utc().timestamp_millis()));
+                let ts = row.try_get::<Option<EpochMillis>>(idx).map_err(get_err)?;
+                b.append_option(ts.map(|t| t.0));
             }
             ColumnBuilder::Money(b) => {
-                let value = row.try_get::<Option<Decimal>>(idx).map_err(get_err)?;
-                b.append_option(value.map(money_units).transpose()?);
+                let value = row.try_get::<Option<Hundredths>>(idx).map_err(get_err)?;
+                b.append_option(value.map(|v| v.0));
             }
         }
         Ok(())
@@ -100,21 +99,6 @@ impl ColumnBuilder {
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
         }
     }
-}
-
-/// A `numeric(10,2)` value as a count of hundredths, exactly.
-fn money_units(mut d: Decimal) -> Result<i128, String> {
-    if d.scale() > MONEY_SCALE as u32 {
-        return Err(format!("{d} has more than {MONEY_SCALE} decimal places"));
-    }
-    d.rescale(MONEY_SCALE as u32);
-    let units = d.mantissa();
-    if units.abs() >= 10i128.pow(MONEY_PRECISION as u32) {
-        return Err(format!(
-            "{d} does not fit numeric({MONEY_PRECISION},{MONEY_SCALE})"
-        ));
-    }
-    Ok(units)
 }
 
 /// Accumulates rows into fixed-size record batches.
@@ -256,7 +240,12 @@ async fn write_batch(
 ) -> Result<()> {
     let records = batch.finish()?;
     if upload.is_none() {
-        *upload = Some(ParquetUpload::create(store, key, schema.clone())?);
+        *upload = Some(ParquetUpload::create(
+            store,
+            key,
+            schema.clone(),
+            batch.table.high_cardinality_columns(),
+        )?);
     }
     upload
         .as_mut()
@@ -270,25 +259,7 @@ async fn write_batch(
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use std::str::FromStr;
     use utils::tables::table;
-
-    #[test]
-    fn money_is_exact_hundredths() {
-        let units = |s: &str| money_units(Decimal::from_str(s).unwrap());
-        assert_eq!(units("12.34"), Ok(1234));
-        assert_eq!(units("3"), Ok(300));
-        assert_eq!(units("-0.5"), Ok(-50));
-        assert_eq!(units("99999999.99"), Ok(9_999_999_999));
-        assert_eq!(
-            units("1.005"),
-            Err("1.005 has more than 2 decimal places".into())
-        );
-        assert_eq!(
-            units("100000000.00"),
-            Err("100000000.00 does not fit numeric(10,2)".into())
-        );
-    }
 
     #[test]
     fn metadata_records_table_window_rows_types_and_version() {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod extract;
+pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -2,8 +2,10 @@
 //!
 //! Writing: record batches are encoded into row groups of at most [`MAX_ROW_GROUP_ROWS`] rows
 //! or [`MAX_ROW_GROUP_BYTES`] encoded bytes, and the encoded bytes go out as S3 multipart
-//! upload parts of [`PART_SIZE`]. Memory is one row group plus one part, whatever the file's
-//! size. The object appears only when the upload completes; a failed write aborts the upload.
+//! upload parts of at least [`PART_SIZE`], each uploaded on its own task while the next one
+//! fills, with at most one in flight. Memory is one row group plus two parts, whatever the
+//! file's size. The object appears only when the upload completes; a failed write aborts the
+//! upload.
 
 use std::mem;
 
@@ -19,6 +21,8 @@ use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::error::{Error, Result};
@@ -27,21 +31,27 @@ use crate::store::S3Store;
 /// Rows in a record batch built from a stream.
 pub const BATCH_ROWS: usize = 8192;
 /// Row-group limit in rows.
-pub const MAX_ROW_GROUP_ROWS: usize = 128 * 1024;
+pub const MAX_ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Row-group limit in encoded bytes held in memory.
-pub const MAX_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
-/// Multipart part size (S3's minimum for all parts but the last is 5 MiB).
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+pub const MAX_ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
+/// Multipart part size: S3's minimum for all parts but the last, to keep memory low.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
 const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
 
 /// The pipeline version recorded in every file's metadata.
 pub const PIPELINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Writer properties shared by every Lambda: Snappy (cheap to encode), statistics, and the
-/// row-group limit.
-pub fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// Writer properties shared by every Lambda: Snappy (cheap to encode), statistics, the
+/// row-group limits, and dictionary encoding except for the `plain` columns: those whose
+/// values rarely repeat (keys, timestamps, amounts), where building a dictionary only costs
+/// time before Parquet falls back to plain encoding anyway.
+pub fn writer_properties<'a>(plain: impl IntoIterator<Item = &'a str>) -> WriterProperties {
+    plain
+        .into_iter()
+        .fold(WriterProperties::builder(), |props, column| {
+            props.set_column_dictionary_enabled(ColumnPath::from(column), false)
+        })
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
@@ -49,13 +59,37 @@ pub fn writer_properties() -> WriterProperties {
 }
 
 /// An [`AsyncFileWriter`] that streams to one S3 object. Small files go up in a single
-/// PutObject; from the first full part on, as a multipart upload.
+/// PutObject; from the first full part on, as a multipart upload whose parts upload in the
+/// background while the next part fills.
 pub struct S3UploadWriter {
     store: S3Store,
     key: String,
     buffer: Vec<u8>,
-    upload: Option<(String, Vec<CompletedPart>)>,
+    upload: Option<Multipart>,
     bytes: u64,
+}
+
+struct Multipart {
+    id: String,
+    parts: Vec<CompletedPart>,
+    in_flight: Option<JoinHandle<Result<CompletedPart>>>,
+}
+
+impl Multipart {
+    /// Waits for the part in flight, if any, and records it.
+    async fn settle(&mut self, store: &S3Store, key: &str) -> Result<()> {
+        if let Some(handle) = self.in_flight.take() {
+            let part = handle.await.map_err(|e| Error::Storage {
+                operation: "UploadPart",
+                bucket: store.bucket().to_owned(),
+                key: key.to_owned(),
+                message: format!("upload task failed: {e}"),
+                transient: true,
+            })??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
 }
 
 impl S3UploadWriter {
@@ -74,53 +108,62 @@ impl S3UploadWriter {
         self.bytes
     }
 
-    async fn send_part(&mut self) -> Result<()> {
-        let body = Bytes::from(mem::take(&mut self.buffer));
+    /// Starts uploading `body` as the next part, once the previous part is done.
+    async fn send_part(&mut self, body: Bytes) -> Result<()> {
         if self.upload.is_none() {
             let id = self
                 .store
                 .create_multipart_upload(&self.key, PARQUET_CONTENT_TYPE)
                 .await?;
-            self.upload = Some((id, Vec::new()));
+            self.upload = Some(Multipart {
+                id,
+                parts: Vec::new(),
+                in_flight: None,
+            });
         }
-        let (id, parts) = self.upload.as_mut().expect("upload started above");
-        let number = i32::try_from(parts.len() + 1).expect("fewer than 10,000 parts");
-        let part = self.store.upload_part(&self.key, id, number, body).await?;
-        parts.push(part);
+        let upload = self.upload.as_mut().expect("upload started above");
+        upload.settle(&self.store, &self.key).await?;
+        let number = i32::try_from(upload.parts.len() + 1).expect("fewer than 10,000 parts");
+        let (store, key, id) = (self.store.clone(), self.key.clone(), upload.id.clone());
+        upload.in_flight = Some(tokio::spawn(async move {
+            store.upload_part(&key, &id, number, body).await
+        }));
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<()> {
-        match self.upload.take() {
-            None => {
-                let body = Bytes::from(mem::take(&mut self.buffer));
-                self.store.put(&self.key, body, PARQUET_CONTENT_TYPE).await
-            }
-            Some(upload) => {
-                self.upload = Some(upload);
-                if !self.buffer.is_empty() {
-                    self.send_part().await?;
-                }
-                let (id, parts) = self.upload.take().expect("upload started");
-                let result = self
-                    .store
-                    .complete_multipart_upload(&self.key, &id, parts)
-                    .await;
-                if result.is_err() {
-                    self.upload = Some((id, Vec::new()));
-                }
-                result
-            }
+        let body = Bytes::from(mem::take(&mut self.buffer));
+        if self.upload.is_none() {
+            return self.store.put(&self.key, body, PARQUET_CONTENT_TYPE).await;
         }
+        if !body.is_empty() {
+            self.send_part(body).await?;
+        }
+        let upload = self.upload.as_mut().expect("multipart upload");
+        upload.settle(&self.store, &self.key).await?;
+        let parts = mem::take(&mut upload.parts);
+        self.store
+            .complete_multipart_upload(&self.key, &upload.id, parts)
+            .await?;
+        self.upload = None;
+        Ok(())
     }
 
     /// Abandons the object: an unfinished multipart upload is aborted, so nothing appears.
     pub async fn abort(mut self) {
-        if let Some((id, _)) = self.upload.take()
-            && let Err(e) = self.store.abort_multipart_upload(&self.key, &id).await
-        {
-            // The bucket's lifecycle rule removes what an abort could not.
-            warn!(key = %self.key, error = %e, "could not abort multipart upload");
+        if let Some(mut upload) = self.upload.take() {
+            if let Some(handle) = upload.in_flight.take() {
+                handle.abort();
+                let _ = handle.await;
+            }
+            if let Err(e) = self
+                .store
+                .abort_multipart_upload(&self.key, &upload.id)
+                .await
+            {
+                // The bucket's lifecycle rule removes what an abort could not.
+                warn!(key = %self.key, error = %e, "could not abort multipart upload");
+            }
         }
     }
 }
@@ -133,11 +176,16 @@ impl AsyncFileWriter for S3UploadWriter {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
         Box::pin(async move {
             self.bytes += bs.len() as u64;
-            self.buffer.extend_from_slice(&bs);
-            if self.buffer.len() >= PART_SIZE {
-                self.send_part().await.map_err(external)?;
-            }
-            Ok(())
+            let part = if self.buffer.is_empty() && bs.len() >= PART_SIZE {
+                bs
+            } else {
+                self.buffer.extend_from_slice(&bs);
+                if self.buffer.len() < PART_SIZE {
+                    return Ok(());
+                }
+                Bytes::from(mem::take(&mut self.buffer))
+            };
+            self.send_part(part).await.map_err(external)
         })
     }
 
@@ -162,10 +210,16 @@ pub struct ParquetUpload {
 }
 
 impl ParquetUpload {
-    /// Starts a file at `key`. Nothing is sent until the first part fills or the file closes.
-    pub fn create(store: &S3Store, key: &str, schema: SchemaRef) -> Result<Self> {
+    /// Starts a file at `key` (see [`writer_properties`] for `plain`). Nothing is sent until
+    /// the first part fills or the file closes.
+    pub fn create<'a>(
+        store: &S3Store,
+        key: &str,
+        schema: SchemaRef,
+        plain: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self> {
         let sink = S3UploadWriter::new(store.clone(), key);
-        let writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties()))?;
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties(plain)))?;
         Ok(ParquetUpload {
             writer,
             key: key.to_owned(),

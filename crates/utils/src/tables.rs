@@ -289,6 +289,17 @@ impl TableSpec {
         Arc::new(Schema::new(fields))
     }
 
+    /// Columns whose values rarely repeat: the key, timestamps and amounts.
+    pub fn high_cardinality_columns(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns
+            .iter()
+            .filter(|c| {
+                c.name == self.primary_key
+                    || matches!(c.pg_type, PgType::Timestamp3 | PgType::Money)
+            })
+            .map(|c| c.name)
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }

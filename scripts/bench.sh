@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# make bench: full-ingest throughput and peak memory beside a raw binary COPY of the same
+# queries, at BENCH_SCALE (default 21: about 1M rows over the 11 tables) and at 5x that, to show
+# memory stays flat as tables grow. Run inside scripts/env.sh. Never part of make test.
+#
+# The copy baseline counts rows with a separate count(*) outside its timing-critical loop;
+# the ingest figures include uploading to the local S3 API (moto), which the baseline does not.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scales=${BENCH_SCALES:-"${BENCH_SCALE:-21} $(( ${BENCH_SCALE:-21} * 5 ))"}
+repeats=${BENCH_REPEATS:-3}
+cargo build --release -q -p totesys-tests --bin bench
+bench="$root/target/release/bench"
+out="$root/.build/bench"
+mkdir -p "$out"
+
+for scale in $scales; do
+  db="totesys_bench_$scale"
+  psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  url="${TEST_DATABASE_URL%/*}/$db"
+  echo "== scale $scale: generating the source" >&2
+  psql "$url" -q -f tests/fixtures/oltp_schema.sql
+  psql "$url" -q -v scale="$scale" -f sql/generate_source.sql
+  for i in $(seq 1 "$repeats"); do
+    "$bench" copy "$url" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    bucket="bench-$scale-$i-$(date +%s%N)"
+    "$root/.venv/bin/python" -c "import os,sys,boto3; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=sys.argv[1], CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']})" "$bucket"
+    "$bench" ingest "$url" "$bucket" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+  done
+  psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
+done | tee "$out/results.jsonl" >/dev/null
+
+python3 - "$out/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"{'scale':>5} {'mode':<7} {'rows':>9} {'MB out':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
+summary = {}
+for scale in sorted({r["scale"] for r in rows}):
+    for mode in ("copy", "ingest"):
+        runs = [r["r"] for r in rows if r["scale"] == scale and r["r"]["mode"] == mode]
+        secs = statistics.median(r["seconds"] for r in runs)
+        rss = max(r["peak_rss_mb"] for r in runs)
+        summary[(scale, mode)] = (secs, rss)
+        print(f"{scale:>5} {mode:<7} {runs[0]['rows']:>9} {runs[0]['bytes']/1e6:>8.1f} {secs:>10.2f} "
+              f"{runs[0]['rows']/secs:>10,.0f} {rss:>11.1f}")
+    c, i = summary[(scale, "copy")], summary[(scale, "ingest")]
+    print(f"      ingest / raw COPY wall time: {i[0]/c[0]:.2f}x")
+scales = sorted({r["scale"] for r in rows})
+if len(scales) > 1:
+    a, b = summary[(scales[0], "ingest")][1], summary[(scales[-1], "ingest")][1]
+    print(f"ingest peak RSS at scale {scales[-1]} vs {scales[0]}: {b:.1f} MB vs {a:.1f} MB ({b/a:.2f}x)")
+PY

@@ -1,0 +1,94 @@
+//! The ingest benchmark's worker: one measurement per process, so each peak RSS is its own.
+//!
+//!   bench copy   SOURCE_URL          raw `COPY (new-entries query) TO STDOUT (FORMAT binary)` of
+//!                                    every table, bytes drained and discarded: the baseline
+//!   bench ingest SOURCE_URL BUCKET   the ingest Lambda's work for every table, into S3
+//!
+//! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, pin_mut};
+use serde_json::json;
+use utils::query::{Window, new_entries_copy};
+use utils::tables::TABLES;
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb / 1024.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (mode, url) = match args.as_slice() {
+        [_, mode, url, ..] => (mode.as_str(), url.as_str()),
+        _ => panic!("usage: bench copy|ingest SOURCE_URL [BUCKET]"),
+    };
+    let client = totesys_tests::connect(url).await;
+    let started = Instant::now();
+    let (rows, bytes) = match mode {
+        "copy" => {
+            let end = ingest::window_end(&client, Duration::ZERO).await.unwrap();
+            let mut rows = 0u64;
+            let mut bytes = 0u64;
+            for table in TABLES {
+                let window = Window { start: None, end };
+                let stream = client
+                    .copy_out(&new_entries_copy(table, &window))
+                    .await
+                    .unwrap();
+                pin_mut!(stream);
+                while let Some(chunk) = stream.next().await {
+                    bytes += chunk.unwrap().len() as u64;
+                }
+                let count: i64 = client
+                    .query_one(&format!("SELECT count(*) FROM \"{}\"", table.name), &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                rows += count as u64;
+            }
+            (rows, bytes)
+        }
+        "ingest" => {
+            let bucket = args.get(3).expect("bench ingest SOURCE_URL BUCKET");
+            let sdk = utils::store::aws_config().await;
+            let store = utils::store::S3Store::new(utils::store::s3_client(&sdk), bucket.clone());
+            let tables: Vec<_> = TABLES.iter().collect();
+            let out = ingest::run(&client, &store, &tables, Duration::ZERO)
+                .await
+                .unwrap();
+            let mut bytes = 0u64;
+            for key in out.files.values() {
+                let head = utils::store::s3_client(&sdk)
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+                bytes += head.content_length().unwrap_or(0) as u64;
+            }
+            (out.row_counts.values().sum(), bytes)
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": mode,
+            "rows": rows,
+            "bytes": bytes,
+            "seconds": seconds,
+            "rows_per_s": rows as f64 / seconds,
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+}

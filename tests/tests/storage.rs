@@ -1,0 +1,163 @@
+//! S3 and Parquet I/O shared by the Lambdas, against a real S3 API.
+
+use std::sync::Arc;
+
+use arrow::array::{Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use bytes::Bytes;
+use parquet::arrow::async_writer::AsyncFileWriter;
+use totesys_tests::*;
+use utils::parquet_io::{PART_SIZE, ParquetUpload, S3UploadWriter, read_parquet};
+
+/// Deterministic bytes that do not compress.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_object_goes_up_in_parts_and_reads_back_byte_for_byte() {
+    let store = bucket().await;
+    let mut writer = S3UploadWriter::new(store.clone(), "big/object.bin");
+    let mut expected = Vec::new();
+    // Uneven writes that straddle part boundaries: 2.5 parts in all.
+    for (i, len) in [
+        3 * 1024 * 1024,
+        PART_SIZE,
+        7 * 1024 * 1024 + 17,
+        1024 * 1024 - 17,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let chunk = noise(len, i as u64 + 1);
+        expected.extend_from_slice(&chunk);
+        writer.write(Bytes::from(chunk)).await.unwrap();
+    }
+    // Two full parts are already out, yet nothing is visible before completion.
+    assert_eq!(all_keys(&store).await, Vec::<String>::new());
+    writer.complete().await.unwrap();
+    let got = store.get("big/object.bin").await.unwrap().unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "content differs");
+    // Create, three parts, complete; then the list and the get.
+    assert_eq!(store.requests(), 5 + 1 + 1);
+}
+
+#[tokio::test]
+async fn an_aborted_upload_leaves_nothing_behind() {
+    let store = bucket().await;
+    let mut writer = S3UploadWriter::new(store.clone(), "big/aborted.bin");
+    writer
+        .write(Bytes::from(noise(PART_SIZE + 1, 7)))
+        .await
+        .unwrap();
+    writer.abort().await;
+    assert_eq!(all_keys(&store).await, Vec::<String>::new());
+    let sdk = sdk_config().await;
+    let pending = utils::store::s3_client(&sdk)
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(pending.uploads().is_empty(), "{:?}", pending.uploads());
+}
+
+#[tokio::test]
+async fn a_small_parquet_file_is_one_put_with_its_metadata() {
+    let store = bucket().await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![Some("a"), None, Some("Zoë")])),
+        ],
+    )
+    .unwrap();
+    let mut upload =
+        ParquetUpload::create(&store, "t/2024/11/14/093005123456.parquet", schema, ["id"]).unwrap();
+    upload.write(&batch).await.unwrap();
+    upload.write(&batch).await.unwrap();
+    let written = upload
+        .finish(vec![("totesys.row_count".into(), "6".into())])
+        .await
+        .unwrap();
+    assert_eq!(written.rows, 6);
+    assert_eq!(store.requests(), 1, "a single PutObject");
+    let bytes = store.get(&written.key).await.unwrap().unwrap();
+    assert_eq!(bytes.len() as u64, written.bytes);
+    let contents = read_parquet(bytes).unwrap();
+    assert_eq!(contents.num_rows(), 6);
+    assert_eq!(contents.metadata_value("totesys.row_count"), Some("6"));
+    assert_eq!(
+        contents.batches[0].column(1).slice(3, 3).as_ref(),
+        batch.column(1).as_ref()
+    );
+}
+
+mod tls {
+    use super::*;
+    use utils::db::connect;
+
+    async fn ssl_in_use(client: &tokio_postgres::Client) -> bool {
+        client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// `sslmode=require` encrypts; a root certificate makes the client verify the server. On a
+    /// server without TLS, `require` must refuse to connect rather than fall back.
+    #[tokio::test]
+    async fn sslmode_require_encrypts_and_a_root_certificate_verifies() {
+        let url = format!("{}?sslmode=require", url_for("postgres"));
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let admin = totesys_tests::connect(&server_url()).await;
+        let server_ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        if server_ssl != "on" {
+            assert!(
+                std::env::var("TEST_PG_CA_CERT").is_err(),
+                "the harness's own cluster runs with TLS"
+            );
+            let err = connect(config, None, "tls-test").await.unwrap_err();
+            assert_eq!(err.error_type(), "TransientDatabaseError", "{err}");
+            return;
+        }
+        let client = connect(config.clone(), None, "tls-test").await.unwrap();
+        assert!(ssl_in_use(&client).await);
+        if let Ok(ca) = std::env::var("TEST_PG_CA_CERT") {
+            let verified = connect(config.clone(), Some(&ca), "tls-test")
+                .await
+                .unwrap();
+            assert!(ssl_in_use(&verified).await);
+            // The server's certificate does not chain to a CA it was not signed by.
+            let dir = std::env::temp_dir().join(unique_name("ca"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let wrong = dir.join("wrong.pem");
+            std::fs::write(&wrong, WRONG_CA).unwrap();
+            let err = connect(config, Some(wrong.to_str().unwrap()), "tls-test")
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("TLS"), "{err}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    const WRONG_CA: &str = include_str!("../fixtures/unrelated-ca.pem");
+}
