@@ -39,7 +39,8 @@ boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(
 EOF
 echo "ingest bucket: s3://$bucket (on $AWS_ENDPOINT_URL)"
 
-step "Starting the Lambda runtime emulator (cargo lambda watch)"
+step "Building the ingest Lambda and starting the runtime emulator (cargo lambda watch)"
+cargo build -q -p ingest
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env_vars="SOURCE_DB_URL=$source_url,INGEST_BUCKET=$bucket,INGEST_SAFETY_LAG_SECONDS=$lag"
 env_vars+=",AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION"

@@ -44,7 +44,7 @@ export TOTESYS_PYTHON="$root/.venv/bin/python"
 # --- PostgreSQL ------------------------------------------------------------------------------
 pg_user=""
 as_pg() {
-  if [[ -n "$pg_user" ]]; then runuser -u "$pg_user" -- "$@"; else "$@"; fi
+  if [[ -n "$pg_user" ]]; then (cd / && runuser -u "$pg_user" -- "$@"); else "$@"; fi
 }
 
 find_pg_bin() {
@@ -88,7 +88,13 @@ else
       pg_user=totesys-pg
       id "$pg_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user"
       chown "$pg_user" "$workdir"
-      chmod 755 "$workdir" "$build"
+      chmod 755 "$build"
+      if ! runuser -u "$pg_user" -- test -w "$workdir"; then
+        # The checkout is somewhere that user cannot reach (under /root, say).
+        rm -rf "$workdir"
+        workdir=$(mktemp -d /tmp/totesys-pg.XXXXXX)
+        chown "$pg_user" "$workdir"
+      fi
     fi
     port=$(free_port)
     log "PostgreSQL: starting a private cluster on 127.0.0.1:$port (${pg_user:-$(id -un)})"

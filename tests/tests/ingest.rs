@@ -620,3 +620,28 @@ async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
     // Other tables' files and stray objects do not count.
     assert_eq!(last_ingest_time(&store, "sales").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_value_the_raw_zone_cannot_hold_fails_the_table_and_writes_nothing_for_it() {
+    let db = TestDb::source(true).await;
+    let store = bucket().await;
+    db.client()
+        .await
+        .batch_execute("UPDATE staff SET created_at = 'infinity' WHERE staff_id = 2")
+        .await
+        .unwrap();
+    let err = invoke(&deps(&db, &store).await, json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "InvalidSourceData");
+    assert_eq!(
+        err.to_string(),
+        "table staff, column created_at: expected timestamp(3) without time zone: \
+         error deserializing column 5: infinite timestamp"
+    );
+    let keys = all_keys(&store).await;
+    assert!(keys.iter().all(|k| !k.contains("staff")), "{keys:?}");
+    // The tables before it in the run keep their files and watermarks.
+    assert!(keys.contains(&state_key("design")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.starts_with("payment/")), "{keys:?}");
+}
