@@ -39,6 +39,18 @@ async fn invoke(deps: &Deps, payload: Value) -> Result<Output, ingest::Error> {
     handler(LambdaEvent::new(payload, Context::default()), deps).await
 }
 
+/// Seeds a source, changes it with `sql`, and ingests every table, which must fail: the error
+/// and every key left in the bucket.
+async fn run_all_after(sql: &str) -> (ingest::Error, Vec<String>) {
+    let db = TestDb::source(true).await;
+    let store = bucket().await;
+    db.client().await.batch_execute(sql).await.unwrap();
+    let err = invoke(&deps(&db, &store).await, json!({}))
+        .await
+        .unwrap_err();
+    (err, all_keys(&store).await)
+}
+
 /// Every row of every file written for `table` so far, decoded.
 async fn ingested_rows(store: &S3Store, name: &str) -> Vec<Vec<Cell>> {
     let spec = table(name).unwrap();
@@ -487,26 +499,18 @@ async fn an_unreachable_database_is_a_transient_error() {
 
 #[tokio::test]
 async fn a_source_that_differs_from_the_registry_fails_before_writing() {
-    let db = TestDb::source(true).await;
-    let store = bucket().await;
-    db.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE currency ALTER COLUMN currency_code TYPE text;
-             ALTER TABLE staff DROP COLUMN email_address;",
-        )
-        .await
-        .unwrap();
-    let err = invoke(&deps(&db, &store).await, json!({}))
-        .await
-        .unwrap_err();
+    let (err, keys) = run_all_after(
+        "ALTER TABLE currency ALTER COLUMN currency_code TYPE text;
+         ALTER TABLE staff DROP COLUMN email_address;",
+    )
+    .await;
     assert_eq!(err.error_type(), "SourceSchemaMismatch");
     assert_eq!(
         err.to_string(),
         "the source schema does not match the table registry: currency.currency_code is text, \
          expected character varying(3); staff.email_address is missing (expected text)"
     );
-    assert_eq!(all_keys(&store).await, Vec::<String>::new());
+    assert_eq!(keys, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -623,23 +627,14 @@ async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
 
 #[tokio::test]
 async fn a_value_the_raw_zone_cannot_hold_fails_the_table_and_writes_nothing_for_it() {
-    let db = TestDb::source(true).await;
-    let store = bucket().await;
-    db.client()
-        .await
-        .batch_execute("UPDATE staff SET created_at = 'infinity' WHERE staff_id = 2")
-        .await
-        .unwrap();
-    let err = invoke(&deps(&db, &store).await, json!({}))
-        .await
-        .unwrap_err();
+    let (err, keys) =
+        run_all_after("UPDATE staff SET created_at = 'infinity' WHERE staff_id = 2").await;
     assert_eq!(err.error_type(), "InvalidSourceData");
     assert_eq!(
         err.to_string(),
         "table staff, column created_at: expected timestamp(3) without time zone: \
          error deserializing column 5: infinite timestamp"
     );
-    let keys = all_keys(&store).await;
     assert!(keys.iter().all(|k| !k.contains("staff")), "{keys:?}");
     // The tables before it in the run keep their files and watermarks.
     assert!(keys.contains(&state_key("design")), "{keys:?}");

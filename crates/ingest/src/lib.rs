@@ -15,9 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tracing::{info, instrument, warn};
 use utils::keys::parquet_key;
@@ -88,6 +90,13 @@ pub async fn run(
     safety_lag: Duration,
 ) -> Result<Output> {
     check_source_schema(client, tables).await?;
+    // Where each table's window starts depends only on earlier runs: look them all up at once.
+    let starts = try_join_all(tables.iter().map(|table| async move {
+        last_ingest_time(store, table.name)
+            .await
+            .map_err(|e| Error::from(e).in_table(table.name))
+    }))
+    .await?;
     let end = window_end(client, safety_lag).await?;
     // Every read after this point sees every transaction that can hold a row stamped before
     // `end` (see `window_end`); one snapshot keeps the tables of a run consistent.
@@ -95,15 +104,39 @@ pub async fn run(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
     let mut runs = Vec::with_capacity(tables.len());
-    for &table in tables {
-        match ingest_table(client, store, table, end).await {
-            Ok(run) => runs.push(run),
+    // A table's watermark is written as soon as its file is complete, while the next table is
+    // read; the run reports success only once every watermark is written.
+    let mut watermarks = JoinSet::new();
+    let mut failure = None;
+    for (&table, start) in tables.iter().zip(starts) {
+        match extract_table(client, store, table, Window { start, end }).await {
+            Ok(run) => {
+                if !run.window.is_empty() {
+                    let (store, run) = (store.clone(), run.clone());
+                    watermarks.spawn(async move {
+                        record_watermark(&store, &run)
+                            .await
+                            .map_err(|e| e.in_table(run.table))
+                    });
+                }
+                runs.push(run);
+            }
             Err(e) => {
-                // Best effort: the connection may be the thing that failed.
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(e.in_table(table.name));
+                failure = Some(e.in_table(table.name));
+                break;
             }
         }
+    }
+    // Tables whose files are complete keep their progress even when a later table failed.
+    while let Some(written) = watermarks.join_next().await {
+        if let Err(e) = written.expect("watermark task does not panic") {
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failure {
+        // Best effort: the connection may be the thing that failed.
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e);
     }
     client.batch_execute("COMMIT").await?;
     Ok(output(store.bucket(), &runs))
@@ -123,23 +156,36 @@ fn output(bucket: &str, runs: &[TableRun]) -> Output {
 }
 
 /// Reads one table's window `[last ingest time, end)` into S3, then records the new watermark.
-#[instrument(skip(client, store), fields(table = table.name))]
 pub async fn ingest_table(
     client: &Client,
     store: &S3Store,
     table: &'static TableSpec,
     end: DateTime<Utc>,
 ) -> Result<TableRun> {
-    let window = Window {
-        start: last_ingest_time(store, table.name).await?,
-        end,
-    };
+    let start = last_ingest_time(store, table.name).await?;
+    let run = extract_table(client, store, table, Window { start, end }).await?;
+    if !run.window.is_empty() {
+        record_watermark(store, &run).await?;
+    }
+    Ok(run)
+}
+
+/// Reads one table's window into S3 (nothing for an empty window or one without rows). The
+/// caller moves the watermark afterwards, with [`record_watermark`].
+#[instrument(skip(client, store), fields(table = table.name))]
+pub async fn extract_table(
+    client: &Client,
+    store: &S3Store,
+    table: &'static TableSpec,
+    window: Window,
+) -> Result<TableRun> {
     let start_text = window.start.map_or_else(|| "-infinity".into(), format_time);
+    let end_text = format_time(window.end);
     if window.is_empty() {
         info!(
             table = table.name,
             window_start = start_text,
-            window_end = format_time(end),
+            window_end = end_text,
             "window is empty: the watermark is already at or past the window end"
         );
         return Ok(TableRun {
@@ -149,20 +195,19 @@ pub async fn ingest_table(
             key: None,
         });
     }
-    let key = parquet_key(table.name, end);
+    let key = parquet_key(table.name, window.end);
     let written = extract_window(client, store, table, &window, &key).await?;
-    let (rows, bytes, key) = match &written {
-        Some(f) => (f.rows, f.bytes, Some(f.key.clone())),
+    let (rows, bytes, key) = match written {
+        Some(f) => (f.rows, f.bytes, Some(f.key)),
         None => (0, 0, None),
     };
-    record_ingest(store, table.name, end, key.as_deref(), rows).await?;
     info!(
         table = table.name,
         rows,
         bytes,
         key = key.as_deref().unwrap_or(""),
         window_start = start_text,
-        window_end = format_time(end),
+        window_end = end_text,
         "ingested"
     );
     Ok(TableRun {
@@ -171,6 +216,20 @@ pub async fn ingest_table(
         rows,
         key,
     })
+}
+
+/// Moves the table's watermark to the end of the window `run` read. Only after its file (if
+/// any) is complete.
+pub async fn record_watermark(store: &S3Store, run: &TableRun) -> Result<()> {
+    record_ingest(
+        store,
+        run.table,
+        run.window.end,
+        run.key.as_deref(),
+        run.rows,
+    )
+    .await?;
+    Ok(())
 }
 
 /// The end of this run's windows, by the source database's clock: now, or the start of the

@@ -31,11 +31,20 @@ async fn main() {
         _ => panic!("usage: bench copy|ingest SOURCE_URL [BUCKET]"),
     };
     let client = totesys_tests::connect(url).await;
-    let started = Instant::now();
-    let (rows, bytes) = match mode {
+    let (rows, bytes, seconds) = match mode {
         "copy" => {
-            let end = ingest::window_end(&client, Duration::ZERO).await.unwrap();
+            // Rows are counted before the clock starts: the baseline times the COPY alone.
             let mut rows = 0u64;
+            for table in TABLES {
+                let count: i64 = client
+                    .query_one(&format!("SELECT count(*) FROM \"{}\"", table.name), &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                rows += count as u64;
+            }
+            let started = Instant::now();
+            let end = ingest::window_end(&client, Duration::ZERO).await.unwrap();
             let mut bytes = 0u64;
             for table in TABLES {
                 let window = Window { start: None, end };
@@ -47,26 +56,23 @@ async fn main() {
                 while let Some(chunk) = stream.next().await {
                     bytes += chunk.unwrap().len() as u64;
                 }
-                let count: i64 = client
-                    .query_one(&format!("SELECT count(*) FROM \"{}\"", table.name), &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                rows += count as u64;
             }
-            (rows, bytes)
+            (rows, bytes, started.elapsed())
         }
         "ingest" => {
             let bucket = args.get(3).expect("bench ingest SOURCE_URL BUCKET");
             let sdk = utils::store::aws_config().await;
-            let store = utils::store::S3Store::new(utils::store::s3_client(&sdk), bucket.clone());
+            let s3 = utils::store::s3_client(&sdk);
+            let store = utils::store::S3Store::new(s3.clone(), bucket.clone());
             let tables: Vec<_> = TABLES.iter().collect();
+            let started = Instant::now();
             let out = ingest::run(&client, &store, &tables, Duration::ZERO)
                 .await
                 .unwrap();
+            let elapsed = started.elapsed();
             let mut bytes = 0u64;
             for key in out.files.values() {
-                let head = utils::store::s3_client(&sdk)
+                let head = s3
                     .head_object()
                     .bucket(bucket)
                     .key(key)
@@ -75,11 +81,11 @@ async fn main() {
                     .unwrap();
                 bytes += head.content_length().unwrap_or(0) as u64;
             }
-            (out.row_counts.values().sum(), bytes)
+            (out.row_counts.values().sum(), bytes, elapsed)
         }
         other => panic!("unknown mode {other}"),
     };
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = seconds.as_secs_f64();
     println!(
         "{}",
         json!({
