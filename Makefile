@@ -5,6 +5,8 @@ SHELL := bash
 # Runs a command with PostgreSQL and a local S3 API started if need be (see scripts/env.sh).
 WITH_SERVICES := scripts/env.sh
 ARCH ?= x86_64
+# The crates that are Lambdas (each builds a binary of its own name).
+LAMBDAS := ingest
 LAMBDA := PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda
 
 help: ## List the targets
@@ -25,7 +27,8 @@ bench: ## Ingest throughput and peak memory beside raw COPY (BENCH_SCALE=21, abo
 
 build: ## Build the Lambdas as zips for AWS (ARCH=arm64 for Graviton)
 	scripts/venv.sh requirements-lambda.txt
-	$(LAMBDA) build --release --output-format zip $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
+	$(LAMBDA) build --release --output-format zip $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) \
+	  $(addprefix -p ,$(LAMBDAS))
 
 watch: ## Serve the Lambdas locally behind the runtime emulator (configure with env vars)
 	scripts/venv.sh requirements-lambda.txt

@@ -640,3 +640,61 @@ async fn a_value_the_raw_zone_cannot_hold_fails_the_table_and_writes_nothing_for
     assert!(keys.contains(&state_key("design")), "{keys:?}");
     assert!(!keys.iter().any(|k| k.starts_with("payment/")), "{keys:?}");
 }
+
+/// The guard can wait only for transactions it can see: other users' are visible to a member of
+/// pg_read_all_stats, and hidden otherwise (the README's documented degradation).
+#[tokio::test]
+async fn the_guard_sees_other_users_transactions_only_with_pg_read_all_stats() {
+    let db = TestDb::source(true).await;
+    let admin = db.client().await;
+    let role = unique_name("etl").replace('-', "_");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'etl-secret';
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+        ))
+        .await
+        .unwrap();
+    // The application, as another user, holds a writing transaction open.
+    let app = db.client().await;
+    app.batch_execute("BEGIN; UPDATE currency SET currency_code = 'GBP' WHERE currency_id = 1")
+        .await
+        .unwrap();
+    let app_started: DateTime<Utc> = app
+        .query_one("SELECT now() AT TIME ZONE 'UTC'", &[])
+        .await
+        .unwrap()
+        .get::<_, chrono::NaiveDateTime>(0)
+        .and_utc();
+    tick().await;
+    let etl_end = || async {
+        let mut config: tokio_postgres::Config = db.url.parse().unwrap();
+        config.user(&role).password("etl-secret");
+        let etl = utils::db::connect(config, None, "etl-test").await.unwrap();
+        (
+            ingest::sees_other_transactions(&etl).await.unwrap(),
+            ingest::window_end(&etl, Duration::ZERO).await.unwrap(),
+        )
+    };
+
+    let (sees, end) = etl_end().await;
+    assert!(!sees);
+    assert!(
+        end > app_started,
+        "without the role the open transaction is invisible"
+    );
+
+    admin
+        .batch_execute(&format!("GRANT pg_read_all_stats TO {role}"))
+        .await
+        .unwrap();
+    let (sees, end) = etl_end().await;
+    assert!(sees);
+    assert!(end <= app_started, "{end} must not pass {app_started}");
+
+    app.batch_execute("ROLLBACK").await.unwrap();
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+}

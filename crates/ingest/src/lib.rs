@@ -237,8 +237,7 @@ pub async fn record_watermark(store: &S3Store, run: &TableRun) -> Result<()> {
 /// Rows that such a transaction stamps before it commits are then left for a later run,
 /// never skipped. Warns when this session cannot see other users' transactions.
 pub async fn window_end(client: &Client, safety_lag: Duration) -> Result<DateTime<Utc>> {
-    let visible: bool = client.query_one(ACTIVITY_VISIBILITY, &[]).await?.get(0);
-    if !visible {
+    if !sees_other_transactions(client).await? {
         warn!(
             "the source user cannot see other sessions' transactions (grant pg_read_all_stats): \
              the window end relies on the safety lag alone"
@@ -248,6 +247,12 @@ pub async fn window_end(client: &Client, safety_lag: Duration) -> Result<DateTim
         .query_one(WINDOW_END_QUERY, &[&safety_lag.as_secs_f64()])
         .await?;
     Ok(from_naive_utc(row.get::<_, NaiveDateTime>(0)))
+}
+
+/// Whether this session can see other users' open transactions (superuser or a member of
+/// `pg_read_all_stats`); without that, PostgreSQL hides them and the guard cannot wait for them.
+pub async fn sees_other_transactions(client: &Client) -> Result<bool> {
+    Ok(client.query_one(ACTIVITY_VISIBILITY, &[]).await?.get(0))
 }
 
 /// Checks that every requested table exists with the registry's columns and types, so that a
