@@ -66,7 +66,6 @@ pub struct S3UploadWriter {
     key: String,
     buffer: Vec<u8>,
     upload: Option<Multipart>,
-    bytes: u64,
 }
 
 struct Multipart {
@@ -99,13 +98,7 @@ impl S3UploadWriter {
             key: key.into(),
             buffer: Vec::new(),
             upload: None,
-            bytes: 0,
         }
-    }
-
-    /// Bytes accepted so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
     }
 
     /// Starts uploading `body` as the next part, once the previous part is done.
@@ -175,7 +168,6 @@ fn external(e: Error) -> ParquetError {
 impl AsyncFileWriter for S3UploadWriter {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
         Box::pin(async move {
-            self.bytes += bs.len() as u64;
             let part = if self.buffer.is_empty() && bs.len() >= PART_SIZE {
                 bs
             } else {
