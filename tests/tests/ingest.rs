@@ -585,24 +585,21 @@ async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
     .unwrap();
     let newest = *times.last().unwrap();
 
-    // No state object: a full, paginated listing (two pages) finds the newest file.
-    let before = store.requests();
-    assert_eq!(
-        last_ingest_time(&store, "sales_order").await.unwrap(),
-        Some(newest)
-    );
-    assert_eq!(store.requests() - before, 3, "GET state + 2 LIST pages");
+    // The watermark found, and the requests it took.
+    let lookup = || async {
+        let before = store.requests();
+        let found = last_ingest_time(&store, "sales_order").await.unwrap();
+        (found, store.requests() - before)
+    };
+
+    // No state object: a full, paginated listing finds the newest file (GET + 2 LIST pages).
+    assert_eq!(lookup().await, (Some(newest), 3));
 
     // With a state object: one GET and one LIST, however long the history.
     record_ingest(&store, "sales_order", newest, None, 0)
         .await
         .unwrap();
-    let before = store.requests();
-    assert_eq!(
-        last_ingest_time(&store, "sales_order").await.unwrap(),
-        Some(newest)
-    );
-    assert_eq!(store.requests() - before, 2);
+    assert_eq!(lookup().await, (Some(newest), 2));
 
     // A file newer than the state (a crash before the state update) is still seen.
     let crashed = newest + chrono::Duration::minutes(20);
@@ -614,12 +611,7 @@ async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
         )
         .await
         .unwrap();
-    let before = store.requests();
-    assert_eq!(
-        last_ingest_time(&store, "sales_order").await.unwrap(),
-        Some(crashed)
-    );
-    assert_eq!(store.requests() - before, 2);
+    assert_eq!(lookup().await, (Some(crashed), 2));
 
     // Other tables' files and stray objects do not count.
     assert_eq!(last_ingest_time(&store, "sales").await.unwrap(), None);
