@@ -15,7 +15,7 @@ use utils::db::DbSource;
 use utils::keys::parquet_key;
 use utils::store::S3Store;
 use utils::tables::{TABLES, table};
-use utils::time::format_time;
+use utils::time::{format_time, parse_time};
 use utils::watermark::{last_ingest_time, record_ingest, state_key};
 
 async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
@@ -224,14 +224,13 @@ async fn incremental_run_picks_exactly_the_changed_rows() {
         ["department", "payment", "sales_order"]
     );
     let since = first.files["staff"].clone();
-    let end = DateTime::parse_from_rfc3339(
+    let end = parse_time(
         read_object(&store, &since)
             .await
             .metadata_value("totesys.window_end")
             .unwrap(),
     )
-    .unwrap()
-    .with_timezone(&Utc);
+    .unwrap();
     let changed = format!(
         "last_updated >= '{}'::timestamptz AT TIME ZONE 'UTC'",
         format_time(end)
@@ -285,7 +284,7 @@ async fn rows_sharing_the_boundary_millisecond_are_read_exactly_once() {
         .await
         .unwrap();
     let currency = table("currency").unwrap();
-    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    let at = |s: &str| parse_time(s).unwrap();
 
     // The first window ends exactly on the shared millisecond: those rows belong to the next.
     let first = ingest_table(&client, &store, currency, at("2024-11-14T09:30:05Z"))
@@ -564,9 +563,7 @@ async fn credentials_come_from_secrets_manager_in_both_shapes() {
 #[tokio::test]
 async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
     let store = bucket().await;
-    let base = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
+    let base = parse_time("2024-01-01T00:00:00Z").unwrap();
     let times: Vec<DateTime<Utc>> = (0..1_200)
         .map(|i| base + chrono::Duration::minutes(20 * i))
         .collect();

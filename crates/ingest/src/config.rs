@@ -2,7 +2,9 @@ use std::time::Duration;
 
 use utils::db::DbSource;
 
-use crate::error::{Error, Result};
+use utils::Error::Configuration;
+
+use crate::error::Result;
 
 /// Seconds subtracted from the window end, by default, to absorb clock skew between the
 /// application that stamps `last_updated` and the database.
@@ -29,7 +31,7 @@ impl Config {
         let source = DbSource::from_env(&env, "SOURCE_DB_SECRET_ID", "SOURCE_DB_URL")?;
         let bucket = env("INGEST_BUCKET")
             .filter(|b| !b.trim().is_empty())
-            .ok_or_else(|| Error::Configuration("INGEST_BUCKET is not set".into()))?;
+            .ok_or_else(|| Configuration("INGEST_BUCKET is not set".into()))?;
         let safety_lag = match env("INGEST_SAFETY_LAG_SECONDS") {
             None => DEFAULT_SAFETY_LAG,
             Some(s) => s
@@ -39,7 +41,7 @@ impl Config {
                 .filter(|v| v.is_finite() && *v >= 0.0)
                 .map(Duration::from_secs_f64)
                 .ok_or_else(|| {
-                    Error::Configuration(format!(
+                    Configuration(format!(
                         "INGEST_SAFETY_LAG_SECONDS is {s:?}: expected a number of seconds >= 0"
                     ))
                 })?,

@@ -3,9 +3,6 @@ use lambda_runtime::Diagnostic;
 /// Why an ingest failed. [`Error::error_type`] is the stable `errorType` Step Functions sees.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Configuration(String),
-
     #[error("invalid event: {0}")]
     InvalidEvent(String),
 
@@ -36,7 +33,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
-            Error::Configuration(_) => "Configuration",
             Error::InvalidEvent(_) => "InvalidEvent",
             Error::SourceSchemaMismatch(_) => "SourceSchemaMismatch",
             Error::InvalidSourceData { .. } => "InvalidSourceData",
@@ -97,7 +93,7 @@ mod tests {
     #[test]
     fn every_error_type_is_a_declared_one() {
         let errors = [
-            Error::Configuration("x".into()),
+            Error::Shared(utils::Error::Configuration("x".into())),
             Error::InvalidEvent("x".into()),
             Error::SourceSchemaMismatch("x".into()),
             Error::InvalidSourceData {

@@ -11,6 +11,7 @@ use futures_util::{StreamExt, pin_mut};
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
+use utils::error::describe_db_error;
 use utils::parquet_io::{BATCH_ROWS, PIPELINE_VERSION, ParquetUpload, WrittenFile};
 use utils::query::{Window, new_entries_copy};
 use utils::store::S3Store;
@@ -61,13 +62,7 @@ impl ColumnBuilder {
     }
 
     fn push(&mut self, row: &BinaryCopyOutRow, idx: usize) -> Result<(), String> {
-        let get_err = |e: tokio_postgres::Error| {
-            let mut s = e.to_string();
-            if let Some(inner) = std::error::Error::source(&e) {
-                s.push_str(&format!(": {inner}"));
-            }
-            s
-        };
+        let get_err = |e: tokio_postgres::Error| describe_db_error(&e);
         match self {
             ColumnBuilder::Int(b) => {
                 b.append_option(row.try_get::<Option<i32>>(idx).map_err(get_err)?)
@@ -110,10 +105,10 @@ struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    fn new(table: &'static TableSpec, schema: SchemaRef) -> Self {
+    fn new(table: &'static TableSpec) -> Self {
         BatchBuilder {
             table,
-            schema,
+            schema: table.arrow_schema(),
             columns: table
                 .columns
                 .iter()
@@ -162,10 +157,7 @@ pub fn file_metadata(table: &TableSpec, window: &Window, rows: u64) -> Vec<(Stri
         .collect();
     vec![
         ("totesys.source_table".into(), table.name.into()),
-        (
-            "totesys.window_start".into(),
-            window.start.map_or_else(|| "-infinity".into(), format_time),
-        ),
+        ("totesys.window_start".into(), window.start_text()),
         ("totesys.window_end".into(), format_time(window.end)),
         ("totesys.row_count".into(), rows.to_string()),
         (
@@ -217,16 +209,15 @@ async fn stream_rows(
     let copy = client.copy_out(&new_entries_copy(table, window)).await?;
     let rows = BinaryCopyOutStream::new(copy, &types);
     pin_mut!(rows);
-    let schema = table.arrow_schema();
-    let mut batch = BatchBuilder::new(table, schema.clone());
+    let mut batch = BatchBuilder::new(table);
     while let Some(row) = rows.next().await {
         batch.push(&row?)?;
         if batch.rows == BATCH_ROWS {
-            write_batch(store, key, &schema, &mut batch, upload).await?;
+            write_batch(store, key, &mut batch, upload).await?;
         }
     }
     if batch.rows > 0 {
-        write_batch(store, key, &schema, &mut batch, upload).await?;
+        write_batch(store, key, &mut batch, upload).await?;
     }
     Ok(())
 }
@@ -234,7 +225,6 @@ async fn stream_rows(
 async fn write_batch(
     store: &S3Store,
     key: &str,
-    schema: &SchemaRef,
     batch: &mut BatchBuilder,
     upload: &mut Option<ParquetUpload>,
 ) -> Result<()> {
@@ -243,7 +233,7 @@ async fn write_batch(
         *upload = Some(ParquetUpload::create(
             store,
             key,
-            schema.clone(),
+            batch.schema.clone(),
             batch.table.high_cardinality_columns(),
         )?);
     }

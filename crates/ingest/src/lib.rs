@@ -111,14 +111,12 @@ pub async fn run(
     for (&table, start) in tables.iter().zip(starts) {
         match extract_table(client, store, table, Window { start, end }).await {
             Ok(run) => {
-                if !run.window.is_empty() {
-                    let (store, run) = (store.clone(), run.clone());
-                    watermarks.spawn(async move {
-                        record_watermark(&store, &run)
-                            .await
-                            .map_err(|e| e.in_table(run.table))
-                    });
-                }
+                let (store, written) = (store.clone(), run.clone());
+                watermarks.spawn(async move {
+                    record_watermark(&store, &written)
+                        .await
+                        .map_err(|e| e.in_table(written.table))
+                });
                 runs.push(run);
             }
             Err(e) => {
@@ -164,9 +162,7 @@ pub async fn ingest_table(
 ) -> Result<TableRun> {
     let start = last_ingest_time(store, table.name).await?;
     let run = extract_table(client, store, table, Window { start, end }).await?;
-    if !run.window.is_empty() {
-        record_watermark(store, &run).await?;
-    }
+    record_watermark(store, &run).await?;
     Ok(run)
 }
 
@@ -179,7 +175,7 @@ pub async fn extract_table(
     table: &'static TableSpec,
     window: Window,
 ) -> Result<TableRun> {
-    let start_text = window.start.map_or_else(|| "-infinity".into(), format_time);
+    let start_text = window.start_text();
     let end_text = format_time(window.end);
     if window.is_empty() {
         info!(
@@ -219,8 +215,11 @@ pub async fn extract_table(
 }
 
 /// Moves the table's watermark to the end of the window `run` read. Only after its file (if
-/// any) is complete.
+/// any) is complete. An empty window leaves the watermark where it is (already at or past it).
 pub async fn record_watermark(store: &S3Store, run: &TableRun) -> Result<()> {
+    if run.window.is_empty() {
+        return Ok(());
+    }
     record_ingest(
         store,
         run.table,

@@ -136,8 +136,9 @@ fn is_transient_db_error(e: &tokio_postgres::Error) -> bool {
         )
 }
 
-/// A database error with its SQLSTATE, detail and hint, which `Display` alone omits.
-fn describe_db_error(e: &tokio_postgres::Error) -> String {
+/// A database error with its SQLSTATE, detail and hint, or a client-side one with its chain of
+/// causes: what `Display` alone omits.
+pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());

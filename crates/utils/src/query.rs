@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::tables::{LAST_UPDATED, PgType, TableSpec, quote_ident};
-use crate::time::sql_timestamp_literal;
+use crate::time::{format_time, sql_timestamp_literal};
 
 /// A half-open window `[start, end)` on `last_updated`. `start: None` is the first run: every
 /// row stamped before `end`.
@@ -18,6 +18,12 @@ impl Window {
     /// True when no instant can fall inside the window.
     pub fn is_empty(&self) -> bool {
         self.start.is_some_and(|s| s >= self.end)
+    }
+
+    /// The start in [`format_time`] text, or `-infinity` (PostgreSQL's spelling) for a first
+    /// window.
+    pub fn start_text(&self) -> String {
+        self.start.map_or_else(|| "-infinity".into(), format_time)
     }
 }
 
@@ -118,6 +124,15 @@ mod tests {
              \"purchase_order_id\", \"created_at\", \"last_updated\" FROM \"transaction\" \
              WHERE \"last_updated\" < '2024-11-14 09:35:05.000000'::timestamp) \
              TO STDOUT (FORMAT binary)"
+        );
+    }
+
+    #[test]
+    fn window_start_text_is_the_time_or_minus_infinity() {
+        assert_eq!(window(None, 5).start_text(), "-infinity");
+        assert_eq!(
+            window(Some(1_731_576_605_123_456), 1_731_576_605_123_457).start_text(),
+            "2024-11-14T09:30:05.123456Z"
         );
     }
 
