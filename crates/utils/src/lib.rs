@@ -9,6 +9,7 @@ pub mod query;
 pub mod store;
 pub mod tables;
 pub mod time;
+pub mod warehouse;
 pub mod watermark;
 
 pub use error::{ERROR_TYPES, Error, Result};

@@ -8,18 +8,24 @@
 //! upload.
 
 use std::mem;
+use std::ops::Range;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::async_reader::{
+    AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
+};
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use tokio::task::JoinHandle;
@@ -256,7 +262,7 @@ impl ParquetUpload {
 
 /// Our own errors come back from the Parquet writer wrapped as `External`; unwrap them so
 /// their kind (and retryability) survives.
-fn unwrap_external(e: ParquetError) -> Error {
+pub fn unwrap_external(e: ParquetError) -> Error {
     match e {
         ParquetError::External(inner) => match inner.downcast::<Error>() {
             Ok(ours) => *ours,
@@ -290,16 +296,7 @@ impl ParquetContents {
 /// Decodes a Parquet file held in memory.
 pub fn read_parquet(bytes: Bytes) -> Result<ParquetContents> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let metadata = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let metadata = key_value_metadata(builder.metadata().file_metadata());
     let schema = builder.schema().clone();
     let batches = builder
         .with_batch_size(BATCH_ROWS)
@@ -310,4 +307,127 @@ pub fn read_parquet(bytes: Bytes) -> Result<ParquetContents> {
         batches,
         metadata,
     })
+}
+
+/// Bytes fetched with the footer in the first request: enough for the metadata of every file
+/// this pipeline writes, so opening a file costs one GET.
+const FOOTER_PREFETCH: usize = 64 * 1024;
+
+/// An [`AsyncFileReader`] over one S3 object: the footer with a suffix range request, then
+/// one ranged GET per row group (its column chunks are contiguous), so reading a file holds
+/// one row group in memory, whatever the file's size.
+pub struct S3ParquetReader {
+    store: S3Store,
+    key: String,
+}
+
+impl S3ParquetReader {
+    pub fn new(store: S3Store, key: impl Into<String>) -> Self {
+        S3ParquetReader {
+            store,
+            key: key.into(),
+        }
+    }
+
+    async fn fetch(&self, range: String) -> parquet::errors::Result<Bytes> {
+        self.store
+            .get_range(&self.key, &range)
+            .await
+            .map_err(external)
+    }
+}
+
+impl AsyncFileReader for S3ParquetReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            if range.is_empty() {
+                return Ok(Bytes::new());
+            }
+            self.fetch(format!("bytes={}-{}", range.start, range.end - 1))
+                .await
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            let (Some(start), Some(end)) = (
+                ranges.iter().map(|r| r.start).min(),
+                ranges.iter().map(|r| r.end).max(),
+            ) else {
+                return Ok(Vec::new());
+            };
+            // One request for the span: the ranges asked for together are a row group's
+            // column chunks, which lie next to each other.
+            let span = self.get_bytes(start..end).await?;
+            Ok(ranges
+                .iter()
+                .map(|r| span.slice((r.start - start) as usize..(r.end - start) as usize))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let metadata = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(FOOTER_PREFETCH))
+                .load_via_suffix_and_finish(self)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+impl MetadataSuffixFetch for &mut S3ParquetReader {
+    fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { self.fetch(format!("bytes=-{suffix}")).await }.boxed()
+    }
+}
+
+/// An S3 Parquet file opened for streaming: its footer is read, its batches come one row
+/// group at a time.
+pub struct ParquetStream {
+    pub schema: SchemaRef,
+    pub metadata: Vec<(String, String)>,
+    pub rows: u64,
+    pub stream: ParquetRecordBatchStream<S3ParquetReader>,
+}
+
+/// Opens `key` for streaming in batches of [`BATCH_ROWS`]. Reads only the footer.
+pub async fn open_parquet(store: &S3Store, key: &str) -> Result<ParquetStream> {
+    let builder = ParquetRecordBatchStreamBuilder::new(S3ParquetReader::new(store.clone(), key))
+        .await
+        .map_err(unwrap_external)?;
+    let file = builder.metadata().file_metadata();
+    let metadata = key_value_metadata(file);
+    let rows = u64::try_from(file.num_rows()).unwrap_or_default();
+    let schema = builder.schema().clone();
+    let stream = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(unwrap_external)?;
+    Ok(ParquetStream {
+        schema,
+        metadata,
+        rows,
+        stream,
+    })
+}
+
+fn key_value_metadata(file: &parquet::file::metadata::FileMetaData) -> Vec<(String, String)> {
+    file.key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

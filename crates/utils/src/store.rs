@@ -143,6 +143,48 @@ impl S3Store {
         Ok(Some(body.into_bytes()))
     }
 
+    /// The bytes of `range` (an HTTP range such as `bytes=0-99` or `bytes=-8`) of an object
+    /// that must exist.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn get_range(&self, key: &str, range: &str) -> Result<Bytes> {
+        self.count();
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, e))?;
+        let body = out.body.collect().await.map_err(|e| Error::Storage {
+            operation: "GetObject",
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: format!("reading the body: {e}"),
+            transient: true,
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    /// The object's ETag, or `None` if there is no such key.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn etag(&self, key: &str) -> Result<Option<String>> {
+        self.count();
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_owned())),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
+            Err(e) => Err(self.error("HeadObject", key, e)),
+        }
+    }
+
     #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
     pub async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<()> {
         self.count();

@@ -1,0 +1,323 @@
+//! Dimension rows. Values come from the latest version of each source row; the joined ones
+//! (dim_staff, dim_counterparty) from the current-state snapshots, so that a change to a
+//! department or an address re-emits the rows built from it.
+//!
+//! Dimension rows are never dropped, because facts reference them. A NULL (or a missing
+//! joined row) where the warehouse column is NOT NULL becomes [`PLACEHOLDER`], with a note
+//! that the caller logs as a warning.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
+use utils::warehouse::{WarehouseTable, warehouse_table};
+
+use crate::currency::{UNKNOWN, currency_name};
+use crate::error::Result;
+use crate::raw::{ints, opt, texts};
+
+/// What a NOT NULL dimension column holds when its source value is missing: department
+/// location is nullable in ToteSys, and a row must still be kept.
+pub const PLACEHOLDER: &str = "Unknown";
+
+/// A dimension's rows for this batch, and the placeholders used in them.
+#[derive(Debug)]
+pub struct Dim {
+    pub table: &'static WarehouseTable,
+    pub batch: RecordBatch,
+    pub notes: Vec<String>,
+}
+
+/// Builds one dimension batch column by column, in the warehouse table's column order.
+struct Builder {
+    table: &'static WarehouseTable,
+    columns: Vec<ArrayRef>,
+    notes: Vec<String>,
+    ids: Vec<i32>,
+}
+
+impl Builder {
+    fn new(name: &str, ids: Vec<i32>) -> Builder {
+        let table = warehouse_table(name).expect("a registry table");
+        Builder {
+            table,
+            columns: vec![Arc::new(Int32Array::from(ids.clone()))],
+            notes: Vec::new(),
+            ids,
+        }
+    }
+
+    fn ints(mut self, values: Vec<Option<i32>>) -> Self {
+        self.columns.push(Arc::new(Int32Array::from(values)));
+        self
+    }
+
+    /// A text column; a NULL in a NOT NULL column becomes the placeholder, with a note.
+    fn texts(self, values: Vec<Option<&str>>) -> Self {
+        self.joined_texts(values, &[])
+    }
+
+    /// A text column from a joined row; where `unjoined[i]`, row `i` has no joined row, which
+    /// has its own note, so its placeholders add none.
+    fn joined_texts(mut self, values: Vec<Option<&str>>, unjoined: &[bool]) -> Self {
+        let column = &self.table.columns[self.columns.len()];
+        let values: Vec<Option<&str>> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None if !column.nullable => {
+                    if unjoined.get(i) == Some(&true) {
+                        return Some(PLACEHOLDER);
+                    }
+                    let id = self.ids[i];
+                    self.notes.push(format!(
+                        "{} {id}: {} is missing; set to {PLACEHOLDER:?}",
+                        self.table.name, column.name
+                    ));
+                    Some(PLACEHOLDER)
+                }
+                v => v,
+            })
+            .collect();
+        self.columns.push(Arc::new(StringArray::from(values)));
+        self
+    }
+
+    fn build(self) -> Result<Dim> {
+        let batch = RecordBatch::try_new(self.table.arrow_schema(), self.columns)
+            .map_err(utils::Error::from)?;
+        Ok(Dim {
+            table: self.table,
+            batch,
+            notes: self.notes,
+        })
+    }
+}
+
+/// Rows of `current` (sorted by `key`) whose key is in `wanted`.
+fn select(current: &RecordBatch, key: &str, wanted: &BTreeSet<i32>) -> Vec<usize> {
+    let ids = ints(current, key);
+    (0..current.num_rows())
+        .filter(|&r| wanted.contains(&ids.value(r)))
+        .collect()
+}
+
+fn index(current: &RecordBatch, key: &str) -> HashMap<i32, usize> {
+    let ids = ints(current, key);
+    (0..current.num_rows()).map(|r| (ids.value(r), r)).collect()
+}
+
+fn text_of<'a>(
+    batch: &'a RecordBatch,
+    column: &str,
+    rows: &[Option<usize>],
+) -> Vec<Option<&'a str>> {
+    let values = texts(batch, column);
+    rows.iter()
+        .map(|r| r.and_then(|r| opt(values, r)))
+        .collect()
+}
+
+fn ids_of(batch: &RecordBatch, key: &str, rows: &[usize]) -> Vec<i32> {
+    let ids = ints(batch, key);
+    rows.iter().map(|&r| ids.value(r)).collect()
+}
+
+/// dim_staff for every member of staff in `staff_ids` or in a department in `department_ids`,
+/// from the current staff and department tables.
+pub fn dim_staff(
+    staff: &RecordBatch,
+    departments: &RecordBatch,
+    staff_ids: &BTreeSet<i32>,
+    department_ids: &BTreeSet<i32>,
+) -> Result<Dim> {
+    let department_of = ints(staff, "department_id");
+    let rows: Vec<usize> = (0..staff.num_rows())
+        .filter(|&r| {
+            staff_ids.contains(&ints(staff, "staff_id").value(r))
+                || opt(department_of, r).is_some_and(|d| department_ids.contains(&d))
+        })
+        .collect();
+    let by_id = index(departments, "department_id");
+    let ids = ids_of(staff, "staff_id", &rows);
+    let mut missing = Vec::new();
+    let department_rows: Vec<Option<usize>> = rows
+        .iter()
+        .zip(&ids)
+        .map(|(&r, id)| {
+            let found = opt(department_of, r).and_then(|d| by_id.get(&d).copied());
+            if found.is_none() {
+                missing.push(format!(
+                    "dim_staff {id}: department {} is not known; its name and location are \
+                     set to {PLACEHOLDER:?}",
+                    opt(department_of, r).map_or("NULL".to_owned(), |d| d.to_string())
+                ));
+            }
+            found
+        })
+        .collect();
+    let own: Vec<Option<usize>> = rows.iter().map(|&r| Some(r)).collect();
+    let unjoined: Vec<bool> = department_rows.iter().map(Option::is_none).collect();
+    let mut builder = Builder::new("dim_staff", ids)
+        .texts(text_of(staff, "first_name", &own))
+        .texts(text_of(staff, "last_name", &own))
+        .joined_texts(
+            text_of(departments, "department_name", &department_rows),
+            &unjoined,
+        )
+        .joined_texts(
+            text_of(departments, "location", &department_rows),
+            &unjoined,
+        )
+        .texts(text_of(staff, "email_address", &own));
+    builder.notes.extend(missing);
+    builder.build()
+}
+
+/// dim_location for the addresses in `address_ids`, from the current address table.
+pub fn dim_location(addresses: &RecordBatch, address_ids: &BTreeSet<i32>) -> Result<Dim> {
+    let selected = select(addresses, "address_id", address_ids);
+    let rows: Vec<Option<usize>> = selected.iter().map(|&r| Some(r)).collect();
+    let mut b = Builder::new("dim_location", ids_of(addresses, "address_id", &selected));
+    for column in [
+        "address_line_1",
+        "address_line_2",
+        "district",
+        "city",
+        "postal_code",
+        "country",
+        "phone",
+    ] {
+        b = b.texts(text_of(addresses, column, &rows));
+    }
+    b.build()
+}
+
+/// dim_counterparty for every counterparty in `counterparty_ids` or whose legal address is in
+/// `address_ids`, from the current counterparty and address tables.
+pub fn dim_counterparty(
+    counterparties: &RecordBatch,
+    addresses: &RecordBatch,
+    counterparty_ids: &BTreeSet<i32>,
+    address_ids: &BTreeSet<i32>,
+) -> Result<Dim> {
+    let legal_address = ints(counterparties, "legal_address_id");
+    let rows: Vec<usize> = (0..counterparties.num_rows())
+        .filter(|&r| {
+            counterparty_ids.contains(&ints(counterparties, "counterparty_id").value(r))
+                || opt(legal_address, r).is_some_and(|a| address_ids.contains(&a))
+        })
+        .collect();
+    let by_id = index(addresses, "address_id");
+    let ids = ids_of(counterparties, "counterparty_id", &rows);
+    let mut missing = Vec::new();
+    let address_rows: Vec<Option<usize>> = rows
+        .iter()
+        .zip(&ids)
+        .map(|(&r, id)| {
+            let found = opt(legal_address, r).and_then(|a| by_id.get(&a).copied());
+            if found.is_none() {
+                missing.push(format!(
+                    "dim_counterparty {id}: legal address {} is not known; its NOT NULL \
+                     address columns are set to {PLACEHOLDER:?}",
+                    opt(legal_address, r).map_or("NULL".to_owned(), |a| a.to_string())
+                ));
+            }
+            found
+        })
+        .collect();
+    let own: Vec<Option<usize>> = rows.iter().map(|&r| Some(r)).collect();
+    let unjoined: Vec<bool> = address_rows.iter().map(Option::is_none).collect();
+    let mut b = Builder::new("dim_counterparty", ids).texts(text_of(
+        counterparties,
+        "counterparty_legal_name",
+        &own,
+    ));
+    for column in [
+        "address_line_1",
+        "address_line_2",
+        "district",
+        "city",
+        "postal_code",
+        "country",
+        "phone",
+    ] {
+        b = b.joined_texts(text_of(addresses, column, &address_rows), &unjoined);
+    }
+    b.notes.extend(missing);
+    b.build()
+}
+
+/// dim_currency from the latest currency rows, named from ISO 4217.
+pub fn dim_currency(currencies: &RecordBatch) -> Result<Dim> {
+    let all: Vec<usize> = (0..currencies.num_rows()).collect();
+    let ids = ids_of(currencies, "currency_id", &all);
+    let codes = texts(currencies, "currency_code");
+    let mut unknown = Vec::new();
+    let names: Vec<Option<&str>> = all
+        .iter()
+        .zip(&ids)
+        .map(|(&r, id)| {
+            let code = opt(codes, r);
+            Some(code.and_then(currency_name).unwrap_or_else(|| {
+                unknown.push(format!(
+                    "dim_currency {id}: code {code:?} is not in ISO 4217; its name is set to \
+                     {UNKNOWN:?}"
+                ));
+                UNKNOWN
+            }))
+        })
+        .collect();
+    let own: Vec<Option<usize>> = all.iter().map(|&r| Some(r)).collect();
+    let mut b = Builder::new("dim_currency", ids)
+        .texts(text_of(currencies, "currency_code", &own))
+        .texts(names);
+    b.notes.extend(unknown);
+    b.build()
+}
+
+/// A dimension that copies text columns of one source table, row for row.
+fn copied(name: &str, source: &RecordBatch, key: &str, columns: &[&str]) -> Builder {
+    let all: Vec<usize> = (0..source.num_rows()).collect();
+    let rows: Vec<Option<usize>> = all.iter().map(|&r| Some(r)).collect();
+    columns
+        .iter()
+        .fold(Builder::new(name, ids_of(source, key, &all)), |b, c| {
+            b.texts(text_of(source, c, &rows))
+        })
+}
+
+pub fn dim_design(designs: &RecordBatch) -> Result<Dim> {
+    copied(
+        "dim_design",
+        designs,
+        "design_id",
+        &["design_name", "file_location", "file_name"],
+    )
+    .build()
+}
+
+pub fn dim_payment_type(payment_types: &RecordBatch) -> Result<Dim> {
+    copied(
+        "dim_payment_type",
+        payment_types,
+        "payment_type_id",
+        &["payment_type_name"],
+    )
+    .build()
+}
+
+pub fn dim_transaction(transactions: &RecordBatch) -> Result<Dim> {
+    let sales = ints(transactions, "sales_order_id");
+    let purchases = ints(transactions, "purchase_order_id");
+    let rows = 0..transactions.num_rows();
+    copied(
+        "dim_transaction",
+        transactions,
+        "transaction_id",
+        &["transaction_type"],
+    )
+    .ints(rows.clone().map(|r| opt(sales, r)).collect())
+    .ints(rows.map(|r| opt(purchases, r)).collect())
+    .build()
+}

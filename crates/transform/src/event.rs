@@ -1,0 +1,367 @@
+//! What an invocation asks for: which raw files to transform.
+//!
+//! Two shapes arrive. Step Functions passes the ingest Lambda's output (or, after a Map state,
+//! a list of them). S3 sends an `ObjectCreated` notification. The notification is parsed with
+//! a tolerant struct of our own: only the bucket name and the key are read, because moto's
+//! notifications lack fields (`userIdentity`, `requestParameters`, a zoned `eventTime`) that
+//! the strict `aws_lambda_events` type requires.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use utils::keys::parse_file_key;
+use utils::tables::{TABLES, TableSpec, table};
+
+use crate::error::{Error, Result};
+
+/// A raw file: which table it holds and the window end its key is named after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFile {
+    pub table: &'static TableSpec,
+    pub key: String,
+    pub window_end: DateTime<Utc>,
+}
+
+impl RawFile {
+    /// The raw file at `key`, if `key` is a data file of one of the registry's tables.
+    pub fn from_key(key: &str) -> Option<RawFile> {
+        TABLES.iter().find_map(|t| {
+            parse_file_key(t.name, key, "parquet").map(|window_end| RawFile {
+                table: t,
+                key: key.to_owned(),
+                window_end,
+            })
+        })
+    }
+}
+
+/// What the event asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Exactly these files (at most one per table), from the ingest Lambda's output.
+    Files { bucket: String, files: Vec<RawFile> },
+    /// Raw files announced by S3. The batch is every raw file of the same window end, so
+    /// that each invocation for one ingest run writes a superset of what the earlier ones
+    /// wrote (see `lib.rs`).
+    Window {
+        bucket: String,
+        window_end: DateTime<Utc>,
+    },
+    /// A notification for objects that are not raw data files (state objects): nothing to do.
+    Nothing,
+}
+
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+struct S3Record {
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestOutput {
+    bucket: String,
+    files: BTreeMap<String, String>,
+    // Accepted and not needed: the files say it all.
+    #[serde(default, rename = "row_counts")]
+    _row_counts: Option<IgnoredAny>,
+    #[serde(default, rename = "has_new_data")]
+    _has_new_data: Option<IgnoredAny>,
+}
+
+/// Object keys in S3 notifications are URL-encoded, with `+` for a space.
+pub fn decode_key(key: &str) -> Result<String> {
+    percent_decode_str(&key.replace('+', " "))
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|e| Error::InvalidEvent(format!("object key {key:?} is not UTF-8: {e}")))
+}
+
+pub fn parse_event(event: &Value) -> Result<Request> {
+    match event {
+        Value::Object(fields) if fields.contains_key("Records") => s3_request(event),
+        Value::Object(_) => files_request(vec![parse_output(event)?]),
+        Value::Array(outputs) => files_request(
+            outputs
+                .iter()
+                .map(parse_output)
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        _ => Err(Error::InvalidEvent(format!(
+            "expected the ingest output ({{\"bucket\", \"files\"}}), a list of them, or an S3 \
+             notification, got {event}"
+        ))),
+    }
+}
+
+fn parse_output(v: &Value) -> Result<IngestOutput> {
+    IngestOutput::deserialize(v).map_err(|e| {
+        Error::InvalidEvent(format!(
+            "expected the ingest output {{\"bucket\", \"files\": {{table: key}}, ...}}: {e}"
+        ))
+    })
+}
+
+fn files_request(outputs: Vec<IngestOutput>) -> Result<Request> {
+    let mut bucket: Option<String> = None;
+    let mut files: Vec<RawFile> = Vec::new();
+    for output in outputs {
+        match &bucket {
+            Some(b) if *b != output.bucket => {
+                return Err(Error::InvalidEvent(format!(
+                    "the ingest outputs name two buckets, {b:?} and {:?}",
+                    output.bucket
+                )));
+            }
+            _ => bucket = Some(output.bucket.clone()),
+        }
+        for (name, key) in output.files {
+            let spec = table(&name)?;
+            let window_end = parse_file_key(spec.name, &key, "parquet").ok_or_else(|| {
+                Error::InvalidEvent(format!(
+                    "{key:?} is not a raw data key of table {name} \
+                     ({name}/YYYY/MM/DD/HHMMSSffffff.parquet)"
+                ))
+            })?;
+            if let Some(other) = files.iter().find(|f| f.table.name == spec.name) {
+                if other.key != key {
+                    return Err(Error::InvalidEvent(format!(
+                        "two raw files for table {name}: {:?} and {key:?}",
+                        other.key
+                    )));
+                }
+                continue;
+            }
+            files.push(RawFile {
+                table: spec,
+                key,
+                window_end,
+            });
+        }
+    }
+    files.sort_by_key(|f| TABLES.iter().position(|t| std::ptr::eq(t, f.table)));
+    match bucket {
+        Some(bucket) => Ok(Request::Files { bucket, files }),
+        None => Err(Error::InvalidEvent(
+            "an empty list of ingest outputs".into(),
+        )),
+    }
+}
+
+fn s3_request(event: &Value) -> Result<Request> {
+    let notification = S3Notification::deserialize(event).map_err(|e| {
+        Error::InvalidEvent(format!(
+            "expected an S3 notification (Records[].s3.bucket.name, .object.key): {e}"
+        ))
+    })?;
+    let mut window: Option<(String, DateTime<Utc>)> = None;
+    for record in notification.records {
+        let key = decode_key(&record.s3.object.key)?;
+        let Some(file) = RawFile::from_key(&key) else {
+            // State objects and anything else that is not a raw data file.
+            continue;
+        };
+        let bucket = record.s3.bucket.name;
+        match &window {
+            Some((b, t)) if *b != bucket || *t != file.window_end => {
+                return Err(Error::InvalidEvent(format!(
+                    "the notification's records belong to different ingest runs \
+                     (s3://{b} at {t}, s3://{bucket}/{key})"
+                )));
+            }
+            _ => window = Some((bucket, file.window_end)),
+        }
+    }
+    Ok(match window {
+        Some((bucket, window_end)) => Request::Window { bucket, window_end },
+        None => Request::Nothing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn t() -> DateTime<Utc> {
+        Utc.timestamp_micros(1_731_576_605_123_456).unwrap()
+    }
+
+    #[test]
+    fn ingest_output_names_the_files() {
+        let event = json!({
+            "bucket": "raw",
+            "files": {
+                "sales_order": "sales_order/2024/11/14/093005123456.parquet",
+                "staff": "staff/2024/11/14/093005123456.parquet"
+            },
+            "row_counts": {"sales_order": 3, "staff": 1, "design": 0},
+            "has_new_data": true
+        });
+        let Request::Files { bucket, files } = parse_event(&event).unwrap() else {
+            panic!("files request")
+        };
+        assert_eq!(bucket, "raw");
+        let names: Vec<&str> = files.iter().map(|f| f.table.name).collect();
+        assert_eq!(names, ["staff", "sales_order"], "registry order");
+        assert!(files.iter().all(|f| f.window_end == t()));
+    }
+
+    #[test]
+    fn a_list_of_outputs_from_a_map_state_is_merged() {
+        let event = json!([
+            {"bucket": "raw", "files": {"staff": "staff/2024/11/14/093005123456.parquet"},
+             "row_counts": {"staff": 1}, "has_new_data": true},
+            {"bucket": "raw", "files": {}, "row_counts": {"design": 0}, "has_new_data": false},
+            {"bucket": "raw", "files": {"payment": "payment/2024/11/14/093006000000.parquet"}}
+        ]);
+        let Request::Files { files, .. } = parse_event(&event).unwrap() else {
+            panic!("files request")
+        };
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[1].key, "payment/2024/11/14/093006000000.parquet");
+    }
+
+    #[test]
+    fn no_files_is_an_empty_request() {
+        let event = json!({"bucket": "raw", "files": {}, "row_counts": {}, "has_new_data": false});
+        assert_eq!(
+            parse_event(&event).unwrap(),
+            Request::Files {
+                bucket: "raw".into(),
+                files: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn aws_shaped_notification_with_an_encoded_key() {
+        // As S3 sends it: every field, the key URL-encoded.
+        let event = json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-2",
+            "eventTime": "2024-11-14T09:30:06.000Z", "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "AWS:AROA"},
+            "requestParameters": {"sourceIPAddress": "10.0.0.1"},
+            "responseElements": {"x-amz-request-id": "1", "x-amz-id-2": "2"},
+            "s3": {
+                "s3SchemaVersion": "1.0", "configurationId": "transform",
+                "bucket": {"name": "raw", "ownerIdentity": {"principalId": "A"},
+                           "arn": "arn:aws:s3:::raw"},
+                "object": {"key": "sales_order/2024/11/14/093005123456.parquet", "size": 1024,
+                           "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0A1B"}
+            }
+        }]});
+        assert_eq!(
+            parse_event(&event).unwrap(),
+            Request::Window {
+                bucket: "raw".into(),
+                window_end: t()
+            }
+        );
+    }
+
+    #[test]
+    fn moto_shaped_notification_without_identity_or_zone() {
+        // As moto sends it: no userIdentity/requestParameters, eventTime without a zone.
+        let event = json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-2",
+            "eventTime": "2024-11-14T09:30:06.000", "eventName": "ObjectCreated:Put",
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "x",
+                   "bucket": {"name": "raw", "arn": "arn:aws:s3:::raw"},
+                   "object": {"key": "payment%2F2024%2F11%2F14%2F093005123456.parquet",
+                              "size": 10, "eTag": "x", "versionId": null}}
+        }]});
+        assert_eq!(
+            parse_event(&event).unwrap(),
+            Request::Window {
+                bucket: "raw".into(),
+                window_end: t()
+            }
+        );
+    }
+
+    #[test]
+    fn keys_are_url_decoded() {
+        assert_eq!(decode_key("a+b%2Bc%2Fd").unwrap(), "a b+c/d");
+        assert_eq!(
+            decode_key("staff%2F2024%2F11%2F14%2F093005123456.parquet").unwrap(),
+            "staff/2024/11/14/093005123456.parquet"
+        );
+        assert!(decode_key("%FF").is_err());
+    }
+
+    #[test]
+    fn notifications_for_state_objects_ask_for_nothing() {
+        let event = json!({"Records": [{"s3": {
+            "bucket": {"name": "raw"},
+            "object": {"key": "_state/ingest/staff.json"}
+        }}]});
+        assert_eq!(parse_event(&event).unwrap(), Request::Nothing);
+    }
+
+    #[test]
+    fn malformed_events_are_invalid_events() {
+        for (event, needle) in [
+            (json!("x"), "expected the ingest output"),
+            (json!({"bucket": "raw"}), "missing field `files`"),
+            (
+                json!({"bucket": "raw", "files": {}, "extra": 1}),
+                "unknown field `extra`",
+            ),
+            (
+                json!({"bucket": "raw", "files": {"staff": "design/2024/11/14/093005123456.parquet"}}),
+                "is not a raw data key of table staff",
+            ),
+            (json!([]), "an empty list"),
+            (
+                json!([{"bucket": "a", "files": {}}, {"bucket": "b", "files": {}}]),
+                "two buckets",
+            ),
+            (
+                json!({"Records": [{"s3": {}}]}),
+                "expected an S3 notification",
+            ),
+            (
+                json!({"Records": [
+                    {"s3": {"bucket": {"name": "raw"},
+                            "object": {"key": "staff/2024/11/14/093005123456.parquet"}}},
+                    {"s3": {"bucket": {"name": "raw"},
+                            "object": {"key": "staff/2024/11/14/093006123456.parquet"}}}
+                ]}),
+                "different ingest runs",
+            ),
+        ] {
+            let e = parse_event(&event).unwrap_err();
+            assert_eq!(e.error_type(), "InvalidEvent", "{e}");
+            assert!(e.to_string().contains(needle), "{e} lacks {needle}");
+        }
+        let e = parse_event(&json!({"bucket": "raw", "files": {"staffs": "x"}})).unwrap_err();
+        assert_eq!(e.error_type(), "UnknownTable");
+    }
+}

@@ -1,0 +1,495 @@
+//! The transform Lambda: remodels raw ToteSys Parquet into the warehouse's star schema as
+//! Parquet in the processed bucket.
+//!
+//! A batch is a set of raw files, at most one per table. Every file's footer and schema are
+//! checked first; the dimension files (small) are read whole and merged into the current-state
+//! snapshots; the fact files stream batch by batch into their outputs. Outputs become visible
+//! only once the whole batch has been read: a corrupt file anywhere writes nothing. The
+//! snapshots are written last.
+//!
+//! Processed keys are `<warehouse table>/YYYY/MM/DD/HHMMSSffffff.parquet`, named after the
+//! window end of the raw files they come from (the latest one, for an output built from
+//! several), so a re-run or a duplicate event writes the same keys. For the same input and
+//! the same snapshots the bytes are the same too.
+
+pub mod config;
+pub mod currency;
+pub mod dates;
+pub mod dims;
+pub mod error;
+pub mod event;
+pub mod facts;
+pub mod raw;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use arrow::array::{Array, RecordBatch};
+use chrono::{DateTime, Utc};
+use futures_util::future::try_join_all;
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, warn};
+use utils::keys::parquet_key;
+use utils::parquet_io::{PIPELINE_VERSION, ParquetUpload};
+use utils::store::S3Store;
+use utils::tables::{TABLES, TableSpec, table};
+use utils::warehouse::{WarehouseTable, WhType};
+
+pub use crate::config::Config;
+use crate::dims::Dim;
+pub use crate::error::{Error, Result};
+use crate::event::{RawFile, Request, parse_event};
+use crate::facts::{FactSpec, fact_for, quarantine_schema, transform_batch};
+use crate::raw::{OpenFile, ints};
+
+/// What the handler needs, built once per cold start.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    pub raw: S3Store,
+    pub processed: S3Store,
+}
+
+impl Deps {
+    pub fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
+        let client = utils::store::s3_client(sdk);
+        Deps {
+            raw: S3Store::new(client.clone(), config.ingest_bucket.clone()),
+            processed: S3Store::new(client, config.processed_bucket.clone()),
+        }
+    }
+}
+
+/// The invocation's result, as Step Functions passes it on to load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Output {
+    pub bucket: String,
+    /// The file written for each warehouse table that has rows in this batch.
+    pub files: BTreeMap<String, String>,
+    pub row_counts: BTreeMap<String, u64>,
+    /// Fact rows set aside under `quarantine/`, per fact table.
+    pub quarantined: BTreeMap<String, u64>,
+    pub has_new_data: bool,
+}
+
+/// The Lambda handler.
+pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
+    let request = parse_event(&event.payload)?;
+    // Boxed: the future is deep (S3 SDK calls inside Parquet I/O inside the batch).
+    Box::pin(run(&deps.raw, &deps.processed, request)).await
+}
+
+/// Transforms what `request` names from `raw` into `processed`.
+pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result<Output> {
+    let files = match request {
+        Request::Nothing => Vec::new(),
+        Request::Files { bucket, files } => {
+            expect_bucket(raw, &bucket)?;
+            files
+        }
+        Request::Window { bucket, window_end } => {
+            expect_bucket(raw, &bucket)?;
+            window_files(raw, window_end).await?
+        }
+    };
+    let mut output = Output {
+        bucket: processed.bucket().to_owned(),
+        files: BTreeMap::new(),
+        row_counts: BTreeMap::new(),
+        quarantined: BTreeMap::new(),
+        has_new_data: false,
+    };
+    if files.is_empty() {
+        info!("no raw files to transform");
+        return Ok(output);
+    }
+    // Every footer and schema is checked before anything is read or written.
+    let opened = try_join_all(files.iter().map(|f| raw::open(raw, f))).await?;
+    let (fact_files, dim_files): (Vec<OpenFile>, Vec<OpenFile>) = opened
+        .into_iter()
+        .partition(|f| fact_for(f.file.table.name).is_some());
+
+    let dims = Dimensions::read(raw, processed, dim_files).await?;
+    let mut staged = Staged::default();
+    let result = async {
+        let mut dates = BTreeSet::new();
+        let mut fact_times = Vec::new();
+        for file in fact_files {
+            fact_times.push((file.file.window_end, file.file.key.clone()));
+            Box::pin(stage_fact(
+                raw.bucket(),
+                processed,
+                file,
+                &mut staged,
+                &mut dates,
+            ))
+            .await?;
+        }
+        for (dim, sources) in dims.build()? {
+            stage_batch(processed, &mut staged, dim.table, &dim.batch, &sources).await?;
+            for note in dim.notes {
+                warn!(
+                    table = dim.table.name,
+                    placeholder = note.as_str(),
+                    "placeholder used"
+                );
+            }
+        }
+        if !dates.is_empty() {
+            let table = utils::warehouse::warehouse_table("dim_date")?;
+            let batch = dates::dim_date(&dates)?;
+            stage_batch(processed, &mut staged, table, &batch, &fact_times).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        staged.abort().await;
+        return Err(e);
+    }
+    staged.finish(&mut output).await?;
+    dims.save(processed).await?;
+    output.has_new_data = !output.files.is_empty();
+    Ok(output)
+}
+
+fn expect_bucket(raw: &S3Store, bucket: &str) -> Result<()> {
+    if bucket == raw.bucket() {
+        Ok(())
+    } else {
+        Err(Error::InvalidEvent(format!(
+            "the event names bucket {bucket:?}, but this function reads the ingest bucket {:?}",
+            raw.bucket()
+        )))
+    }
+}
+
+/// Every raw file of one ingest run: all tables' keys for `window_end` that exist.
+pub async fn window_files(raw: &S3Store, window_end: DateTime<Utc>) -> Result<Vec<RawFile>> {
+    let found = try_join_all(TABLES.iter().map(|t| async move {
+        let key = parquet_key(t.name, window_end);
+        let exists = raw.etag(&key).await?.is_some();
+        Ok::<_, Error>(exists.then_some(RawFile {
+            table: t,
+            key,
+            window_end,
+        }))
+    }))
+    .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// The latest time and the keys of the raw files an output comes from.
+type Sources = Vec<(DateTime<Utc>, String)>;
+
+/// Outputs being written. Nothing is visible at its key until [`Staged::finish`]: small files
+/// are sent whole on completion, large ones complete their multipart upload then.
+#[derive(Default)]
+struct Staged {
+    uploads: Vec<StagedUpload>,
+}
+
+struct StagedUpload {
+    /// The warehouse table, or `quarantine/<table>` for set-aside rows.
+    name: String,
+    quarantine: bool,
+    upload: ParquetUpload,
+    metadata: Vec<(String, String)>,
+}
+
+impl Staged {
+    async fn abort(self) {
+        for staged in self.uploads {
+            staged.upload.abort().await;
+        }
+    }
+
+    async fn finish(self, output: &mut Output) -> Result<()> {
+        for StagedUpload {
+            name,
+            quarantine,
+            upload,
+            mut metadata,
+        } in self.uploads
+        {
+            metadata.push(("totesys.row_count".into(), upload.rows().to_string()));
+            let written = upload.finish(metadata).await?;
+            if quarantine {
+                warn!(
+                    table = name.as_str(),
+                    rows = written.rows,
+                    key = written.key.as_str(),
+                    "fact rows quarantined"
+                );
+                output.quarantined.insert(name, written.rows);
+            } else {
+                info!(
+                    table = name.as_str(),
+                    rows = written.rows,
+                    bytes = written.bytes,
+                    key = written.key.as_str(),
+                    "transformed"
+                );
+                output.row_counts.insert(name.clone(), written.rows);
+                output.files.insert(name, written.key);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_metadata(table: &str, sources: &Sources) -> Vec<(String, String)> {
+    let keys: Vec<&str> = sources.iter().map(|(_, k)| k.as_str()).collect();
+    vec![
+        ("totesys.table".into(), table.into()),
+        (
+            "totesys.source_keys".into(),
+            serde_json::to_string(&keys).expect("strings serialise"),
+        ),
+        ("totesys.pipeline_version".into(), PIPELINE_VERSION.into()),
+    ]
+}
+
+/// Columns written without a dictionary: keys, timestamps' parts and amounts rarely repeat.
+fn plain_columns(table: &WarehouseTable) -> impl Iterator<Item = &'static str> + '_ {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || matches!(c.wh_type, WhType::Time | WhType::Money))
+        .map(|(_, c)| c.name)
+}
+
+fn latest(sources: &Sources) -> DateTime<Utc> {
+    sources
+        .iter()
+        .map(|(t, _)| *t)
+        .max()
+        .expect("at least one source file")
+}
+
+/// Stages a whole in-memory batch as `table`'s output (nothing for an empty batch).
+async fn stage_batch(
+    processed: &S3Store,
+    staged: &mut Staged,
+    table: &'static WarehouseTable,
+    batch: &RecordBatch,
+    sources: &Sources,
+) -> Result<()> {
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    let key = parquet_key(table.name, latest(sources));
+    let mut upload = ParquetUpload::create(processed, &key, batch.schema(), plain_columns(table))?;
+    upload.write(batch).await?;
+    staged.uploads.push(StagedUpload {
+        name: table.name.to_owned(),
+        quarantine: false,
+        upload,
+        metadata: file_metadata(table.name, sources),
+    });
+    Ok(())
+}
+
+/// Streams one fact file into its fact output and, for invalid rows, its quarantine output.
+async fn stage_fact(
+    raw_bucket: &str,
+    processed: &S3Store,
+    mut file: OpenFile,
+    staged: &mut Staged,
+    dates: &mut BTreeSet<i32>,
+) -> Result<()> {
+    let spec: &FactSpec = fact_for(file.file.table.name).expect("a fact file");
+    let sources: Sources = vec![(file.file.window_end, file.file.key.clone())];
+    let mut rows: Option<ParquetUpload> = None;
+    let mut quarantine: Option<ParquetUpload> = None;
+    let outcome = async {
+        while let Some(batch) = file.next_batch(raw_bucket).await? {
+            let out = transform_batch(spec, &batch, dates)?;
+            if out.rows.num_rows() > 0 {
+                if rows.is_none() {
+                    let table = spec.warehouse();
+                    rows = Some(ParquetUpload::create(
+                        processed,
+                        &parquet_key(spec.target, file.file.window_end),
+                        table.arrow_schema(),
+                        plain_columns(table),
+                    )?);
+                }
+                rows.as_mut().expect("created").write(&out.rows).await?;
+            }
+            if let Some(set_aside) = out.quarantined {
+                if quarantine.is_none() {
+                    quarantine = Some(ParquetUpload::create(
+                        processed,
+                        &format!(
+                            "quarantine/{}",
+                            parquet_key(spec.target, file.file.window_end)
+                        ),
+                        quarantine_schema(file.file.table),
+                        [],
+                    )?);
+                }
+                quarantine
+                    .as_mut()
+                    .expect("created")
+                    .write(&set_aside)
+                    .await?;
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    let opened = [(rows, false), (quarantine, true)];
+    if let Err(e) = outcome {
+        for (upload, _) in opened.into_iter() {
+            if let Some(upload) = upload {
+                upload.abort().await;
+            }
+        }
+        return Err(e);
+    }
+    for (upload, is_quarantine) in opened {
+        if let Some(upload) = upload {
+            staged.uploads.push(StagedUpload {
+                name: spec.target.to_owned(),
+                quarantine: is_quarantine,
+                upload,
+                metadata: file_metadata(spec.target, &sources),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The dimension side of a batch: each dimension file's rows (latest per key), and the
+/// snapshots of the joined tables with those rows merged in.
+struct Dimensions {
+    files: HashMap<&'static str, (RawFile, RecordBatch)>,
+    snapshots: HashMap<&'static str, RecordBatch>,
+}
+
+/// Builds a dimension from one source table's rows.
+type DimBuilder = fn(&RecordBatch) -> Result<Dim>;
+
+/// The groups of tables a joined dimension is built from.
+const JOINED: &[[&str; 2]] = &[["staff", "department"], ["counterparty", "address"]];
+
+impl Dimensions {
+    async fn read(raw: &S3Store, processed: &S3Store, opened: Vec<OpenFile>) -> Result<Self> {
+        let mut files = HashMap::new();
+        for file in opened {
+            let spec = file.file.table;
+            let raw_file = file.file.clone();
+            let rows = file.read_all(raw.bucket()).await?;
+            let keys = ints(&rows, spec.primary_key);
+            if keys.null_count() > 0 {
+                return Err(raw_file.invalid(
+                    raw.bucket(),
+                    format!(
+                        "{} NULL value(s) in primary key {}: a dimension row needs its key",
+                        keys.null_count(),
+                        spec.primary_key
+                    ),
+                ));
+            }
+            let latest = snapshot::latest_per_key(spec, &[&rows])?;
+            files.insert(spec.name, (raw_file, latest));
+        }
+        let mut snapshots = HashMap::new();
+        for group in JOINED {
+            if !group.iter().any(|t| files.contains_key(t)) {
+                continue;
+            }
+            for name in group {
+                let spec: &'static TableSpec = table(name)?;
+                let current = snapshot::load(processed, spec).await?;
+                let merged = match files.get(name) {
+                    Some((_, rows)) => snapshot::latest_per_key(spec, &[&current, rows])?,
+                    None => current,
+                };
+                snapshots.insert(spec.name, merged);
+            }
+        }
+        Ok(Dimensions { files, snapshots })
+    }
+
+    fn ids(&self, table: &str) -> BTreeSet<i32> {
+        self.files
+            .get(table)
+            .map(|(f, rows)| {
+                ints(rows, f.table.primary_key)
+                    .values()
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn sources(&self, tables: &[&str]) -> Sources {
+        tables
+            .iter()
+            .filter_map(|t| self.files.get(t))
+            .map(|(f, _)| (f.window_end, f.key.clone()))
+            .collect()
+    }
+
+    /// Every dimension this batch changes, with the raw files it comes from.
+    fn build(&self) -> Result<Vec<(Dim, Sources)>> {
+        let mut dims = Vec::new();
+        if self.files.contains_key("address") {
+            let dim = dims::dim_location(&self.snapshots["address"], &self.ids("address"))?;
+            dims.push((dim, self.sources(&["address"])));
+        }
+        if self.files.contains_key("staff") || self.files.contains_key("department") {
+            let dim = dims::dim_staff(
+                &self.snapshots["staff"],
+                &self.snapshots["department"],
+                &self.ids("staff"),
+                &self.ids("department"),
+            )?;
+            dims.push((dim, self.sources(&["staff", "department"])));
+        }
+        if self.files.contains_key("counterparty") || self.files.contains_key("address") {
+            let dim = dims::dim_counterparty(
+                &self.snapshots["counterparty"],
+                &self.snapshots["address"],
+                &self.ids("counterparty"),
+                &self.ids("address"),
+            )?;
+            dims.push((dim, self.sources(&["counterparty", "address"])));
+        }
+        let direct: [(&str, DimBuilder); 4] = [
+            ("currency", dims::dim_currency),
+            ("design", dims::dim_design),
+            ("payment_type", dims::dim_payment_type),
+            ("transaction", dims::dim_transaction),
+        ];
+        for (source, build) in direct {
+            if let Some((_, rows)) = self.files.get(source) {
+                dims.push((build(rows)?, self.sources(&[source])));
+            }
+        }
+        // Dimensions in the warehouse registry's order.
+        dims.sort_by_key(|(d, _)| {
+            utils::warehouse::WAREHOUSE_TABLES
+                .iter()
+                .position(|t| std::ptr::eq(t, d.table))
+        });
+        Ok(dims)
+    }
+
+    /// Writes the snapshots this batch changed.
+    async fn save(&self, processed: &S3Store) -> Result<()> {
+        for name in snapshot::SNAPSHOT_TABLES {
+            if let (Some((file, _)), Some(current)) =
+                (self.files.get(name), self.snapshots.get(name))
+            {
+                snapshot::save(processed, file.table, current).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Current-state snapshots of the source tables that dimensions join: the latest version of
+//! each row, keyed by primary key. Each run merges its new rows in, so a change in a joined
+//! table (a department, an address) can re-emit the dimension rows built from it without
+//! reading the raw history again.
+//!
+//! A snapshot is one small Parquet object per table, `_state/transform/<table>.parquet` in the
+//! processed bucket, in the table's relaxed raw schema. Its size follows the number of
+//! entities (tens to thousands of rows), not the number of changes.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use arrow::array::RecordBatch;
+use arrow::compute::interleave_record_batch;
+use utils::parquet_io::{ParquetUpload, read_parquet};
+use utils::store::S3Store;
+use utils::tables::{LAST_UPDATED, TableSpec};
+
+use crate::error::{Error, Result};
+use crate::raw::{ints, opt, relaxed_schema, timestamps};
+
+/// The source tables whose current state the dimensions need: staff and department for
+/// dim_staff, counterparty and address for dim_counterparty.
+pub const SNAPSHOT_TABLES: &[&str] = &["address", "counterparty", "department", "staff"];
+
+pub fn snapshot_key(table: &str) -> String {
+    format!("_state/transform/{table}.parquet")
+}
+
+/// The table's snapshot, or an empty batch before the first run.
+pub async fn load(store: &S3Store, table: &'static TableSpec) -> Result<RecordBatch> {
+    let key = snapshot_key(table.name);
+    let schema = relaxed_schema(table);
+    let Some(bytes) = store.get(&key).await? else {
+        return Ok(RecordBatch::new_empty(schema));
+    };
+    let corrupt = |reason: String| {
+        Error::Shared(utils::Error::CorruptState {
+            bucket: store.bucket().to_owned(),
+            key: key.clone(),
+            reason,
+        })
+    };
+    let contents = read_parquet(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let same = contents.schema.fields().len() == schema.fields().len()
+        && contents
+            .schema
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if !same {
+        return Err(corrupt(format!(
+            "schema {:?} is not the relaxed schema of table {}",
+            contents.schema, table.name
+        )));
+    }
+    let batches: Vec<RecordBatch> = contents
+        .batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Writes the table's snapshot.
+pub async fn save(store: &S3Store, table: &'static TableSpec, batch: &RecordBatch) -> Result<()> {
+    let key = snapshot_key(table.name);
+    let mut upload = ParquetUpload::create(store, &key, batch.schema(), [])?;
+    upload.write(batch).await?;
+    upload.finish(Vec::new()).await?;
+    Ok(())
+}
+
+/// The latest version of each row across `batches` (all in `table`'s relaxed schema), sorted
+/// by primary key. A later `last_updated` wins; on a tie the earlier batch's row stays, so
+/// merging the same rows twice changes nothing. Every primary key must be non-NULL.
+pub fn latest_per_key(table: &TableSpec, batches: &[&RecordBatch]) -> Result<RecordBatch> {
+    let mut best: HashMap<i32, (usize, usize, i64)> = HashMap::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let ids = ints(batch, table.primary_key);
+        let updated = timestamps(batch, LAST_UPDATED);
+        for row in 0..batch.num_rows() {
+            let id = ids.value(row);
+            let at = opt(updated, row).unwrap_or(i64::MIN);
+            match best.entry(id) {
+                Entry::Occupied(e) if e.get().2 >= at => {}
+                Entry::Occupied(mut e) => *e.get_mut() = (b, row, at),
+                Entry::Vacant(e) => {
+                    e.insert((b, row, at));
+                }
+            }
+        }
+    }
+    let mut winners: Vec<(i32, usize, usize)> =
+        best.into_iter().map(|(id, (b, r, _))| (id, b, r)).collect();
+    winners.sort_unstable_by_key(|w| w.0);
+    let indices: Vec<(usize, usize)> = winners.iter().map(|&(_, b, r)| (b, r)).collect();
+    if indices.is_empty() {
+        return Ok(RecordBatch::new_empty(relaxed_schema(table)));
+    }
+    Ok(interleave_record_batch(batches, &indices).map_err(utils::Error::from)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, StringArray, TimestampMillisecondArray};
+    use std::sync::Arc;
+    use utils::tables::table;
+
+    fn departments(rows: &[(i32, &str, i64)]) -> RecordBatch {
+        let spec = table("department").unwrap();
+        let n = rows.len();
+        RecordBatch::try_new(
+            relaxed_schema(spec),
+            vec![
+                Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from(vec![Some("Leeds"); n])),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(TimestampMillisecondArray::from(vec![0; n])),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn names(batch: &RecordBatch) -> Vec<(i32, String)> {
+        let ids = ints(batch, "department_id");
+        let names = crate::raw::texts(batch, "department_name");
+        (0..batch.num_rows())
+            .map(|r| (ids.value(r), names.value(r).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn later_versions_win_and_rows_come_out_by_key() {
+        let spec = table("department").unwrap();
+        let old = departments(&[(2, "Sales", 10), (1, "Finance", 10)]);
+        let new = departments(&[(2, "Sales & Marketing", 20), (3, "Dispatch", 20)]);
+        let merged = latest_per_key(spec, &[&old, &new]).unwrap();
+        assert_eq!(
+            names(&merged),
+            [
+                (1, "Finance".to_owned()),
+                (2, "Sales & Marketing".to_owned()),
+                (3, "Dispatch".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_older_version_arriving_late_does_not_win() {
+        let spec = table("department").unwrap();
+        let current = departments(&[(2, "Sales & Marketing", 20)]);
+        let late = departments(&[(2, "Sales", 10)]);
+        let merged = latest_per_key(spec, &[&current, &late]).unwrap();
+        assert_eq!(names(&merged), [(2, "Sales & Marketing".to_owned())]);
+    }
+
+    #[test]
+    fn merging_the_same_rows_again_changes_nothing() {
+        let spec = table("department").unwrap();
+        let rows = departments(&[(1, "Finance", 10), (2, "Sales", 10)]);
+        let once = latest_per_key(spec, &[&rows]).unwrap();
+        let twice = latest_per_key(spec, &[&once, &rows]).unwrap();
+        assert_eq!(once, twice);
+    }
+}
