@@ -3,8 +3,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{Date32Array, Int32Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, Date32Array, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::Date32Type;
 use chrono::{Datelike, Days, NaiveDate};
+use utils::parquet_io::read_parquet;
+use utils::store::S3Store;
 use utils::warehouse::warehouse_table;
 
 use crate::error::Result;
@@ -48,11 +51,32 @@ pub fn dim_date(dates: &BTreeSet<i32>) -> Result<RecordBatch> {
     .map_err(utils::Error::from)?)
 }
 
+/// The dates of the dim_date file at `key`, if there is one.
+pub async fn dates_in(store: &S3Store, key: &str) -> Result<BTreeSet<i32>> {
+    let Some(bytes) = store.get(key).await? else {
+        return Ok(BTreeSet::new());
+    };
+    let corrupt = |reason: String| utils::Error::CorruptState {
+        bucket: store.bucket().to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let contents = read_parquet(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut dates = BTreeSet::new();
+    for batch in &contents.batches {
+        let column = batch
+            .column_by_name("date_id")
+            .and_then(|c| c.as_primitive_opt::<Date32Type>())
+            .ok_or_else(|| corrupt("no date_id date column".into()))?;
+        dates.extend(column.values().iter().copied());
+    }
+    Ok(dates)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::facts::parse_date;
-    use arrow::array::AsArray;
     use arrow::datatypes::Int32Type;
 
     #[test]

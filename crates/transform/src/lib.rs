@@ -138,6 +138,10 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
         }
         if !dates.is_empty() {
             let table = utils::warehouse::warehouse_table("dim_date")?;
+            let key = parquet_key(table.name, latest(&fact_times));
+            // A date, once written for a window, stays: a later batch for the same window
+            // with fewer fact files (a hand-made event, a partial re-run) only adds to it.
+            dates.extend(dates::dates_in(processed, &key).await?);
             let batch = dates::dim_date(&dates)?;
             stage_batch(processed, &mut staged, table, &batch, &fact_times).await?;
         }

@@ -1,0 +1,1299 @@
+//! The transform Lambda against a real S3 API, on raw files written by the real ingest Lambda
+//! from a real PostgreSQL source (and, for bad input, raw files written by hand).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    Array, ArrayRef, Decimal128Array, Int32Array, RecordBatch, StringArray, Time64MicrosecondArray,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::display::array_value_to_string;
+use bytes::Bytes;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+use totesys_tests::*;
+use transform::event::Request;
+use transform::{Deps, Output, handler};
+use utils::db::DbSource;
+use utils::parquet_io::ParquetUpload;
+use utils::store::S3Store;
+use utils::tables::table;
+use utils::warehouse::{Kind, WAREHOUSE_TABLES, warehouse_table};
+
+/// A source database, its raw bucket and a processed bucket.
+struct Pipeline {
+    db: TestDb,
+    raw: S3Store,
+    processed: S3Store,
+}
+
+impl Pipeline {
+    async fn new(seed: bool) -> Self {
+        Pipeline {
+            db: TestDb::source(seed).await,
+            raw: bucket().await,
+            processed: bucket().await,
+        }
+    }
+
+    async fn source(&self) -> Client {
+        self.db.client().await
+    }
+
+    fn deps(&self) -> Deps {
+        Deps {
+            raw: self.raw.clone(),
+            processed: self.processed.clone(),
+        }
+    }
+
+    /// Runs the real ingest Lambda over every table; its output, as Step Functions passes it.
+    async fn ingest(&self) -> Value {
+        tick().await;
+        let sdk = sdk_config().await;
+        let deps = ingest::Deps {
+            config: ingest::Config {
+                source: DbSource::Url(self.db.url.clone()),
+                bucket: self.raw.bucket().to_owned(),
+                safety_lag: Duration::ZERO,
+            },
+            store: self.raw.clone(),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+        };
+        let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &deps)
+            .await
+            .expect("ingest");
+        serde_json::to_value(out).unwrap()
+    }
+
+    async fn transform(&self, event: Value) -> Result<Output, transform::Error> {
+        handler(LambdaEvent::new(event, Context::default()), &self.deps()).await
+    }
+
+    /// Ingest then transform.
+    async fn round(&self) -> Output {
+        let event = self.ingest().await;
+        self.transform(event).await.expect("transform")
+    }
+}
+
+/// A value rendered as text: dates as YYYY-MM-DD, times as microseconds of the day, money
+/// with two decimals, NULL as "NULL".
+fn cell(array: &ArrayRef, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    match array.data_type() {
+        DataType::Time64(_) => array
+            .as_any()
+            .downcast_ref::<Time64MicrosecondArray>()
+            .expect("time")
+            .value(row)
+            .to_string(),
+        _ => array_value_to_string(array, row).unwrap(),
+    }
+}
+
+fn rows_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| b.columns().iter().map(|c| cell(c, r)).collect())
+        })
+        .collect()
+}
+
+fn strings(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect()
+}
+
+/// The rows of one processed file, checking it has the warehouse table's schema.
+async fn file_rows(store: &S3Store, table: &str, key: &str) -> Vec<Vec<String>> {
+    let file = read_object(store, key).await;
+    let expected = warehouse_table(table).unwrap().arrow_schema();
+    let types = |s: &Schema| -> Vec<(String, DataType, bool)> {
+        s.fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+            .collect()
+    };
+    assert_eq!(types(&file.schema), types(&expected), "{key}");
+    rows_of(&file.batches)
+}
+
+/// What loading every processed file in key order would leave in the warehouse: dimensions
+/// upserted on their key, facts inserted once per version key.
+async fn warehouse(store: &S3Store) -> BTreeMap<&'static str, Vec<Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for table in WAREHOUSE_TABLES {
+        let mut rows: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        let key_columns: Vec<usize> = table
+            .key
+            .iter()
+            .map(|k| table.columns.iter().position(|c| c.name == *k).unwrap())
+            .collect();
+        for key in store
+            .list_keys(&format!("{}/", table.name), None)
+            .await
+            .unwrap()
+        {
+            for row in file_rows(store, table.name, &key).await {
+                let id: Vec<String> = key_columns.iter().map(|&i| row[i].clone()).collect();
+                match table.kind {
+                    Kind::Dimension => {
+                        rows.insert(id, row);
+                    }
+                    Kind::Fact => {
+                        rows.entry(id).or_insert(row);
+                    }
+                }
+            }
+        }
+        out.insert(table.name, rows.into_values().collect());
+    }
+    out
+}
+
+/// Rows of a query whose columns are all cast to text, sorted.
+async fn sql_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The star schema's dimensions computed from the source's current state, in SQL.
+const EXPECTED_DIMENSIONS: &[(&str, &str)] = &[
+    (
+        "dim_staff",
+        "SELECT staff_id::text, first_name, last_name, department_name,
+                COALESCE(location, 'Unknown'), email_address
+         FROM staff JOIN department USING (department_id)",
+    ),
+    (
+        "dim_location",
+        "SELECT address_id::text, address_line_1, address_line_2, district, city, postal_code,
+                country, phone FROM address",
+    ),
+    (
+        "dim_counterparty",
+        "SELECT counterparty_id::text, counterparty_legal_name, address_line_1, address_line_2,
+                district, city, postal_code, country, phone
+         FROM counterparty JOIN address ON address_id = legal_address_id",
+    ),
+    (
+        "dim_currency",
+        "SELECT currency_id::text, currency_code,
+                CASE currency_code WHEN 'GBP' THEN 'Pound Sterling' WHEN 'USD' THEN 'US Dollar'
+                     WHEN 'EUR' THEN 'Euro' WHEN 'CHF' THEN 'Swiss Franc' ELSE 'Unknown' END
+         FROM currency",
+    ),
+    (
+        "dim_design",
+        "SELECT design_id::text, design_name, file_location, file_name FROM design",
+    ),
+    (
+        "dim_payment_type",
+        "SELECT payment_type_id::text, payment_type_name::text FROM payment_type",
+    ),
+    (
+        "dim_transaction",
+        "SELECT transaction_id::text, transaction_type::text, sales_order_id::text,
+                purchase_order_id::text FROM transaction",
+    ),
+];
+
+const DATE: &str = "::date::text";
+fn time(column: &str) -> String {
+    format!("(extract(epoch FROM {column}::time) * 1000000)::int8::text")
+}
+
+/// The current version of each fact row, in SQL.
+fn fact_queries() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "fact_sales_order",
+            format!(
+                "SELECT sales_order_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
+                        staff_id::text, counterparty_id::text, units_sold::text,
+                        unit_price::text, currency_id::text, design_id::text,
+                        agreed_payment_date{DATE}, agreed_delivery_date{DATE},
+                        agreed_delivery_location_id::text
+                 FROM sales_order",
+                time("created_at"),
+                time("last_updated")
+            ),
+        ),
+        (
+            "fact_purchase_order",
+            format!(
+                "SELECT purchase_order_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
+                        staff_id::text, counterparty_id::text, item_code, item_quantity::text,
+                        item_unit_price::text, currency_id::text, agreed_delivery_date{DATE},
+                        agreed_payment_date{DATE}, agreed_delivery_location_id::text
+                 FROM purchase_order",
+                time("created_at"),
+                time("last_updated")
+            ),
+        ),
+        (
+            "fact_payment",
+            format!(
+                "SELECT payment_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
+                        transaction_id::text, counterparty_id::text, payment_amount::text,
+                        currency_id::text, payment_type_id::text, paid::text, payment_date{DATE}
+                 FROM payment",
+                time("created_at"),
+                time("last_updated")
+            ),
+        ),
+    ]
+}
+
+/// dim_date for a set of dates, in SQL.
+async fn expected_dates(client: &Client, dates: &BTreeSet<String>) -> Vec<Vec<String>> {
+    let list: Vec<&str> = dates.iter().map(String::as_str).collect();
+    let rows = client
+        .query(
+            "SELECT d::text, extract(year FROM d)::text, extract(month FROM d)::text,
+                    extract(day FROM d)::text, extract(isodow FROM d)::text,
+                    to_char(d, 'FMDay'), to_char(d, 'FMMonth'), extract(quarter FROM d)::text
+             FROM unnest($1::text[]) AS t(s), LATERAL (SELECT s::date AS d) AS x ORDER BY d",
+            &[&list],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect())
+        .collect()
+}
+
+/// Fact date columns, by position, of each fact table.
+fn date_columns(table: &str) -> Vec<usize> {
+    warehouse_table(table)
+        .unwrap()
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.wh_type == utils::warehouse::WhType::Date)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_seed_becomes_the_hand_computed_star_schema() {
+    let p = Pipeline::new(true).await;
+    let out = p.round().await;
+    let t = &out.files["fact_sales_order"]["fact_sales_order/".len()..];
+    assert_eq!(out.bucket, p.processed.bucket());
+    assert!(out.has_new_data);
+    assert!(out.quarantined.is_empty());
+    assert_eq!(
+        out.files.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "dim_counterparty",
+            "dim_currency",
+            "dim_date",
+            "dim_design",
+            "dim_location",
+            "dim_payment_type",
+            "dim_staff",
+            "dim_transaction",
+            "fact_payment",
+            "fact_purchase_order",
+            "fact_sales_order"
+        ]
+    );
+    for (table, key) in &out.files {
+        assert_eq!(key, &format!("{table}/{t}"), "named after the window end");
+    }
+    let rows = |table: &'static str| {
+        let key = out.files[table].clone();
+        let store = p.processed.clone();
+        async move { file_rows(&store, table, &key).await }
+    };
+    assert_eq!(
+        rows("dim_staff").await,
+        strings(&[
+            &[
+                "1",
+                "Jeremie",
+                "Franey",
+                "Sales",
+                "Manchester",
+                "jeremie.franey@terrifictotes.com"
+            ],
+            &[
+                "2",
+                "Zoë",
+                "O'Neil",
+                "Purchasing",
+                "Leds",
+                "zoe.oneil@terrifictotes.com"
+            ],
+            &[
+                "3",
+                "Deron",
+                "Beier",
+                "Dispatch",
+                "Unknown",
+                "deron.beier@terrifictotes.com"
+            ],
+        ])
+    );
+    assert_eq!(
+        rows("dim_location").await,
+        strings(&[
+            &[
+                "1",
+                "6826 Herzog Via",
+                "NULL",
+                "Avon",
+                "New Patienceburgh",
+                "28441",
+                "Turkey",
+                "1803 637401"
+            ],
+            &[
+                "2",
+                "179 Alexie Cliffs",
+                "Rempel Road",
+                "NULL",
+                "Aliso Viejo",
+                "99305-7380",
+                "San Marino",
+                "9621 880720"
+            ],
+            &[
+                "3",
+                "148 Sincere Fort",
+                "NULL",
+                "NULL",
+                "Lake Charles",
+                "89360",
+                "Côte d'Ivoire",
+                "0730 783349"
+            ],
+        ])
+    );
+    assert_eq!(
+        rows("dim_counterparty").await,
+        strings(&[
+            &[
+                "1",
+                "Fahey and Sons",
+                "6826 Herzog Via",
+                "NULL",
+                "Avon",
+                "New Patienceburgh",
+                "28441",
+                "Turkey",
+                "1803 637401"
+            ],
+            &[
+                "2",
+                "Leannon, Predovic and Morar",
+                "179 Alexie Cliffs",
+                "Rempel Road",
+                "NULL",
+                "Aliso Viejo",
+                "99305-7380",
+                "San Marino",
+                "9621 880720"
+            ],
+        ])
+    );
+    assert_eq!(
+        rows("dim_currency").await,
+        strings(&[
+            &["1", "GBP", "Pound Sterling"],
+            &["2", "USD", "US Dollar"],
+            &["3", "EUR", "Euro"],
+        ])
+    );
+    assert_eq!(
+        rows("dim_design").await,
+        strings(&[
+            &["1", "Wooden", "/usr", "wooden-20220717-npgz.json"],
+            &["2", "Bronze", "/private", "bronze-20221024-4dds.json"],
+        ])
+    );
+    assert_eq!(
+        rows("dim_payment_type").await,
+        strings(&[
+            &["1", "SALES_RECEIPT"],
+            &["2", "SALES_REFUND"],
+            &["3", "PURCHASE_PAYMENT"],
+            &["4", "PURCHASE_REFUND"],
+        ])
+    );
+    assert_eq!(
+        rows("dim_transaction").await,
+        strings(&[
+            &["1", "PURCHASE", "NULL", "2"],
+            &["2", "PURCHASE", "NULL", "1"],
+            &["3", "SALE", "1", "NULL"],
+            &["4", "SALE", "2", "NULL"],
+        ])
+    );
+    // Times are microseconds of the day: 14:20:52.186 is 51_652_186_000.
+    assert_eq!(
+        rows("fact_sales_order").await,
+        strings(&[
+            &[
+                "1",
+                "2022-11-03",
+                "51652186000",
+                "2022-11-03",
+                "51652186000",
+                "1",
+                "1",
+                "42972",
+                "3.94",
+                "2",
+                "1",
+                "2022-11-08",
+                "2022-11-07",
+                "1"
+            ],
+            &[
+                "2",
+                "2022-11-03",
+                "51652188000",
+                "2022-11-04",
+                "36000000000",
+                "2",
+                "2",
+                "1",
+                "0.01",
+                "3",
+                "2",
+                "2022-11-07",
+                "2022-11-06",
+                "3"
+            ],
+            &[
+                "3",
+                "2023-12-31",
+                "86399999000",
+                "2023-12-31",
+                "86399999000",
+                "3",
+                "1",
+                "100000",
+                "99999999.99",
+                "1",
+                "1",
+                "2024-02-29",
+                "2024-01-05",
+                "2"
+            ],
+        ])
+    );
+    assert_eq!(
+        rows("fact_purchase_order").await,
+        strings(&[
+            &[
+                "1",
+                "2022-11-03",
+                "51652187000",
+                "2022-11-03",
+                "51652187000",
+                "1",
+                "1",
+                "ZDOI5EA",
+                "371",
+                "361.39",
+                "2",
+                "2022-11-09",
+                "2022-11-07",
+                "2"
+            ],
+            &[
+                "2",
+                "2022-11-03",
+                "51652186000",
+                "2022-11-03",
+                "51652186000",
+                "2",
+                "2",
+                "QLZLEXR",
+                "286",
+                "199.04",
+                "2",
+                "2022-11-04",
+                "2022-11-07",
+                "3"
+            ],
+        ])
+    );
+    assert_eq!(
+        rows("fact_payment").await,
+        strings(&[
+            &[
+                "1",
+                "2022-11-03",
+                "51652187000",
+                "2022-11-03",
+                "51652187000",
+                "2",
+                "1",
+                "552548.62",
+                "2",
+                "3",
+                "false",
+                "2022-11-04"
+            ],
+            &[
+                "2",
+                "2022-11-03",
+                "51652186000",
+                "2022-11-05",
+                "37800500000",
+                "3",
+                "2",
+                "205952.22",
+                "3",
+                "1",
+                "true",
+                "2022-11-05"
+            ],
+            &[
+                "3",
+                "2022-11-03",
+                "51652188000",
+                "2022-11-03",
+                "51652188000",
+                "4",
+                "2",
+                "0.01",
+                "1",
+                "2",
+                "false",
+                "2022-11-03"
+            ],
+        ])
+    );
+    assert_eq!(
+        rows("dim_date").await,
+        strings(&[
+            &[
+                "2022-11-03",
+                "2022",
+                "11",
+                "3",
+                "4",
+                "Thursday",
+                "November",
+                "4"
+            ],
+            &[
+                "2022-11-04",
+                "2022",
+                "11",
+                "4",
+                "5",
+                "Friday",
+                "November",
+                "4"
+            ],
+            &[
+                "2022-11-05",
+                "2022",
+                "11",
+                "5",
+                "6",
+                "Saturday",
+                "November",
+                "4"
+            ],
+            &[
+                "2022-11-06",
+                "2022",
+                "11",
+                "6",
+                "7",
+                "Sunday",
+                "November",
+                "4"
+            ],
+            &[
+                "2022-11-07",
+                "2022",
+                "11",
+                "7",
+                "1",
+                "Monday",
+                "November",
+                "4"
+            ],
+            &[
+                "2022-11-08",
+                "2022",
+                "11",
+                "8",
+                "2",
+                "Tuesday",
+                "November",
+                "4"
+            ],
+            &[
+                "2022-11-09",
+                "2022",
+                "11",
+                "9",
+                "3",
+                "Wednesday",
+                "November",
+                "4"
+            ],
+            &[
+                "2023-12-31",
+                "2023",
+                "12",
+                "31",
+                "7",
+                "Sunday",
+                "December",
+                "4"
+            ],
+            &[
+                "2024-01-05",
+                "2024",
+                "1",
+                "5",
+                "5",
+                "Friday",
+                "January",
+                "1"
+            ],
+            &[
+                "2024-02-29",
+                "2024",
+                "2",
+                "29",
+                "4",
+                "Thursday",
+                "February",
+                "1"
+            ],
+        ])
+    );
+    for (table, rows) in [("dim_staff", 3), ("fact_payment", 3), ("dim_date", 10)] {
+        assert_eq!(out.row_counts[table], rows, "{table}");
+    }
+
+    // The footer says where the rows came from.
+    let file = read_object(&p.processed, &out.files["dim_staff"]).await;
+    let sources: Vec<String> =
+        serde_json::from_str(file.metadata_value("totesys.source_keys").unwrap()).unwrap();
+    assert_eq!(sources, [format!("staff/{t}"), format!("department/{t}")]);
+    assert_eq!(file.metadata_value("totesys.row_count"), Some("3"));
+    assert_eq!(file.metadata_value("totesys.table"), Some("dim_staff"));
+    assert_eq!(
+        file.metadata_value("totesys.pipeline_version"),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    let file = read_object(&p.processed, &out.files["dim_date"]).await;
+    let sources: Vec<String> =
+        serde_json::from_str(file.metadata_value("totesys.source_keys").unwrap()).unwrap();
+    assert_eq!(sources.len(), 3, "the three fact files: {sources:?}");
+}
+
+#[tokio::test]
+async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counterparties() {
+    let p = Pipeline::new(true).await;
+    p.round().await;
+    let source = p.source().await;
+    source
+        .batch_execute(&format!(
+            "UPDATE department SET department_name = 'Sales & Marketing', last_updated = {NOW_MS}
+             WHERE department_id = 1;
+             UPDATE address SET city = 'Leeds', last_updated = {NOW_MS} WHERE address_id = 2;"
+        ))
+        .await
+        .unwrap();
+    let out = p.round().await;
+    assert_eq!(
+        out.files.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["dim_counterparty", "dim_location", "dim_staff"],
+        "no staff or counterparty row changed, yet both dimensions are re-emitted"
+    );
+    let rows = |table: &'static str| {
+        let key = out.files[table].clone();
+        let store = p.processed.clone();
+        async move { file_rows(&store, table, &key).await }
+    };
+    assert_eq!(
+        rows("dim_staff").await,
+        strings(&[&[
+            "1",
+            "Jeremie",
+            "Franey",
+            "Sales & Marketing",
+            "Manchester",
+            "jeremie.franey@terrifictotes.com"
+        ]])
+    );
+    assert_eq!(
+        rows("dim_location").await,
+        strings(&[&[
+            "2",
+            "179 Alexie Cliffs",
+            "Rempel Road",
+            "NULL",
+            "Leeds",
+            "99305-7380",
+            "San Marino",
+            "9621 880720"
+        ]])
+    );
+    assert_eq!(
+        rows("dim_counterparty").await,
+        strings(&[&[
+            "2",
+            "Leannon, Predovic and Morar",
+            "179 Alexie Cliffs",
+            "Rempel Road",
+            "NULL",
+            "Leeds",
+            "99305-7380",
+            "San Marino",
+            "9621 880720"
+        ]])
+    );
+}
+
+#[tokio::test]
+async fn each_version_of_a_row_is_one_fact_row_across_batches() {
+    let p = Pipeline::new(true).await;
+    let first = p.round().await;
+    p.source()
+        .await
+        .batch_execute(&format!(
+            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 3"
+        ))
+        .await
+        .unwrap();
+    let second = p.round().await;
+    assert_eq!(
+        second.files.keys().collect::<Vec<_>>(),
+        ["dim_date", "fact_payment"]
+    );
+    assert_eq!(second.row_counts["fact_payment"], 1);
+    let facts = warehouse(&p.processed).await;
+    let payment_3: Vec<&Vec<String>> = facts["fact_payment"]
+        .iter()
+        .filter(|r| r[0] == "3")
+        .collect();
+    assert_eq!(payment_3.len(), 2, "{payment_3:?}");
+    assert_eq!(payment_3[0][10], "false");
+    assert_eq!(payment_3[1][10], "true");
+    // The same raw file transformed again gives the same fact rows.
+    let again = p
+        .transform(json!({"bucket": p.raw.bucket(), "files": {
+            "payment": first.files["fact_payment"].replace("fact_payment/", "payment/")
+        }}))
+        .await
+        .unwrap();
+    assert_eq!(again.files["fact_payment"], first.files["fact_payment"]);
+    assert_eq!(warehouse(&p.processed).await, facts);
+}
+
+/// Every object in the bucket with its bytes.
+async fn contents(store: &S3Store) -> BTreeMap<String, Bytes> {
+    let mut out = BTreeMap::new();
+    for key in all_keys(store).await {
+        out.insert(key.clone(), store.get(&key).await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_rerun_or_a_duplicate_event_writes_the_same_bytes() {
+    let p = Pipeline::new(true).await;
+    let event = p.ingest().await;
+    let first = p.transform(event.clone()).await.unwrap();
+    let before = contents(&p.processed).await;
+    let second = p.transform(event.clone()).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        contents(&p.processed).await,
+        before,
+        "same keys, same bytes"
+    );
+
+    // The same window announced by S3, twice, in moto's shape with an URL-encoded key.
+    let key = event["files"]["sales_order"]
+        .as_str()
+        .unwrap()
+        .replace('/', "%2F");
+    let notification = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-2",
+        "eventTime": "2024-11-14T09:30:06.000", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "transform",
+               "bucket": {"name": p.raw.bucket(), "arn": format!("arn:aws:s3:::{}", p.raw.bucket())},
+               "object": {"key": key, "size": 1, "eTag": "x"}}
+    }]});
+    for _ in 0..2 {
+        let out = p.transform(notification.clone()).await.unwrap();
+        assert_eq!(out, first, "the notification brings in the whole window");
+        assert_eq!(contents(&p.processed).await, before);
+    }
+}
+
+#[tokio::test]
+async fn notifications_for_state_objects_and_empty_batches_write_nothing() {
+    let p = Pipeline::new(true).await;
+    let state = json!({"Records": [{"s3": {
+        "bucket": {"name": p.raw.bucket()},
+        "object": {"key": "_state/ingest/staff.json"}
+    }}]});
+    let out = p.transform(state).await.unwrap();
+    assert!(!out.has_new_data);
+    assert!(out.files.is_empty());
+    let empty =
+        json!({"bucket": p.raw.bucket(), "files": {}, "row_counts": {}, "has_new_data": false});
+    assert!(!p.transform(empty).await.unwrap().has_new_data);
+    assert!(all_keys(&p.processed).await.is_empty());
+
+    let foreign = json!({"bucket": "someone-elses", "files": {}});
+    let e = p.transform(foreign).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidEvent");
+    assert!(e.to_string().contains("someone-elses"), "{e}");
+}
+
+/// Writes a raw file by hand: `columns` in `schema`, under the table's key for `at`.
+async fn put_raw(
+    store: &S3Store,
+    table: &str,
+    schema: Arc<Schema>,
+    columns: Vec<ArrayRef>,
+    at: &str,
+) -> String {
+    let key = format!("{table}/2024/11/14/{at}.parquet");
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut upload = ParquetUpload::create(store, &key, schema, []).unwrap();
+    upload.write(&batch).await.unwrap();
+    upload.finish(vec![]).await.unwrap();
+    key
+}
+
+fn nullable(table: &str) -> Arc<Schema> {
+    transform::raw::relaxed_schema(table_spec(table))
+}
+
+fn table_spec(name: &str) -> &'static utils::tables::TableSpec {
+    table(name).unwrap()
+}
+
+fn ms(ts: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.3f")
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn invalid_fact_rows_are_quarantined_and_the_rest_go_on() {
+    let p = Pipeline::new(false).await;
+    let n = 5;
+    let ts = |s: &str| Arc::new(TimestampMillisecondArray::from(vec![ms(s); n])) as ArrayRef;
+    let key = put_raw(
+        &p.raw,
+        "sales_order",
+        nullable("sales_order"),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5])),
+            ts("2024-11-14 09:00:00.000"),
+            ts("2024-11-14 09:30:00.250"),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int32Array::from(vec![
+                Some(10),
+                Some(20),
+                None,
+                Some(40),
+                Some(50),
+            ])),
+            Arc::new(
+                Decimal128Array::from(vec![100; n])
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(StringArray::from(vec![
+                "2024-11-20",
+                "2024-13-01",
+                "2024-11-20",
+                "soon",
+                "2024-11-21",
+            ])),
+            Arc::new(StringArray::from(vec![
+                "2024-11-22",
+                "2024-11-22",
+                "2024-11-22",
+                "2024-11-22",
+                "2024-11-23",
+            ])),
+            Arc::new(Int32Array::from(vec![1; n])),
+        ],
+        "093000250000",
+    )
+    .await;
+    let out = p
+        .transform(json!({"bucket": p.raw.bucket(), "files": {"sales_order": key}}))
+        .await
+        .unwrap();
+    assert_eq!(out.row_counts["fact_sales_order"], 2);
+    assert_eq!(out.quarantined["fact_sales_order"], 3);
+    let facts = file_rows(
+        &p.processed,
+        "fact_sales_order",
+        &out.files["fact_sales_order"],
+    )
+    .await;
+    assert_eq!(
+        facts.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["1", "5"]
+    );
+    // dim_date holds only the valid rows' dates.
+    let dates = file_rows(&p.processed, "dim_date", &out.files["dim_date"]).await;
+    assert_eq!(
+        dates.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        [
+            "2024-11-14",
+            "2024-11-20",
+            "2024-11-21",
+            "2024-11-22",
+            "2024-11-23"
+        ]
+    );
+
+    let quarantine = read_object(
+        &p.processed,
+        "quarantine/fact_sales_order/2024/11/14/093000250000.parquet",
+    )
+    .await;
+    assert_eq!(
+        quarantine
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .last(),
+        Some(&"reason")
+    );
+    let rows = rows_of(&quarantine.batches);
+    let summary: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[9].as_str(), r[12].as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "2",
+                "2024-13-01",
+                "agreed_delivery_date: \"2024-13-01\" is not a date in the form YYYY-MM-DD"
+            ),
+            (
+                "3",
+                "2024-11-20",
+                "units_sold: NULL where the warehouse column is NOT NULL"
+            ),
+            (
+                "4",
+                "soon",
+                "agreed_delivery_date: \"soon\" is not a date in the form YYYY-MM-DD"
+            ),
+        ],
+        "original values and the reason"
+    );
+    assert_eq!(rows[1][6], "NULL");
+    assert_eq!(quarantine.metadata_value("totesys.row_count"), Some("3"));
+}
+
+#[tokio::test]
+async fn a_batch_of_only_invalid_rows_writes_only_quarantine() {
+    let p = Pipeline::new(true).await;
+    p.round().await;
+    p.source()
+        .await
+        .batch_execute(&format!(
+            "UPDATE payment SET payment_date = '05/11/2022', last_updated = {NOW_MS}
+             WHERE payment_id = 2"
+        ))
+        .await
+        .unwrap();
+    let out = p.round().await;
+    assert!(!out.files.contains_key("fact_payment"));
+    assert!(!out.files.contains_key("dim_date"));
+    assert_eq!(out.quarantined["fact_payment"], 1);
+    assert!(!out.has_new_data, "nothing for load");
+    let keys = all_keys(&p.processed).await;
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("quarantine/fact_payment/"))
+            .count(),
+        1,
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn dimensions_keep_every_row_with_documented_placeholders() {
+    let p = Pipeline::new(true).await;
+    p.source()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO currency VALUES
+               (4, 'CHF', {NOW_MS}, {NOW_MS}), (5, 'JPY', {NOW_MS}, {NOW_MS}),
+               (6, 'XYZ', {NOW_MS}, {NOW_MS});"
+        ))
+        .await
+        .unwrap();
+    let out = p.round().await;
+    let currencies = file_rows(&p.processed, "dim_currency", &out.files["dim_currency"]).await;
+    assert_eq!(
+        currencies[3..],
+        strings(&[
+            &["4", "CHF", "Swiss Franc"],
+            &["5", "JPY", "Yen"],
+            &["6", "XYZ", "Unknown"],
+        ])
+    );
+    let staff = file_rows(&p.processed, "dim_staff", &out.files["dim_staff"]).await;
+    assert_eq!(staff[2][4], "Unknown", "department 3 has no location");
+
+    // A member of staff whose department the transform has never seen, with a NULL name.
+    let n = 1;
+    let ts = Arc::new(TimestampMillisecondArray::from(vec![
+        ms(
+            "2024-11-14 09:00:00.000"
+        );
+        n
+    ])) as ArrayRef;
+    let key = put_raw(
+        &p.raw,
+        "staff",
+        nullable("staff"),
+        vec![
+            Arc::new(Int32Array::from(vec![7])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(StringArray::from(vec!["Doe"])),
+            Arc::new(Int32Array::from(vec![99])),
+            Arc::new(StringArray::from(vec!["x@terrifictotes.com"])),
+            ts.clone(),
+            ts,
+        ],
+        "235959999999",
+    )
+    .await;
+    let out = p
+        .transform(json!({"bucket": p.raw.bucket(), "files": {"staff": key}}))
+        .await
+        .unwrap();
+    let staff = file_rows(&p.processed, "dim_staff", &out.files["dim_staff"]).await;
+    assert_eq!(
+        staff,
+        strings(&[&[
+            "7",
+            "Unknown",
+            "Doe",
+            "Unknown",
+            "Unknown",
+            "x@terrifictotes.com"
+        ]])
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_or_mismatched_raw_file_is_a_typed_error_and_writes_nothing() {
+    let p = Pipeline::new(true).await;
+    let event = p.ingest().await;
+    let sales = event["files"]["sales_order"].as_str().unwrap().to_owned();
+
+    // Garbage where a Parquet file should be.
+    p.raw
+        .put(
+            &sales,
+            Bytes::from_static(b"not parquet at all"),
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    let e = p.transform(event.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidInput");
+    assert!(e.to_string().contains(&sales), "{e}");
+    assert!(e.to_string().contains("sales_order"), "{e}");
+    assert!(all_keys(&p.processed).await.is_empty(), "nothing written");
+
+    // A valid Parquet file whose units_sold is text.
+    let mut fields: Vec<Field> = nullable("sales_order")
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[6] = Field::new("units_sold", DataType::Utf8, true);
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for f in &fields {
+        columns.push(arrow::array::new_null_array(f.data_type(), 1));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut upload = ParquetUpload::create(&p.raw, &sales, schema, []).unwrap();
+    upload.write(&batch).await.unwrap();
+    upload.finish(vec![]).await.unwrap();
+    let e = p.transform(event.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidInput");
+    assert!(
+        e.to_string()
+            .contains("column 7 is `units_sold Utf8`, expected `units_sold Int32`"),
+        "{e}"
+    );
+    assert!(all_keys(&p.processed).await.is_empty(), "nothing written");
+
+    // A file named in the event that is not there.
+    p.raw.delete(&sales).await.unwrap();
+    let e = p.transform(event).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidInput");
+    assert!(e.to_string().contains(&sales), "{e}");
+    assert!(all_keys(&p.processed).await.is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_corrupt_page_deep_in_a_fact_file_writes_nothing() {
+    let p = Pipeline::new(true).await;
+    let event = p.ingest().await;
+    let key = event["files"]["payment"].as_str().unwrap().to_owned();
+    let mut bytes = p.raw.get(&key).await.unwrap().unwrap().to_vec();
+    // Overwrite the first data page (after the 4-byte magic) but keep the footer intact.
+    for b in &mut bytes[4..64] {
+        *b = 0xff;
+    }
+    p.raw
+        .put(&key, Bytes::from(bytes), "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+    let e = p.transform(event).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidInput", "{e}");
+    assert!(e.to_string().contains(&key), "{e}");
+    assert!(all_keys(&p.processed).await.is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn several_rounds_through_ingest_and_transform_match_the_source() {
+    let p = Pipeline::new(true).await;
+    let source = p.source().await;
+    let changes = [
+        // New orders and a payment made.
+        format!(
+            "INSERT INTO sales_order VALUES
+               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, '2024-12-01', '2024-12-15', 2);
+             INSERT INTO \"transaction\" VALUES (5, 'SALE', 4, NULL, {NOW_MS}, {NOW_MS});
+             INSERT INTO payment VALUES
+               (4, {NOW_MS}, {NOW_MS}, 5, 2, 62.50, 1, 1, false, '2024-12-15', 1, 2);
+             UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1;"
+        ),
+        // A department rename, a changed address, a new currency used by a new order.
+        format!(
+            "UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
+               WHERE department_id = 2;
+             UPDATE address SET address_line_2 = 'Flat 2', district = 'Kent',
+               last_updated = {NOW_MS} WHERE address_id = 1;
+             INSERT INTO currency VALUES (4, 'CHF', {NOW_MS}, {NOW_MS});
+             INSERT INTO purchase_order VALUES
+               (3, {NOW_MS}, {NOW_MS}, 2, 1, 'CHF0001', 7, 1000.00, 4, '2025-01-02', '2025-01-31', 1);"
+        ),
+        // The same payment changes twice more, and a staff surname.
+        format!(
+            "UPDATE payment SET payment_amount = 70.00, last_updated = {NOW_MS} WHERE payment_id = 4;
+             UPDATE staff SET last_name = 'Franey-Smith', last_updated = {NOW_MS} WHERE staff_id = 1;"
+        ),
+        format!(
+            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 4;"
+        ),
+    ];
+    let mut expected_facts: BTreeMap<&str, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for round in 0..=changes.len() {
+        if round > 0 {
+            source.batch_execute(&changes[round - 1]).await.unwrap();
+        }
+        p.round().await;
+        // Each round's source versions are the fact rows that must exist from now on.
+        for (table, sql) in fact_queries() {
+            expected_facts
+                .entry(table)
+                .or_default()
+                .extend(sql_rows(&source, &sql).await);
+        }
+        let actual = warehouse(&p.processed).await;
+        for (table, sql) in EXPECTED_DIMENSIONS {
+            assert_eq!(
+                actual[table],
+                sql_rows(&source, sql).await,
+                "round {round}: {table}"
+            );
+        }
+        let mut dates = BTreeSet::new();
+        for (table, rows) in &expected_facts {
+            let mut actual_rows = actual[table].clone();
+            actual_rows.sort();
+            let expected: Vec<Vec<String>> = rows.iter().cloned().collect();
+            assert_eq!(actual_rows, expected, "round {round}: {table}");
+            for row in rows {
+                for i in date_columns(table) {
+                    dates.insert(row[i].clone());
+                }
+            }
+        }
+        assert_eq!(
+            actual["dim_date"],
+            expected_dates(&source, &dates).await,
+            "round {round}: dim_date"
+        );
+    }
+    assert_eq!(expected_facts["fact_payment"].len(), 3 + 1 + 1 + 1 + 1);
+}
+
+#[tokio::test]
+async fn request_for_a_window_finds_every_raw_file_of_that_run() {
+    let p = Pipeline::new(true).await;
+    let event = p.ingest().await;
+    let key = event["files"]["staff"].as_str().unwrap();
+    let t = transform::event::RawFile::from_key(key).unwrap().window_end;
+    let files = transform::window_files(&p.raw, t).await.unwrap();
+    assert_eq!(files.len(), 11);
+    let out = transform::run(
+        &p.raw,
+        &p.processed,
+        Request::Window {
+            bucket: p.raw.bucket().to_owned(),
+            window_end: t,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.files.len(), 11);
+}
