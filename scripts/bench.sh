@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make bench: full-ingest throughput and peak memory beside a raw binary COPY of the same
-# queries, at BENCH_SCALE (default 21: about 1M rows over the 11 tables) and at 5x that, to show
+# make bench: full-ingest and transform throughput and peak memory beside a raw binary COPY of
+# the same queries, at BENCH_SCALE (default 21: about 1M rows over the 11 tables) and at 5x that, to show
 # memory stays flat as tables grow; BENCH_REPEATS (default 5) runs of each, medians reported.
 # Run inside scripts/env.sh. Never part of make test.
 #
@@ -29,8 +29,10 @@ for scale in $scales; do
   for i in $(seq 1 "$repeats"); do
     "$bench" copy "$url" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     bucket="bench-$scale-$i-$(date +%s%N)"
-    "$root/.venv/bin/python" -c "import os,sys,boto3; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=sys.argv[1], CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']})" "$bucket"
+    processed="$bucket-processed"
+    "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$bucket" "$processed"
     "$bench" ingest "$url" "$bucket" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    "$bench" transform "$bucket" "$processed" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
   done
   psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
 done | tee "$out/results.jsonl" >/dev/null
@@ -38,20 +40,21 @@ done | tee "$out/results.jsonl" >/dev/null
 python3 - "$out/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{'scale':>5} {'mode':<7} {'rows':>9} {'MB out':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
+print(f"{'scale':>5} {'mode':<9} {'rows':>9} {'MB out':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
 summary = {}
 for scale in sorted({r["scale"] for r in rows}):
-    for mode in ("copy", "ingest"):
+    for mode in ("copy", "ingest", "transform"):
         runs = [r["r"] for r in rows if r["scale"] == scale and r["r"]["mode"] == mode]
         secs = statistics.median(r["seconds"] for r in runs)
         rss = max(r["peak_rss_mb"] for r in runs)
         summary[(scale, mode)] = (secs, rss)
-        print(f"{scale:>5} {mode:<7} {runs[0]['rows']:>9} {runs[0]['bytes']/1e6:>8.1f} {secs:>10.2f} "
+        print(f"{scale:>5} {mode:<9} {runs[0]['rows']:>9} {runs[0]['bytes']/1e6:>8.1f} {secs:>10.2f} "
               f"{runs[0]['rows']/secs:>10,.0f} {rss:>11.1f}")
-    c, i = summary[(scale, "copy")], summary[(scale, "ingest")]
-    print(f"      ingest / raw COPY wall time: {i[0]/c[0]:.2f}x")
+    c, i, t = (summary[(scale, m)] for m in ("copy", "ingest", "transform"))
+    print(f"      ingest / raw COPY wall time: {i[0]/c[0]:.2f}x; transform / raw COPY: {t[0]/c[0]:.2f}x")
 scales = sorted({r["scale"] for r in rows})
 if len(scales) > 1:
-    a, b = summary[(scales[0], "ingest")][1], summary[(scales[-1], "ingest")][1]
-    print(f"ingest peak RSS at scale {scales[-1]} vs {scales[0]}: {b:.1f} MB vs {a:.1f} MB ({b/a:.2f}x)")
+    for mode in ("ingest", "transform"):
+        a, b = summary[(scales[0], mode)][1], summary[(scales[-1], mode)][1]
+        print(f"{mode} peak RSS at scale {scales[-1]} vs {scales[0]}: {b:.1f} MB vs {a:.1f} MB ({b/a:.2f}x)")
 PY

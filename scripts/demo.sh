@@ -4,9 +4,13 @@
 #
 # 1. builds a ToteSys-shaped source database with generated data (DEMO_SCALE, default 1 =
 #    the real volumes, about 48,000 rows);
-# 2. runs the ingest Lambda through the real Lambda runtime interface (cargo lambda watch +
-#    cargo lambda invoke) and shows what landed in S3;
-# 3. changes some source rows and runs again: only those rows are picked up.
+# 2. runs the ingest and transform Lambdas through the real Lambda runtime interface (cargo
+#    lambda watch + cargo lambda invoke), passing ingest's output to transform as Step
+#    Functions does, and shows what landed in S3;
+# 3. changes some source rows (new orders, payments paid, a staff member and a department
+#    renamed) and runs again: only those rows are picked up, and the department's staff are
+#    re-emitted in dim_staff;
+# 4. runs once more with nothing new: transform is skipped, as the state machine skips it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,18 +35,23 @@ psql "$source_url" -q -f tests/fixtures/oltp_schema.sql
 psql "$source_url" -q -v scale="$scale" -f sql/generate_source.sql
 psql "$source_url" -c "SELECT relname AS table, n_live_tup AS rows FROM pg_stat_user_tables ORDER BY relname"
 
-bucket="totesys-demo-ingest-$(date +%s)"
-python - "$bucket" <<'EOF'
+stamp=$(date +%s)
+bucket="totesys-demo-ingest-$stamp"
+processed="totesys-demo-processed-$stamp"
+python - "$bucket" "$processed" <<'EOF'
 import os, sys, boto3
-boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(
-    Bucket=sys.argv[1], CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]})
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for name in sys.argv[1:]:
+    s3.create_bucket(Bucket=name,
+                     CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]})
 EOF
-echo "ingest bucket: s3://$bucket (on $AWS_ENDPOINT_URL)"
+echo "ingest bucket: s3://$bucket, processed bucket: s3://$processed (on $AWS_ENDPOINT_URL)"
 
-step "Building the ingest Lambda and starting the runtime emulator (cargo lambda watch)"
-cargo build -q -p ingest
+step "Building the Lambdas and starting the runtime emulator (cargo lambda watch)"
+cargo build -q -p ingest -p transform
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env_vars="SOURCE_DB_URL=$source_url,INGEST_BUCKET=$bucket,INGEST_SAFETY_LAG_SECONDS=$lag"
+env_vars+=",PROCESSED_BUCKET=$processed"
 env_vars+=",AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION"
 env_vars+=",AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
 env_vars+=",AWS_EC2_METADATA_DISABLED=true,AWS_LAMBDA_LOG_FORMAT=JSON"
@@ -51,34 +60,50 @@ cargo lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$p
 watch_pid=$!
 
 invoke() {
-  local event=$1 out=$2
-  # The first invoke waits while cargo builds the function.
-  cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" \
+  local function=$1 event=$2 out=$3
+  # The first invoke of each function waits while cargo builds it.
+  cargo lambda invoke "$function" --invoke-address 127.0.0.1 --invoke-port "$port" \
     --data-file "$event" --output-format json >"$out"
 }
+
+# Ingest, then transform with ingest's output unless it has no new data: the state machine's
+# payload passing and skip rule.
+pipeline() {
+  local run=$1 event=$2 rows=${3:-0}
+  echo "-- ingest ($event)"
+  invoke ingest "$event" "$build/$run-ingest.json"
+  python scripts/show_s3.py "$build/$run-ingest.json" --rows "$rows"
+  if [[ $(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["has_new_data"])' \
+          "$build/$run-ingest.json") != True ]]; then
+    echo "-- transform skipped: has_new_data is false"
+    return
+  fi
+  echo "-- transform (the ingest output as its event)"
+  invoke transform "$build/$run-ingest.json" "$build/$run-transform.json"
+  python scripts/show_s3.py "$build/$run-transform.json" --rows "$rows"
+}
+
 for _ in $(seq 1 120); do
   if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
   sleep 1
 done
 
-step "Run 1: ingest every table (events/ingest-all.json)"
-invoke events/ingest-all.json "$build/run1.json"
-python scripts/show_s3.py "$build/run1.json"
+step "Run 1: every table, from the beginning (events/ingest-all.json)"
+pipeline run1 events/ingest-all.json
 
-step "Changing the source: 20 new sales orders, 30 payments paid, a staff member renamed"
+step "Changing the source: 20 new sales orders, 30 payments paid, a staff member and a department renamed"
 psql "$source_url" -q -f sql/demo_changes.sql
 echo "waiting out the ${lag}s safety lag, so the new stamps fall inside the next window"
 sleep "$((${lag%.*} + 1))"
 
 step "Run 2: an incremental run picks up exactly those rows (events/ingest-scheduled.json)"
-invoke events/ingest-scheduled.json "$build/run2.json"
-python scripts/show_s3.py "$build/run2.json" --rows 2
+pipeline run2 events/ingest-scheduled.json 2
 
-step "Run 3: nothing changed, nothing written"
-invoke events/ingest-all.json "$build/run3.json"
-python scripts/show_s3.py "$build/run3.json"
+step "Run 3: nothing changed"
+pipeline run3 events/ingest-all.json
 
-step "The ingest Lambda's structured log lines (one per table and run; those of run 2 with rows)"
+step "Structured log lines of run 2 (ingest: one per table with rows; transform: one per output)"
 grep -h '"message":"ingested"' "$build/watch.log" | grep -v '"rows":0,' | tail -n 3 || true
+grep -h '"message":"transformed"' "$build/watch.log" | tail -n 4 || true
 echo
-echo "Transform and load are not built yet; the demo ends at the raw zone."
+echo "The load Lambda is not built yet; the demo ends at the processed zone."

@@ -13,4 +13,6 @@ UPDATE payment SET paid = true, last_updated = :now
 WHERE payment_id IN (SELECT payment_id FROM payment WHERE NOT paid ORDER BY payment_id LIMIT 30);
 UPDATE staff SET last_name = 'Franey-Beier', email_address = 'jeremie.franey-beier@terrifictotes.com',
        last_updated = :now WHERE staff_id = 1;
+UPDATE department SET department_name = department_name || ' & Returns', last_updated = :now
+WHERE department_id = 2;
 COMMIT;

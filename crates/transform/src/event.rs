@@ -307,6 +307,25 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_events_parse() {
+        let output: Value =
+            serde_json::from_str(include_str!("../../../events/transform-ingest-output.json"))
+                .unwrap();
+        let Request::Files { files, .. } = parse_event(&output).unwrap() else {
+            panic!("files request")
+        };
+        assert_eq!(files.len(), 3);
+        let notification: Value = serde_json::from_str(include_str!(
+            "../../../events/transform-s3-notification.json"
+        ))
+        .unwrap();
+        assert!(matches!(
+            parse_event(&notification).unwrap(),
+            Request::Window { bucket, .. } if bucket == "totesys-ingest"
+        ));
+    }
+
+    #[test]
     fn keys_are_url_decoded() {
         assert_eq!(decode_key("a+b%2Bc%2Fd").unwrap(), "a b+c/d");
         assert_eq!(
