@@ -123,6 +123,65 @@ fn ids_of(batch: &RecordBatch, key: &str, rows: &[usize]) -> Vec<i32> {
     rows.iter().map(|&r| ids.value(r)).collect()
 }
 
+/// The rows of a dimension's main table to emit, joined to the table it references.
+struct Join {
+    /// Rows of the main table, in key order.
+    rows: Vec<Option<usize>>,
+    ids: Vec<i32>,
+    /// The referenced row of each, `None` when the reference is NULL or unknown.
+    joined: Vec<Option<usize>>,
+    unjoined: Vec<bool>,
+    /// One note per unknown reference.
+    missing: Vec<String>,
+}
+
+/// Joins the rows of `main` (keyed by `key`) whose key is in `ids`, or whose reference
+/// `foreign` is in `joined_ids`, to the rows of `other` (keyed by `other_key`).
+#[allow(clippy::too_many_arguments)]
+fn join(
+    dim: &str,
+    main: &RecordBatch,
+    key: &str,
+    foreign: &str,
+    other: &RecordBatch,
+    other_key: &str,
+    ids: &BTreeSet<i32>,
+    joined_ids: &BTreeSet<i32>,
+) -> Join {
+    let keys = ints(main, key);
+    let refs = ints(main, foreign);
+    let rows: Vec<usize> = (0..main.num_rows())
+        .filter(|&r| {
+            ids.contains(&keys.value(r)) || opt(refs, r).is_some_and(|d| joined_ids.contains(&d))
+        })
+        .collect();
+    let by_id = index(other, other_key);
+    let ids = ids_of(main, key, &rows);
+    let mut missing = Vec::new();
+    let joined: Vec<Option<usize>> = rows
+        .iter()
+        .zip(&ids)
+        .map(|(&r, id)| {
+            let found = opt(refs, r).and_then(|d| by_id.get(&d).copied());
+            if found.is_none() {
+                missing.push(format!(
+                    "{dim} {id}: {foreign} {} is not known; the columns taken from it are set \
+                     to {PLACEHOLDER:?} where NOT NULL",
+                    opt(refs, r).map_or("NULL".to_owned(), |d| d.to_string())
+                ));
+            }
+            found
+        })
+        .collect();
+    Join {
+        rows: rows.into_iter().map(Some).collect(),
+        ids,
+        unjoined: joined.iter().map(Option::is_none).collect(),
+        joined,
+        missing,
+    }
+}
+
 /// dim_staff for every member of staff in `staff_ids` or in a department in `department_ids`,
 /// from the current staff and department tables.
 pub fn dim_staff(
@@ -131,63 +190,46 @@ pub fn dim_staff(
     staff_ids: &BTreeSet<i32>,
     department_ids: &BTreeSet<i32>,
 ) -> Result<Dim> {
-    let department_of = ints(staff, "department_id");
-    let rows: Vec<usize> = (0..staff.num_rows())
-        .filter(|&r| {
-            staff_ids.contains(&ints(staff, "staff_id").value(r))
-                || opt(department_of, r).is_some_and(|d| department_ids.contains(&d))
-        })
-        .collect();
-    let by_id = index(departments, "department_id");
-    let ids = ids_of(staff, "staff_id", &rows);
-    let mut missing = Vec::new();
-    let department_rows: Vec<Option<usize>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(&r, id)| {
-            let found = opt(department_of, r).and_then(|d| by_id.get(&d).copied());
-            if found.is_none() {
-                missing.push(format!(
-                    "dim_staff {id}: department {} is not known; its name and location are \
-                     set to {PLACEHOLDER:?}",
-                    opt(department_of, r).map_or("NULL".to_owned(), |d| d.to_string())
-                ));
-            }
-            found
-        })
-        .collect();
-    let own: Vec<Option<usize>> = rows.iter().map(|&r| Some(r)).collect();
-    let unjoined: Vec<bool> = department_rows.iter().map(Option::is_none).collect();
-    let mut builder = Builder::new("dim_staff", ids)
-        .texts(text_of(staff, "first_name", &own))
-        .texts(text_of(staff, "last_name", &own))
+    let j = join(
+        "dim_staff",
+        staff,
+        "staff_id",
+        "department_id",
+        departments,
+        "department_id",
+        staff_ids,
+        department_ids,
+    );
+    let mut builder = Builder::new("dim_staff", j.ids)
+        .texts(text_of(staff, "first_name", &j.rows))
+        .texts(text_of(staff, "last_name", &j.rows))
         .joined_texts(
-            text_of(departments, "department_name", &department_rows),
-            &unjoined,
+            text_of(departments, "department_name", &j.joined),
+            &j.unjoined,
         )
-        .joined_texts(
-            text_of(departments, "location", &department_rows),
-            &unjoined,
-        )
-        .texts(text_of(staff, "email_address", &own));
-    builder.notes.extend(missing);
+        .joined_texts(text_of(departments, "location", &j.joined), &j.unjoined)
+        .texts(text_of(staff, "email_address", &j.rows));
+    builder.notes.extend(j.missing);
     builder.build()
 }
+
+/// The address columns dim_location and dim_counterparty copy, in the warehouse's order.
+const ADDRESS_COLUMNS: [&str; 7] = [
+    "address_line_1",
+    "address_line_2",
+    "district",
+    "city",
+    "postal_code",
+    "country",
+    "phone",
+];
 
 /// dim_location for the addresses in `address_ids`, from the current address table.
 pub fn dim_location(addresses: &RecordBatch, address_ids: &BTreeSet<i32>) -> Result<Dim> {
     let selected = select(addresses, "address_id", address_ids);
     let rows: Vec<Option<usize>> = selected.iter().map(|&r| Some(r)).collect();
     let mut b = Builder::new("dim_location", ids_of(addresses, "address_id", &selected));
-    for column in [
-        "address_line_1",
-        "address_line_2",
-        "district",
-        "city",
-        "postal_code",
-        "country",
-        "phone",
-    ] {
+    for column in ADDRESS_COLUMNS {
         b = b.texts(text_of(addresses, column, &rows));
     }
     b.build()
@@ -201,50 +243,25 @@ pub fn dim_counterparty(
     counterparty_ids: &BTreeSet<i32>,
     address_ids: &BTreeSet<i32>,
 ) -> Result<Dim> {
-    let legal_address = ints(counterparties, "legal_address_id");
-    let rows: Vec<usize> = (0..counterparties.num_rows())
-        .filter(|&r| {
-            counterparty_ids.contains(&ints(counterparties, "counterparty_id").value(r))
-                || opt(legal_address, r).is_some_and(|a| address_ids.contains(&a))
-        })
-        .collect();
-    let by_id = index(addresses, "address_id");
-    let ids = ids_of(counterparties, "counterparty_id", &rows);
-    let mut missing = Vec::new();
-    let address_rows: Vec<Option<usize>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(&r, id)| {
-            let found = opt(legal_address, r).and_then(|a| by_id.get(&a).copied());
-            if found.is_none() {
-                missing.push(format!(
-                    "dim_counterparty {id}: legal address {} is not known; its NOT NULL \
-                     address columns are set to {PLACEHOLDER:?}",
-                    opt(legal_address, r).map_or("NULL".to_owned(), |a| a.to_string())
-                ));
-            }
-            found
-        })
-        .collect();
-    let own: Vec<Option<usize>> = rows.iter().map(|&r| Some(r)).collect();
-    let unjoined: Vec<bool> = address_rows.iter().map(Option::is_none).collect();
-    let mut b = Builder::new("dim_counterparty", ids).texts(text_of(
+    let j = join(
+        "dim_counterparty",
+        counterparties,
+        "counterparty_id",
+        "legal_address_id",
+        addresses,
+        "address_id",
+        counterparty_ids,
+        address_ids,
+    );
+    let mut b = Builder::new("dim_counterparty", j.ids).texts(text_of(
         counterparties,
         "counterparty_legal_name",
-        &own,
+        &j.rows,
     ));
-    for column in [
-        "address_line_1",
-        "address_line_2",
-        "district",
-        "city",
-        "postal_code",
-        "country",
-        "phone",
-    ] {
-        b = b.joined_texts(text_of(addresses, column, &address_rows), &unjoined);
+    for column in ADDRESS_COLUMNS {
+        b = b.joined_texts(text_of(addresses, column, &j.joined), &j.unjoined);
     }
-    b.notes.extend(missing);
+    b.notes.extend(j.missing);
     b.build()
 }
 

@@ -133,14 +133,19 @@ impl S3Store {
             }
             Err(e) => return Err(self.error("GetObject", key, e)),
         };
-        let body = out.body.collect().await.map_err(|e| Error::Storage {
+        self.body(key, out.body).await.map(Some)
+    }
+
+    /// Reads a GetObject response body to the end; a broken body is worth a retry.
+    async fn body(&self, key: &str, body: ByteStream) -> Result<Bytes> {
+        let body = body.collect().await.map_err(|e| Error::Storage {
             operation: "GetObject",
             bucket: self.bucket.clone(),
             key: key.to_owned(),
             message: format!("reading the body: {e}"),
             transient: true,
         })?;
-        Ok(Some(body.into_bytes()))
+        Ok(body.into_bytes())
     }
 
     /// The bytes of `range` (an HTTP range such as `bytes=0-99` or `bytes=-8`) of an object
@@ -157,14 +162,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
-        let body = out.body.collect().await.map_err(|e| Error::Storage {
-            operation: "GetObject",
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            message: format!("reading the body: {e}"),
-            transient: true,
-        })?;
-        Ok(body.into_bytes())
+        self.body(key, out.body).await
     }
 
     /// The object's ETag, or `None` if there is no such key.
