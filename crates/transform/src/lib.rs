@@ -210,15 +210,27 @@ impl Staged {
     }
 
     async fn finish(self, output: &mut Output) -> Result<()> {
-        for StagedUpload {
+        let mut uploads = self.uploads.into_iter();
+        while let Some(StagedUpload {
             name,
             quarantine,
             upload,
             mut metadata,
-        } in self.uploads
+        }) = uploads.next()
         {
             metadata.push(("totesys.row_count".into(), upload.rows().to_string()));
-            let written = upload.finish(metadata).await?;
+            let written = match upload.finish(metadata).await {
+                Ok(written) => written,
+                Err(e) => {
+                    // What completed stays (a retry rewrites it identically); the rest goes.
+                    Staged {
+                        uploads: uploads.collect(),
+                    }
+                    .abort()
+                    .await;
+                    return Err(e.into());
+                }
+            };
             if quarantine {
                 warn!(
                     table = name.as_str(),
