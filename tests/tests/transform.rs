@@ -74,6 +74,11 @@ impl Pipeline {
         handler(LambdaEvent::new(event, Context::default()), &self.deps()).await
     }
 
+    /// The rows of the file `out` lists for `table`.
+    async fn output_rows(&self, out: &Output, table: &str) -> Vec<Vec<String>> {
+        file_rows(&self.processed, table, &out.files[table]).await
+    }
+
     /// Ingest then transform.
     async fn round(&self) -> Output {
         let event = self.ingest().await;
@@ -325,13 +330,8 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
     for (table, key) in &out.files {
         assert_eq!(key, &format!("{table}/{t}"), "named after the window end");
     }
-    let rows = |table: &'static str| {
-        let key = out.files[table].clone();
-        let store = p.processed.clone();
-        async move { file_rows(&store, table, &key).await }
-    };
     assert_eq!(
-        rows("dim_staff").await,
+        p.output_rows(&out, "dim_staff").await,
         strings(&[
             &[
                 "1",
@@ -360,7 +360,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("dim_location").await,
+        p.output_rows(&out, "dim_location").await,
         strings(&[
             &[
                 "1",
@@ -395,7 +395,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("dim_counterparty").await,
+        p.output_rows(&out, "dim_counterparty").await,
         strings(&[
             &[
                 "1",
@@ -422,7 +422,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("dim_currency").await,
+        p.output_rows(&out, "dim_currency").await,
         strings(&[
             &["1", "GBP", "Pound Sterling"],
             &["2", "USD", "US Dollar"],
@@ -430,14 +430,14 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("dim_design").await,
+        p.output_rows(&out, "dim_design").await,
         strings(&[
             &["1", "Wooden", "/usr", "wooden-20220717-npgz.json"],
             &["2", "Bronze", "/private", "bronze-20221024-4dds.json"],
         ])
     );
     assert_eq!(
-        rows("dim_payment_type").await,
+        p.output_rows(&out, "dim_payment_type").await,
         strings(&[
             &["1", "SALES_RECEIPT"],
             &["2", "SALES_REFUND"],
@@ -446,7 +446,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("dim_transaction").await,
+        p.output_rows(&out, "dim_transaction").await,
         strings(&[
             &["1", "PURCHASE", "NULL", "2"],
             &["2", "PURCHASE", "NULL", "1"],
@@ -456,7 +456,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
     );
     // Times are microseconds of the day: 14:20:52.186 is 51_652_186_000.
     assert_eq!(
-        rows("fact_sales_order").await,
+        p.output_rows(&out, "fact_sales_order").await,
         strings(&[
             &[
                 "1",
@@ -509,7 +509,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("fact_purchase_order").await,
+        p.output_rows(&out, "fact_purchase_order").await,
         strings(&[
             &[
                 "1",
@@ -546,7 +546,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("fact_payment").await,
+        p.output_rows(&out, "fact_payment").await,
         strings(&[
             &[
                 "1",
@@ -593,7 +593,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        rows("dim_date").await,
+        p.output_rows(&out, "dim_date").await,
         strings(&[
             &[
                 "2022-11-03",
@@ -737,13 +737,8 @@ async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counte
         ["dim_counterparty", "dim_location", "dim_staff"],
         "no staff or counterparty row changed, yet both dimensions are re-emitted"
     );
-    let rows = |table: &'static str| {
-        let key = out.files[table].clone();
-        let store = p.processed.clone();
-        async move { file_rows(&store, table, &key).await }
-    };
     assert_eq!(
-        rows("dim_staff").await,
+        p.output_rows(&out, "dim_staff").await,
         strings(&[&[
             "1",
             "Jeremie",
@@ -754,7 +749,7 @@ async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counte
         ]])
     );
     assert_eq!(
-        rows("dim_location").await,
+        p.output_rows(&out, "dim_location").await,
         strings(&[&[
             "2",
             "179 Alexie Cliffs",
@@ -767,7 +762,7 @@ async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counte
         ]])
     );
     assert_eq!(
-        rows("dim_counterparty").await,
+        p.output_rows(&out, "dim_counterparty").await,
         strings(&[&[
             "2",
             "Leannon, Predovic and Morar",
@@ -977,7 +972,7 @@ async fn invalid_fact_rows_are_quarantined_and_the_rest_go_on() {
         ["1", "5"]
     );
     // dim_date holds only the valid rows' dates.
-    let dates = file_rows(&p.processed, "dim_date", &out.files["dim_date"]).await;
+    let dates = p.output_rows(&out, "dim_date").await;
     assert_eq!(
         dates.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
         [
@@ -1074,7 +1069,7 @@ async fn dimensions_keep_every_row_with_documented_placeholders() {
         .await
         .unwrap();
     let out = p.round().await;
-    let currencies = file_rows(&p.processed, "dim_currency", &out.files["dim_currency"]).await;
+    let currencies = p.output_rows(&out, "dim_currency").await;
     assert_eq!(
         currencies[3..],
         strings(&[
@@ -1083,7 +1078,7 @@ async fn dimensions_keep_every_row_with_documented_placeholders() {
             &["6", "XYZ", "Unknown"],
         ])
     );
-    let staff = file_rows(&p.processed, "dim_staff", &out.files["dim_staff"]).await;
+    let staff = p.output_rows(&out, "dim_staff").await;
     assert_eq!(staff[2][4], "Unknown", "department 3 has no location");
 
     // A member of staff whose department the transform has never seen, with a NULL name.
@@ -1114,7 +1109,7 @@ async fn dimensions_keep_every_row_with_documented_placeholders() {
         .transform(json!({"bucket": p.raw.bucket(), "files": {"staff": key}}))
         .await
         .unwrap();
-    let staff = file_rows(&p.processed, "dim_staff", &out.files["dim_staff"]).await;
+    let staff = p.output_rows(&out, "dim_staff").await;
     assert_eq!(
         staff,
         strings(&[&[

@@ -267,28 +267,29 @@ pub fn dim_counterparty(
 
 /// dim_currency from the latest currency rows, named from ISO 4217.
 pub fn dim_currency(currencies: &RecordBatch) -> Result<Dim> {
-    let all: Vec<usize> = (0..currencies.num_rows()).collect();
-    let ids = ids_of(currencies, "currency_id", &all);
+    let ids = ints(currencies, "currency_id");
     let codes = texts(currencies, "currency_code");
     let mut unknown = Vec::new();
-    let names: Vec<Option<&str>> = all
-        .iter()
-        .zip(&ids)
-        .map(|(&r, id)| {
+    let names: Vec<Option<&str>> = (0..currencies.num_rows())
+        .map(|r| {
             let code = opt(codes, r);
             Some(code.and_then(currency_name).unwrap_or_else(|| {
                 unknown.push(format!(
-                    "dim_currency {id}: code {code:?} is not in ISO 4217; its name is set to \
-                     {UNKNOWN:?}"
+                    "dim_currency {}: code {code:?} is not in ISO 4217; its name is set to \
+                     {UNKNOWN:?}",
+                    ids.value(r)
                 ));
                 UNKNOWN
             }))
         })
         .collect();
-    let own: Vec<Option<usize>> = all.iter().map(|&r| Some(r)).collect();
-    let mut b = Builder::new("dim_currency", ids)
-        .texts(text_of(currencies, "currency_code", &own))
-        .texts(names);
+    let mut b = copied(
+        "dim_currency",
+        currencies,
+        "currency_id",
+        &["currency_code"],
+    )
+    .texts(names);
     b.notes.extend(unknown);
     b.build()
 }

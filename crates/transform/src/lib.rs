@@ -195,8 +195,9 @@ struct Staged {
 }
 
 struct StagedUpload {
-    /// The warehouse table, or `quarantine/<table>` for set-aside rows.
+    /// The warehouse table.
     name: String,
+    /// Whether this is the table's quarantine file rather than its data file.
     quarantine: bool,
     upload: ParquetUpload,
     metadata: Vec<(String, String)>,
@@ -389,7 +390,8 @@ struct Dimensions {
 /// Builds a dimension from one source table's rows.
 type DimBuilder = fn(&RecordBatch) -> Result<Dim>;
 
-/// The groups of tables a joined dimension is built from.
+/// The groups of tables a joined dimension is built from: the tables whose current state is
+/// kept in snapshots.
 const JOINED: &[[&str; 2]] = &[["staff", "department"], ["counterparty", "address"]];
 
 impl Dimensions {
@@ -497,12 +499,10 @@ impl Dimensions {
         Ok(dims)
     }
 
-    /// Writes the snapshots this batch changed.
+    /// Writes the snapshots this batch changed: those of the joined tables it has a file for.
     async fn save(&self, processed: &S3Store) -> Result<()> {
-        for name in snapshot::SNAPSHOT_TABLES {
-            if let (Some((file, _)), Some(current)) =
-                (self.files.get(name), self.snapshots.get(name))
-            {
+        for (name, current) in &self.snapshots {
+            if let Some((file, _)) = self.files.get(name) {
                 snapshot::save(processed, file.table, current).await?;
             }
         }

@@ -2,8 +2,7 @@
 //! before anything is read from it.
 
 use arrow::array::{
-    Array, AsArray, BooleanArray, Decimal128Array, Int32Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    Array, ArrayAccessor, AsArray, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, Int32Type, Schema, SchemaRef, TimestampMillisecondType};
@@ -20,6 +19,8 @@ use crate::event::RawFile;
 pub struct OpenFile {
     pub file: RawFile,
     pub rows: u64,
+    /// The table's relaxed schema, which every batch is read into.
+    schema: SchemaRef,
     stream: ParquetStream,
 }
 
@@ -83,6 +84,7 @@ pub async fn open(store: &S3Store, file: &RawFile) -> Result<OpenFile> {
     Ok(OpenFile {
         file: file.clone(),
         rows: stream.rows,
+        schema: relaxed_schema(file.table),
         stream,
     })
 }
@@ -132,7 +134,7 @@ impl OpenFile {
         else {
             return Ok(None);
         };
-        let batch = RecordBatch::try_new(relaxed_schema(self.file.table), batch.columns().to_vec())
+        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
             .map_err(|e| self.file.invalid(bucket, e.to_string()))?;
         Ok(Some(batch))
     }
@@ -143,8 +145,7 @@ impl OpenFile {
         while let Some(batch) = self.next_batch(bucket).await? {
             batches.push(batch);
         }
-        concat_batches(&relaxed_schema(self.file.table), &batches)
-            .map_err(|e| self.file.invalid(bucket, e.to_string()))
+        concat_batches(&self.schema, &batches).map_err(|e| self.file.invalid(bucket, e.to_string()))
     }
 }
 
@@ -171,44 +172,7 @@ pub fn timestamps<'a>(batch: &'a RecordBatch, name: &str) -> &'a TimestampMillis
     column(batch, name).as_primitive::<TimestampMillisecondType>()
 }
 
-pub fn money<'a>(batch: &'a RecordBatch, name: &str) -> &'a Decimal128Array {
-    column(batch, name).as_primitive()
-}
-
-pub fn bools<'a>(batch: &'a RecordBatch, name: &str) -> &'a BooleanArray {
-    column(batch, name).as_boolean()
-}
-
 /// A value of an optional column as an `Option`.
-pub fn opt<A: ArrayValue>(array: &A, row: usize) -> Option<A::Value<'_>> {
-    (!array.is_null(row)).then(|| array.get(row))
-}
-
-/// Arrays whose values can be read by row.
-pub trait ArrayValue: Array {
-    type Value<'a>
-    where
-        Self: 'a;
-    fn get(&self, row: usize) -> Self::Value<'_>;
-}
-
-impl ArrayValue for Int32Array {
-    type Value<'a> = i32;
-    fn get(&self, row: usize) -> i32 {
-        self.value(row)
-    }
-}
-
-impl ArrayValue for StringArray {
-    type Value<'a> = &'a str;
-    fn get(&self, row: usize) -> &str {
-        self.value(row)
-    }
-}
-
-impl ArrayValue for TimestampMillisecondArray {
-    type Value<'a> = i64;
-    fn get(&self, row: usize) -> i64 {
-        self.value(row)
-    }
+pub fn opt<A: ArrayAccessor>(array: A, row: usize) -> Option<A::Item> {
+    (!array.is_null(row)).then(|| array.value(row))
 }

@@ -19,10 +19,6 @@ use utils::tables::{LAST_UPDATED, TableSpec};
 use crate::error::{Error, Result};
 use crate::raw::{ints, opt, relaxed_schema, timestamps};
 
-/// The source tables whose current state the dimensions need: staff and department for
-/// dim_staff, counterparty and address for dim_counterparty.
-pub const SNAPSHOT_TABLES: &[&str] = &["address", "counterparty", "department", "staff"];
-
 pub fn snapshot_key(table: &str) -> String {
     format!("_state/transform/{table}.parquet")
 }
