@@ -3,6 +3,7 @@
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod lambda;
 pub mod logging;
 pub mod parquet_io;
 pub mod query;

@@ -1,0 +1,42 @@
+//! The wiring every Lambda binary shares.
+
+use std::future::Future;
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Runs the Lambda runtime loop with `handler`, given the dependencies built once at cold
+/// start. A configuration mistake (`deps` is an error) is returned by every invocation, with
+/// its own `errorType` (Configuration, which the state machine does not retry), rather than as
+/// an opaque init failure.
+pub async fn serve<D, O, E, F, Fut>(
+    deps: Result<D, Diagnostic>,
+    handler: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    D: Sync + 'static,
+    O: Serialize,
+    E: Into<Diagnostic>,
+    F: Fn(LambdaEvent<Value>, &'static D) -> Fut,
+    Fut: Future<Output = Result<O, E>>,
+{
+    if let Err(problem) = &deps {
+        tracing::error!(
+            error = problem.error_message.as_str(),
+            "invalid configuration"
+        );
+    }
+    // Built once and kept for the life of the process, as the runtime keeps the handler.
+    let deps: &'static Result<D, Diagnostic> = Box::leak(Box::new(deps));
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let call = deps.as_ref().map(|deps| handler(event, deps));
+        async move {
+            match call {
+                Ok(call) => call.await.map_err(Into::into),
+                Err(problem) => Err(problem.clone()),
+            }
+        }
+    }))
+    .await
+}
