@@ -1197,6 +1197,83 @@ async fn a_corrupt_page_deep_in_a_fact_file_writes_nothing() {
     assert!(all_keys(&p.processed).await.is_empty(), "nothing written");
 }
 
+/// A transaction file of several row groups, as a large one is: each group is remodelled on
+/// its own, and a bad row in a later group still writes nothing.
+#[tokio::test]
+async fn a_dimension_file_of_many_row_groups_streams_and_fails_whole() {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    let p = Pipeline::new(false).await;
+    let put = |ids: Vec<Option<i32>>| {
+        let n = ids.len();
+        let ts = Arc::new(TimestampMillisecondArray::from(vec![
+            ms(
+                "2024-11-14 09:00:00.000"
+            );
+            n
+        ])) as ArrayRef;
+        let schema = nullable("transaction");
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int32Array::from(ids.clone())),
+                Arc::new(StringArray::from(vec!["SALE"; n])),
+                Arc::new(Int32Array::from(
+                    ids.iter().map(|i| i.map(|i| i * 10)).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int32Array::from(vec![None::<i32>; n])),
+                ts.clone(),
+                ts,
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        let meta = writer.close().unwrap();
+        assert_eq!(meta.num_row_groups(), n.div_ceil(2), "several row groups");
+        bytes
+    };
+    let key = "transaction/2024/11/14/100000000000.parquet";
+    let event = json!({"bucket": p.raw.bucket(), "files": {"transaction": key}});
+
+    let bytes = put(vec![Some(5), Some(3), Some(1), None, Some(2)]);
+    p.raw
+        .put(key, Bytes::from(bytes), "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+    let e = p.transform(event.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidInput");
+    assert!(
+        e.to_string().contains("NULL value(s) in primary key transaction_id"),
+        "{e}"
+    );
+    assert!(all_keys(&p.processed).await.is_empty(), "nothing written");
+
+    let bytes = put(vec![Some(5), Some(3), Some(1), Some(4), Some(2)]);
+    p.raw
+        .put(key, Bytes::from(bytes), "application/vnd.apache.parquet")
+        .await
+        .unwrap();
+    let out = p.transform(event).await.unwrap();
+    assert_eq!(out.row_counts["dim_transaction"], 5);
+    // Each row group is ordered by key on its own; the file keeps the groups' order.
+    assert_eq!(
+        p.output_rows(&out, "dim_transaction").await,
+        strings(&[
+            &["3", "SALE", "30", "NULL"],
+            &["5", "SALE", "50", "NULL"],
+            &["1", "SALE", "10", "NULL"],
+            &["4", "SALE", "40", "NULL"],
+            &["2", "SALE", "20", "NULL"],
+        ])
+    );
+}
+
 #[tokio::test]
 async fn several_rounds_through_ingest_and_transform_match_the_source() {
     let p = Pipeline::new(true).await;

@@ -1,19 +1,16 @@
 //! What an invocation asks for: which raw files to transform.
 //!
 //! Two shapes arrive. Step Functions passes the ingest Lambda's output (or, after a Map state,
-//! a list of them). S3 sends an `ObjectCreated` notification. The notification is parsed with
-//! a tolerant struct of our own: only the bucket name and the key are read, because moto's
-//! notifications lack fields (`userIdentity`, `requestParameters`, a zoned `eventTime`) that
-//! the strict `aws_lambda_events` type requires.
+//! a list of them). S3 sends an `ObjectCreated` notification, read by [`utils::s3_event`].
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use utils::keys::parse_file_key;
+use utils::s3_event;
 use utils::tables::{TABLES, TableSpec, table};
 
 use crate::error::{Error, Result};
@@ -56,33 +53,6 @@ pub enum Request {
 }
 
 #[derive(Deserialize)]
-struct S3Notification {
-    #[serde(rename = "Records")]
-    records: Vec<S3Record>,
-}
-
-#[derive(Deserialize)]
-struct S3Record {
-    s3: S3Entity,
-}
-
-#[derive(Deserialize)]
-struct S3Entity {
-    bucket: S3Bucket,
-    object: S3Object,
-}
-
-#[derive(Deserialize)]
-struct S3Bucket {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct S3Object {
-    key: String,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestOutput {
     bucket: String,
@@ -94,17 +64,9 @@ struct IngestOutput {
     _has_new_data: Option<IgnoredAny>,
 }
 
-/// Object keys in S3 notifications are URL-encoded, with `+` for a space.
-pub fn decode_key(key: &str) -> Result<String> {
-    percent_decode_str(&key.replace('+', " "))
-        .decode_utf8()
-        .map(|k| k.into_owned())
-        .map_err(|e| Error::InvalidEvent(format!("object key {key:?} is not UTF-8: {e}")))
-}
-
 pub fn parse_event(event: &Value) -> Result<Request> {
     match event {
-        Value::Object(fields) if fields.contains_key("Records") => s3_request(event),
+        _ if s3_event::is_notification(event) => s3_request(event),
         Value::Object(_) => files_request(vec![parse_output(event)?]),
         Value::Array(outputs) => files_request(
             outputs
@@ -174,19 +136,12 @@ fn files_request(outputs: Vec<IngestOutput>) -> Result<Request> {
 }
 
 fn s3_request(event: &Value) -> Result<Request> {
-    let notification = S3Notification::deserialize(event).map_err(|e| {
-        Error::InvalidEvent(format!(
-            "expected an S3 notification (Records[].s3.bucket.name, .object.key): {e}"
-        ))
-    })?;
     let mut window: Option<(String, DateTime<Utc>)> = None;
-    for record in notification.records {
-        let key = decode_key(&record.s3.object.key)?;
+    for (bucket, key) in s3_event::objects(event).map_err(Error::InvalidEvent)? {
         let Some(file) = RawFile::from_key(&key) else {
             // State objects and anything else that is not a raw data file.
             continue;
         };
-        let bucket = record.s3.bucket.name;
         match &window {
             Some((b, t)) if *b != bucket || *t != file.window_end => {
                 return Err(Error::InvalidEvent(format!(
@@ -323,16 +278,6 @@ mod tests {
             parse_event(&notification).unwrap(),
             Request::Window { bucket, .. } if bucket == "totesys-ingest"
         ));
-    }
-
-    #[test]
-    fn keys_are_url_decoded() {
-        assert_eq!(decode_key("a+b%2Bc%2Fd").unwrap(), "a b+c/d");
-        assert_eq!(
-            decode_key("staff%2F2024%2F11%2F14%2F093005123456.parquet").unwrap(),
-            "staff/2024/11/14/093005123456.parquet"
-        );
-        assert!(decode_key("%FF").is_err());
     }
 
     #[test]

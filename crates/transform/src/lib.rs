@@ -2,10 +2,13 @@
 //! Parquet in the processed bucket.
 //!
 //! A batch is a set of raw files, at most one per table. Every file's footer and schema are
-//! checked first; the dimension files (small) are read whole and merged into the current-state
-//! snapshots; the fact files stream batch by batch into their outputs. Outputs become visible
-//! only once the whole batch has been read: a corrupt file anywhere writes nothing. The
-//! snapshots are written last.
+//! checked first. The files of the joined tables (staff, department, counterparty, address:
+//! entity tables of tens to thousands of rows) are read whole and merged into the
+//! current-state snapshots; every other file (the facts, and the dimensions that copy one
+//! table, transaction among them, as large as a fact table) streams row group by row group
+//! into its outputs, so peak memory does not grow with the batch. Outputs become visible only
+//! once the whole batch has been read: a corrupt file anywhere writes nothing. The snapshots
+//! are written last.
 //!
 //! Processed keys are `<warehouse table>/YYYY/MM/DD/HHMMSSffffff.parquet`, named after the
 //! window end of the raw files they come from (the latest one, for an output built from
@@ -25,6 +28,7 @@ pub mod snapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
@@ -106,16 +110,30 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
     }
     // Every footer and schema is checked before anything is read or written.
     let opened = try_join_all(files.iter().map(|f| raw::open(raw, f))).await?;
-    let (fact_files, dim_files): (Vec<OpenFile>, Vec<OpenFile>) = opened
-        .into_iter()
-        .partition(|f| fact_for(f.file.table.name).is_some());
+    let (streamed, joined): (Vec<OpenFile>, Vec<OpenFile>) =
+        opened.into_iter().partition(|f| {
+            let name = f.file.table.name;
+            fact_for(name).is_some() || direct_dim(name).is_some()
+        });
 
-    let dims = Dimensions::read(raw, processed, dim_files).await?;
+    let dims = Dimensions::read(raw, processed, joined).await?;
     let mut staged = Staged::default();
     let result = async {
         let mut dates = BTreeSet::new();
         let mut fact_times = Vec::new();
-        for file in fact_files {
+        for file in streamed {
+            let name = file.file.table.name;
+            if let Some(direct) = direct_dim(name) {
+                Box::pin(stage_direct(
+                    raw.bucket(),
+                    processed,
+                    file,
+                    &mut staged,
+                    direct,
+                ))
+                .await?;
+                continue;
+            }
             fact_times.push((file.file.window_end, file.file.key.clone()));
             Box::pin(stage_fact(
                 raw.bucket(),
@@ -128,13 +146,7 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
         }
         for (dim, sources) in dims.build()? {
             stage_batch(processed, &mut staged, dim.table, &dim.batch, &sources).await?;
-            for note in dim.notes {
-                warn!(
-                    table = dim.table.name,
-                    placeholder = note.as_str(),
-                    "placeholder used"
-                );
-            }
+            log_notes(&dim);
         }
         if !dates.is_empty() {
             let table = utils::warehouse::warehouse_table("dim_date")?;
@@ -309,78 +321,210 @@ async fn stage_batch(
     Ok(())
 }
 
-/// Streams one fact file into its fact output and, for invalid rows, its quarantine output.
-async fn stage_fact(
+/// An output streamed batch by batch, created with its first row: a source file whose rows
+/// all go elsewhere (quarantine, or nowhere) leaves no empty file behind.
+struct LazyUpload {
+    key: String,
+    schema: SchemaRef,
+    plain: Vec<&'static str>,
+    upload: Option<ParquetUpload>,
+}
+
+impl LazyUpload {
+    fn new(key: String, schema: SchemaRef, plain: Vec<&'static str>) -> Self {
+        LazyUpload {
+            key,
+            schema,
+            plain,
+            upload: None,
+        }
+    }
+
+    async fn write(&mut self, processed: &S3Store, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => self.upload.insert(ParquetUpload::create(
+                processed,
+                &self.key,
+                self.schema.clone(),
+                self.plain.iter().copied(),
+            )?),
+        };
+        upload.write(batch).await?;
+        Ok(())
+    }
+
+    async fn abort(self) {
+        if let Some(upload) = self.upload {
+            upload.abort().await;
+        }
+    }
+}
+
+/// Streams one raw file through `each`, which turns a batch of its rows into rows for each of
+/// `outputs`; on success the outputs that got rows are staged under `name`, on failure all of
+/// them are aborted.
+async fn stage_stream<const N: usize>(
     raw_bucket: &str,
     processed: &S3Store,
     mut file: OpenFile,
     staged: &mut Staged,
-    dates: &mut BTreeSet<i32>,
+    name: &'static str,
+    outputs: [(LazyUpload, bool); N],
+    mut each: impl FnMut(&RawFile, RecordBatch) -> Result<[Option<RecordBatch>; N]>,
 ) -> Result<()> {
-    let spec: &FactSpec = fact_for(file.file.table.name).expect("a fact file");
-    let sources: Sources = vec![(file.file.window_end, file.file.key.clone())];
-    let mut rows: Option<ParquetUpload> = None;
-    let mut quarantine: Option<ParquetUpload> = None;
+    let mut outputs = outputs;
     let outcome = async {
         while let Some(batch) = file.next_batch(raw_bucket).await? {
-            let out = transform_batch(spec, &batch, dates)?;
-            if out.rows.num_rows() > 0 {
-                if rows.is_none() {
-                    let table = spec.warehouse();
-                    rows = Some(ParquetUpload::create(
-                        processed,
-                        &parquet_key(spec.target, file.file.window_end),
-                        table.arrow_schema(),
-                        plain_columns(table),
-                    )?);
+            for (out, (upload, _)) in each(&file.file, batch)?.iter().zip(&mut outputs) {
+                if let Some(out) = out {
+                    upload.write(processed, out).await?;
                 }
-                rows.as_mut().expect("created").write(&out.rows).await?;
-            }
-            if let Some(set_aside) = out.quarantined {
-                if quarantine.is_none() {
-                    quarantine = Some(ParquetUpload::create(
-                        processed,
-                        &format!(
-                            "quarantine/{}",
-                            parquet_key(spec.target, file.file.window_end)
-                        ),
-                        quarantine_schema(file.file.table),
-                        [],
-                    )?);
-                }
-                quarantine
-                    .as_mut()
-                    .expect("created")
-                    .write(&set_aside)
-                    .await?;
             }
         }
         Ok::<_, Error>(())
     }
     .await;
-    let opened = [(rows, false), (quarantine, true)];
     if let Err(e) = outcome {
-        for (upload, _) in opened.into_iter() {
-            if let Some(upload) = upload {
-                upload.abort().await;
-            }
+        for (upload, _) in outputs {
+            upload.abort().await;
         }
         return Err(e);
     }
-    for (upload, is_quarantine) in opened {
-        if let Some(upload) = upload {
+    let sources: Sources = vec![(file.file.window_end, file.file.key.clone())];
+    for (lazy, quarantine) in outputs {
+        if let Some(upload) = lazy.upload {
             staged.uploads.push(StagedUpload {
-                name: spec.target.to_owned(),
-                quarantine: is_quarantine,
+                name: name.to_owned(),
+                quarantine,
                 upload,
-                metadata: file_metadata(spec.target, &sources),
+                metadata: file_metadata(name, &sources),
             });
         }
     }
     Ok(())
 }
 
-/// The dimension side of a batch: each dimension file's rows (latest per key), and the
+/// Streams one fact file into its fact output and, for invalid rows, its quarantine output.
+async fn stage_fact(
+    raw_bucket: &str,
+    processed: &S3Store,
+    file: OpenFile,
+    staged: &mut Staged,
+    dates: &mut BTreeSet<i32>,
+) -> Result<()> {
+    let spec: &FactSpec = fact_for(file.file.table.name).expect("a fact file");
+    let table = spec.warehouse();
+    let key = parquet_key(spec.target, file.file.window_end);
+    let outputs = [
+        (
+            LazyUpload::new(
+                key.clone(),
+                table.arrow_schema(),
+                plain_columns(table).collect(),
+            ),
+            false,
+        ),
+        (
+            LazyUpload::new(
+                format!("quarantine/{key}"),
+                quarantine_schema(file.file.table),
+                Vec::new(),
+            ),
+            true,
+        ),
+    ];
+    stage_stream(
+        raw_bucket,
+        processed,
+        file,
+        staged,
+        spec.target,
+        outputs,
+        |_, batch| {
+            let out = transform_batch(spec, &batch, dates)?;
+            Ok([Some(out.rows), out.quarantined])
+        },
+    )
+    .await
+}
+
+/// Streams the file of a dimension that copies one source table (no join, so no snapshot):
+/// each batch is checked, reduced to the latest version per key and remodelled on its own.
+/// A raw file is one `SELECT` of its table, so a key is in at most one of its batches.
+async fn stage_direct(
+    raw_bucket: &str,
+    processed: &S3Store,
+    file: OpenFile,
+    staged: &mut Staged,
+    (target, build): (&'static str, DimBuilder),
+) -> Result<()> {
+    let table = utils::warehouse::warehouse_table(target)?;
+    let key = parquet_key(target, file.file.window_end);
+    let outputs = [(
+        LazyUpload::new(key, table.arrow_schema(), plain_columns(table).collect()),
+        false,
+    )];
+    stage_stream(
+        raw_bucket,
+        processed,
+        file,
+        staged,
+        table.name,
+        outputs,
+        |file, batch| {
+            let latest = latest_rows(raw_bucket, file, &batch)?;
+            let dim = build(&latest)?;
+            log_notes(&dim);
+            Ok([Some(dim.batch)])
+        },
+    )
+    .await
+}
+
+/// The latest version of each row of a dimension's raw batch; a NULL key is refused.
+fn latest_rows(raw_bucket: &str, file: &RawFile, rows: &RecordBatch) -> Result<RecordBatch> {
+    let spec = file.table;
+    let keys = ints(rows, spec.primary_key);
+    if keys.null_count() > 0 {
+        return Err(file.invalid(
+            raw_bucket,
+            format!(
+                "{} NULL value(s) in primary key {}: a dimension row needs its key",
+                keys.null_count(),
+                spec.primary_key
+            ),
+        ));
+    }
+    snapshot::latest_per_key(spec, &[rows])
+}
+
+fn log_notes(dim: &Dim) {
+    for note in &dim.notes {
+        warn!(
+            table = dim.table.name,
+            placeholder = note.as_str(),
+            "placeholder used"
+        );
+    }
+}
+
+/// The dimensions that copy one source table, by source table.
+const DIRECT: [(&str, (&str, DimBuilder)); 4] = [
+    ("currency", ("dim_currency", dims::dim_currency)),
+    ("design", ("dim_design", dims::dim_design)),
+    ("payment_type", ("dim_payment_type", dims::dim_payment_type)),
+    ("transaction", ("dim_transaction", dims::dim_transaction)),
+];
+
+fn direct_dim(source: &str) -> Option<(&'static str, DimBuilder)> {
+    DIRECT.iter().find(|(s, _)| *s == source).map(|(_, d)| *d)
+}
+
+/// The joined side of a batch: the rows (latest per key) of each joined table's file, and the
 /// snapshots of the joined tables with those rows merged in.
 struct Dimensions {
     files: HashMap<&'static str, (RawFile, RecordBatch)>,
@@ -401,18 +545,7 @@ impl Dimensions {
             let spec = file.file.table;
             let raw_file = file.file.clone();
             let rows = file.read_all(raw.bucket()).await?;
-            let keys = ints(&rows, spec.primary_key);
-            if keys.null_count() > 0 {
-                return Err(raw_file.invalid(
-                    raw.bucket(),
-                    format!(
-                        "{} NULL value(s) in primary key {}: a dimension row needs its key",
-                        keys.null_count(),
-                        spec.primary_key
-                    ),
-                ));
-            }
-            let latest = snapshot::latest_per_key(spec, &[&rows])?;
+            let latest = latest_rows(raw.bucket(), &raw_file, &rows)?;
             files.insert(spec.name, (raw_file, latest));
         }
         let mut snapshots = HashMap::new();
@@ -479,23 +612,6 @@ impl Dimensions {
             )?;
             dims.push((dim, self.sources(&["counterparty", "address"])));
         }
-        let direct: [(&str, DimBuilder); 4] = [
-            ("currency", dims::dim_currency),
-            ("design", dims::dim_design),
-            ("payment_type", dims::dim_payment_type),
-            ("transaction", dims::dim_transaction),
-        ];
-        for (source, build) in direct {
-            if let Some((_, rows)) = self.files.get(source) {
-                dims.push((build(rows)?, self.sources(&[source])));
-            }
-        }
-        // Dimensions in the warehouse registry's order.
-        dims.sort_by_key(|(d, _)| {
-            utils::warehouse::WAREHOUSE_TABLES
-                .iter()
-                .position(|t| std::ptr::eq(t, d.table))
-        });
         Ok(dims)
     }
 

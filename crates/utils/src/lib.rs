@@ -7,6 +7,7 @@ pub mod lambda;
 pub mod logging;
 pub mod parquet_io;
 pub mod query;
+pub mod s3_event;
 pub mod store;
 pub mod tables;
 pub mod time;

@@ -57,7 +57,7 @@ async fn transform(raw: &str, processed: &str) -> (u64, u64, Duration) {
     let sdk = utils::store::aws_config().await;
     let s3 = utils::store::s3_client(&sdk);
     let raw = S3Store::new(s3.clone(), raw);
-    let processed = S3Store::new(s3, processed);
+    let processed = S3Store::new(s3.clone(), processed);
     let window_end = raw
         .list_keys("", None)
         .await
@@ -74,13 +74,10 @@ async fn transform(raw: &str, processed: &str) -> (u64, u64, Duration) {
     let started = Instant::now();
     let out = transform::run(&raw, &processed, request).await.unwrap();
     let elapsed = started.elapsed();
+    // Sizes by HEAD: reading the outputs back would count them in the peak RSS.
     let mut bytes = 0u64;
     for key in processed.list_keys("", None).await.unwrap() {
-        bytes += processed
-            .get(&key)
-            .await
-            .unwrap()
-            .map_or(0, |b| b.len() as u64);
+        bytes += object_size(&s3, processed.bucket(), &key).await;
     }
     let rows_in: u64 = {
         let mut n = 0;
@@ -140,17 +137,21 @@ async fn source(mode: &str, url: &str, bucket: Option<&String>) -> (u64, u64, Du
             let elapsed = started.elapsed();
             let mut bytes = 0u64;
             for key in out.files.values() {
-                let head = s3
-                    .head_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .unwrap();
-                bytes += head.content_length().unwrap_or(0) as u64;
+                bytes += object_size(&s3, bucket, key).await;
             }
             (out.row_counts.values().sum(), bytes, elapsed)
         }
         other => panic!("unknown mode {other}"),
     }
+}
+
+async fn object_size(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> u64 {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    head.content_length().unwrap_or(0) as u64
 }
