@@ -1,6 +1,9 @@
 //! Support for the integration tests: a fresh source database and a fresh bucket per test, on
 //! the real PostgreSQL server and S3 API that `scripts/env.sh` provides.
 
+pub mod expected;
+pub mod pipeline;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ use utils::tables::{PgType, TableSpec, quote_ident};
 
 pub const OLTP_SCHEMA: &str = include_str!("../fixtures/oltp_schema.sql");
 pub const SEED: &str = include_str!("../fixtures/seed.sql");
+/// The star schema, as the project ships it for tests and the demo.
+pub const WAREHOUSE_SCHEMA: &str = include_str!("../../sql/warehouse_schema.sql");
 
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -103,6 +108,17 @@ impl TestDb {
         if seed {
             client.batch_execute(SEED).await.expect("seed");
         }
+        db
+    }
+
+    /// A database with the warehouse's star schema, empty.
+    pub async fn warehouse() -> Self {
+        let db = Self::empty().await;
+        db.client()
+            .await
+            .batch_execute(WAREHOUSE_SCHEMA)
+            .await
+            .expect("apply the warehouse schema");
         db
     }
 

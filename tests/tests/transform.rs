@@ -3,134 +3,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{
-    Array, ArrayRef, Decimal128Array, Int32Array, RecordBatch, StringArray, Time64MicrosecondArray,
-    TimestampMillisecondArray,
+    ArrayRef, Decimal128Array, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow::util::display::array_value_to_string;
 use bytes::Bytes;
-use lambda_runtime::{Context, LambdaEvent};
-use serde_json::{Value, json};
-use tokio_postgres::Client;
+use serde_json::json;
+use totesys_tests::expected::*;
+use totesys_tests::pipeline::*;
 use totesys_tests::*;
 use transform::event::Request;
-use transform::{Deps, Output, handler};
-use utils::db::DbSource;
 use utils::parquet_io::ParquetUpload;
 use utils::store::S3Store;
 use utils::tables::table;
-use utils::warehouse::{Kind, WAREHOUSE_TABLES, warehouse_table};
-
-/// A source database, its raw bucket and a processed bucket.
-struct Pipeline {
-    db: TestDb,
-    raw: S3Store,
-    processed: S3Store,
-}
-
-impl Pipeline {
-    async fn new(seed: bool) -> Self {
-        Pipeline {
-            db: TestDb::source(seed).await,
-            raw: bucket().await,
-            processed: bucket().await,
-        }
-    }
-
-    async fn source(&self) -> Client {
-        self.db.client().await
-    }
-
-    fn deps(&self) -> Deps {
-        Deps {
-            raw: self.raw.clone(),
-            processed: self.processed.clone(),
-        }
-    }
-
-    /// Runs the real ingest Lambda over every table; its output, as Step Functions passes it.
-    async fn ingest(&self) -> Value {
-        tick().await;
-        let sdk = sdk_config().await;
-        let deps = ingest::Deps {
-            config: ingest::Config {
-                source: DbSource::Url(self.db.url.clone()),
-                bucket: self.raw.bucket().to_owned(),
-                safety_lag: Duration::ZERO,
-            },
-            store: self.raw.clone(),
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
-        };
-        let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &deps)
-            .await
-            .expect("ingest");
-        serde_json::to_value(out).unwrap()
-    }
-
-    async fn transform(&self, event: Value) -> Result<Output, transform::Error> {
-        handler(LambdaEvent::new(event, Context::default()), &self.deps()).await
-    }
-
-    /// The rows of the file `out` lists for `table`.
-    async fn output_rows(&self, out: &Output, table: &str) -> Vec<Vec<String>> {
-        file_rows(&self.processed, table, &out.files[table]).await
-    }
-
-    /// Ingest then transform.
-    async fn round(&self) -> Output {
-        let event = self.ingest().await;
-        self.transform(event).await.expect("transform")
-    }
-}
-
-/// A value rendered as text: dates as YYYY-MM-DD, times as microseconds of the day, money
-/// with two decimals, NULL as "NULL".
-fn cell(array: &ArrayRef, row: usize) -> String {
-    if array.is_null(row) {
-        return "NULL".into();
-    }
-    match array.data_type() {
-        DataType::Time64(_) => array
-            .as_any()
-            .downcast_ref::<Time64MicrosecondArray>()
-            .expect("time")
-            .value(row)
-            .to_string(),
-        _ => array_value_to_string(array, row).unwrap(),
-    }
-}
-
-fn rows_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| b.columns().iter().map(|c| cell(c, r)).collect())
-        })
-        .collect()
-}
-
-fn strings(rows: &[&[&str]]) -> Vec<Vec<String>> {
-    rows.iter()
-        .map(|r| r.iter().map(|s| s.to_string()).collect())
-        .collect()
-}
-
-/// The rows of one processed file, checking it has the warehouse table's schema.
-async fn file_rows(store: &S3Store, table: &str, key: &str) -> Vec<Vec<String>> {
-    let file = read_object(store, key).await;
-    let expected = warehouse_table(table).unwrap().arrow_schema();
-    let types = |s: &Schema| -> Vec<(String, DataType, bool)> {
-        s.fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
-            .collect()
-    };
-    assert_eq!(types(&file.schema), types(&expected), "{key}");
-    rows_of(&file.batches)
-}
+use utils::warehouse::{Kind, WAREHOUSE_TABLES};
 
 /// What loading every processed file in key order would leave in the warehouse: dimensions
 /// upserted on their key, facts inserted once per version key.
@@ -163,144 +50,6 @@ async fn warehouse(store: &S3Store) -> BTreeMap<&'static str, Vec<Vec<String>>> 
         out.insert(table.name, rows.into_values().collect());
     }
     out
-}
-
-/// Rows of a query whose columns are all cast to text, sorted.
-async fn sql_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| {
-            (0..r.len())
-                .map(|i| {
-                    r.get::<_, Option<String>>(i)
-                        .unwrap_or_else(|| "NULL".into())
-                })
-                .collect()
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-/// The star schema's dimensions computed from the source's current state, in SQL.
-const EXPECTED_DIMENSIONS: &[(&str, &str)] = &[
-    (
-        "dim_staff",
-        "SELECT staff_id::text, first_name, last_name, department_name,
-                COALESCE(location, 'Unknown'), email_address
-         FROM staff JOIN department USING (department_id)",
-    ),
-    (
-        "dim_location",
-        "SELECT address_id::text, address_line_1, address_line_2, district, city, postal_code,
-                country, phone FROM address",
-    ),
-    (
-        "dim_counterparty",
-        "SELECT counterparty_id::text, counterparty_legal_name, address_line_1, address_line_2,
-                district, city, postal_code, country, phone
-         FROM counterparty JOIN address ON address_id = legal_address_id",
-    ),
-    (
-        "dim_currency",
-        "SELECT currency_id::text, currency_code,
-                CASE currency_code WHEN 'GBP' THEN 'Pound Sterling' WHEN 'USD' THEN 'US Dollar'
-                     WHEN 'EUR' THEN 'Euro' WHEN 'CHF' THEN 'Swiss Franc' ELSE 'Unknown' END
-         FROM currency",
-    ),
-    (
-        "dim_design",
-        "SELECT design_id::text, design_name, file_location, file_name FROM design",
-    ),
-    (
-        "dim_payment_type",
-        "SELECT payment_type_id::text, payment_type_name::text FROM payment_type",
-    ),
-    (
-        "dim_transaction",
-        "SELECT transaction_id::text, transaction_type::text, sales_order_id::text,
-                purchase_order_id::text FROM transaction",
-    ),
-];
-
-const DATE: &str = "::date::text";
-fn time(column: &str) -> String {
-    format!("(extract(epoch FROM {column}::time) * 1000000)::int8::text")
-}
-
-/// The current version of each fact row, in SQL.
-fn fact_queries() -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "fact_sales_order",
-            format!(
-                "SELECT sales_order_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
-                        staff_id::text, counterparty_id::text, units_sold::text,
-                        unit_price::text, currency_id::text, design_id::text,
-                        agreed_payment_date{DATE}, agreed_delivery_date{DATE},
-                        agreed_delivery_location_id::text
-                 FROM sales_order",
-                time("created_at"),
-                time("last_updated")
-            ),
-        ),
-        (
-            "fact_purchase_order",
-            format!(
-                "SELECT purchase_order_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
-                        staff_id::text, counterparty_id::text, item_code, item_quantity::text,
-                        item_unit_price::text, currency_id::text, agreed_delivery_date{DATE},
-                        agreed_payment_date{DATE}, agreed_delivery_location_id::text
-                 FROM purchase_order",
-                time("created_at"),
-                time("last_updated")
-            ),
-        ),
-        (
-            "fact_payment",
-            format!(
-                "SELECT payment_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
-                        transaction_id::text, counterparty_id::text, payment_amount::text,
-                        currency_id::text, payment_type_id::text, paid::text, payment_date{DATE}
-                 FROM payment",
-                time("created_at"),
-                time("last_updated")
-            ),
-        ),
-    ]
-}
-
-/// dim_date for a set of dates, in SQL.
-async fn expected_dates(client: &Client, dates: &BTreeSet<String>) -> Vec<Vec<String>> {
-    let list: Vec<&str> = dates.iter().map(String::as_str).collect();
-    let rows = client
-        .query(
-            "SELECT d::text, extract(year FROM d)::text, extract(month FROM d)::text,
-                    extract(day FROM d)::text, extract(isodow FROM d)::text,
-                    to_char(d, 'FMDay'), to_char(d, 'FMMonth'), extract(quarter FROM d)::text
-             FROM unnest($1::text[]) AS t(s), LATERAL (SELECT s::date AS d) AS x ORDER BY d",
-            &[&list],
-        )
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect())
-        .collect()
-}
-
-/// Fact date columns, by position, of each fact table.
-fn date_columns(table: &str) -> Vec<usize> {
-    warehouse_table(table)
-        .unwrap()
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.wh_type == utils::warehouse::WhType::Date)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 #[tokio::test]
@@ -1249,7 +998,8 @@ async fn a_dimension_file_of_many_row_groups_streams_and_fails_whole() {
     let e = p.transform(event.clone()).await.unwrap_err();
     assert_eq!(e.error_type(), "InvalidInput");
     assert!(
-        e.to_string().contains("NULL value(s) in primary key transaction_id"),
+        e.to_string()
+            .contains("NULL value(s) in primary key transaction_id"),
         "{e}"
     );
     assert!(all_keys(&p.processed).await.is_empty(), "nothing written");

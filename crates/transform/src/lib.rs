@@ -110,11 +110,10 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
     }
     // Every footer and schema is checked before anything is read or written.
     let opened = try_join_all(files.iter().map(|f| raw::open(raw, f))).await?;
-    let (streamed, joined): (Vec<OpenFile>, Vec<OpenFile>) =
-        opened.into_iter().partition(|f| {
-            let name = f.file.table.name;
-            fact_for(name).is_some() || direct_dim(name).is_some()
-        });
+    let (streamed, joined): (Vec<OpenFile>, Vec<OpenFile>) = opened.into_iter().partition(|f| {
+        let name = f.file.table.name;
+        fact_for(name).is_some() || direct_dim(name).is_some()
+    });
 
     let dims = Dimensions::read(raw, processed, joined).await?;
     let mut staged = Staged::default();

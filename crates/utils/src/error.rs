@@ -104,6 +104,7 @@ pub const ERROR_TYPES: &[&str] = &[
     "InvalidData",
     "SourceSchemaMismatch",
     "InvalidSourceData",
+    "MissingDimension",
 ];
 
 /// SQLSTATE classes and codes after which a retry can succeed.

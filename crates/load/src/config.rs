@@ -1,0 +1,60 @@
+use utils::Error::Configuration;
+use utils::db::DbSource;
+
+use crate::error::Result;
+
+/// The load Lambda's settings, read from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `WAREHOUSE_DB_SECRET_ID` (preferred) or `WAREHOUSE_DB_URL`.
+    pub warehouse: DbSource,
+    /// `PROCESSED_BUCKET`: the star schema files transform writes.
+    pub processed_bucket: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `env`, so tests need not touch the process environment.
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let warehouse = DbSource::from_env(&env, "WAREHOUSE_DB_SECRET_ID", "WAREHOUSE_DB_URL")?;
+        let processed_bucket = env("PROCESSED_BUCKET")
+            .filter(|b| !b.trim().is_empty())
+            .ok_or_else(|| Configuration("PROCESSED_BUCKET is not set".into()))?;
+        Ok(Config {
+            warehouse,
+            processed_bucket,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn reads_the_settings_and_names_what_is_missing() {
+        let c = Config::from_lookup(lookup(&[
+            ("WAREHOUSE_DB_SECRET_ID", "totesys-warehouse"),
+            ("PROCESSED_BUCKET", "processed"),
+        ]))
+        .unwrap();
+        assert!(matches!(c.warehouse, DbSource::Secret(ref s) if s == "totesys-warehouse"));
+        assert_eq!(c.processed_bucket, "processed");
+        let e = Config::from_lookup(lookup(&[("PROCESSED_BUCKET", "p")])).unwrap_err();
+        assert_eq!(e.error_type(), "Configuration");
+        assert!(e.to_string().contains("WAREHOUSE_DB_SECRET_ID"), "{e}");
+        let e = Config::from_lookup(lookup(&[("WAREHOUSE_DB_URL", "postgres://x")])).unwrap_err();
+        assert_eq!(e.to_string(), "configuration: PROCESSED_BUCKET is not set");
+    }
+}

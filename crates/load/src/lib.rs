@@ -1,0 +1,451 @@
+//! The load Lambda: applies the processed star schema files to the PostgreSQL warehouse,
+//! each file exactly once.
+//!
+//! Each file loads in one transaction: it is claimed in the load ledger (key and ETag), its
+//! rows stream row group by row group from S3 into a binary `COPY` to a temporary staging
+//! table, and one `INSERT ... SELECT ... ON CONFLICT` applies them: dimensions are upserted
+//! (a row is updated only when a value changed), facts insert new versions and leave known
+//! ones (the unique version key). A crash or a lost connection anywhere rolls all of it back,
+//! ledger row included, so the next run loads the file again from the start; a file already
+//! in the ledger is skipped, whether the event is a retry, a duplicate or a concurrent one
+//! (the second claim waits for the first transaction and then finds the row).
+//!
+//! Order: dimensions before facts. A fact file whose rows reference a dimension row the
+//! warehouse does not hold yet (the S3-trigger path can deliver it first) fails with the
+//! retryable `MissingDimension` and commits nothing. A dimension file older than one already
+//! loaded for its table (a late notification, a re-run of an old window) is applied and then
+//! the newer files of that table are applied again, in key order, in the same transaction:
+//! the table ends as if every file had arrived in order.
+
+pub mod config;
+pub mod copy;
+pub mod error;
+pub mod event;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use futures_util::future::try_join_all;
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::{Client, Transaction};
+use tracing::info;
+use utils::keys::parquet_key;
+use utils::parquet_io::{ParquetStream, open_parquet, unwrap_external};
+use utils::store::S3Store;
+use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
+
+pub use crate::config::Config;
+pub use crate::error::{Error, Result};
+use crate::event::{ProcessedFile, Request, parse_event};
+use crate::schema::LEDGER;
+
+/// What the handler needs, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub config: Config,
+    pub store: S3Store,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Deps {
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
+        let store = S3Store::new(
+            utils::store::s3_client(sdk),
+            config.processed_bucket.clone(),
+        );
+        Deps {
+            config,
+            store,
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+        }
+    }
+}
+
+/// The invocation's result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Output {
+    /// Rows inserted or updated, per warehouse table loaded.
+    pub loaded: BTreeMap<String, u64>,
+    /// Files already in the ledger, left alone.
+    pub skipped_files: Vec<String>,
+}
+
+/// The Lambda handler.
+pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
+    let request = parse_event(&event.payload)?;
+    if request == Request::Nothing {
+        info!("no processed data files in the event");
+        return Ok(Output::default());
+    }
+    let mut client =
+        utils::db::connect_source(&deps.config.warehouse, &deps.secrets, "totesys-load").await?;
+    Box::pin(run(&mut client, &deps.store, request)).await
+}
+
+/// Loads what `request` names from `store` into the warehouse behind `client`.
+pub async fn run(client: &mut Client, store: &S3Store, request: Request) -> Result<Output> {
+    let files = match request {
+        Request::Nothing => Vec::new(),
+        Request::Files { bucket, files } => {
+            expect_bucket(store, &bucket)?;
+            files
+        }
+        Request::Run { bucket, at } => {
+            expect_bucket(store, &bucket)?;
+            run_files(store, at).await?
+        }
+    };
+    let mut output = Output::default();
+    if files.is_empty() {
+        return Ok(output);
+    }
+    schema::prepare(client).await?;
+    for file in files {
+        let table = file.table.name;
+        let changed = load_file(client, store, &file)
+            .await
+            .map_err(|e| in_file(e, store, &file))?;
+        match changed {
+            Some(n) => *output.loaded.entry(table.to_owned()).or_default() += n,
+            None => output.skipped_files.push(file.key),
+        }
+    }
+    Ok(output)
+}
+
+fn expect_bucket(store: &S3Store, bucket: &str) -> Result<()> {
+    if bucket == store.bucket() {
+        Ok(())
+    } else {
+        Err(Error::InvalidEvent(format!(
+            "the event names bucket {bucket:?}, but this function loads from {:?}",
+            store.bucket()
+        )))
+    }
+}
+
+/// Every processed data file of the transform run at `at`, dimensions first.
+pub async fn run_files(store: &S3Store, at: DateTime<Utc>) -> Result<Vec<ProcessedFile>> {
+    let found = try_join_all(WAREHOUSE_TABLES.iter().map(|table| async move {
+        let key = parquet_key(table.name, at);
+        let exists = store.etag(&key).await?.is_some();
+        Ok::<_, Error>(exists.then_some(ProcessedFile { table, key }))
+    }))
+    .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// Names the file in an error that does not already.
+fn in_file(e: Error, store: &S3Store, file: &ProcessedFile) -> Error {
+    match e {
+        named @ (Error::InvalidInput { .. }
+        | Error::MissingDimension { .. }
+        | Error::File { .. }) => named,
+        other => Error::File {
+            table: file.table.name,
+            bucket: store.bucket().to_owned(),
+            key: file.key.clone(),
+            source: Box::new(other),
+        },
+    }
+}
+
+fn invalid(store: &S3Store, file: &ProcessedFile, reason: impl Into<String>) -> Error {
+    Error::InvalidInput {
+        table: file.table.name,
+        bucket: store.bucket().to_owned(),
+        key: file.key.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// Loads one file in one transaction: `Some(rows inserted or updated)`, or `None` when the
+/// ledger already holds it.
+async fn load_file(
+    client: &mut Client,
+    store: &S3Store,
+    file: &ProcessedFile,
+) -> Result<Option<u64>> {
+    let table = file.table;
+    let etag = store
+        .etag(&file.key)
+        .await?
+        .ok_or_else(|| invalid(store, file, "the file does not exist"))?;
+    // The footer and schema are checked before the transaction starts.
+    let opened = open(store, file).await?;
+    let rows = opened.rows;
+
+    let tx = client.transaction().await?;
+    if table.kind == Kind::Dimension {
+        // One file of a dimension at a time, so the order check below sees every commit.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("{LEDGER}:{}", table.name)],
+        )
+        .await?;
+    }
+    let claimed = tx
+        .execute(
+            &format!(
+                "INSERT INTO {LEDGER} (file_key, etag, table_name, rows, changed)
+                 VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING"
+            ),
+            &[&file.key, &etag, &table.name, &(rows as i64)],
+        )
+        .await?;
+    if claimed == 0 {
+        tx.rollback().await?;
+        info!(
+            table = table.name,
+            key = file.key.as_str(),
+            "already loaded; skipped"
+        );
+        return Ok(None);
+    }
+    let mut changed = apply(&tx, store, file, opened).await?;
+    if table.kind == Kind::Dimension {
+        // Files of this table loaded before but newer than this one: applied again, so the
+        // newest version of each row wins as if the files had come in order.
+        let newer = tx
+            .query(
+                &format!(
+                    "SELECT DISTINCT file_key FROM {LEDGER}
+                     WHERE table_name = $1 AND file_key > $2 ORDER BY file_key"
+                ),
+                &[&table.name, &file.key],
+            )
+            .await?;
+        for row in newer {
+            let later = ProcessedFile {
+                table,
+                key: row.get(0),
+            };
+            info!(
+                table = table.name,
+                key = later.key.as_str(),
+                after = file.key.as_str(),
+                "applying a newer file again after a late one"
+            );
+            let opened = open(store, &later).await?;
+            changed += apply(&tx, store, &later, opened).await?;
+        }
+    }
+    tx.execute(
+        &format!("UPDATE {LEDGER} SET changed = $3 WHERE file_key = $1 AND etag = $2"),
+        &[&file.key, &etag, &(changed as i64)],
+    )
+    .await?;
+    tx.commit().await?;
+    info!(
+        table = table.name,
+        key = file.key.as_str(),
+        rows,
+        changed,
+        "loaded"
+    );
+    Ok(Some(changed))
+}
+
+/// Opens a processed file and checks its schema against the registry.
+async fn open(store: &S3Store, file: &ProcessedFile) -> Result<ParquetStream> {
+    let opened = open_parquet(store, &file.key)
+        .await
+        .map_err(|e| read_error(store, file, e))?;
+    let expected = file.table.arrow_schema();
+    let found = opened.schema.fields();
+    let problem = if found.len() != expected.fields().len() {
+        Some(format!(
+            "{} columns, expected {}",
+            found.len(),
+            expected.fields().len()
+        ))
+    } else {
+        found
+            .iter()
+            .zip(expected.fields())
+            .enumerate()
+            .find(|(_, (f, e))| f.name() != e.name() || f.data_type() != e.data_type())
+            .map(|(i, (f, e))| {
+                format!(
+                    "column {} is `{} {}`, expected `{} {}`",
+                    i + 1,
+                    f.name(),
+                    f.data_type(),
+                    e.name(),
+                    e.data_type()
+                )
+            })
+    };
+    match problem {
+        Some(p) => Err(invalid(
+            store,
+            file,
+            format!("schema does not match the warehouse registry: {p}"),
+        )),
+        None => Ok(opened),
+    }
+}
+
+fn read_error(store: &S3Store, file: &ProcessedFile, e: utils::Error) -> Error {
+    if e.is_transient() {
+        Error::Shared(e)
+    } else {
+        invalid(store, file, e.to_string())
+    }
+}
+
+/// Stages the file's rows and applies them to the table: rows inserted or updated.
+async fn apply(
+    tx: &Transaction<'_>,
+    store: &S3Store,
+    file: &ProcessedFile,
+    mut opened: ParquetStream,
+) -> Result<u64> {
+    let table = file.table;
+    let columns = column_list(table);
+    let stage_columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\" {}", c.name, c.wh_type.sql_name()))
+        .collect();
+    tx.batch_execute(&format!(
+        "DROP TABLE IF EXISTS pg_temp.load_stage;
+         CREATE TEMP TABLE load_stage ({}) ON COMMIT DROP",
+        stage_columns.join(", ")
+    ))
+    .await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY load_stage ({columns}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &copy::pg_types(table));
+    futures_util::pin_mut!(writer);
+    while let Some(batch) = opened
+        .stream
+        .try_next()
+        .await
+        .map_err(|e| read_error(store, file, unwrap_external(e)))?
+    {
+        let batch = RecordBatch::try_new(table.arrow_schema(), batch.columns().to_vec())
+            .map_err(|e| invalid(store, file, e.to_string()))?;
+        copy::write_batch(writer.as_mut(), table, &batch)
+            .await
+            .map_err(|e| db_error(store, file, e))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(|e| db_error(store, file, e))?;
+    tx.execute(&apply_sql(table), &[])
+        .await
+        .map_err(|e| db_error(store, file, e))
+}
+
+fn column_list(table: &WarehouseTable) -> String {
+    table
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The statement that moves the staged rows into the table.
+fn apply_sql(table: &WarehouseTable) -> String {
+    let columns = column_list(table);
+    let key = table
+        .key
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert = format!(
+        "INSERT INTO \"{name}\" AS t ({columns}) SELECT {columns} FROM load_stage \
+         ON CONFLICT ({key})",
+        name = table.name
+    );
+    let values: Vec<&str> = table
+        .columns
+        .iter()
+        .map(|c| c.name)
+        .filter(|c| !table.key.contains(c))
+        .collect();
+    if table.kind == Kind::Fact || values.is_empty() {
+        return format!("{insert} DO NOTHING");
+    }
+    let set: Vec<String> = values
+        .iter()
+        .map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\""))
+        .collect();
+    let old: Vec<String> = values.iter().map(|c| format!("t.\"{c}\"")).collect();
+    let new: Vec<String> = values.iter().map(|c| format!("EXCLUDED.\"{c}\"")).collect();
+    format!(
+        "{insert} DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+        set.join(", "),
+        old.join(", "),
+        new.join(", ")
+    )
+}
+
+/// A database error while staging or applying a file: what the file's values caused is
+/// `InvalidInput` (or `MissingDimension`), the rest keeps its own type.
+fn db_error(store: &S3Store, file: &ProcessedFile, e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return Error::from(e);
+    };
+    let code = db.code().code();
+    let detail = utils::error::describe_db_error(&e);
+    if code == "23503" {
+        Error::MissingDimension {
+            table: file.table.name,
+            bucket: store.bucket().to_owned(),
+            key: file.key.clone(),
+            detail,
+        }
+    } else if code == "21000" {
+        invalid(
+            store,
+            file,
+            format!("the file holds the same key more than once ({detail})"),
+        )
+    } else if code.starts_with("22") || code.starts_with("23") {
+        invalid(store, file, detail)
+    } else {
+        Error::from(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utils::warehouse::warehouse_table;
+
+    #[test]
+    fn dimensions_update_only_what_changed_and_facts_insert_new_versions() {
+        let sql = apply_sql(warehouse_table("dim_currency").unwrap());
+        assert_eq!(
+            sql,
+            "INSERT INTO \"dim_currency\" AS t (\"currency_id\", \"currency_code\", \
+             \"currency_name\") SELECT \"currency_id\", \"currency_code\", \"currency_name\" \
+             FROM load_stage ON CONFLICT (\"currency_id\") DO UPDATE SET \
+             \"currency_code\" = EXCLUDED.\"currency_code\", \"currency_name\" = \
+             EXCLUDED.\"currency_name\" WHERE (t.\"currency_code\", t.\"currency_name\") IS \
+             DISTINCT FROM (EXCLUDED.\"currency_code\", EXCLUDED.\"currency_name\")"
+        );
+        let sql = apply_sql(warehouse_table("fact_payment").unwrap());
+        assert!(
+            sql.ends_with(
+                "ON CONFLICT (\"payment_id\", \"last_updated_date\", \"last_updated_time\") \
+                 DO NOTHING"
+            ),
+            "{sql}"
+        );
+    }
+}

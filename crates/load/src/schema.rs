@@ -1,0 +1,141 @@
+//! Checks, before anything is written, that the warehouse holds every registry table with
+//! the columns, types and keys the load relies on; and creates the load's own ledger table
+//! when it is missing (the star schema itself is never created or altered here).
+
+use std::collections::{BTreeSet, HashMap};
+
+use tokio_postgres::Client;
+use utils::warehouse::WAREHOUSE_TABLES;
+
+use crate::error::{Error, Result};
+
+/// The load ledger: one row per processed file applied, written in the same transaction as
+/// the file's rows.
+pub const LEDGER: &str = "totesys_load_ledger";
+
+const CREATE_LEDGER: &str = "
+CREATE TABLE IF NOT EXISTS totesys_load_ledger (
+    file_key   text NOT NULL,
+    etag       text NOT NULL,
+    table_name text NOT NULL,
+    rows       bigint NOT NULL,
+    changed    bigint NOT NULL,
+    loaded_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (file_key, etag)
+);
+CREATE INDEX IF NOT EXISTS totesys_load_ledger_table ON totesys_load_ledger (table_name, file_key)";
+
+/// One column as the catalog describes it.
+struct Column {
+    sql_type: String,
+    not_null: bool,
+    has_default: bool,
+}
+
+/// Checks the star schema, then creates the ledger if need be.
+pub async fn prepare(client: &Client) -> Result<()> {
+    check(client).await?;
+    // Serialised, since two first invocations could otherwise race on CREATE TABLE.
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {CREATE_LEDGER}; COMMIT"
+        ))
+        .await?;
+    Ok(())
+}
+
+async fn check(client: &Client) -> Result<()> {
+    let names: Vec<&str> = WAREHOUSE_TABLES.iter().map(|t| t.name).collect();
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    a.attnotnull, a.atthasdef
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+               AND c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&names],
+        )
+        .await?;
+    let mut tables: HashMap<String, HashMap<String, Column>> = HashMap::new();
+    for row in rows {
+        tables.entry(row.get(0)).or_default().insert(
+            row.get(1),
+            Column {
+                sql_type: row.get(2),
+                not_null: row.get(3),
+                has_default: row.get(4),
+            },
+        );
+    }
+    let keys = client
+        .query(
+            "SELECT c.relname::text, array_agg(a.attname::text)
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+             WHERE i.indisunique AND i.indpred IS NULL
+               AND c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1)
+             GROUP BY c.relname, i.indexrelid",
+            &[&names],
+        )
+        .await?;
+    let mut unique: HashMap<String, Vec<BTreeSet<String>>> = HashMap::new();
+    for row in keys {
+        let columns: Vec<String> = row.get(1);
+        unique
+            .entry(row.get(0))
+            .or_default()
+            .push(columns.into_iter().collect());
+    }
+
+    let mut problems = Vec::new();
+    for table in WAREHOUSE_TABLES {
+        let Some(found) = tables.get(table.name) else {
+            problems.push(format!("table {} is missing", table.name));
+            continue;
+        };
+        for column in table.columns {
+            let expected = column.wh_type.sql_name();
+            match found.get(column.name) {
+                None => problems.push(format!(
+                    "column {}.{} ({expected}) is missing",
+                    table.name, column.name
+                )),
+                Some(c) if c.sql_type != expected => problems.push(format!(
+                    "column {}.{} is {}, expected {expected}",
+                    table.name, column.name, c.sql_type
+                )),
+                Some(c) if c.not_null && column.nullable => problems.push(format!(
+                    "column {}.{} is NOT NULL, but the registry lets it be NULL",
+                    table.name, column.name
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, c) in found {
+            if c.not_null && !c.has_default && !table.columns.iter().any(|k| k.name == name) {
+                problems.push(format!(
+                    "column {}.{name} is NOT NULL without a default, and the load has no \
+                     value for it",
+                    table.name
+                ));
+            }
+        }
+        let key: BTreeSet<String> = table.key.iter().map(|k| k.to_string()).collect();
+        if !unique.get(table.name).is_some_and(|u| u.contains(&key)) {
+            problems.push(format!(
+                "table {} has no primary key or unique constraint on ({}), which the load's \
+                 ON CONFLICT needs",
+                table.name,
+                table.key.join(", ")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.sort();
+        Err(Error::WarehouseSchema(problems.join("; ")))
+    }
+}

@@ -1,0 +1,145 @@
+//! The star schema computed independently from the source database, in SQL: what the
+//! warehouse must hold. Written without the transform's code.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+use utils::warehouse::warehouse_table;
+
+/// Rows of a query whose columns are all cast to text, sorted.
+pub async fn sql_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The star schema's dimensions computed from the source's current state, in SQL.
+pub const EXPECTED_DIMENSIONS: &[(&str, &str)] = &[
+    (
+        "dim_staff",
+        "SELECT staff_id::text, first_name, last_name, department_name,
+                COALESCE(location, 'Unknown'), email_address
+         FROM staff JOIN department USING (department_id)",
+    ),
+    (
+        "dim_location",
+        "SELECT address_id::text, address_line_1, address_line_2, district, city, postal_code,
+                country, phone FROM address",
+    ),
+    (
+        "dim_counterparty",
+        "SELECT counterparty_id::text, counterparty_legal_name, address_line_1, address_line_2,
+                district, city, postal_code, country, phone
+         FROM counterparty JOIN address ON address_id = legal_address_id",
+    ),
+    (
+        "dim_currency",
+        "SELECT currency_id::text, currency_code,
+                CASE currency_code WHEN 'GBP' THEN 'Pound Sterling' WHEN 'USD' THEN 'US Dollar'
+                     WHEN 'EUR' THEN 'Euro' WHEN 'CHF' THEN 'Swiss Franc' ELSE 'Unknown' END
+         FROM currency",
+    ),
+    (
+        "dim_design",
+        "SELECT design_id::text, design_name, file_location, file_name FROM design",
+    ),
+    (
+        "dim_payment_type",
+        "SELECT payment_type_id::text, payment_type_name::text FROM payment_type",
+    ),
+    (
+        "dim_transaction",
+        "SELECT transaction_id::text, transaction_type::text, sales_order_id::text,
+                purchase_order_id::text FROM transaction",
+    ),
+];
+
+pub const DATE: &str = "::date::text";
+pub fn time(column: &str) -> String {
+    format!("(extract(epoch FROM {column}::time) * 1000000)::int8::text")
+}
+
+/// The current version of each fact row, in SQL.
+pub fn fact_queries() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "fact_sales_order",
+            format!(
+                "SELECT sales_order_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
+                        staff_id::text, counterparty_id::text, units_sold::text,
+                        unit_price::text, currency_id::text, design_id::text,
+                        agreed_payment_date{DATE}, agreed_delivery_date{DATE},
+                        agreed_delivery_location_id::text
+                 FROM sales_order",
+                time("created_at"),
+                time("last_updated")
+            ),
+        ),
+        (
+            "fact_purchase_order",
+            format!(
+                "SELECT purchase_order_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
+                        staff_id::text, counterparty_id::text, item_code, item_quantity::text,
+                        item_unit_price::text, currency_id::text, agreed_delivery_date{DATE},
+                        agreed_payment_date{DATE}, agreed_delivery_location_id::text
+                 FROM purchase_order",
+                time("created_at"),
+                time("last_updated")
+            ),
+        ),
+        (
+            "fact_payment",
+            format!(
+                "SELECT payment_id::text, created_at{DATE}, {}, last_updated{DATE}, {},
+                        transaction_id::text, counterparty_id::text, payment_amount::text,
+                        currency_id::text, payment_type_id::text, paid::text, payment_date{DATE}
+                 FROM payment",
+                time("created_at"),
+                time("last_updated")
+            ),
+        ),
+    ]
+}
+
+/// dim_date for a set of dates, in SQL.
+pub async fn expected_dates(client: &Client, dates: &BTreeSet<String>) -> Vec<Vec<String>> {
+    let list: Vec<&str> = dates.iter().map(String::as_str).collect();
+    let rows = client
+        .query(
+            "SELECT d::text, extract(year FROM d)::text, extract(month FROM d)::text,
+                    extract(day FROM d)::text, extract(isodow FROM d)::text,
+                    to_char(d, 'FMDay'), to_char(d, 'FMMonth'), extract(quarter FROM d)::text
+             FROM unnest($1::text[]) AS t(s), LATERAL (SELECT s::date AS d) AS x ORDER BY d",
+            &[&list],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect())
+        .collect()
+}
+
+/// Fact date columns, by position, of each fact table.
+pub fn date_columns(table: &str) -> Vec<usize> {
+    warehouse_table(table)
+        .unwrap()
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.wh_type == utils::warehouse::WhType::Date)
+        .map(|(i, _)| i)
+        .collect()
+}

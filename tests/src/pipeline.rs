@@ -1,0 +1,125 @@
+//! The pipeline's first two stages over a test source database and two test buckets, and
+//! reading what they write.
+
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, Time64MicrosecondArray};
+use arrow::datatypes::{DataType, Schema};
+use arrow::util::display::array_value_to_string;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+use transform::{Deps, Output, handler};
+use utils::db::DbSource;
+use utils::store::S3Store;
+use utils::warehouse::warehouse_table;
+
+use crate::{TestDb, bucket, read_object, sdk_config, tick};
+
+/// A source database, its raw bucket and a processed bucket.
+pub struct Pipeline {
+    pub db: TestDb,
+    pub raw: S3Store,
+    pub processed: S3Store,
+}
+
+impl Pipeline {
+    pub async fn new(seed: bool) -> Self {
+        Pipeline {
+            db: TestDb::source(seed).await,
+            raw: bucket().await,
+            processed: bucket().await,
+        }
+    }
+
+    pub async fn source(&self) -> Client {
+        self.db.client().await
+    }
+
+    pub fn deps(&self) -> Deps {
+        Deps {
+            raw: self.raw.clone(),
+            processed: self.processed.clone(),
+        }
+    }
+
+    /// Runs the real ingest Lambda over every table; its output, as Step Functions passes it.
+    pub async fn ingest(&self) -> Value {
+        tick().await;
+        let sdk = sdk_config().await;
+        let deps = ingest::Deps {
+            config: ingest::Config {
+                source: DbSource::Url(self.db.url.clone()),
+                bucket: self.raw.bucket().to_owned(),
+                safety_lag: Duration::ZERO,
+            },
+            store: self.raw.clone(),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+        };
+        let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &deps)
+            .await
+            .expect("ingest");
+        serde_json::to_value(out).unwrap()
+    }
+
+    pub async fn transform(&self, event: Value) -> Result<Output, transform::Error> {
+        handler(LambdaEvent::new(event, Context::default()), &self.deps()).await
+    }
+
+    /// The rows of the file `out` lists for `table`.
+    pub async fn output_rows(&self, out: &Output, table: &str) -> Vec<Vec<String>> {
+        file_rows(&self.processed, table, &out.files[table]).await
+    }
+
+    /// Ingest then transform.
+    pub async fn round(&self) -> Output {
+        let event = self.ingest().await;
+        self.transform(event).await.expect("transform")
+    }
+}
+
+/// A value rendered as text: dates as YYYY-MM-DD, times as microseconds of the day, money
+/// with two decimals, NULL as "NULL".
+pub fn cell(array: &ArrayRef, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    match array.data_type() {
+        DataType::Time64(_) => array
+            .as_any()
+            .downcast_ref::<Time64MicrosecondArray>()
+            .expect("time")
+            .value(row)
+            .to_string(),
+        _ => array_value_to_string(array, row).unwrap(),
+    }
+}
+
+pub fn rows_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| b.columns().iter().map(|c| cell(c, r)).collect())
+        })
+        .collect()
+}
+
+pub fn strings(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect()
+}
+
+/// The rows of one processed file, checking it has the warehouse table's schema.
+pub async fn file_rows(store: &S3Store, table: &str, key: &str) -> Vec<Vec<String>> {
+    let file = read_object(store, key).await;
+    let expected = warehouse_table(table).unwrap().arrow_schema();
+    let types = |s: &Schema| -> Vec<(String, DataType, bool)> {
+        s.fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+            .collect()
+    };
+    assert_eq!(types(&file.schema), types(&expected), "{key}");
+    rows_of(&file.batches)
+}
