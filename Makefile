@@ -1,12 +1,12 @@
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help test check demo bench build watch invoke-ingest invoke-transform clean
+.PHONY: help test check demo bench build watch invoke-ingest invoke-transform invoke-load clean
 
 # Runs a command with PostgreSQL and a local S3 API started if need be (see scripts/env.sh).
 WITH_SERVICES := scripts/env.sh
 ARCH ?= x86_64
 # The crates that are Lambdas (each builds a binary of its own name).
-LAMBDAS := ingest transform
+LAMBDAS := ingest transform load
 LAMBDA := PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda
 
 help: ## List the targets
@@ -22,7 +22,7 @@ check: ## cargo fmt --check and clippy -D warnings
 demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
 	$(WITH_SERVICES) scripts/demo.sh
 
-bench: ## Ingest and transform throughput and peak memory beside raw COPY (BENCH_SCALE=21, about 1M rows)
+bench: ## Ingest, transform and load throughput and peak memory beside raw COPY (BENCH_SCALE=21, about 1M rows)
 	$(WITH_SERVICES) scripts/bench.sh
 
 build: ## Build the Lambdas as zips for AWS (ARCH=arm64 for Graviton)
@@ -39,6 +39,9 @@ invoke-ingest: ## Invoke the locally watched ingest with events/ingest-all.json
 
 invoke-transform: ## Invoke the locally watched transform with events/transform-ingest-output.json
 	$(LAMBDA) invoke transform --data-file events/transform-ingest-output.json
+
+invoke-load: ## Invoke the locally watched load with events/load-transform-output.json
+	$(LAMBDA) invoke load --data-file events/load-transform-output.json
 
 clean: ## Remove build output, the venv and leftover local clusters
 	cargo clean

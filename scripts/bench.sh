@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# make bench: full-ingest and transform throughput and peak memory beside a raw binary COPY of
-# the same queries, at BENCH_SCALE (default 21: about 1M rows over the 11 tables) and at 5x that, to show
-# memory stays flat as tables grow; BENCH_REPEATS (default 5) runs of each, medians reported.
-# Run inside scripts/env.sh. Never part of make test.
+# make bench: throughput and peak memory of ingest, transform and load, each run on the previous
+# one's output, beside raw binary COPY baselines measured in the same run: ingest and transform
+# beside a `COPY (the new-entries queries) TO STDOUT` of the source, load beside a `COPY ... FROM
+# STDIN` of the same warehouse rows into an empty warehouse. At BENCH_SCALE (default 21: about 1M
+# rows over the 11 tables) and at 5x that, to show memory stays flat as tables grow;
+# BENCH_REPEATS (default 5) runs of each, medians reported. Run inside scripts/env.sh. Never
+# part of make test.
 #
-# Both sides run in the same client library and process model; the ingest's time includes
-# uploading to the local S3 API (moto, on the same two cores), which the baseline does not.
+# Both sides run in the same client library and process model; the Lambdas' times include the
+# local S3 API (moto, on the same two cores), which the baselines do not touch.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +18,8 @@ repeats=${BENCH_REPEATS:-5}
 cargo build --release -q -p totesys-tests --bin bench
 bench="$root/target/release/bench"
 out="$root/.build/bench"
-mkdir -p "$out"
+dump="$out/dump"
+mkdir -p "$out" "$dump"
 
 for scale in $scales; do
   db="totesys_bench_$scale"
@@ -27,12 +31,22 @@ for scale in $scales; do
   # An unrecorded pass, so neither side pays for cold caches.
   "$bench" copy "$url" >/dev/null
   for i in $(seq 1 "$repeats"); do
+    wh="totesys_bench_wh_${scale}_$i"
     "$bench" copy "$url" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     bucket="bench-$scale-$i-$(date +%s%N)"
     processed="$bucket-processed"
     "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$bucket" "$processed"
     "$bench" ingest "$url" "$bucket" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     "$bench" transform "$bucket" "$processed" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    # The load into an empty warehouse, then its baseline: the same rows by raw COPY FROM.
+    for w in "$wh" "${wh}_copy"; do
+      psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $w WITH (FORCE)" -c "CREATE DATABASE $w"
+      psql "${TEST_DATABASE_URL%/*}/$w" -q -f sql/warehouse_schema.sql
+    done
+    "$bench" load "$processed" "${TEST_DATABASE_URL%/*}/$wh" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    "$bench" copyin "${TEST_DATABASE_URL%/*}/$wh" "${TEST_DATABASE_URL%/*}/${wh}_copy" "$dump" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)" -c "DROP DATABASE ${wh}_copy WITH (FORCE)"
+    rm -f "$dump"/*.bin
   done
   psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
 done | tee "$out/results.jsonl" >/dev/null
@@ -40,21 +54,22 @@ done | tee "$out/results.jsonl" >/dev/null
 python3 - "$out/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{'scale':>5} {'mode':<9} {'rows':>9} {'MB out':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
+print(f"{'scale':>5} {'mode':<9} {'rows':>9} {'MB I/O':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
 summary = {}
 for scale in sorted({r["scale"] for r in rows}):
-    for mode in ("copy", "ingest", "transform"):
+    for mode in ("copy", "ingest", "transform", "load", "copyin"):
         runs = [r["r"] for r in rows if r["scale"] == scale and r["r"]["mode"] == mode]
         secs = statistics.median(r["seconds"] for r in runs)
         rss = max(r["peak_rss_mb"] for r in runs)
         summary[(scale, mode)] = (secs, rss)
         print(f"{scale:>5} {mode:<9} {runs[0]['rows']:>9} {runs[0]['bytes']/1e6:>8.1f} {secs:>10.2f} "
               f"{runs[0]['rows']/secs:>10,.0f} {rss:>11.1f}")
-    c, i, t = (summary[(scale, m)] for m in ("copy", "ingest", "transform"))
-    print(f"      ingest / raw COPY wall time: {i[0]/c[0]:.2f}x; transform / raw COPY: {t[0]/c[0]:.2f}x")
+    c, i, t, l, ci = (summary[(scale, m)] for m in ("copy", "ingest", "transform", "load", "copyin"))
+    print(f"      ingest / raw COPY TO wall time: {i[0]/c[0]:.2f}x; transform / raw COPY TO: {t[0]/c[0]:.2f}x; "
+          f"load / raw COPY FROM (copyin): {l[0]/ci[0]:.2f}x")
 scales = sorted({r["scale"] for r in rows})
 if len(scales) > 1:
-    for mode in ("ingest", "transform"):
+    for mode in ("ingest", "transform", "load"):
         a, b = summary[(scales[0], mode)][1], summary[(scales[-1], mode)][1]
         print(f"{mode} peak RSS at scale {scales[-1]} vs {scales[0]}: {b:.1f} MB vs {a:.1f} MB ({b/a:.2f}x)")
 PY

@@ -4,13 +4,15 @@
 #
 # 1. builds a ToteSys-shaped source database with generated data (DEMO_SCALE, default 1 =
 #    the real volumes, about 48,000 rows);
-# 2. runs the ingest and transform Lambdas through the real Lambda runtime interface (cargo
-#    lambda watch + cargo lambda invoke), passing ingest's output to transform as Step
-#    Functions does, and shows what landed in S3;
+# 2. runs the ingest, transform and load Lambdas through the real Lambda runtime interface
+#    (cargo lambda watch + cargo lambda invoke), passing each one's output to the next as Step
+#    Functions does, shows what landed in S3 and summarises the warehouse (rows per table,
+#    sales by month and currency);
 # 3. changes some source rows (new orders, payments paid, a staff member and a department
-#    renamed) and runs again: only those rows are picked up, and the department's staff are
-#    re-emitted in dim_staff;
-# 4. runs once more with nothing new: transform is skipped, as the state machine skips it.
+#    renamed) and runs again: only those rows are picked up, the department's staff are
+#    re-emitted in dim_staff, and the load updates and appends exactly that;
+# 4. runs once more with nothing new: transform and load are skipped, as the state machine
+#    skips them.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +36,11 @@ source_url="${TEST_DATABASE_URL%/*}/$db"
 psql "$source_url" -q -f tests/fixtures/oltp_schema.sql
 psql "$source_url" -q -v scale="$scale" -f sql/generate_source.sql
 psql "$source_url" -c "SELECT relname AS table, n_live_tup AS rows FROM pg_stat_user_tables ORDER BY relname"
+warehouse=totesys_demo_warehouse
+psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $warehouse WITH (FORCE)" -c "CREATE DATABASE $warehouse"
+warehouse_url="${TEST_DATABASE_URL%/*}/$warehouse"
+psql "$warehouse_url" -q -f sql/warehouse_schema.sql
+echo "warehouse: the empty star schema (sql/warehouse_schema.sql) in database $warehouse"
 
 stamp=$(date +%s)
 bucket="totesys-demo-ingest-$stamp"
@@ -48,10 +55,10 @@ EOF
 echo "ingest bucket: s3://$bucket, processed bucket: s3://$processed (on $AWS_ENDPOINT_URL)"
 
 step "Building the Lambdas and starting the runtime emulator (cargo lambda watch)"
-cargo build -q -p ingest -p transform
+cargo build -q -p ingest -p transform -p load
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env_vars="SOURCE_DB_URL=$source_url,INGEST_BUCKET=$bucket,INGEST_SAFETY_LAG_SECONDS=$lag"
-env_vars+=",PROCESSED_BUCKET=$processed"
+env_vars+=",PROCESSED_BUCKET=$processed,WAREHOUSE_DB_URL=$warehouse_url"
 env_vars+=",AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION"
 env_vars+=",AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
 env_vars+=",AWS_EC2_METADATA_DISABLED=true,AWS_LAMBDA_LOG_FORMAT=JSON"
@@ -66,8 +73,8 @@ invoke() {
     --data-file "$event" --output-format json >"$out"
 }
 
-# Ingest, then transform with ingest's output unless it has no new data: the state machine's
-# payload passing and skip rule.
+# Ingest, then transform with ingest's output and load with transform's, unless ingest has no
+# new data: the state machine's payload passing and skip rule.
 pipeline() {
   local run=$1 event=$2 rows=${3:-0}
   echo "-- ingest ($event)"
@@ -75,12 +82,17 @@ pipeline() {
   python scripts/show_s3.py "$build/$run-ingest.json" --rows "$rows"
   if [[ $(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["has_new_data"])' \
           "$build/$run-ingest.json") != True ]]; then
-    echo "-- transform skipped: has_new_data is false"
+    echo "-- transform and load skipped: has_new_data is false"
     return
   fi
   echo "-- transform (the ingest output as its event)"
   invoke transform "$build/$run-ingest.json" "$build/$run-transform.json"
   python scripts/show_s3.py "$build/$run-transform.json" --rows "$rows"
+  echo "-- load (the transform output as its event)"
+  invoke load "$build/$run-transform.json" "$build/$run-load.json"
+  python -c 'import json,sys; out = json.load(open(sys.argv[1]))
+print("  rows inserted or updated:", ", ".join(f"{t} {n}" for t, n in out["loaded"].items()) or "none")
+print("  files already loaded, skipped:", len(out["skipped_files"]))' "$build/$run-load.json"
 }
 
 for _ in $(seq 1 120); do
@@ -91,6 +103,9 @@ done
 step "Run 1: every table, from the beginning (events/ingest-all.json)"
 pipeline run1 events/ingest-all.json
 
+step "The warehouse after run 1"
+psql "$warehouse_url" -f sql/warehouse_summary.sql
+
 step "Changing the source: 20 new sales orders, 30 payments paid, a staff member and a department renamed"
 psql "$source_url" -q -f sql/demo_changes.sql
 echo "waiting out the ${lag}s safety lag, so the new stamps fall inside the next window"
@@ -99,11 +114,21 @@ sleep "$((${lag%.*} + 1))"
 step "Run 2: an incremental run picks up exactly those rows (events/ingest-scheduled.json)"
 pipeline run2 events/ingest-scheduled.json 2
 
+step "What changed in the warehouse"
+psql "$warehouse_url" -c "SELECT staff_id, first_name, last_name, department_name, location
+                           FROM dim_staff WHERE department_name LIKE '% & Returns' OR staff_id = 1
+                           ORDER BY staff_id LIMIT 6" \
+  -c "SELECT payment_id, paid, last_updated_date, last_updated_time FROM fact_payment
+      WHERE payment_id IN (SELECT payment_id FROM fact_payment GROUP BY payment_id
+                           HAVING count(*) > 1 ORDER BY payment_id LIMIT 2)
+      ORDER BY payment_id, last_updated_date, last_updated_time" \
+  -c "SELECT table_name, count(*) AS files, sum(rows) AS rows, sum(changed) AS changed
+      FROM totesys_load_ledger GROUP BY table_name ORDER BY table_name"
+
 step "Run 3: nothing changed"
 pipeline run3 events/ingest-all.json
 
-step "Structured log lines of run 2 (ingest: one per table with rows; transform: one per output)"
+step "Structured log lines of run 2 (one per table ingested, per output transformed, per file loaded)"
 grep -h '"message":"ingested"' "$build/watch.log" | grep -v '"rows":0,' | tail -n 3 || true
-grep -h '"message":"transformed"' "$build/watch.log" | tail -n 4 || true
-echo
-echo "The load Lambda is not built yet; the demo ends at the processed zone."
+grep -h '"message":"transformed"' "$build/watch.log" | tail -n 3 || true
+grep -h '"message":"loaded"' "$build/watch.log" | tail -n 3 || true

@@ -179,6 +179,24 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_events_parse() {
+        let output: Value =
+            serde_json::from_str(include_str!("../../../events/load-transform-output.json"))
+                .unwrap();
+        let Request::Files { files, .. } = parse_event(&output).unwrap() else {
+            panic!("a files request")
+        };
+        assert_eq!(files.len(), 4);
+        let notification: Value =
+            serde_json::from_str(include_str!("../../../events/load-s3-notification.json"))
+                .unwrap();
+        assert!(matches!(
+            parse_event(&notification).unwrap(),
+            Request::Run { bucket, .. } if bucket == "totesys-processed"
+        ));
+    }
+
+    #[test]
     fn malformed_events_are_invalid_events() {
         for (event, needle) in [
             (json!("x"), "expected the transform output"),

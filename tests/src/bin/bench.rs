@@ -5,6 +5,12 @@
 //!   bench ingest SOURCE_URL BUCKET   the ingest Lambda's work for every table, into S3
 //!   bench transform RAW PROCESSED    the transform Lambda's work on the raw files of the one
 //!                                    ingest run in bucket RAW, into bucket PROCESSED
+//!   bench load PROCESSED WAREHOUSE   the load Lambda's work on the processed files of the one
+//!                                    transform run in PROCESSED, into the empty WAREHOUSE (URL)
+//!   bench copyin FROM TO DIR         the load's baseline: every table of warehouse FROM dumped
+//!                                    to DIR with binary `COPY TO` (not timed), then the timed
+//!                                    part, raw binary `COPY ... FROM STDIN` of those files
+//!                                    into the empty warehouse TO, dimensions first
 //!
 //! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb.
 
@@ -16,6 +22,7 @@ use transform::event::{RawFile, Request};
 use utils::query::{Window, new_entries_copy};
 use utils::store::S3Store;
 use utils::tables::TABLES;
+use utils::warehouse::WAREHOUSE_TABLES;
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -32,10 +39,18 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (mode, url) = match args.as_slice() {
         [_, mode, url, ..] => (mode.as_str(), url.as_str()),
-        _ => panic!("usage: bench copy|ingest SOURCE_URL [BUCKET] | bench transform RAW PROCESSED"),
+        _ => panic!(
+            "usage: bench copy|ingest SOURCE_URL [BUCKET] | bench transform RAW PROCESSED | \
+             bench load PROCESSED WAREHOUSE | bench copyin FROM TO DIR"
+        ),
     };
     let (rows, bytes, seconds) = match mode {
         "transform" => transform(url, args.get(3).expect("bench transform RAW PROCESSED")).await,
+        "load" => load(url, args.get(3).expect("bench load PROCESSED WAREHOUSE")).await,
+        "copyin" => {
+            let [to, dir] = [3, 4].map(|i| args.get(i).expect("bench copyin FROM TO DIR"));
+            copy_in(url, to, dir).await
+        }
         _ => source(mode, url, args.get(3)).await,
     };
     let seconds = seconds.as_secs_f64();
@@ -91,6 +106,115 @@ async fn transform(raw: &str, processed: &str) -> (u64, u64, Duration) {
     };
     assert!(out.has_new_data);
     (rows_in, bytes, elapsed)
+}
+
+/// Loads the processed files of the one transform run in `processed` into `warehouse`.
+async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
+    let sdk = utils::store::aws_config().await;
+    let s3 = utils::store::s3_client(&sdk);
+    let store = S3Store::new(s3.clone(), processed);
+    let mut files = Vec::new();
+    let mut rows = 0;
+    let mut bytes = 0;
+    for key in store.list_keys("", None).await.unwrap() {
+        if let Some((file, _)) = load::event::ProcessedFile::from_key(&key) {
+            bytes += object_size(&s3, processed, &key).await;
+            rows += utils::parquet_io::open_parquet(&store, &key)
+                .await
+                .unwrap()
+                .rows;
+            files.push(file);
+        }
+    }
+    files.sort_by_key(|f| load::event::position(f.table));
+    let request = load::event::Request::Files {
+        bucket: processed.to_owned(),
+        files,
+    };
+    let mut client = totesys_tests::connect(warehouse).await;
+    let started = Instant::now();
+    let out = load::run(&mut client, &store, request).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(out.loaded.values().sum::<u64>(), rows, "every row is new");
+    (rows, bytes, elapsed)
+}
+
+/// Raw binary COPY FROM of what `from` holds into `to`, from files dumped beforehand.
+async fn copy_in(from: &str, to: &str, dir: &str) -> (u64, u64, Duration) {
+    use futures_util::SinkExt;
+    use tokio::io::AsyncWriteExt;
+
+    let source = totesys_tests::connect(from).await;
+    let target = totesys_tests::connect(to).await;
+    let mut rows = 0u64;
+    let mut bytes = 0u64;
+    let columns = |t: &utils::warehouse::WarehouseTable| {
+        t.columns
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for table in WAREHOUSE_TABLES {
+        let count: i64 = source
+            .query_one(&format!("SELECT count(*) FROM {}", table.name), &[])
+            .await
+            .unwrap()
+            .get(0);
+        rows += count as u64;
+        let mut file = tokio::fs::File::create(format!("{dir}/{}.bin", table.name))
+            .await
+            .unwrap();
+        let stream = source
+            .copy_out(&format!(
+                "COPY {} ({}) TO STDOUT (FORMAT binary)",
+                table.name,
+                columns(table)
+            ))
+            .await
+            .unwrap();
+        pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk).await.unwrap();
+        }
+        file.flush().await.unwrap();
+    }
+    let started = Instant::now();
+    for table in WAREHOUSE_TABLES {
+        let sink = target
+            .copy_in::<_, bytes::Bytes>(&format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                table.name,
+                columns(table)
+            ))
+            .await
+            .unwrap();
+        pin_mut!(sink);
+        let file = tokio::fs::File::open(format!("{dir}/{}.bin", table.name))
+            .await
+            .unwrap();
+        let mut chunks = file_chunks(file);
+        while let Some(chunk) = chunks.next().await {
+            sink.send(chunk).await.unwrap();
+        }
+        sink.close().await.unwrap();
+    }
+    (rows, bytes, started.elapsed())
+}
+
+/// A file as a stream of 64 KiB chunks.
+fn file_chunks(file: tokio::fs::File) -> impl futures_util::Stream<Item = bytes::Bytes> + Unpin {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = file.read(&mut buf).await.unwrap();
+        (n > 0).then(|| {
+            buf.truncate(n);
+            (bytes::Bytes::from(buf), file)
+        })
+    }))
 }
 
 /// The raw COPY baseline or the ingest, from the source at `url`.
