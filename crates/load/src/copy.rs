@@ -42,42 +42,62 @@ enum Values<'a> {
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01 (Arrow's day 0).
 const UNIX_EPOCH_FROM_CE: i32 = 719_163;
 
-fn each<T, A: Array, F: Fn(&A, usize) -> T>(array: &A, f: F) -> Vec<Option<T>> {
+/// The values of `array` through `f`, NULLs kept; the first value `f` refuses is an error
+/// naming its row.
+fn each<T, A: Array, F: Fn(&A, usize) -> Option<T>>(
+    array: &A,
+    what: &str,
+    f: F,
+) -> Result<Vec<Option<T>>, String> {
     (0..array.len())
-        .map(|i| (!array.is_null(i)).then(|| f(array, i)))
+        .map(|i| {
+            if array.is_null(i) {
+                return Ok(None);
+            }
+            f(array, i)
+                .map(Some)
+                .ok_or_else(|| format!("row {}: {what}", i + 1))
+        })
         .collect()
 }
 
 impl<'a> Values<'a> {
     /// The column's values; the batch was checked against the registry schema, so the
-    /// Arrow type is the one `wh_type` maps to.
-    fn of(array: &'a dyn Array, wh_type: WhType, scale: u32) -> Values<'a> {
-        match wh_type {
-            WhType::Date => Values::Date(each(array.as_primitive::<Date32Type>(), |a, i| {
-                NaiveDate::from_num_days_from_ce_opt(a.value(i) + UNIX_EPOCH_FROM_CE)
-                    .expect("Date32 within chrono's range")
-            })),
+    /// Arrow type is the one `wh_type` maps to. A value PostgreSQL's type cannot hold is an
+    /// error naming the row.
+    fn of(array: &'a dyn Array, wh_type: WhType, scale: u32) -> Result<Values<'a>, String> {
+        Ok(match wh_type {
+            WhType::Date => Values::Date(each(
+                array.as_primitive::<Date32Type>(),
+                "a date outside the calendar",
+                |a, i| {
+                    a.value(i)
+                        .checked_add(UNIX_EPOCH_FROM_CE)
+                        .and_then(NaiveDate::from_num_days_from_ce_opt)
+                },
+            )?),
             WhType::Time => Values::Time(each(
                 array.as_primitive::<Time64MicrosecondType>(),
+                "a time of day outside 00:00:00 to 23:59:59.999999",
                 |a, i| {
-                    let us = a.value(i);
+                    let us = u64::try_from(a.value(i)).ok()?;
                     NaiveTime::from_num_seconds_from_midnight_opt(
-                        (us / 1_000_000) as u32,
+                        u32::try_from(us / 1_000_000).ok()?,
                         (us % 1_000_000) as u32 * 1_000,
                     )
-                    .unwrap_or(NaiveTime::MIN)
                 },
-            )),
-            WhType::Int => Values::Int(each(array.as_primitive::<Int32Type>(), |a, i| a.value(i))),
-            WhType::Money => Values::Money(each(array.as_primitive::<Decimal128Type>(), |a, i| {
-                Decimal::from_i128_with_scale(a.value(i), scale)
-            })),
-            WhType::Varchar => {
-                let a = array.as_string::<i32>();
-                Values::Text(a.iter().collect())
+            )?),
+            WhType::Int => Values::Int(each(array.as_primitive::<Int32Type>(), "", |a, i| {
+                Some(a.value(i))
+            })?),
+            WhType::Money => {
+                Values::Money(each(array.as_primitive::<Decimal128Type>(), "", |a, i| {
+                    Some(Decimal::from_i128_with_scale(a.value(i), scale))
+                })?)
             }
+            WhType::Varchar => Values::Text(array.as_string::<i32>().iter().collect()),
             WhType::Bool => Values::Bool(array.as_boolean().iter().collect()),
-        }
+        })
     }
 
     fn get(&self, row: usize) -> &(dyn ToSql + Sync) {
@@ -92,23 +112,37 @@ impl<'a> Values<'a> {
     }
 }
 
+/// Why a batch could not be written.
+pub enum CopyError {
+    /// A value the column's PostgreSQL type cannot hold.
+    Value(String),
+    Database(tokio_postgres::Error),
+}
+
 /// Writes every row of `batch` (in `table`'s registry schema) to the COPY.
 pub async fn write_batch(
     mut writer: Pin<&mut BinaryCopyInWriter>,
     table: &WarehouseTable,
     batch: &RecordBatch,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), CopyError> {
     let columns: Vec<Values> = table
         .columns
         .iter()
         .zip(batch.columns())
-        .map(|(c, a)| Values::of(a.as_ref(), c.wh_type, utils::tables::MONEY_SCALE as u32))
-        .collect();
+        .map(|(c, a)| {
+            Values::of(a.as_ref(), c.wh_type, utils::tables::MONEY_SCALE as u32)
+                .map_err(|e| CopyError::Value(format!("column {}, {e}", c.name)))
+        })
+        .collect::<Result<_, _>>()?;
     let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(columns.len());
     for r in 0..batch.num_rows() {
         row.clear();
         row.extend(columns.iter().map(|c| c.get(r)));
-        writer.as_mut().write(&row).await?;
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(CopyError::Database)?;
     }
     Ok(())
 }
@@ -121,7 +155,7 @@ mod tests {
     #[test]
     fn arrow_dates_and_times_become_chrono_values() {
         let dates = Date32Array::from(vec![Some(0), Some(20_041), None]);
-        let Values::Date(d) = Values::of(&dates, WhType::Date, 0) else {
+        let Ok(Values::Date(d)) = Values::of(&dates, WhType::Date, 0) else {
             panic!("dates")
         };
         assert_eq!(
@@ -133,9 +167,25 @@ mod tests {
             ]
         );
         let times = Time64MicrosecondArray::from(vec![34_205_123_456]);
-        let Values::Time(t) = Values::of(&times, WhType::Time, 0) else {
+        let Ok(Values::Time(t)) = Values::of(&times, WhType::Time, 0) else {
             panic!("times")
         };
         assert_eq!(t, [NaiveTime::from_hms_micro_opt(9, 30, 5, 123_456)]);
+    }
+
+    #[test]
+    fn values_postgresql_cannot_hold_name_their_row() {
+        let times = Time64MicrosecondArray::from(vec![Some(0), None, Some(86_400_000_000)]);
+        let Err(e) = Values::of(&times, WhType::Time, 0) else {
+            panic!("24:00 is refused")
+        };
+        assert_eq!(
+            e,
+            "row 3: a time of day outside 00:00:00 to 23:59:59.999999"
+        );
+        let times = Time64MicrosecondArray::from(vec![-1]);
+        assert!(Values::of(&times, WhType::Time, 0).is_err());
+        let dates = Date32Array::from(vec![i32::MAX]);
+        assert!(Values::of(&dates, WhType::Date, 0).is_err());
     }
 }

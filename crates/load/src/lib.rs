@@ -337,7 +337,10 @@ async fn apply(
             .map_err(|e| invalid(store, file, e.to_string()))?;
         copy::write_batch(writer.as_mut(), table, &batch)
             .await
-            .map_err(|e| db_error(store, file, e))?;
+            .map_err(|e| match e {
+                copy::CopyError::Value(reason) => invalid(store, file, reason),
+                copy::CopyError::Database(e) => db_error(store, file, e),
+            })?;
     }
     writer
         .finish()
