@@ -460,8 +460,10 @@ async fn a_corrupt_or_mismatched_file_is_invalid_input_and_commits_nothing() {
     let e = s.load(event.clone()).await.unwrap_err();
     assert_eq!(e.error_type(), "InvalidInput", "{e}");
     assert!(
-        e.to_string()
-            .contains("schema does not match the warehouse registry: 8 columns, expected 6"),
+        e.to_string().contains(
+            "schema does not match the warehouse registry: column 1 is `location_id Int32`, \
+             expected `staff_id Int32`"
+        ),
         "{e}"
     );
     assert!(s.tables().await["dim_staff"].is_empty());

@@ -36,7 +36,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
 use utils::keys::parquet_key;
-use utils::parquet_io::{ParquetStream, open_parquet, unwrap_external};
+use utils::parquet_io::{ParquetStream, open_parquet, schema_difference, unwrap_external};
 use utils::store::S3Store;
 use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
 
@@ -93,11 +93,11 @@ pub async fn run(client: &mut Client, store: &S3Store, request: Request) -> Resu
     let files = match request {
         Request::Nothing => Vec::new(),
         Request::Files { bucket, files } => {
-            expect_bucket(store, &bucket)?;
+            store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
             files
         }
         Request::Run { bucket, at } => {
-            expect_bucket(store, &bucket)?;
+            store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
             run_files(store, at).await?
         }
     };
@@ -117,17 +117,6 @@ pub async fn run(client: &mut Client, store: &S3Store, request: Request) -> Resu
         }
     }
     Ok(output)
-}
-
-fn expect_bucket(store: &S3Store, bucket: &str) -> Result<()> {
-    if bucket == store.bucket() {
-        Ok(())
-    } else {
-        Err(Error::InvalidEvent(format!(
-            "the event names bucket {bucket:?}, but this function loads from {:?}",
-            store.bucket()
-        )))
-    }
 }
 
 /// Every processed data file of the transform run at `at`, dimensions first.
@@ -257,31 +246,7 @@ async fn open(store: &S3Store, file: &ProcessedFile) -> Result<ParquetStream> {
     let opened = open_parquet(store, &file.key)
         .await
         .map_err(|e| read_error(store, file, e))?;
-    let expected = file.table.arrow_schema();
-    let found = opened.schema.fields();
-    let problem = if found.len() != expected.fields().len() {
-        Some(format!(
-            "{} columns, expected {}",
-            found.len(),
-            expected.fields().len()
-        ))
-    } else {
-        found
-            .iter()
-            .zip(expected.fields())
-            .enumerate()
-            .find(|(_, (f, e))| f.name() != e.name() || f.data_type() != e.data_type())
-            .map(|(i, (f, e))| {
-                format!(
-                    "column {} is `{} {}`, expected `{} {}`",
-                    i + 1,
-                    f.name(),
-                    f.data_type(),
-                    e.name(),
-                    e.data_type()
-                )
-            })
-    };
+    let problem = schema_difference(&opened.schema, &file.table.arrow_schema());
     match problem {
         Some(p) => Err(invalid(
             store,

@@ -89,11 +89,11 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
     let files = match request {
         Request::Nothing => Vec::new(),
         Request::Files { bucket, files } => {
-            expect_bucket(raw, &bucket)?;
+            raw.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
             files
         }
         Request::Window { bucket, window_end } => {
-            expect_bucket(raw, &bucket)?;
+            raw.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
             window_files(raw, window_end).await?
         }
     };
@@ -167,17 +167,6 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
     dims.save(processed).await?;
     output.has_new_data = !output.files.is_empty();
     Ok(output)
-}
-
-fn expect_bucket(raw: &S3Store, bucket: &str) -> Result<()> {
-    if bucket == raw.bucket() {
-        Ok(())
-    } else {
-        Err(Error::InvalidEvent(format!(
-            "the event names bucket {bucket:?}, but this function reads the ingest bucket {:?}",
-            raw.bucket()
-        )))
-    }
 }
 
 /// Every raw file of one ingest run: all tables' keys for `window_end` that exist.

@@ -8,7 +8,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, Int32Type, Schema, SchemaRef, TimestampMillisecondType};
 use futures_util::TryStreamExt;
 use std::sync::Arc;
-use utils::parquet_io::{ParquetStream, open_parquet, unwrap_external};
+use utils::parquet_io::{ParquetStream, open_parquet, schema_difference, unwrap_external};
 use utils::store::S3Store;
 use utils::tables::TableSpec;
 
@@ -90,36 +90,21 @@ pub async fn open(store: &S3Store, file: &RawFile) -> Result<OpenFile> {
 }
 
 fn check_schema(table: &TableSpec, schema: &Schema) -> std::result::Result<(), String> {
-    let actual: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
-        .collect();
-    let expected: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| format!("{} {}", c.name, c.pg_type.arrow_type()))
-        .collect();
-    if actual == expected {
-        return Ok(());
+    let expected = table.arrow_schema();
+    match schema_difference(schema, &expected) {
+        None => Ok(()),
+        Some(problem) => {
+            let columns: Vec<String> = expected
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                .collect();
+            Err(format!(
+                "schema does not match the table registry: {problem} (expected columns: {})",
+                columns.join(", ")
+            ))
+        }
     }
-    let problem = expected
-        .iter()
-        .zip(&actual)
-        .position(|(e, a)| e != a)
-        .map(|i| {
-            format!(
-                "column {} is `{}`, expected `{}`",
-                i + 1,
-                actual[i],
-                expected[i]
-            )
-        })
-        .unwrap_or_else(|| format!("{} columns, expected {}", actual.len(), expected.len()));
-    Err(format!(
-        "schema does not match the table registry: {problem} (expected columns: {})",
-        expected.join(", ")
-    ))
 }
 
 impl OpenFile {

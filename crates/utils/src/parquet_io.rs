@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -390,6 +390,36 @@ impl MetadataSuffixFetch for &mut S3ParquetReader {
     fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move { self.fetch(format!("bytes=-{suffix}")).await }.boxed()
     }
+}
+
+/// How a file's schema differs from the expected one (column names and Arrow types, in
+/// order), or `None` when it does not.
+pub fn schema_difference(found: &Schema, expected: &Schema) -> Option<String> {
+    let describe = |s: &Schema| -> Vec<String> {
+        s.fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect()
+    };
+    let (found, expected) = (describe(found), describe(expected));
+    if found == expected {
+        return None;
+    }
+    Some(
+        expected
+            .iter()
+            .zip(&found)
+            .position(|(e, f)| e != f)
+            .map(|i| {
+                format!(
+                    "column {} is `{}`, expected `{}`",
+                    i + 1,
+                    found[i],
+                    expected[i]
+                )
+            })
+            .unwrap_or_else(|| format!("{} columns, expected {}", found.len(), expected.len())),
+    )
 }
 
 /// An S3 Parquet file opened for streaming: its footer is read, its batches come one row

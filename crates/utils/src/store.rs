@@ -93,6 +93,18 @@ impl S3Store {
         &self.bucket
     }
 
+    /// Checks that an event's `bucket` is this store's; the error says both.
+    pub fn expect_bucket(&self, bucket: &str) -> std::result::Result<(), String> {
+        if bucket == self.bucket {
+            Ok(())
+        } else {
+            Err(format!(
+                "the event names bucket {bucket:?}, but this function works on {:?}",
+                self.bucket
+            ))
+        }
+    }
+
     /// Requests sent through this store (and its clones) so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
