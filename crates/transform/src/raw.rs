@@ -124,7 +124,7 @@ impl OpenFile {
         Ok(Some(batch))
     }
 
-    /// Every row of the file in one batch: for the dimension tables, which are small.
+    /// Every row of the file in one batch: for the joined tables' files, which are small.
     pub async fn read_all(mut self, bucket: &str) -> Result<RecordBatch> {
         let mut batches = Vec::new();
         while let Some(batch) = self.next_batch(bucket).await? {
