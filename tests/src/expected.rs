@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
+
+use crate::NOW_MS;
 use utils::warehouse::warehouse_table;
 
 /// Rows of a query whose columns are all cast to text, sorted.
@@ -142,4 +144,36 @@ pub fn date_columns(table: &str) -> Vec<usize> {
         .filter(|(_, c)| c.wh_type == utils::warehouse::WhType::Date)
         .map(|(i, _)| i)
         .collect()
+}
+
+/// Rounds of ordinary business on top of the seed, each a SQL script stamped as the
+/// application stamps rows: new orders with their transactions and a payment, a payment made;
+/// a department rename, a changed address, a new currency (CHF) used by a new order; the same
+/// payment changed twice more and a staff surname.
+pub fn source_changes() -> Vec<String> {
+    vec![
+        format!(
+            "INSERT INTO sales_order VALUES
+               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, '2024-12-01', '2024-12-15', 2);
+             INSERT INTO \"transaction\" VALUES (5, 'SALE', 4, NULL, {NOW_MS}, {NOW_MS});
+             INSERT INTO payment VALUES
+               (4, {NOW_MS}, {NOW_MS}, 5, 2, 62.50, 1, 1, false, '2024-12-15', 1, 2);
+             UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1;"
+        ),
+        format!(
+            "UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
+               WHERE department_id = 2;
+             UPDATE address SET address_line_2 = 'Flat 2', district = 'Kent',
+               last_updated = {NOW_MS} WHERE address_id = 1;
+             INSERT INTO currency VALUES (4, 'CHF', {NOW_MS}, {NOW_MS});
+             INSERT INTO purchase_order VALUES
+               (3, {NOW_MS}, {NOW_MS}, 2, 1, 'CHF0001', 7, 1000.00, 4, '2025-01-02', '2025-01-31', 1);
+             INSERT INTO \"transaction\" VALUES (6, 'PURCHASE', NULL, 3, {NOW_MS}, {NOW_MS});"
+        ),
+        format!(
+            "UPDATE payment SET payment_amount = 70.00, last_updated = {NOW_MS} WHERE payment_id = 4;
+             UPDATE staff SET last_name = 'Franey-Smith', last_updated = {NOW_MS} WHERE staff_id = 1;"
+        ),
+        format!("UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 4;"),
+    ]
 }

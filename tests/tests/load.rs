@@ -484,41 +484,14 @@ async fn several_rounds_end_to_end_match_the_source() {
     let s = Stack::new(true).await;
     let source = s.p.source().await;
     let app = s.p.source().await;
-    let changes = [
-        // New orders, their transactions and a payment; a payment made.
-        format!(
-            "INSERT INTO sales_order VALUES
-               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, '2024-12-01', '2024-12-15', 2);
-             INSERT INTO \"transaction\" VALUES (5, 'SALE', 4, NULL, {NOW_MS}, {NOW_MS});
-             INSERT INTO payment VALUES
-               (4, {NOW_MS}, {NOW_MS}, 5, 2, 62.50, 1, 1, false, '2024-12-15', 1, 2);
-             UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1;"
-        ),
-        // A department rename, a changed address, a new currency used by a new order.
-        format!(
-            "UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
-               WHERE department_id = 2;
-             UPDATE address SET address_line_2 = 'Flat 2', district = 'Kent',
-               last_updated = {NOW_MS} WHERE address_id = 1;
-             INSERT INTO currency VALUES (4, 'CHF', {NOW_MS}, {NOW_MS});
-             INSERT INTO purchase_order VALUES
-               (3, {NOW_MS}, {NOW_MS}, 2, 1, 'CHF0001', 7, 1000.00, 4, '2025-01-02', '2025-01-31', 1);
-             INSERT INTO \"transaction\" VALUES (6, 'PURCHASE', NULL, 3, {NOW_MS}, {NOW_MS});"
-        ),
-        // The same payment changes again, a staff surname; a payment update stays uncommitted
-        // across this round (the application's transaction commits later).
-        format!(
-            "UPDATE payment SET payment_amount = 70.00, last_updated = {NOW_MS} WHERE payment_id = 4;
-             UPDATE staff SET last_name = 'Franey-Smith', last_updated = {NOW_MS} WHERE staff_id = 1;"
-        ),
-        format!("UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 4;"),
-    ];
+    let changes = source_changes();
     let mut facts = BTreeMap::new();
     for round in 0..=changes.len() {
         if round > 0 {
             source.batch_execute(&changes[round - 1]).await.unwrap();
         }
         if round == 3 {
+            // The application stamps a payment update but commits only after this round.
             app.batch_execute(&format!(
                 "BEGIN;
                  UPDATE payment SET payment_amount = 1.23, last_updated = {NOW_MS}

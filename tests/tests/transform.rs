@@ -1028,35 +1028,7 @@ async fn a_dimension_file_of_many_row_groups_streams_and_fails_whole() {
 async fn several_rounds_through_ingest_and_transform_match_the_source() {
     let p = Pipeline::new(true).await;
     let source = p.source().await;
-    let changes = [
-        // New orders and a payment made.
-        format!(
-            "INSERT INTO sales_order VALUES
-               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, '2024-12-01', '2024-12-15', 2);
-             INSERT INTO \"transaction\" VALUES (5, 'SALE', 4, NULL, {NOW_MS}, {NOW_MS});
-             INSERT INTO payment VALUES
-               (4, {NOW_MS}, {NOW_MS}, 5, 2, 62.50, 1, 1, false, '2024-12-15', 1, 2);
-             UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1;"
-        ),
-        // A department rename, a changed address, a new currency used by a new order.
-        format!(
-            "UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
-               WHERE department_id = 2;
-             UPDATE address SET address_line_2 = 'Flat 2', district = 'Kent',
-               last_updated = {NOW_MS} WHERE address_id = 1;
-             INSERT INTO currency VALUES (4, 'CHF', {NOW_MS}, {NOW_MS});
-             INSERT INTO purchase_order VALUES
-               (3, {NOW_MS}, {NOW_MS}, 2, 1, 'CHF0001', 7, 1000.00, 4, '2025-01-02', '2025-01-31', 1);"
-        ),
-        // The same payment changes twice more, and a staff surname.
-        format!(
-            "UPDATE payment SET payment_amount = 70.00, last_updated = {NOW_MS} WHERE payment_id = 4;
-             UPDATE staff SET last_name = 'Franey-Smith', last_updated = {NOW_MS} WHERE staff_id = 1;"
-        ),
-        format!(
-            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 4;"
-        ),
-    ];
+    let changes = source_changes();
     let mut expected_facts: BTreeMap<&str, BTreeSet<Vec<String>>> = BTreeMap::new();
     for round in 0..=changes.len() {
         if round > 0 {
