@@ -1,6 +1,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help test check demo bench build watch invoke-ingest invoke-transform invoke-load clean
+.PHONY: help test check demo bench build watch invoke-ingest invoke-transform invoke-load plan \
+  deploy destroy clean
 
 # Runs a command with PostgreSQL and a local S3 API started if need be (see scripts/env.sh).
 WITH_SERVICES := scripts/env.sh
@@ -8,16 +9,22 @@ ARCH ?= x86_64
 # The crates that are Lambdas (each builds a binary of its own name).
 LAMBDAS := ingest transform load
 LAMBDA := PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda
+# Extra files for the zips, e.g. LAMBDA_INCLUDE=global-bundle.pem (see db_ssl_root_cert).
+LAMBDA_INCLUDE ?=
+TF := terraform -chdir=terraform
+TF_VARS := -var lambda_architecture=$(ARCH)
+ZIPS := $(foreach f,$(LAMBDAS),target/lambda/$(f)/bootstrap.zip)
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-15s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-17s %s\n", $$1, $$2}'
 
-test: check ## Lint, then run every test against a real PostgreSQL and a local S3 API
-	$(WITH_SERVICES) cargo test --workspace
+test: check ## Lint, then every test against a real PostgreSQL and local AWS APIs (moto)
+	$(WITH_SERVICES) sh -c 'cargo test --workspace && .venv/bin/python -m pytest -q tests/state_machine'
 
-check: ## cargo fmt --check and clippy -D warnings
+check: ## cargo fmt --check, clippy -D warnings, terraform fmt -check and checkov
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/check-terraform.sh
 
 demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
 	$(WITH_SERVICES) scripts/demo.sh
@@ -28,7 +35,7 @@ bench: ## Ingest, transform and load throughput and peak memory beside raw COPY 
 build: ## Build the Lambdas as zips for AWS (ARCH=arm64 for Graviton)
 	scripts/venv.sh requirements-lambda.txt
 	$(LAMBDA) build --release --output-format zip $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) \
-	  $(addprefix -p ,$(LAMBDAS))
+	  $(addprefix --include ,$(LAMBDA_INCLUDE)) $(addprefix -p ,$(LAMBDAS))
 
 watch: ## Serve the Lambdas locally behind the runtime emulator (configure with env vars)
 	scripts/venv.sh requirements-lambda.txt
@@ -43,6 +50,20 @@ invoke-transform: ## Invoke the locally watched transform with events/transform-
 invoke-load: ## Invoke the locally watched load with events/load-transform-output.json
 	$(LAMBDA) invoke load --data-file events/load-transform-output.json
 
-clean: ## Remove build output, the venv and leftover local clusters
+plan: ## terraform plan against your AWS account (ARCH as for build; see the README, Deploy)
+	@for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
+	$(TF) init -input=false
+	$(TF) plan -input=false $(TF_VARS)
+
+deploy: ## terraform apply of the zips from make build (ARCH as for build)
+	@for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
+	$(TF) init -input=false
+	$(TF) apply -input=false $(TF_VARS)
+
+destroy: ## terraform destroy (the buckets must be emptied first; the lock table is protected)
+	$(TF) init -input=false
+	$(TF) destroy -input=false $(TF_VARS)
+
+clean: ## Remove build output, the venvs and leftover local clusters
 	cargo clean
-	rm -rf .build .venv
+	rm -rf .build .venv .venv-check

@@ -4,7 +4,8 @@
 #     (as postgres:postgres, the usual CI service); else a private throwaway cluster under
 #     .build/ (initdb/pg_ctl from Debian's postgresql package, installed if missing). As root,
 #     the cluster runs as an unprivileged user, since PostgreSQL refuses to run as root.
-#   - moto server (S3, Secrets Manager) from the project venv, on a free loopback port.
+#   - moto server (S3, Secrets Manager, Step Functions and the services its states call) from
+#     the project venv, on a free loopback port (scripts/moto_server.py).
 # It exports TEST_DATABASE_URL, AWS_ENDPOINT_URL, AWS_REGION, fake AWS credentials and
 # TOTESYS_PYTHON (the venv's python), and for its own cluster, which runs with TLS,
 # TEST_PG_CA_CERT (the CA that signed the server certificate); runs the command, then stops
@@ -125,10 +126,12 @@ else
   fi
 fi
 
-# --- moto server (S3 and Secrets Manager) --------------------------------------------------
+# --- moto server ---------------------------------------------------------------------------
 if [[ -z "${AWS_ENDPOINT_URL:-}" ]]; then
   moto_port=$(free_port)
-  "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$build/moto.log" 2>&1 &
+  # MOTO_PORT: where moto's Step Functions executor calls Lambda, DynamoDB and SNS.
+  MOTO_PORT="$moto_port" "$root/.venv/bin/python" "$root/scripts/moto_server.py" \
+    -H 127.0.0.1 -p "$moto_port" >"$build/moto.log" 2>&1 &
   started_moto=$!
   export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
   for _ in $(seq 1 100); do

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Creates the project venv (.venv) and installs the given requirement files into it, once per
-# change of their contents.
-# Usage: scripts/venv.sh REQUIREMENTS_FILE...
+# Creates the project venv (.venv, or $VENV) and installs the given requirement files into it,
+# once per change of their contents.
+# Usage: [VENV=DIR] scripts/venv.sh REQUIREMENTS_FILE...
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv="$root/.venv"
+venv="${VENV:-$root/.venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   if ! python3 -m venv "$venv" 2>/dev/null; then
     echo "[venv] python3-venv is missing; installing it" >&2

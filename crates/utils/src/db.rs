@@ -215,6 +215,10 @@ pub async fn resolve(
     }
 }
 
+/// The environment variable naming a PEM bundle of root certificates for database TLS, read by
+/// [`connect`] when the credentials do not name one (`sslrootcert`).
+pub const ROOT_CERT_VAR: &str = "DB_SSL_ROOT_CERT";
+
 /// Connects, with TLS as the configuration asks, and drives the connection on a task. Errors
 /// while connecting are transient database errors; they never contain the password.
 pub async fn connect(
@@ -228,9 +232,7 @@ pub async fn connect(
     }
     let root_cert = match root_cert {
         Some(path) => Some(path.to_owned()),
-        None => std::env::var("DB_SSL_ROOT_CERT")
-            .ok()
-            .filter(|s| !s.is_empty()),
+        None => std::env::var(ROOT_CERT_VAR).ok().filter(|s| !s.is_empty()),
     };
     let tls = tls_connector(root_cert.as_deref())?;
     let (client, connection) = config.connect(tls).await?;

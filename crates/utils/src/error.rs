@@ -107,6 +107,16 @@ pub const ERROR_TYPES: &[&str] = &[
     "MissingDimension",
 ];
 
+/// The `errorType`s worth retrying: the `Transient*` ones and `MissingDimension` (fact rows that
+/// reference dimension rows whose files have not been loaded yet). Every other type fails the
+/// same way however often it is retried.
+pub const RETRYABLE_ERROR_TYPES: &[&str] = &[
+    "TransientSecretError",
+    "TransientDatabaseError",
+    "TransientStorageError",
+    "MissingDimension",
+];
+
 /// SQLSTATE classes and codes after which a retry can succeed.
 fn is_transient_db_error(e: &tokio_postgres::Error) -> bool {
     let Some(code) = e.code() else {
@@ -183,6 +193,17 @@ mod tests {
             "InvalidData",
         ] {
             assert!(ERROR_TYPES.contains(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn retryable_types_are_the_transient_ones_and_missing_dimension() {
+        for t in RETRYABLE_ERROR_TYPES {
+            assert!(ERROR_TYPES.contains(t), "{t}");
+        }
+        for t in ERROR_TYPES {
+            let retryable = t.starts_with("Transient") || *t == "MissingDimension";
+            assert_eq!(RETRYABLE_ERROR_TYPES.contains(t), retryable, "{t}");
         }
     }
 

@@ -32,10 +32,19 @@ where
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let call = deps.as_ref().map(|deps| handler(event, deps));
         async move {
-            match call {
+            let result = match call {
                 Ok(call) => call.await.map_err(Into::into),
                 Err(problem) => Err(problem.clone()),
+            };
+            // One ERROR line per failed invocation: the deployment's metric filter counts them.
+            if let Err(problem) = &result {
+                tracing::error!(
+                    error_type = problem.error_type.as_str(),
+                    error = problem.error_message.as_str(),
+                    "invocation failed"
+                );
             }
+            result
         }
     }))
     .await

@@ -14,4 +14,4 @@ pub mod time;
 pub mod warehouse;
 pub mod watermark;
 
-pub use error::{ERROR_TYPES, Error, Result};
+pub use error::{ERROR_TYPES, Error, RETRYABLE_ERROR_TYPES, Result};

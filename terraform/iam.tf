@@ -1,0 +1,138 @@
+# One role per function, each allowed only its own buckets, prefixes and secret.
+locals {
+  bucket_arn = { for k, b in aws_s3_bucket.data : k => b.arn }
+  # Raw data under <source table>/, the ingest watermarks under _state/ingest/.
+  raw_objects      = [for t in local.source_tables : "${local.bucket_arn.ingest}/${t}/*"]
+  ingest_state     = "${local.bucket_arn.ingest}/_state/ingest/*"
+  star_objects     = [for t in local.warehouse_tables : "${local.bucket_arn.processed}/${t}/*"]
+  transform_extras = ["${local.bucket_arn.processed}/quarantine/*", "${local.bucket_arn.processed}/_state/transform/*"]
+
+  lambda_statements = {
+    ingest = [
+      {
+        sid       = "ReadSourceSecret"
+        actions   = ["secretsmanager:GetSecretValue"]
+        resources = [aws_secretsmanager_secret.db["source"].arn]
+      },
+      {
+        # Without ListBucket a missing watermark answers 403 instead of 404.
+        sid       = "ListIngestBucket"
+        actions   = ["s3:ListBucket"]
+        resources = [local.bucket_arn.ingest]
+      },
+      {
+        sid       = "WriteRawFilesAndWatermarks"
+        actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+        resources = concat(local.raw_objects, [local.ingest_state])
+      },
+    ]
+    transform = [
+      {
+        sid       = "ListBuckets"
+        actions   = ["s3:ListBucket"]
+        resources = [local.bucket_arn.ingest, local.bucket_arn.processed]
+      },
+      {
+        sid       = "ReadRawFiles"
+        actions   = ["s3:GetObject"]
+        resources = local.raw_objects
+      },
+      {
+        sid       = "WriteStarSchemaQuarantineAndSnapshots"
+        actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+        resources = concat(local.star_objects, local.transform_extras)
+      },
+    ]
+    load = [
+      {
+        sid       = "ReadWarehouseSecret"
+        actions   = ["secretsmanager:GetSecretValue"]
+        resources = [aws_secretsmanager_secret.db["warehouse"].arn]
+      },
+      {
+        sid       = "ListProcessedBucket"
+        actions   = ["s3:ListBucket"]
+        resources = [local.bucket_arn.processed]
+      },
+      {
+        sid       = "ReadStarSchemaFiles"
+        actions   = ["s3:GetObject"]
+        resources = local.star_objects
+      },
+    ]
+  }
+}
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "lambda" {
+  for_each           = local.functions
+  name               = "${var.project}-${each.key}"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+data "aws_iam_policy_document" "lambda" {
+  for_each = local.functions
+
+  dynamic "statement" {
+    for_each = local.lambda_statements[each.key]
+    content {
+      sid       = statement.value.sid
+      actions   = statement.value.actions
+      resources = statement.value.resources
+    }
+  }
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda[each.key].arn}:*"]
+  }
+
+  # S3 objects, the secret and the dead-letter queue are encrypted with the pipeline's key.
+  statement {
+    sid       = "UsePipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.pipeline.arn]
+  }
+
+  statement {
+    sid       = "SendFailedAsyncEvents"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.dead_letter.arn]
+  }
+
+  # X-Ray has no resource-level permissions: "*" is the only resource it accepts.
+  statement {
+    sid       = "Tracing"
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "lambda" {
+  for_each = local.functions
+  name     = "${var.project}-${each.key}"
+  role     = aws_iam_role.lambda[each.key].id
+  policy   = data.aws_iam_policy_document.lambda[each.key].json
+}
+
+# Network interfaces in the databases' VPC, only when vpc_subnet_ids is set.
+resource "aws_iam_role_policy_attachment" "lambda_vpc" {
+  for_each   = length(var.vpc_subnet_ids) > 0 ? local.functions : {}
+  role       = aws_iam_role.lambda[each.key].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}

@@ -1,0 +1,138 @@
+# The three Lambdas. Each crate's config reads exactly the environment given here
+# (tests/tests/terraform.rs checks it against the code).
+locals {
+  functions = {
+    ingest = {
+      description = "ToteSys tables changed since the last run -> Parquet in the ingest bucket"
+      memory      = var.lambda_settings.ingest.memory
+      timeout     = var.lambda_settings.ingest.timeout
+      # One invocation per table at once under the state machine; one run at a time in s3 mode.
+      concurrency = local.use_s3_triggers ? 1 : var.map_concurrency
+      environment = {
+        SOURCE_DB_SECRET_ID       = aws_secretsmanager_secret.db["source"].arn
+        INGEST_BUCKET             = aws_s3_bucket.data["ingest"].id
+        INGEST_SAFETY_LAG_SECONDS = tostring(var.ingest_safety_lag_seconds)
+        DB_SSL_ROOT_CERT          = var.db_ssl_root_cert
+        AWS_LAMBDA_LOG_FORMAT     = "JSON"
+      }
+    }
+    transform = {
+      description = "Raw Parquet -> star schema Parquet in the processed bucket"
+      memory      = var.lambda_settings.transform.memory
+      timeout     = var.lambda_settings.transform.timeout
+      # The dimension snapshots under _state/transform/ are read, merged and written back.
+      concurrency = 1
+      environment = {
+        INGEST_BUCKET         = aws_s3_bucket.data["ingest"].id
+        PROCESSED_BUCKET      = aws_s3_bucket.data["processed"].id
+        AWS_LAMBDA_LOG_FORMAT = "JSON"
+      }
+    }
+    load = {
+      description = "Processed Parquet -> the warehouse, exactly once per file"
+      memory      = var.lambda_settings.load.memory
+      timeout     = var.lambda_settings.load.timeout
+      # The load ledger and per-table locks make concurrent invocations safe.
+      concurrency = var.lambda_settings.load.concurrency
+      environment = {
+        WAREHOUSE_DB_SECRET_ID = aws_secretsmanager_secret.db["warehouse"].arn
+        PROCESSED_BUCKET       = aws_s3_bucket.data["processed"].id
+        DB_SSL_ROOT_CERT       = var.db_ssl_root_cert
+        AWS_LAMBDA_LOG_FORMAT  = "JSON"
+      }
+    }
+  }
+  function_names = { for name, _ in local.functions : name => "${var.project}-${name}" }
+}
+
+resource "aws_cloudwatch_log_group" "lambda" {
+  for_each          = local.function_names
+  name              = "/aws/lambda/${each.value}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.pipeline.arn
+}
+
+resource "aws_lambda_function" "pipeline" {
+  # checkov:skip=CKV_AWS_272:The zips are built and deployed by the same CI job (make build && make deploy); there is no signing profile to trust.
+  for_each      = local.functions
+  function_name = local.function_names[each.key]
+  description   = each.value.description
+  role          = aws_iam_role.lambda[each.key].arn
+
+  runtime       = "provided.al2023"
+  handler       = "bootstrap"
+  architectures = [var.lambda_architecture]
+  filename      = "${path.module}/${var.lambda_zip_dir}/${each.key}/bootstrap.zip"
+  # Redeploys when the zip changes.
+  source_code_hash = filebase64sha256("${path.module}/${var.lambda_zip_dir}/${each.key}/bootstrap.zip")
+
+  memory_size                    = each.value.memory
+  timeout                        = each.value.timeout
+  reserved_concurrent_executions = each.value.concurrency
+  kms_key_arn                    = aws_kms_key.pipeline.arn
+
+  environment {
+    variables = each.value.environment
+  }
+
+  logging_config {
+    log_format = "JSON"
+    log_group  = aws_cloudwatch_log_group.lambda[each.key].name
+  }
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  # Failed asynchronous invocations (the schedule and S3 triggers in s3 mode) end up here.
+  dead_letter_config {
+    target_arn = aws_sqs_queue.dead_letter.arn
+  }
+
+  dynamic "vpc_config" {
+    for_each = length(var.vpc_subnet_ids) > 0 ? [1] : []
+    content {
+      subnet_ids         = var.vpc_subnet_ids
+      security_group_ids = var.vpc_security_group_ids
+    }
+  }
+
+  depends_on = [aws_iam_role_policy.lambda]
+}
+
+# Asynchronous invocations: two retries, then the dead-letter queue.
+resource "aws_lambda_function_event_invoke_config" "pipeline" {
+  for_each                     = aws_lambda_function.pipeline
+  function_name                = each.value.function_name
+  maximum_retry_attempts       = 2
+  maximum_event_age_in_seconds = 3600
+}
+
+resource "aws_sqs_queue" "dead_letter" {
+  name                      = "${var.project}-dead-letter"
+  message_retention_seconds = 1209600
+  kms_master_key_id         = aws_kms_key.pipeline.arn
+}
+
+data "aws_iam_policy_document" "dead_letter" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.dead_letter.arn]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "dead_letter" {
+  queue_url = aws_sqs_queue.dead_letter.id
+  policy    = data.aws_iam_policy_document.dead_letter.json
+}

@@ -1,0 +1,39 @@
+output "ingest_bucket" {
+  description = "Raw Parquet, one file per table and run, and the ingest watermarks (_state/ingest/)."
+  value       = aws_s3_bucket.data["ingest"].id
+}
+
+output "processed_bucket" {
+  description = "The star schema as Parquet, quarantined fact rows (quarantine/) and transform's dimension snapshots (_state/transform/)."
+  value       = aws_s3_bucket.data["processed"].id
+}
+
+output "state_machine_arn" {
+  description = "The pipeline's state machine (null in s3 mode)."
+  value       = one(aws_sfn_state_machine.pipeline[*].arn)
+}
+
+output "alarm_topic_arn" {
+  description = "Alarms, failure messages and every execution's status."
+  value       = aws_sns_topic.alarms.arn
+}
+
+output "function_names" {
+  description = "The Lambdas, by stage."
+  value       = { for k, f in aws_lambda_function.pipeline : k => f.function_name }
+}
+
+output "secret_arns" {
+  description = "The database credential secrets."
+  value       = { for k, s in aws_secretsmanager_secret.db : k => s.arn }
+}
+
+output "dead_letter_queue_url" {
+  description = "Failed asynchronous invocations (s3 mode)."
+  value       = aws_sqs_queue.dead_letter.id
+}
+
+output "lock_table" {
+  description = "The item that keeps two executions from running at once."
+  value       = aws_dynamodb_table.lock.name
+}

@@ -1,0 +1,168 @@
+locals {
+  bucket_suffix = var.bucket_suffix != "" ? var.bucket_suffix : local.account_id
+  buckets = {
+    ingest    = "${var.project}-ingest-${local.bucket_suffix}"
+    processed = "${var.project}-processed-${local.bucket_suffix}"
+  }
+  # The prefixes the Lambdas write data under (each crate's table registry); state and
+  # quarantine objects live beside them under _state/ and quarantine/.
+  source_tables = var.tables
+  warehouse_tables = [
+    "dim_counterparty", "dim_currency", "dim_date", "dim_design", "dim_location",
+    "dim_payment_type", "dim_staff", "dim_transaction", "fact_payment", "fact_purchase_order",
+    "fact_sales_order",
+  ]
+}
+
+resource "aws_s3_bucket" "data" {
+  # checkov:skip=CKV_AWS_18:Server access logs would need a third bucket nobody reads; object-level auditing belongs in the account's CloudTrail data events.
+  # checkov:skip=CKV_AWS_144:Cross-region replication is left to the account's DR policy: the raw zone can be re-ingested and the processed zone rebuilt from it.
+  # checkov:skip=CKV2_AWS_62:Event notifications exist in trigger_mode = "s3" only (aws_s3_bucket_notification below); in step_functions mode the state machine passes the keys.
+  for_each = local.buckets
+  bucket   = each.value
+}
+
+resource "aws_s3_bucket_ownership_controls" "data" {
+  for_each = aws_s3_bucket.data
+  bucket   = each.value.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "data" {
+  for_each                = aws_s3_bucket.data
+  bucket                  = each.value.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_versioning" "data" {
+  for_each = aws_s3_bucket.data
+  bucket   = each.value.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "data" {
+  for_each = aws_s3_bucket.data
+  bucket   = each.value.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.pipeline.arn
+    }
+    bucket_key_enabled = true
+  }
+}
+
+# A crashed multipart upload leaves parts, never an object: clear them. Replaced state objects
+# (the watermark, the dimension snapshots) keep their old versions for a while, then go. No
+# rule ever expires a current data object.
+resource "aws_s3_bucket_lifecycle_configuration" "data" {
+  for_each = aws_s3_bucket.data
+  bucket   = each.value.id
+
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  rule {
+    id     = "expire-noncurrent-versions"
+    status = "Enabled"
+    filter {}
+    noncurrent_version_expiration {
+      noncurrent_days = var.noncurrent_version_days
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.data]
+}
+
+data "aws_iam_policy_document" "tls_only" {
+  for_each = aws_s3_bucket.data
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [each.value.arn, "${each.value.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "tls_only" {
+  for_each = aws_s3_bucket.data
+  bucket   = each.value.id
+  policy   = data.aws_iam_policy_document.tls_only[each.key].json
+
+  depends_on = [aws_s3_bucket_public_access_block.data]
+}
+
+# --- S3-trigger mode ---------------------------------------------------------------------------
+# Transform runs on each raw file (one notification per table prefix, so the watermark under
+# _state/ never triggers it); load on each processed file under dim_*/ and fact_*/, never on
+# quarantine/ or _state/.
+resource "aws_s3_bucket_notification" "ingest" {
+  count  = local.use_s3_triggers ? 1 : 0
+  bucket = aws_s3_bucket.data["ingest"].id
+
+  dynamic "lambda_function" {
+    for_each = toset(local.source_tables)
+    content {
+      id                  = "transform-${lambda_function.value}"
+      lambda_function_arn = aws_lambda_function.pipeline["transform"].arn
+      events              = ["s3:ObjectCreated:*"]
+      filter_prefix       = "${lambda_function.value}/"
+      filter_suffix       = ".parquet"
+    }
+  }
+
+  depends_on = [aws_lambda_permission.s3_invoke]
+}
+
+resource "aws_s3_bucket_notification" "processed" {
+  count  = local.use_s3_triggers ? 1 : 0
+  bucket = aws_s3_bucket.data["processed"].id
+
+  dynamic "lambda_function" {
+    for_each = toset(local.warehouse_tables)
+    content {
+      id                  = "load-${lambda_function.value}"
+      lambda_function_arn = aws_lambda_function.pipeline["load"].arn
+      events              = ["s3:ObjectCreated:*"]
+      filter_prefix       = "${lambda_function.value}/"
+      filter_suffix       = ".parquet"
+    }
+  }
+
+  depends_on = [aws_lambda_permission.s3_invoke]
+}
+
+resource "aws_lambda_permission" "s3_invoke" {
+  for_each = local.use_s3_triggers ? {
+    transform = "ingest"
+    load      = "processed"
+  } : {}
+  statement_id   = "s3-${each.value}-bucket"
+  action         = "lambda:InvokeFunction"
+  function_name  = aws_lambda_function.pipeline[each.key].function_name
+  principal      = "s3.amazonaws.com"
+  source_arn     = aws_s3_bucket.data[each.value].arn
+  source_account = local.account_id
+}

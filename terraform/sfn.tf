@@ -1,0 +1,147 @@
+# The pipeline as a state machine: lock, ingest each table (Map), skip when nothing is new,
+# transform, load, release; any other error notifies the topic and fails the execution.
+locals {
+  state_machine_name = "${var.project}-pipeline"
+  # Long enough for every step's timeout and retries; a run that still overruns it loses the
+  # lock to the next tick (its execution is no longer RUNNING).
+  execution_timeout_seconds = 3 * (
+    var.lambda_settings.ingest.timeout * ceil(length(var.tables) / var.map_concurrency) +
+    var.lambda_settings.transform.timeout + var.lambda_settings.load.timeout
+  )
+}
+
+resource "aws_dynamodb_table" "lock" {
+  name                        = "${var.project}-pipeline-lock"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "lock_id"
+  deletion_protection_enabled = true
+
+  attribute {
+    name = "lock_id"
+    type = "S"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.pipeline.arn
+  }
+}
+
+resource "aws_cloudwatch_log_group" "state_machine" {
+  name              = "/aws/vendedlogs/states/${local.state_machine_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.pipeline.arn
+}
+
+resource "aws_sfn_state_machine" "pipeline" {
+  count    = local.use_step_functions ? 1 : 0
+  name     = local.state_machine_name
+  role_arn = aws_iam_role.state_machine[0].arn
+
+  definition = templatefile("${path.module}/state_machine.asl.json", {
+    project                            = var.project
+    lock_table                         = aws_dynamodb_table.lock.name
+    topic_arn                          = aws_sns_topic.alarms.arn
+    ingest_function_arn                = aws_lambda_function.pipeline["ingest"].arn
+    transform_function_arn             = aws_lambda_function.pipeline["transform"].arn
+    load_function_arn                  = aws_lambda_function.pipeline["load"].arn
+    tables                             = jsonencode(var.tables)
+    map_concurrency                    = var.map_concurrency
+    execution_timeout_seconds          = local.execution_timeout_seconds
+    transient_interval_seconds         = var.transient_retry.interval_seconds
+    transient_max_attempts             = var.transient_retry.max_attempts
+    transient_backoff_rate             = var.transient_retry.backoff_rate
+    missing_dimension_interval_seconds = var.missing_dimension_retry.interval_seconds
+    missing_dimension_max_attempts     = var.missing_dimension_retry.max_attempts
+    missing_dimension_backoff_rate     = var.missing_dimension_retry.backoff_rate
+  })
+
+  logging_configuration {
+    log_destination        = "${aws_cloudwatch_log_group.state_machine.arn}:*"
+    include_execution_data = true
+    level                  = "ERROR"
+  }
+
+  tracing_configuration {
+    enabled = true
+  }
+}
+
+data "aws_iam_policy_document" "states_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["states.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "state_machine" {
+  count              = local.use_step_functions ? 1 : 0
+  name               = "${var.project}-pipeline"
+  assume_role_policy = data.aws_iam_policy_document.states_assume.json
+}
+
+data "aws_iam_policy_document" "state_machine" {
+  statement {
+    sid       = "InvokeThePipelineFunctions"
+    actions   = ["lambda:InvokeFunction"]
+    resources = flatten([for f in aws_lambda_function.pipeline : [f.arn, "${f.arn}:*"]])
+  }
+
+  statement {
+    sid       = "HoldTheLock"
+    actions   = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"]
+    resources = [aws_dynamodb_table.lock.arn]
+  }
+
+  # Whether the execution holding the lock is still running.
+  statement {
+    sid       = "DescribeOwnExecutions"
+    actions   = ["states:DescribeExecution"]
+    resources = ["arn:${local.partition}:states:${local.region}:${local.account_id}:execution:${local.state_machine_name}:*"]
+  }
+
+  statement {
+    sid       = "NotifyFailures"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.alarms.arn]
+  }
+
+  # The topic and the lock table are encrypted with the pipeline's key.
+  statement {
+    sid       = "UsePipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.pipeline.arn]
+  }
+
+  # CloudWatch Logs delivery and X-Ray take no resource-level permissions: "*" is required.
+  statement {
+    sid = "DeliverLogsAndTraces"
+    actions = [
+      "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+      "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+      "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+      "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+      "xray:GetSamplingTargets",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "state_machine" {
+  count  = local.use_step_functions ? 1 : 0
+  name   = "${var.project}-pipeline"
+  role   = aws_iam_role.state_machine[0].id
+  policy = data.aws_iam_policy_document.state_machine.json
+}

@@ -1,0 +1,185 @@
+variable "project" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "totesys"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.project))
+    error_message = "project must be 2-21 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "aws_region" {
+  description = "Region to deploy to."
+  type        = string
+  default     = "eu-west-2"
+}
+
+variable "bucket_suffix" {
+  description = "Appended to the bucket names to make them globally unique (for example the account id). Empty: the account id."
+  type        = string
+  default     = ""
+}
+
+variable "lambda_architecture" {
+  description = "Instruction set of the Lambdas; must match the build (make build ARCH=arm64 for arm64)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.lambda_architecture)
+    error_message = "lambda_architecture must be x86_64 or arm64."
+  }
+}
+
+variable "lambda_zip_dir" {
+  description = "Where cargo lambda build put the zips (<dir>/<function>/bootstrap.zip), relative to this folder."
+  type        = string
+  default     = "../target/lambda"
+}
+
+variable "lambda_settings" {
+  description = "Memory (MB), timeout (s) and reserved concurrency per function. Ingest's concurrency is raised to map_concurrency in step_functions mode and is 1 in s3 mode; transform's is always 1 (its dimension snapshots are read, merged and written back)."
+  type = object({
+    ingest    = object({ memory = number, timeout = number })
+    transform = object({ memory = number, timeout = number })
+    load      = object({ memory = number, timeout = number, concurrency = number })
+  })
+  default = {
+    ingest    = { memory = 256, timeout = 300 }
+    transform = { memory = 512, timeout = 600 }
+    load      = { memory = 256, timeout = 900, concurrency = 2 }
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the Lambda and Step Functions log groups."
+  type        = number
+  default     = 365
+}
+
+variable "trigger_mode" {
+  description = "step_functions: the schedule starts the state machine (ingest -> transform -> load). s3: the schedule invokes ingest, and ObjectCreated events invoke transform (ingest bucket) and load (processed bucket)."
+  type        = string
+  default     = "step_functions"
+
+  validation {
+    condition     = contains(["step_functions", "s3"], var.trigger_mode)
+    error_message = "trigger_mode must be step_functions or s3."
+  }
+}
+
+variable "schedule_expression" {
+  description = "How often the pipeline runs (an EventBridge rate or cron expression)."
+  type        = string
+  default     = "rate(20 minutes)"
+}
+
+variable "schedule_enabled" {
+  description = "Whether the schedule is on. Turn it off for the first backfill, then on."
+  type        = bool
+  default     = true
+}
+
+variable "tables" {
+  description = "The source tables the state machine ingests, one Map iteration each."
+  type        = list(string)
+  default = [
+    "address", "counterparty", "currency", "department", "design", "payment", "payment_type",
+    "purchase_order", "sales_order", "staff", "transaction",
+  ]
+}
+
+variable "map_concurrency" {
+  description = "How many tables are ingested at once (source database connections at once)."
+  type        = number
+  default     = 4
+}
+
+variable "transient_retry" {
+  description = "Retry of transient errors (lost connections, throttling, S3 5xx) in the state machine."
+  type = object({
+    interval_seconds = number
+    max_attempts     = number
+    backoff_rate     = number
+  })
+  default = { interval_seconds = 5, max_attempts = 4, backoff_rate = 2 }
+}
+
+variable "missing_dimension_retry" {
+  description = "Retry of a load whose fact rows reference dimension rows not loaded yet."
+  type = object({
+    interval_seconds = number
+    max_attempts     = number
+    backoff_rate     = number
+  })
+  default = { interval_seconds = 30, max_attempts = 3, backoff_rate = 2 }
+}
+
+variable "ingest_safety_lag_seconds" {
+  description = "Seconds the ingest window stays behind now (INGEST_SAFETY_LAG_SECONDS), so rows committed late are not skipped."
+  type        = number
+  default     = 5
+}
+
+variable "db_ssl_root_cert" {
+  description = "Path inside the zip of a PEM bundle that verifies the databases' certificates (DB_SSL_ROOT_CERT), e.g. /var/task/global-bundle.pem for RDS (make build LAMBDA_INCLUDE=global-bundle.pem). Empty: the connection is encrypted but the certificate chain is not verified, as libpq's sslmode=require."
+  type        = string
+  default     = ""
+}
+
+variable "source_db" {
+  description = "ToteSys credentials, stored in Secrets Manager. Supply through TF_VAR_source_db or an untracked .tfvars file."
+  type = object({
+    host     = string
+    port     = number
+    user     = string
+    password = string
+    database = string
+    sslmode  = optional(string, "require")
+  })
+  sensitive = true
+}
+
+variable "warehouse_db" {
+  description = "Warehouse credentials, stored in Secrets Manager. Supply through TF_VAR_warehouse_db or an untracked .tfvars file."
+  type = object({
+    host     = string
+    port     = number
+    user     = string
+    password = string
+    database = string
+    sslmode  = optional(string, "require")
+  })
+  sensitive = true
+}
+
+variable "alarm_email" {
+  description = "Address subscribed to the alarm topic (confirm the email AWS sends). Empty: no subscription."
+  type        = string
+  default     = ""
+}
+
+variable "noncurrent_version_days" {
+  description = "Days a replaced or deleted object version is kept in the buckets before it expires."
+  type        = number
+  default     = 30
+}
+
+variable "vpc_subnet_ids" {
+  description = "Subnets to attach the Lambdas to when the databases are private. The subnets need a route to S3 (a gateway endpoint), Secrets Manager (an interface endpoint or NAT) and both databases. Empty: no VPC."
+  type        = list(string)
+  default     = []
+}
+
+variable "vpc_security_group_ids" {
+  description = "Security groups of the Lambdas when vpc_subnet_ids is set."
+  type        = list(string)
+  default     = []
+}
+
+variable "quarantined_rows_threshold" {
+  description = "Quarantined fact rows in an hour above which the alarm fires (0: any)."
+  type        = number
+  default     = 0
+}

@@ -1,0 +1,347 @@
+"""The state machine definition (terraform/state_machine.asl.json) executed by moto's Step
+Functions interpreter, with canned Lambda results (moto's lambda-simple backend, see
+scripts/moto_server.py) and moto's DynamoDB, SNS and SQS: the happy path, the skips, retries of
+transient errors, a permanent error caught and notified, and the lock against overlapping runs.
+
+Needs AWS_ENDPOINT_URL pointing at scripts/moto_server.py (scripts/env.sh starts it).
+"""
+
+import json
+import os
+import re
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
+ACCOUNT = "123456789012"
+TEMPLATE = Path(__file__).resolve().parents[2] / "terraform" / "state_machine.asl.json"
+TABLES = ["sales_order", "payment"]
+TRANSIENT = ["TransientDatabaseError", "TransientStorageError", "TransientSecretError"]
+# Each test runs in a region of its own: moto keeps one queue of canned Lambda results per
+# account and region, and results a failed test left behind must not reach another test.
+_regions = iter(boto3.session.Session().get_available_regions("stepfunctions"))
+
+
+def moto_api(path, body):
+    request = urllib.request.Request(
+        f"{ENDPOINT}/moto-api/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
+
+
+def render(template: str, values: dict) -> str:
+    """What Terraform's templatefile() does with this template: it uses only ${name}."""
+    assert "%{" not in template, "the template must not use directives"
+    names = set(re.findall(r"\$\{([a-z_]+)\}", template))
+    assert names == set(values), f"template placeholders {sorted(names)} != {sorted(values)}"
+    return re.sub(r"\$\{([a-z_]+)\}", lambda m: str(values[m.group(1)]), template)
+
+
+def function_arn(region, name):
+    return f"arn:aws:lambda:{region}:{ACCOUNT}:function:totesys-{name}"
+
+
+def lambda_error(error_type, message):
+    return {"errorType": error_type, "errorMessage": message}
+
+
+class Pipeline:
+    """One deployed copy of the state machine, in a region of its own."""
+
+    def __init__(self):
+        self.region = next(_regions)
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=self.region
+        )
+        client = lambda service: session.client(service, endpoint_url=ENDPOINT)
+        self.sfn, self.dynamodb, self.sns, self.sqs = (
+            client(s) for s in ("stepfunctions", "dynamodb", "sns", "sqs")
+        )
+        suffix = f"{int(time.time() * 1e6)}"
+        self.lock_table = f"totesys-lock-{suffix}"
+        self.dynamodb.create_table(
+            TableName=self.lock_table,
+            AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.topic_arn = self.sns.create_topic(Name=f"totesys-alarms-{suffix}")["TopicArn"]
+        self.queue_url = self.sqs.create_queue(QueueName=f"totesys-alarms-{suffix}")["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        definition = render(
+            TEMPLATE.read_text(),
+            {
+                "project": "totesys",
+                "lock_table": self.lock_table,
+                "topic_arn": self.topic_arn,
+                "ingest_function_arn": function_arn(self.region, "ingest"),
+                "transform_function_arn": function_arn(self.region, "transform"),
+                "load_function_arn": function_arn(self.region, "load"),
+                "tables": json.dumps(TABLES),
+                # One table at a time, so canned results meet the invocations in order.
+                "map_concurrency": 1,
+                "execution_timeout_seconds": 600,
+                "transient_interval_seconds": 1,
+                "transient_max_attempts": 2,
+                "transient_backoff_rate": 1,
+                "missing_dimension_interval_seconds": 1,
+                "missing_dimension_max_attempts": 2,
+                "missing_dimension_backoff_rate": 1,
+            },
+        )
+        json.loads(definition)
+        self.arn = self.sfn.create_state_machine(
+            name=f"totesys-pipeline-{suffix}",
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/totesys-pipeline",
+        )["stateMachineArn"]
+
+    def queue_results(self, *results):
+        moto_api(
+            "static/lambda-simple/response",
+            {
+                "account_id": ACCOUNT,
+                "region": self.region,
+                "results": [json.dumps(r) for r in results],
+            },
+        )
+
+    def run(self, name=None):
+        # Named always: moto names an unnamed execution "None", the same every time.
+        name = name or f"run-{uuid.uuid4()}"
+        arn = self.sfn.start_execution(stateMachineArn=self.arn, name=name, input="{}")["executionArn"]
+        deadline = time.monotonic() + 120
+        while True:
+            execution = self.sfn.describe_execution(executionArn=arn)
+            if execution["status"] != "RUNNING":
+                break
+            assert time.monotonic() < deadline, "the execution did not finish"
+            time.sleep(0.2)
+        history = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        return execution, history
+
+    def lock_item(self):
+        return self.dynamodb.get_item(
+            TableName=self.lock_table, Key={"lock_id": {"S": "pipeline"}}, ConsistentRead=True
+        ).get("Item")
+
+    def notifications(self):
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        return [json.loads(m["Body"]) for m in messages]
+
+
+def invocations(history):
+    """(function, payload) of every Lambda task the execution scheduled, in order."""
+    calls = []
+    for event in history:
+        details = event.get("taskScheduledEventDetails")
+        if details and details["resourceType"] == "lambda":
+            parameters = json.loads(details["parameters"])
+            calls.append((parameters["FunctionName"].rsplit("-", 1)[1], parameters["Payload"]))
+    return calls
+
+
+def ingest_output(table, rows):
+    files = {table: f"{table}/2024/11/14/094000123456.parquet"} if rows else {}
+    return {
+        "bucket": "totesys-ingest",
+        "files": files,
+        "row_counts": {table: rows},
+        "has_new_data": rows > 0,
+    }
+
+
+TRANSFORM_OUTPUT = {
+    "bucket": "totesys-processed",
+    "files": {"fact_sales_order": "fact_sales_order/2024/11/14/094000123456.parquet"},
+    "row_counts": {"fact_sales_order": 20},
+    "quarantined": {},
+    "has_new_data": True,
+}
+LOAD_OUTPUT = {"loaded": {"fact_sales_order": 20}, "skipped_files": []}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def execute_state_machines():
+    moto_api("config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+
+
+def test_happy_path_passes_each_output_on():
+    p = Pipeline()
+    sales, payments = ingest_output("sales_order", 20), ingest_output("payment", 0)
+    p.queue_results(sales, payments, TRANSFORM_OUTPUT, LOAD_OUTPUT)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert json.loads(execution["output"]) == LOAD_OUTPUT
+    assert invocations(history) == [
+        ("ingest", {"tables_to_query": ["sales_order"]}),
+        ("ingest", {"tables_to_query": ["payment"]}),
+        ("transform", [sales, payments]),
+        ("load", TRANSFORM_OUTPUT),
+    ]
+    assert p.lock_item() is None, "the lock is released"
+    assert p.notifications() == []
+
+
+def test_no_new_data_skips_transform_and_load():
+    p = Pipeline()
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert json.loads(execution["output"])["skipped"] == "no new data"
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"]
+    assert p.lock_item() is None
+
+
+def test_transform_writing_nothing_skips_load():
+    p = Pipeline()
+    nothing = {**TRANSFORM_OUTPUT, "files": {}, "row_counts": {}, "has_new_data": False}
+    p.queue_results(ingest_output("sales_order", 3), ingest_output("payment", 0), nothing)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert json.loads(execution["output"])["skipped"] == "transform wrote no files"
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
+
+
+@pytest.mark.parametrize("error_type", TRANSIENT)
+def test_a_transient_ingest_error_is_retried_then_succeeds(error_type):
+    p = Pipeline()
+    sales = ingest_output("sales_order", 20)
+    p.queue_results(
+        lambda_error(error_type, "connection reset"),
+        sales,
+        ingest_output("payment", 0),
+        TRANSFORM_OUTPUT,
+        LOAD_OUTPUT,
+    )
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [f for f, _ in invocations(history)] == ["ingest"] * 3 + ["transform", "load"]
+    failed = [e["taskFailedEventDetails"]["error"] for e in history if e["type"] == "TaskFailed"]
+    assert failed == [error_type]
+    assert json.loads(execution["output"]) == LOAD_OUTPUT
+
+
+def test_a_missing_dimension_in_load_is_retried_then_succeeds():
+    p = Pipeline()
+    p.queue_results(
+        ingest_output("sales_order", 20),
+        ingest_output("payment", 0),
+        TRANSFORM_OUTPUT,
+        lambda_error("MissingDimension", "dim_staff row 7 is not loaded yet"),
+        LOAD_OUTPUT,
+    )
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform", "load", "load"]
+
+
+def test_transient_errors_that_persist_fail_after_the_last_attempt():
+    p = Pipeline()
+    p.queue_results(
+        ingest_output("sales_order", 20),
+        ingest_output("payment", 0),
+        *[lambda_error("TransientStorageError", "S3 503 Slow Down")] * 3,
+    )
+    execution, history = p.run()
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "TransientStorageError"
+    # MaxAttempts 2: the first try and two retries.
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"] + ["transform"] * 3
+    assert len(p.notifications()) == 1
+    assert p.lock_item() is None
+
+
+def test_a_permanent_error_is_not_retried_and_is_notified():
+    p = Pipeline()
+    message = "fact_sales_order/2024/11/14/094000123456.parquet: column units_sold: expected Int32"
+    p.queue_results(
+        ingest_output("sales_order", 20),
+        ingest_output("payment", 0),
+        lambda_error("InvalidInput", message),
+    )
+    execution, history = p.run()
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "InvalidInput"
+    assert message in execution["cause"]
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
+    [notification] = p.notifications()
+    assert notification["Subject"] == "totesys pipeline failed"
+    assert "InvalidInput" in notification["Message"] and message in notification["Message"]
+    assert execution["executionArn"] in notification["Message"]
+    assert p.lock_item() is None, "a failed run releases the lock"
+
+
+def test_a_permanent_ingest_error_in_one_table_fails_the_run():
+    p = Pipeline()
+    p.queue_results(lambda_error("SourceSchemaMismatch", "sales_order.units_sold: expected int4"))
+    execution, history = p.run()
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "SourceSchemaMismatch"
+    assert [f for f, _ in invocations(history)] == ["ingest"]
+    assert len(p.notifications()) == 1
+
+
+def test_a_run_while_another_holds_the_lock_does_nothing():
+    p = Pipeline()
+    # Another execution that is still running holds the lock.
+    waiter = p.sfn.create_state_machine(
+        name=f"waiter-{int(time.time() * 1e6)}",
+        definition=json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 30, "End": True}}}),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/totesys-pipeline",
+    )["stateMachineArn"]
+    running = p.sfn.start_execution(stateMachineArn=waiter, name="holder")["executionArn"]
+    p.dynamodb.put_item(
+        TableName=p.lock_table, Item={"lock_id": {"S": "pipeline"}, "owner": {"S": running}}
+    )
+    try:
+        execution, history = p.run()
+        assert execution["status"] == "SUCCEEDED", (execution, history)
+        output = json.loads(execution["output"])
+        assert output == {"skipped": "another execution holds the lock", "lock_owner": running}
+        assert invocations(history) == []
+        assert p.lock_item()["owner"]["S"] == running, "the holder keeps its lock"
+    finally:
+        p.sfn.stop_execution(executionArn=running)
+
+
+def test_a_lock_left_by_an_execution_that_ended_is_taken_over():
+    p = Pipeline()
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    # A run that timed out or was aborted never released its lock.
+    finished, _ = p.run(name="ended-without-releasing")
+    p.dynamodb.put_item(
+        TableName=p.lock_table,
+        Item={"lock_id": {"S": "pipeline"}, "owner": {"S": finished["executionArn"]}},
+    )
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"]
+    assert p.lock_item() is None
+
+
+def test_a_lock_item_without_owner_fails_notified_and_is_left_alone():
+    p = Pipeline()
+    # A lock item without an owner (written by hand, say): ReadLockOwner cannot read it.
+    p.dynamodb.put_item(TableName=p.lock_table, Item={"lock_id": {"S": "pipeline"}})
+    execution, history = p.run()
+    assert execution["status"] == "FAILED", execution
+    assert "$.Item.owner.S" in execution["cause"]
+    assert invocations(history) == []
+    assert len(p.notifications()) == 1
+    assert p.lock_item() == {"lock_id": {"S": "pipeline"}}, "not this execution's to release"

@@ -1,0 +1,372 @@
+//! The Terraform under `terraform/` checked against the code it deploys, without AWS:
+//! - each Lambda gets exactly the environment its config reads;
+//! - every `ErrorEquals` name in the state machine is one the code returns (or one AWS defines),
+//!   and only the retryable ones are retried;
+//! - the template's placeholders are exactly what `templatefile()` is given;
+//! - the table lists match the crates' registries, and the quarantine metric filter matches the
+//!   line transform logs.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use hcl::{Block, Body, Expression, ObjectKey};
+use serde_json::Value;
+
+fn terraform_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform")
+}
+
+fn parse(file: &str) -> Body {
+    let path = terraform_dir().join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The blocks `kind "labels"...` of a body.
+fn blocks<'a>(body: &'a Body, kind: &'a str) -> impl Iterator<Item = &'a Block> + 'a {
+    body.blocks().filter(move |b| b.identifier.as_str() == kind)
+}
+
+fn labelled<'a>(body: &'a Body, kind: &'a str, labels: &[&str]) -> &'a Block {
+    blocks(body, kind)
+        .find(|b| {
+            b.labels
+                .iter()
+                .map(|l| l.as_str())
+                .eq(labels.iter().copied())
+        })
+        .unwrap_or_else(|| panic!("no {kind} {labels:?}"))
+}
+
+fn attribute<'a>(body: &'a Body, name: &str) -> &'a Expression {
+    body.attributes()
+        .find(|a| a.key.as_str() == name)
+        .map(|a| &a.expr)
+        .unwrap_or_else(|| panic!("no attribute {name}"))
+}
+
+/// The attribute `name` of any `locals` block in `file`.
+fn local(file: &str, name: &str) -> Expression {
+    let body = parse(file);
+    blocks(&body, "locals")
+        .find_map(|b| b.body.attributes().find(|a| a.key.as_str() == name))
+        .map(|a| a.expr.clone())
+        .unwrap_or_else(|| panic!("no local.{name} in {file}"))
+}
+
+fn object(expr: &Expression) -> BTreeMap<String, &Expression> {
+    let Expression::Object(object) = expr else {
+        panic!("expected an object, got {expr}")
+    };
+    object
+        .iter()
+        .map(|(k, v)| {
+            let key = match k {
+                ObjectKey::Identifier(i) => i.to_string(),
+                ObjectKey::Expression(Expression::String(s)) => s.clone(),
+                other => panic!("computed key {other:?}"),
+            };
+            (key, v)
+        })
+        .collect()
+}
+
+fn strings(expr: &Expression) -> Vec<String> {
+    let Expression::Array(items) = expr else {
+        panic!("expected a list, got {expr}")
+    };
+    items
+        .iter()
+        .map(|e| match e {
+            Expression::String(s) => s.clone(),
+            other => panic!("expected a string, got {other}"),
+        })
+        .collect()
+}
+
+/// Every variable `config` asks the environment for, each answered with a plausible value.
+fn variables_read(config: impl FnOnce(&dyn Fn(&str) -> Option<String>)) -> BTreeSet<String> {
+    let read = RefCell::new(BTreeSet::new());
+    config(&|name: &str| {
+        read.borrow_mut().insert(name.to_owned());
+        Some(if name.ends_with("_SECONDS") {
+            "5".into()
+        } else {
+            name.to_lowercase()
+        })
+    });
+    read.into_inner()
+}
+
+/// What the deployment must set for a Lambda whose config reads `read`: the `*_DB_URL`
+/// alternatives are for running outside AWS (the secret is set instead); a Lambda that opens a
+/// database also reads the TLS root bundle in `utils::db::connect`; every Lambda's logging reads
+/// the log format.
+fn deployed_environment(read: BTreeSet<String>) -> BTreeSet<String> {
+    let mut env: BTreeSet<String> = read
+        .iter()
+        .filter(|v| !v.ends_with("_DB_URL"))
+        .cloned()
+        .collect();
+    for url in read.iter().filter(|v| v.ends_with("_DB_URL")) {
+        let secret = url.replace("_DB_URL", "_DB_SECRET_ID");
+        assert!(read.contains(&secret), "{url} is read without {secret}");
+        env.insert(utils::db::ROOT_CERT_VAR.to_owned());
+    }
+    env.insert(utils::logging::LOG_FORMAT_VAR.to_owned());
+    env
+}
+
+#[test]
+fn each_lambda_gets_exactly_the_environment_its_config_reads() {
+    let expected: BTreeMap<&str, BTreeSet<String>> = [
+        (
+            "ingest",
+            variables_read(|env| drop(ingest::Config::from_lookup(env))),
+        ),
+        (
+            "transform",
+            variables_read(|env| drop(transform::Config::from_lookup(env))),
+        ),
+        (
+            "load",
+            variables_read(|env| drop(load::Config::from_lookup(env))),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, read)| (name, deployed_environment(read)))
+    .collect();
+    // The recording works: each config reads its buckets.
+    assert!(expected["ingest"].contains("INGEST_BUCKET"));
+    assert!(expected["ingest"].contains("SOURCE_DB_SECRET_ID"));
+    assert!(expected["transform"].contains("PROCESSED_BUCKET"));
+    assert!(expected["load"].contains("WAREHOUSE_DB_SECRET_ID"));
+
+    let functions = local("lambda.tf", "functions");
+    let functions = object(&functions);
+    assert_eq!(
+        functions.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected.keys().copied().collect::<Vec<_>>(),
+        "the functions Terraform deploys"
+    );
+    for (name, function) in functions {
+        let set: BTreeSet<String> = object(object(function)["environment"])
+            .into_keys()
+            .collect();
+        assert_eq!(set, expected[name.as_str()], "environment of {name}");
+    }
+    let format = object(object(&local("lambda.tf", "functions"))["ingest"])["environment"].clone();
+    assert_eq!(
+        object(&format)[utils::logging::LOG_FORMAT_VAR].to_string(),
+        "\"JSON\""
+    );
+
+    // ... and the function resource passes that map on as it is.
+    let body = parse("lambda.tf");
+    let resource = labelled(&body, "resource", &["aws_lambda_function", "pipeline"]);
+    let environment = blocks(&resource.body, "environment")
+        .next()
+        .expect("environment block");
+    assert_eq!(
+        attribute(&environment.body, "variables").to_string(),
+        "each.value.environment"
+    );
+    assert_eq!(
+        attribute(&resource.body, "for_each").to_string(),
+        "local.functions"
+    );
+}
+
+/// The state machine template with every placeholder replaced by a number, as JSON.
+fn state_machine() -> Value {
+    let text = std::fs::read_to_string(terraform_dir().join("state_machine.asl.json")).unwrap();
+    let rendered = placeholder_re(&text)
+        .into_iter()
+        .fold(text.clone(), |t, name| {
+            t.replace(&format!("${{{name}}}"), "1")
+        });
+    serde_json::from_str(&rendered).expect("the rendered template is JSON")
+}
+
+/// The `${name}` placeholders of a template.
+fn placeholder_re(text: &str) -> BTreeSet<String> {
+    text.match_indices("${")
+        .map(|(i, _)| {
+            let rest = &text[i + 2..];
+            let end = rest.find('}').expect("closed placeholder");
+            rest[..end].to_owned()
+        })
+        .collect()
+}
+
+/// Every Task state, nested ones (Map iterations) included: name → state. A nested task
+/// without a Catch of its own takes the Catch of the Map around it, where its errors go.
+fn tasks(states: &Value, catch: Option<&Value>, out: &mut BTreeMap<String, Value>) {
+    for (name, state) in states.as_object().expect("States") {
+        if state["Type"] == "Task" {
+            let mut state = state.clone();
+            if let (None, Some(catch)) = (state.get("Catch"), catch) {
+                state["Catch"] = catch.clone();
+            }
+            out.insert(name.clone(), state);
+        }
+        if let Some(nested) = state.pointer("/ItemProcessor/States") {
+            tasks(nested, state.get("Catch"), out);
+        }
+    }
+}
+
+fn error_names(state: &Value, field: &str) -> Vec<String> {
+    state[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| rule["ErrorEquals"].as_array().unwrap().iter())
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Error names AWS defines that the state machine may name: the catch-all, the Lambda service's
+/// own transient failures (throttling, service errors; AWS recommends retrying them), and the
+/// lock's DynamoDB condition failure and missing execution.
+const AWS_ERROR_NAMES: &[&str] = &[
+    "States.ALL",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "DynamoDB.ConditionalCheckFailedException",
+    "Sfn.ExecutionDoesNotExistException",
+];
+
+#[test]
+fn the_state_machine_names_only_errors_the_code_returns_and_retries_only_transient_ones() {
+    let definition = state_machine();
+    let mut all = BTreeMap::new();
+    tasks(&definition["States"], None, &mut all);
+    let lambda_tasks: BTreeMap<&String, &Value> = all
+        .iter()
+        .filter(|(_, s)| s["Resource"] == "arn:aws:states:::lambda:invoke")
+        .collect();
+    assert_eq!(
+        lambda_tasks.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["Ingest", "Load", "Transform"]
+    );
+
+    for (name, state) in &all {
+        for error in error_names(state, "Retry")
+            .iter()
+            .chain(&error_names(state, "Catch"))
+        {
+            assert!(
+                utils::ERROR_TYPES.contains(&error.as_str())
+                    || AWS_ERROR_NAMES.contains(&error.as_str()),
+                "{name} names {error}, which no Lambda returns and AWS does not define"
+            );
+        }
+    }
+
+    let mut retried = BTreeSet::new();
+    for (name, state) in &lambda_tasks {
+        for error in error_names(state, "Retry") {
+            if utils::ERROR_TYPES.contains(&error.as_str()) {
+                assert!(
+                    utils::RETRYABLE_ERROR_TYPES.contains(&error.as_str()),
+                    "{name} retries {error}, which fails the same way every time"
+                );
+                retried.insert(error);
+            } else {
+                assert!(error.starts_with("Lambda."), "{name} retries {error}");
+            }
+        }
+        // Everything else ends in the failure path, which notifies.
+        assert_eq!(error_names(state, "Catch"), ["States.ALL"], "{name}");
+        assert!(state["Retry"].as_array().unwrap().iter().all(|r| {
+            r["IntervalSeconds"].is_number()
+                && r["BackoffRate"].is_number()
+                && r["MaxAttempts"].is_number()
+        }));
+    }
+    let retryable: BTreeSet<String> = utils::RETRYABLE_ERROR_TYPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        retried, retryable,
+        "every retryable error type is retried somewhere"
+    );
+    // MissingDimension only where it can happen: the load.
+    for (name, state) in &lambda_tasks {
+        let retries_missing = error_names(state, "Retry").contains(&"MissingDimension".to_owned());
+        assert_eq!(retries_missing, name.as_str() == "Load", "{name}");
+    }
+}
+
+#[test]
+fn the_template_gets_exactly_its_placeholders() {
+    let text = std::fs::read_to_string(terraform_dir().join("state_machine.asl.json")).unwrap();
+    assert!(!text.contains("%{"), "no template directives");
+    let body = parse("sfn.tf");
+    let machine = labelled(&body, "resource", &["aws_sfn_state_machine", "pipeline"]);
+    let Expression::FuncCall(call) = attribute(&machine.body, "definition") else {
+        panic!("definition is not a templatefile() call")
+    };
+    assert_eq!(call.name.to_string(), "templatefile");
+    let given: BTreeSet<String> = object(&call.args[1]).into_keys().collect();
+    assert_eq!(given, placeholder_re(&text));
+}
+
+#[test]
+fn table_lists_match_the_registries() {
+    let variables = parse("variables.tf");
+    let tables = labelled(&variables, "variable", &["tables"]);
+    let mut terraform = strings(attribute(&tables.body, "default"));
+    terraform.sort();
+    let mut code: Vec<String> = utils::tables::TABLES
+        .iter()
+        .map(|t| t.name.to_owned())
+        .collect();
+    code.sort();
+    assert_eq!(
+        terraform, code,
+        "variable \"tables\" and utils::tables::TABLES"
+    );
+
+    let mut terraform = strings(&local("s3.tf", "warehouse_tables"));
+    terraform.sort();
+    let mut code: Vec<String> = utils::warehouse::WAREHOUSE_TABLES
+        .iter()
+        .map(|t| t.name.to_owned())
+        .collect();
+    code.sort();
+    assert_eq!(
+        terraform, code,
+        "local.warehouse_tables and the warehouse registry"
+    );
+}
+
+#[test]
+fn the_quarantine_metric_filter_matches_what_transform_logs() {
+    let body = parse("monitoring.tf");
+    let filter = labelled(
+        &body,
+        "resource",
+        &["aws_cloudwatch_log_metric_filter", "quarantined_rows"],
+    );
+    let Expression::String(pattern) = attribute(&filter.body, "pattern") else {
+        panic!("pattern is not a plain string")
+    };
+    let message = pattern
+        .strip_prefix("{ $.message = \"")
+        .and_then(|p| p.strip_suffix("\" }"))
+        .expect("a filter on the message");
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/transform/src/lib.rs"),
+    )
+    .unwrap();
+    assert!(
+        source.contains(&format!("\"{message}\"")) && source.contains("rows = written.rows"),
+        "transform logs {message:?} with a rows field"
+    );
+}
