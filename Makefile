@@ -55,14 +55,14 @@ plan: ## terraform plan against your AWS account (ARCH as for build; see the REA
 	$(TF) init -input=false
 	$(TF) plan -input=false $(TF_VARS)
 
-deploy: ## terraform apply of the zips from make build (ARCH as for build)
+deploy: ## terraform apply of the zips from make build (ARCH as for build; AUTO_APPROVE=1 for CI)
 	@for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
 	$(TF) init -input=false
-	$(TF) apply -input=false $(TF_VARS)
+	$(TF) apply $(TF_VARS) $(if $(AUTO_APPROVE),-auto-approve)
 
 destroy: ## terraform destroy (the buckets must be emptied first; the lock table is protected)
 	$(TF) init -input=false
-	$(TF) destroy -input=false $(TF_VARS)
+	$(TF) destroy $(TF_VARS)
 
 clean: ## Remove build output, the venvs and leftover local clusters
 	cargo clean

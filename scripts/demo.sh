@@ -5,8 +5,9 @@
 # 1. builds a ToteSys-shaped source database with generated data (DEMO_SCALE, default 1 =
 #    the real volumes, about 48,000 rows);
 # 2. runs the ingest, transform and load Lambdas through the real Lambda runtime interface
-#    (cargo lambda watch + cargo lambda invoke), passing each one's output to the next as Step
-#    Functions does, shows what landed in S3 and summarises the warehouse (rows per table,
+#    (cargo lambda watch + cargo lambda invoke), with the state machine's payload passing and
+#    skip rules (ingest once per table, transform on the list of their outputs, then load),
+#    shows what landed in S3 and summarises the warehouse (rows per table,
 #    sales by month and currency);
 # 3. changes some source rows (new orders, payments paid, a staff member and a department
 #    renamed) and runs again: only those rows are picked up, the department's staff are
@@ -73,21 +74,44 @@ invoke() {
     --data-file "$event" --output-format json >"$out"
 }
 
-# Ingest, then transform with ingest's output and load with transform's, unless ingest has no
-# new data: the state machine's payload passing and skip rule.
+# The state machine's table list (terraform/variables.tf, checked against the registry by
+# tests/tests/terraform.rs).
+mapfile -t tables < <(python - <<'EOF'
+import re
+text = open("terraform/variables.tf").read()
+block = text[text.index('variable "tables"'):]
+print("\n".join(re.findall(r'"([a-z_]+)"', block[block.index("default"):block.index("]")])))
+EOF
+)
+
+# What the state machine does: ingest once per table (its Map state), skip the rest unless
+# some table had new data, transform the list of ingest outputs, skip load unless transform
+# wrote files, load transform's output.
 pipeline() {
-  local run=$1 event=$2 rows=${3:-0}
-  echo "-- ingest ($event)"
-  invoke ingest "$event" "$build/$run-ingest.json"
+  local run=$1 rows=${2:-0}
+  echo "-- ingest: one invocation per table, {\"tables_to_query\": [table]}, as the Map state"
+  for t in "${tables[@]}"; do
+    printf '{"tables_to_query": ["%s"]}\n' "$t" >"$build/$run-ingest-$t-event.json"
+    invoke ingest "$build/$run-ingest-$t-event.json" "$build/$run-ingest-$t.json"
+  done
+  python - "$build/$run-ingest.json" "${tables[@]/#/$build/$run-ingest-}" <<'EOF'
+import json, sys
+json.dump([json.load(open(f + ".json")) for f in sys.argv[2:]], open(sys.argv[1], "w"))
+EOF
   python scripts/show_s3.py "$build/$run-ingest.json" --rows "$rows"
-  if [[ $(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["has_new_data"])' \
+  if [[ $(python -c 'import json,sys; print(any(o["has_new_data"] for o in json.load(open(sys.argv[1]))))' \
           "$build/$run-ingest.json") != True ]]; then
-    echo "-- transform and load skipped: has_new_data is false"
+    echo "-- transform and load skipped: no table has new data"
     return
   fi
-  echo "-- transform (the ingest output as its event)"
+  echo "-- transform (the list of ingest outputs as its event)"
   invoke transform "$build/$run-ingest.json" "$build/$run-transform.json"
   python scripts/show_s3.py "$build/$run-transform.json" --rows "$rows"
+  if [[ $(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["has_new_data"])' \
+          "$build/$run-transform.json") != True ]]; then
+    echo "-- load skipped: transform wrote no files"
+    return
+  fi
   echo "-- load (the transform output as its event)"
   invoke load "$build/$run-transform.json" "$build/$run-load.json"
   python -c 'import json,sys; out = json.load(open(sys.argv[1]))
@@ -100,8 +124,8 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 
-step "Run 1: every table, from the beginning (events/ingest-all.json)"
-pipeline run1 events/ingest-all.json
+step "Run 1: every table, from the beginning"
+pipeline run1
 
 step "The warehouse after run 1"
 psql "$warehouse_url" -f sql/warehouse_summary.sql
@@ -111,8 +135,8 @@ psql "$source_url" -q -f sql/demo_changes.sql
 echo "waiting out the ${lag}s safety lag, so the new stamps fall inside the next window"
 sleep "$((${lag%.*} + 1))"
 
-step "Run 2: an incremental run picks up exactly those rows (events/ingest-scheduled.json)"
-pipeline run2 events/ingest-scheduled.json 2
+step "Run 2: an incremental run picks up exactly those rows"
+pipeline run2 2
 
 step "What changed in the warehouse"
 psql "$warehouse_url" -c "SELECT staff_id, first_name, last_name, department_name, location
@@ -126,7 +150,7 @@ psql "$warehouse_url" -c "SELECT staff_id, first_name, last_name, department_nam
       FROM totesys_load_ledger GROUP BY table_name ORDER BY table_name"
 
 step "Run 3: nothing changed"
-pipeline run3 events/ingest-all.json
+pipeline run3
 
 step "Structured log lines of run 2 (one per table ingested, per output transformed, per file loaded)"
 grep -h '"message":"ingested"' "$build/watch.log" | grep -v '"rows":0,' | tail -n 3 || true

@@ -1,5 +1,6 @@
 """Prints what an ingest or transform run put in S3: per table, the rows and key of its file,
-read back from the Parquet footer, and any quarantined rows.
+read back from the Parquet footer, and any quarantined rows. OUTPUT_JSON holds one Lambda
+output or a list of them (the ingest Map's result).
 Usage: show_s3.py OUTPUT_JSON [--rows N]"""
 import argparse
 import io
@@ -16,26 +17,28 @@ args = parser.parse_args()
 
 with open(args.output) as f:
     out = json.load(f)
+outs = out if isinstance(out, list) else [out]
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-print(f"  has_new_data: {out['has_new_data']}")
+print(f"  has_new_data: {any(o['has_new_data'] for o in outs)}")
 print(f"  {'table':<20}{'rows':>8}  {'bytes':>9}  key")
-for table, rows in sorted(out["row_counts"].items()):
-    key = out["files"].get(table)
-    if key is None:
-        print(f"  {table:<20}{rows:>8}  {'':>9}  (nothing new)")
-        continue
-    body = s3.get_object(Bucket=out["bucket"], Key=key)["Body"].read()
-    parquet = pq.ParquetFile(io.BytesIO(body))
-    meta = {k.decode(): v.decode() for k, v in parquet.metadata.metadata.items()}
-    assert int(meta["totesys.row_count"]) == parquet.metadata.num_rows == rows
-    print(f"  {table:<20}{rows:>8}  {len(body):>9}  s3://{out['bucket']}/{key}")
-    if args.rows:
-        if "totesys.window_start" in meta:
-            window = f"[{meta['totesys.window_start']}, {meta['totesys.window_end']})"
-            print(f"      window {window}")
-        else:
-            print(f"      from {', '.join(json.loads(meta['totesys.source_keys']))}")
-        for row in parquet.read().slice(0, args.rows).to_pylist():
-            print("      " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "created_at"))
-for table, rows in sorted(out.get("quarantined", {}).items()):
-    print(f"  {table:<20}{rows:>8}  quarantined under s3://{out['bucket']}/quarantine/{table}/")
+for out in outs:
+    for table, rows in sorted(out["row_counts"].items()):
+        key = out["files"].get(table)
+        if key is None:
+            print(f"  {table:<20}{rows:>8}  {'':>9}  (nothing new)")
+            continue
+        body = s3.get_object(Bucket=out["bucket"], Key=key)["Body"].read()
+        parquet = pq.ParquetFile(io.BytesIO(body))
+        meta = {k.decode(): v.decode() for k, v in parquet.metadata.metadata.items()}
+        assert int(meta["totesys.row_count"]) == parquet.metadata.num_rows == rows
+        print(f"  {table:<20}{rows:>8}  {len(body):>9}  s3://{out['bucket']}/{key}")
+        if args.rows:
+            if "totesys.window_start" in meta:
+                window = f"[{meta['totesys.window_start']}, {meta['totesys.window_end']})"
+                print(f"      window {window}")
+            else:
+                print(f"      from {', '.join(json.loads(meta['totesys.source_keys']))}")
+            for row in parquet.read().slice(0, args.rows).to_pylist():
+                print("      " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "created_at"))
+    for table, rows in sorted(out.get("quarantined", {}).items()):
+        print(f"  {table:<20}{rows:>8}  quarantined under s3://{out['bucket']}/quarantine/{table}/")

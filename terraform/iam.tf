@@ -132,7 +132,7 @@ resource "aws_iam_role_policy" "lambda" {
 
 # Network interfaces in the databases' VPC, only when vpc_subnet_ids is set.
 resource "aws_iam_role_policy_attachment" "lambda_vpc" {
-  for_each   = length(var.vpc_subnet_ids) > 0 ? local.functions : {}
+  for_each   = length(var.vpc_subnet_ids) > 0 ? local.function_names : {}
   role       = aws_iam_role.lambda[each.key].name
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }

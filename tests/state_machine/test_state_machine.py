@@ -118,10 +118,12 @@ class Pipeline:
             },
         )
 
-    def run(self, name=None):
+    def run(self, name=None, input=None):
         # Named always: moto names an unnamed execution "None", the same every time.
         name = name or f"run-{uuid.uuid4()}"
-        arn = self.sfn.start_execution(stateMachineArn=self.arn, name=name, input="{}")["executionArn"]
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.arn, name=name, input=json.dumps(input or {})
+        )["executionArn"]
         deadline = time.monotonic() + 120
         while True:
             execution = self.sfn.describe_execution(executionArn=arn)
@@ -175,8 +177,16 @@ TRANSFORM_OUTPUT = {
 LOAD_OUTPUT = {"loaded": {"fact_sales_order": 20}, "skipped_files": []}
 
 
+def resume_input(notification):
+    """The input the failure message asks to start an execution with."""
+    return json.loads(notification["Message"].rsplit("): ", 1)[1])
+
+
 @pytest.fixture(scope="module", autouse=True)
 def execute_state_machines():
+    # A clean moto (no canned results left by an earlier run against the same server), then
+    # executing state machines with the Docker-free Lambda.
+    moto_api("reset", {})
     moto_api("config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
 
 
@@ -186,7 +196,7 @@ def test_happy_path_passes_each_output_on():
     p.queue_results(sales, payments, TRANSFORM_OUTPUT, LOAD_OUTPUT)
     execution, history = p.run()
     assert execution["status"] == "SUCCEEDED", execution
-    assert json.loads(execution["output"]) == LOAD_OUTPUT
+    assert json.loads(execution["output"])["load"]["Payload"] == LOAD_OUTPUT
     assert invocations(history) == [
         ("ingest", {"tables_to_query": ["sales_order"]}),
         ("ingest", {"tables_to_query": ["payment"]}),
@@ -233,7 +243,7 @@ def test_a_transient_ingest_error_is_retried_then_succeeds(error_type):
     assert [f for f, _ in invocations(history)] == ["ingest"] * 3 + ["transform", "load"]
     failed = [e["taskFailedEventDetails"]["error"] for e in history if e["type"] == "TaskFailed"]
     assert failed == [error_type]
-    assert json.loads(execution["output"]) == LOAD_OUTPUT
+    assert json.loads(execution["output"])["load"]["Payload"] == LOAD_OUTPUT
 
 
 def test_a_missing_dimension_in_load_is_retried_then_succeeds():
@@ -262,8 +272,16 @@ def test_transient_errors_that_persist_fail_after_the_last_attempt():
     assert execution["error"] == "TransientStorageError"
     # MaxAttempts 2: the first try and two retries.
     assert [f for f, _ in invocations(history)] == ["ingest", "ingest"] + ["transform"] * 3
-    assert len(p.notifications()) == 1
+    [notification] = p.notifications()
     assert p.lock_item() is None
+    # The message says how to finish the run: transform and load the files it ingested.
+    resume = resume_input(notification)
+    assert resume == {"resume_transform": [ingest_output("sales_order", 20), ingest_output("payment", 0)]}
+    p.queue_results(TRANSFORM_OUTPUT, LOAD_OUTPUT)
+    execution, history = p.run(input=resume)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert invocations(history) == [("transform", resume["resume_transform"]), ("load", TRANSFORM_OUTPUT)]
+    assert json.loads(execution["output"])["load"]["Payload"] == LOAD_OUTPUT
 
 
 def test_a_permanent_error_is_not_retried_and_is_notified():
@@ -286,14 +304,49 @@ def test_a_permanent_error_is_not_retried_and_is_notified():
     assert p.lock_item() is None, "a failed run releases the lock"
 
 
-def test_a_permanent_ingest_error_in_one_table_fails_the_run():
+def test_a_table_that_fails_does_not_hold_back_the_others():
     p = Pipeline()
-    p.queue_results(lambda_error("SourceSchemaMismatch", "sales_order.units_sold: expected int4"))
+    sales = ingest_output("sales_order", 20)
+    p.queue_results(
+        sales,
+        lambda_error("SourceSchemaMismatch", "payment.amount: expected numeric"),
+        TRANSFORM_OUTPUT,
+        LOAD_OUTPUT,
+    )
     execution, history = p.run()
+    # The sales orders are transformed and loaded; then the run fails and says which table.
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform", "load"]
+    assert invocations(history)[2] == ("transform", [sales])
     assert execution["status"] == "FAILED", execution
     assert execution["error"] == "SourceSchemaMismatch"
-    assert [f for f, _ in invocations(history)] == ["ingest"]
-    assert len(p.notifications()) == 1
+    assert "payment.amount" in execution["cause"]
+    [notification] = p.notifications()
+    assert "SourceSchemaMismatch" in notification["Message"]
+    # Nothing to resume: the failed table kept its watermark, the next run reads it again.
+    assert resume_input(notification) == {}
+    assert p.lock_item() is None
+
+
+def test_a_failed_load_is_finished_by_the_input_its_message_gives():
+    p = Pipeline()
+    p.queue_results(
+        ingest_output("sales_order", 20),
+        ingest_output("payment", 0),
+        TRANSFORM_OUTPUT,
+        lambda_error("Configuration", "warehouse: table dim_date is missing"),
+    )
+    execution, history = p.run()
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "Configuration"
+    [notification] = p.notifications()
+    resume = resume_input(notification)
+    assert resume == {"resume_load": TRANSFORM_OUTPUT}
+    p.queue_results(LOAD_OUTPUT)
+    execution, history = p.run(input=resume)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert invocations(history) == [("load", TRANSFORM_OUTPUT)]
+    assert json.loads(execution["output"])["load"]["Payload"] == LOAD_OUTPUT
+    assert p.lock_item() is None
 
 
 def test_a_run_while_another_holds_the_lock_does_nothing():
