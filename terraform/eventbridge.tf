@@ -32,25 +32,10 @@ resource "aws_lambda_permission" "schedule_invokes_ingest" {
   source_arn    = aws_cloudwatch_event_rule.schedule.arn
 }
 
-data "aws_iam_policy_document" "events_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["events.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
 resource "aws_iam_role" "schedule" {
   count              = local.use_step_functions ? 1 : 0
   name               = "${var.project}-schedule"
-  assume_role_policy = data.aws_iam_policy_document.events_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["events"].json
 }
 
 data "aws_iam_policy_document" "schedule" {

@@ -63,12 +63,14 @@ locals {
   }
 }
 
-data "aws_iam_policy_document" "lambda_assume" {
+# Who may assume the pipeline's roles: each service, for this account only.
+data "aws_iam_policy_document" "assume" {
+  for_each = toset(["lambda", "states", "events"])
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
-      identifiers = ["lambda.amazonaws.com"]
+      identifiers = ["${each.key}.amazonaws.com"]
     }
     condition {
       test     = "StringEquals"
@@ -81,7 +83,7 @@ data "aws_iam_policy_document" "lambda_assume" {
 resource "aws_iam_role" "lambda" {
   for_each           = local.functions
   name               = "${var.project}-${each.key}"
-  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["lambda"].json
 }
 
 data "aws_iam_policy_document" "lambda" {

@@ -60,10 +60,6 @@ resource "aws_sns_topic_policy" "alarms" {
   policy = data.aws_iam_policy_document.alarms_topic.json
 }
 
-locals {
-  alarm_actions = [aws_sns_topic.alarms.arn]
-}
-
 # --- Lambdas: ERROR log lines and failed invocations ---------------------------------------
 # Every failed invocation logs one JSON line with "level": "ERROR" (utils::lambda::serve).
 resource "aws_cloudwatch_log_metric_filter" "error_lines" {
@@ -81,36 +77,7 @@ resource "aws_cloudwatch_log_metric_filter" "error_lines" {
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "error_lines" {
-  for_each            = local.function_names
-  alarm_name          = "${each.value}-error-log-lines"
-  alarm_description   = "${each.value} logged an ERROR line: see its log group."
-  namespace           = var.project
-  metric_name         = "ErrorLogLines-${each.key}"
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-}
 
-resource "aws_cloudwatch_metric_alarm" "lambda_errors" {
-  for_each            = local.function_names
-  alarm_name          = "${each.value}-errors"
-  alarm_description   = "${each.value} returned errors (after any Step Functions retry, each attempt counts)."
-  namespace           = "AWS/Lambda"
-  metric_name         = "Errors"
-  dimensions          = { FunctionName = each.value }
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-}
 
 # --- Quarantined fact rows ----------------------------------------------------------------------
 # transform logs {"message": "fact rows quarantined", "rows": N, ...} per quarantined file.
@@ -128,52 +95,81 @@ resource "aws_cloudwatch_log_metric_filter" "quarantined_rows" {
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "quarantined_rows" {
-  alarm_name          = "${var.project}-quarantined-rows"
-  alarm_description   = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (README, Operations)."
-  namespace           = var.project
-  metric_name         = "QuarantinedRows"
-  statistic           = "Sum"
-  period              = 3600
-  evaluation_periods  = 1
-  threshold           = var.quarantined_rows_threshold
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
+
+
+
+# --- Alarms ------------------------------------------------------------------------------------
+locals {
+  lambda_alarms = merge([
+    for key, name in local.function_names : {
+      "${name}-errors" = {
+        description = "${name} returned errors (each attempt counts, retried ones too)."
+        namespace   = "AWS/Lambda"
+        metric      = "Errors"
+        dimensions  = { FunctionName = name }
+        statistic   = "Sum"
+        period      = 300
+        threshold   = 0
+      }
+      "${name}-error-log-lines" = {
+        description = "${name} logged an ERROR line: see its log group."
+        namespace   = var.project
+        metric      = "ErrorLogLines-${key}"
+        dimensions  = {}
+        statistic   = "Sum"
+        period      = 300
+        threshold   = 0
+      }
+    }
+  ]...)
+  execution_alarms = {
+    for metric in ["ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"] :
+    "${local.state_machine_name}-${metric}" => {
+      description = "A ${local.state_machine_name} execution ended badly (${metric}): see its execution history."
+      namespace   = "AWS/States"
+      metric      = metric
+      dimensions  = { StateMachineArn = one(aws_sfn_state_machine.pipeline[*].arn) }
+      statistic   = "Sum"
+      period      = 300
+      threshold   = 0
+    } if local.use_step_functions
+  }
+  alarms = merge(local.lambda_alarms, local.execution_alarms, {
+    "${var.project}-quarantined-rows" = {
+      description = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (README, Operations)."
+      namespace   = var.project
+      metric      = "QuarantinedRows"
+      dimensions  = {}
+      statistic   = "Sum"
+      period      = 3600
+      threshold   = var.quarantined_rows_threshold
+    }
+    "${var.project}-dead-letters" = {
+      description = "An asynchronous invocation (s3 mode) failed every retry and is in the dead-letter queue."
+      namespace   = "AWS/SQS"
+      metric      = "ApproximateNumberOfMessagesVisible"
+      dimensions  = { QueueName = aws_sqs_queue.dead_letter.name }
+      statistic   = "Maximum"
+      period      = 300
+      threshold   = 0
+    }
+  })
 }
 
-# --- Dead-letter queue (asynchronous invocations in s3 mode) ------------------------------------
-resource "aws_cloudwatch_metric_alarm" "dead_letters" {
-  alarm_name          = "${var.project}-dead-letters"
-  alarm_description   = "An asynchronous invocation failed every retry and is in the dead-letter queue."
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.dead_letter.name }
-  statistic           = "Maximum"
-  period              = 300
+resource "aws_cloudwatch_metric_alarm" "pipeline" {
+  for_each            = local.alarms
+  alarm_name          = each.key
+  alarm_description   = each.value.description
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = each.value.statistic
+  period              = each.value.period
   evaluation_periods  = 1
-  threshold           = 0
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-}
-
-# --- Step Functions ---------------------------------------------------------------------------
-resource "aws_cloudwatch_metric_alarm" "executions" {
-  for_each = local.use_step_functions ? toset(["ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"]) : toset([])
-
-  alarm_name          = "${local.state_machine_name}-${each.key}"
-  alarm_description   = "A ${local.state_machine_name} execution ended badly (${each.key}): see its execution history."
-  namespace           = "AWS/States"
-  metric_name         = each.key
-  dimensions          = { StateMachineArn = aws_sfn_state_machine.pipeline[0].arn }
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
+  alarm_actions       = [aws_sns_topic.alarms.arn]
 }
 
 # Each run's final status, pushed to the topic so nobody polls.
@@ -197,12 +193,14 @@ resource "aws_cloudwatch_event_target" "execution_status" {
   arn   = aws_sns_topic.alarms.arn
 
   input_transformer {
+    # Only fields without quotes: the message is a JSON string. The output and the cause of a
+    # failure are in the execution's history (and the failure message the run itself sends).
     input_paths = {
       name   = "$.detail.name"
       status = "$.detail.status"
+      error  = "$.detail.error"
       arn    = "$.detail.executionArn"
-      output = "$.detail.output"
     }
-    input_template = "\"${local.state_machine_name} execution <name>: <status>. Output: <output>. Details: <arn>\""
+    input_template = "\"${local.state_machine_name} execution <name>: <status> <error>. Details: <arn>\""
   }
 }

@@ -17,7 +17,6 @@ locals {
 resource "aws_s3_bucket" "data" {
   # checkov:skip=CKV_AWS_18:Server access logs would need a third bucket nobody reads; object-level auditing belongs in the account's CloudTrail data events.
   # checkov:skip=CKV_AWS_144:Cross-region replication is left to the account's DR policy: the raw zone can be re-ingested and the processed zone rebuilt from it.
-  # checkov:skip=CKV2_AWS_62:Event notifications exist in trigger_mode = "s3" only (aws_s3_bucket_notification below); in step_functions mode the state machine passes the keys.
   for_each = local.buckets
   bucket   = each.value
 }
@@ -118,33 +117,23 @@ resource "aws_s3_bucket_policy" "tls_only" {
 # Transform runs on each raw file (one notification per table prefix, so the watermark under
 # _state/ never triggers it); load on each processed file under dim_*/ and fact_*/, never on
 # quarantine/ or _state/.
-resource "aws_s3_bucket_notification" "ingest" {
-  count  = local.use_s3_triggers ? 1 : 0
-  bucket = aws_s3_bucket.data["ingest"].id
-
-  dynamic "lambda_function" {
-    for_each = toset(local.source_tables)
-    content {
-      id                  = "transform-${lambda_function.value}"
-      lambda_function_arn = aws_lambda_function.pipeline["transform"].arn
-      events              = ["s3:ObjectCreated:*"]
-      filter_prefix       = "${lambda_function.value}/"
-      filter_suffix       = ".parquet"
-    }
+locals {
+  # bucket => the function its ObjectCreated events invoke, and the prefixes that do.
+  s3_triggers = {
+    ingest    = { function = "transform", prefixes = local.source_tables }
+    processed = { function = "load", prefixes = local.warehouse_tables }
   }
-
-  depends_on = [aws_lambda_permission.s3_invoke]
 }
 
-resource "aws_s3_bucket_notification" "processed" {
-  count  = local.use_s3_triggers ? 1 : 0
-  bucket = aws_s3_bucket.data["processed"].id
+resource "aws_s3_bucket_notification" "trigger" {
+  for_each = { for bucket, t in local.s3_triggers : bucket => t if local.use_s3_triggers }
+  bucket   = aws_s3_bucket.data[each.key].id
 
   dynamic "lambda_function" {
-    for_each = toset(local.warehouse_tables)
+    for_each = toset(each.value.prefixes)
     content {
-      id                  = "load-${lambda_function.value}"
-      lambda_function_arn = aws_lambda_function.pipeline["load"].arn
+      id                  = "${each.value.function}-${lambda_function.value}"
+      lambda_function_arn = aws_lambda_function.pipeline[each.value.function].arn
       events              = ["s3:ObjectCreated:*"]
       filter_prefix       = "${lambda_function.value}/"
       filter_suffix       = ".parquet"
@@ -155,14 +144,11 @@ resource "aws_s3_bucket_notification" "processed" {
 }
 
 resource "aws_lambda_permission" "s3_invoke" {
-  for_each = local.use_s3_triggers ? {
-    transform = "ingest"
-    load      = "processed"
-  } : {}
-  statement_id   = "s3-${each.value}-bucket"
+  for_each       = { for bucket, t in local.s3_triggers : bucket => t if local.use_s3_triggers }
+  statement_id   = "s3-${each.key}-bucket"
   action         = "lambda:InvokeFunction"
-  function_name  = aws_lambda_function.pipeline[each.key].function_name
+  function_name  = aws_lambda_function.pipeline[each.value.function].function_name
   principal      = "s3.amazonaws.com"
-  source_arn     = aws_s3_bucket.data[each.value].arn
+  source_arn     = aws_s3_bucket.data[each.key].arn
   source_account = local.account_id
 }

@@ -71,25 +71,10 @@ resource "aws_sfn_state_machine" "pipeline" {
   }
 }
 
-data "aws_iam_policy_document" "states_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["states.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
 resource "aws_iam_role" "state_machine" {
   count              = local.use_step_functions ? 1 : 0
   name               = "${var.project}-pipeline"
-  assume_role_policy = data.aws_iam_policy_document.states_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["states"].json
 }
 
 data "aws_iam_policy_document" "state_machine" {

@@ -317,31 +317,28 @@ fn the_template_gets_exactly_its_placeholders() {
     assert_eq!(given, placeholder_re(&text));
 }
 
+fn sorted(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn table_lists_match_the_registries() {
     let variables = parse("variables.tf");
     let tables = labelled(&variables, "variable", &["tables"]);
-    let mut terraform = strings(attribute(&tables.body, "default"));
-    terraform.sort();
-    let mut code: Vec<String> = utils::tables::TABLES
-        .iter()
-        .map(|t| t.name.to_owned())
-        .collect();
-    code.sort();
     assert_eq!(
-        terraform, code,
+        sorted(strings(attribute(&tables.body, "default"))),
+        sorted(utils::tables::TABLES.iter().map(|t| t.name.to_owned())),
         "variable \"tables\" and utils::tables::TABLES"
     );
-
-    let mut terraform = strings(&local("s3.tf", "warehouse_tables"));
-    terraform.sort();
-    let mut code: Vec<String> = utils::warehouse::WAREHOUSE_TABLES
-        .iter()
-        .map(|t| t.name.to_owned())
-        .collect();
-    code.sort();
     assert_eq!(
-        terraform, code,
+        sorted(strings(&local("s3.tf", "warehouse_tables"))),
+        sorted(
+            utils::warehouse::WAREHOUSE_TABLES
+                .iter()
+                .map(|t| t.name.to_owned())
+        ),
         "local.warehouse_tables and the warehouse registry"
     );
 }
