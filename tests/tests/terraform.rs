@@ -367,3 +367,47 @@ fn the_quarantine_metric_filter_matches_what_transform_logs() {
         "transform logs {message:?} with a rows field"
     );
 }
+
+/// The text of `local.<name>` in `file`, as HCL.
+fn local_text(file: &str, name: &str) -> String {
+    local(file, name).to_string()
+}
+
+/// The folder of an object key the code writes: `_state/ingest/t.json` → `_state/ingest`.
+fn folder(key: &str) -> &str {
+    key.rsplit_once('/').expect("a key in a folder").0
+}
+
+#[test]
+fn roles_may_write_where_the_code_writes_its_state() {
+    let ingest = folder(&utils::watermark::state_key("t")).to_owned();
+    assert!(
+        local_text("iam.tf", "ingest_state").contains(&format!("/{ingest}/*")),
+        "ingest's role reaches {ingest}/"
+    );
+    let snapshots = folder(&transform::snapshot::snapshot_key("t")).to_owned();
+    assert!(
+        local_text("iam.tf", "transform_extras").contains(&format!("/{snapshots}/*")),
+        "transform's role reaches {snapshots}/"
+    );
+}
+
+#[test]
+fn s3_triggers_fire_on_table_prefixes_only() {
+    // Table prefixes only, so neither _state/ nor quarantine/ objects trigger anything.
+    let triggers = local("s3.tf", "s3_triggers");
+    let triggers = object(&triggers);
+    let trigger = |bucket: &str| {
+        let t = object(triggers[bucket]);
+        (t["function"].to_string(), t["prefixes"].to_string())
+    };
+    assert_eq!(
+        trigger("ingest"),
+        ("\"transform\"".to_owned(), "local.source_tables".to_owned())
+    );
+    assert_eq!(
+        trigger("processed"),
+        ("\"load\"".to_owned(), "local.warehouse_tables".to_owned())
+    );
+    assert_eq!(local_text("s3.tf", "source_tables"), "var.tables");
+}
