@@ -50,7 +50,7 @@ invoke-transform: ## Invoke the locally watched transform with events/transform-
 invoke-load: ## Invoke the locally watched load with events/load-transform-output.json
 	$(LAMBDA) invoke load --data-file events/load-transform-output.json
 
-plan: ## terraform plan against your AWS account (ARCH as for build; see the README, Deploy)
+plan: ## terraform plan against your AWS account (ARCH as for build; see the README, Deploying)
 	@for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
 	$(TF) init -input=false
 	$(TF) plan -input=false $(TF_VARS)

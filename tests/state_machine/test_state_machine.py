@@ -1,9 +1,11 @@
 """The state machine definition (terraform/state_machine.asl.json) executed by moto's Step
 Functions interpreter, with canned Lambda results (moto's lambda-simple backend, see
 scripts/moto_server.py) and moto's DynamoDB, SNS and SQS: the happy path, the skips, retries of
-transient errors, a permanent error caught and notified, and the lock against overlapping runs.
+transient errors, permanent errors caught and notified with the input that finishes the run, a
+failed table not holding back the others, and the lock against overlapping runs.
 
-Needs AWS_ENDPOINT_URL pointing at scripts/moto_server.py (scripts/env.sh starts it).
+Needs AWS_ENDPOINT_URL pointing at scripts/moto_server.py (scripts/env.sh starts it). It resets
+that moto first: run it after, not beside, tests that keep state there (make test does).
 """
 
 import json
