@@ -344,6 +344,22 @@ fn table_lists_match_the_registries() {
 }
 
 #[test]
+fn the_error_metric_filter_matches_the_error_lines() {
+    // utils::lambda logs one line per failed invocation at level ERROR, and
+    // utils::logging::json_subscriber puts `level` at the top level (both unit-tested there).
+    let body = parse("monitoring.tf");
+    let filter = labelled(
+        &body,
+        "resource",
+        &["aws_cloudwatch_log_metric_filter", "error_lines"],
+    );
+    assert_eq!(
+        attribute(&filter.body, "pattern"),
+        &Expression::String("{ $.level = \"ERROR\" }".into())
+    );
+}
+
+#[test]
 fn the_quarantine_metric_filter_matches_what_transform_logs() {
     let body = parse("monitoring.tf");
     let filter = labelled(

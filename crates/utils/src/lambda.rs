@@ -36,16 +36,41 @@ where
                 Ok(call) => call.await.map_err(Into::into),
                 Err(problem) => Err(problem.clone()),
             };
-            // One ERROR line per failed invocation: the deployment's metric filter counts them.
             if let Err(problem) = &result {
-                tracing::error!(
-                    error_type = problem.error_type.as_str(),
-                    error = problem.error_message.as_str(),
-                    "invocation failed"
-                );
+                log_failure(problem);
             }
             result
         }
     }))
     .await
+}
+
+/// One ERROR line per failed invocation, with its `errorType`: the deployment's metric filter
+/// (`{ $.level = "ERROR" }`) counts them.
+fn log_failure(problem: &Diagnostic) {
+    tracing::error!(
+        error_type = problem.error_type.as_str(),
+        error = problem.error_message.as_str(),
+        "invocation failed"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::tests::json_lines;
+
+    #[test]
+    fn a_failed_invocation_logs_one_error_line_with_its_type() {
+        let problem = Diagnostic {
+            error_type: "InvalidInput".into(),
+            error_message: "fact_payment/2024/11/14/094000123456.parquet: corrupt".into(),
+        };
+        let lines = json_lines(|| log_failure(&problem));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert_eq!(lines[0]["error_type"], "InvalidInput");
+        assert_eq!(lines[0]["message"], "invocation failed");
+        assert_eq!(lines[0]["error"], problem.error_message);
+    }
 }

@@ -2,6 +2,8 @@
 //! `AWS_LAMBDA_LOG_FORMAT=JSON`), readable text locally. `RUST_LOG` filters; default `info`.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Set to `JSON` (as the deployment does) for JSON log lines outside Lambda too.
 pub const LOG_FORMAT_VAR: &str = "AWS_LAMBDA_LOG_FORMAT";
@@ -10,16 +12,79 @@ pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|f| f.eq_ignore_ascii_case("json"))
         || std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
     if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
+        json_subscriber(filter, std::io::stdout).init();
     } else {
-        builder.init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init();
+    }
+}
+
+/// One JSON object per line, the event's fields (`message` and its own, such as `rows`) at the
+/// top level beside `level` and `timestamp`: the shape the deployment's metric filters read
+/// (`{ $.level = "ERROR" }`, `{ $.message = "..." }` with `$.rows`).
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(writer)
+        .finish()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Runs `f` with the JSON subscriber writing into memory; returns the lines it wrote.
+    pub(crate) fn json_lines(f: impl FnOnce()) -> Vec<Value> {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = json_subscriber(EnvFilter::new("info"), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    #[test]
+    fn event_fields_are_top_level_beside_the_level() {
+        let lines = json_lines(|| {
+            tracing::warn!(table = "fact_payment", rows = 3u64, "fact rows quarantined");
+            tracing::debug!("filtered out");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "fact rows quarantined");
+        assert_eq!(line["rows"], 3);
+        assert_eq!(line["table"], "fact_payment");
+        assert!(line["timestamp"].is_string());
     }
 }
