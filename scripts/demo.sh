@@ -4,10 +4,10 @@
 #
 # 1. builds a ToteSys-shaped source database with generated data (DEMO_SCALE, default 1 =
 #    the real volumes, about 48,000 rows);
-# 2. runs the ingest, transform and load Lambdas through the real Lambda runtime interface
-#    (cargo lambda watch + cargo lambda invoke), with the state machine's payload passing and
-#    skip rules (ingest once per table, transform on the list of their outputs, then load),
-#    shows what landed in S3 and summarises the warehouse (rows per table,
+# 2. runs the pipeline's state machine (terraform/state_machine.asl.json) in moto's Step
+#    Functions, which invokes the real ingest, transform and load Lambdas through the Lambda
+#    runtime interface (cargo lambda watch): lock, ingest once per table, skip rules, payload
+#    passing, all as deployed; shows what landed in S3 and summarises the warehouse (rows per table,
 #    sales by month and currency);
 # 3. changes some source rows (new orders, payments paid, a staff member and a department
 #    renamed) and runs again: only those rows are picked up, the department's staff are
@@ -28,7 +28,8 @@ mkdir -p "$build"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 watch_pid=""
-trap '[[ -n "$watch_pid" ]] && kill "$watch_pid" 2>/dev/null; true' EXIT
+sfn_pid=""
+trap 'for p in $watch_pid $sfn_pid; do kill "$p" 2>/dev/null; done; true' EXIT
 
 step "Source: a ToteSys database with generated data (scale $scale)"
 db=totesys_demo
@@ -67,62 +68,46 @@ cargo lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$p
   --env-var "$env_vars" >"$build/watch.log" 2>&1 &
 watch_pid=$!
 
-invoke() {
-  local function=$1 event=$2 out=$3
-  # The first invoke of each function waits while cargo builds it.
-  cargo lambda invoke "$function" --invoke-address 127.0.0.1 --invoke-port "$port" \
-    --data-file "$event" --output-format json >"$out"
-}
+# What the state machine does, done by the state machine itself: its definition
+# (terraform/state_machine.asl.json) runs in a second moto, whose Lambda invocations go to the
+# real functions behind cargo lambda watch (scripts/moto_server.py, LAMBDA_FORWARD_URL).
+sfn_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+LAMBDA_FORWARD_URL="http://127.0.0.1:$port" MOTO_PORT="$sfn_port" \
+  python scripts/moto_server.py -H 127.0.0.1 -p "$sfn_port" >"$build/moto-sfn.log" 2>&1 &
+sfn_pid=$!
+sfn() { AWS_ENDPOINT_URL="http://127.0.0.1:$sfn_port" python scripts/demo_state_machine.py "$@"; }
 
-# The state machine's table list (terraform/variables.tf, checked against the registry by
-# tests/tests/terraform.rs).
-mapfile -t tables < <(python - <<'EOF'
-import re
-text = open("terraform/variables.tf").read()
-block = text[text.index('variable "tables"'):]
-print("\n".join(re.findall(r'"([a-z_]+)"', block[block.index("default"):block.index("]")])))
-EOF
-)
-
-# What the state machine does: ingest once per table (its Map state), skip the rest unless
-# some table had new data, transform the list of ingest outputs, skip load unless transform
-# wrote files, load transform's output.
 pipeline() {
   local run=$1 rows=${2:-0}
-  echo "-- ingest: one invocation per table, {\"tables_to_query\": [table]}, as the Map state"
-  for t in "${tables[@]}"; do
-    printf '{"tables_to_query": ["%s"]}\n' "$t" >"$build/$run-ingest-$t-event.json"
-    invoke ingest "$build/$run-ingest-$t-event.json" "$build/$run-ingest-$t.json"
-  done
-  python - "$build/$run-ingest.json" "${tables[@]/#/$build/$run-ingest-}" <<'EOF'
-import json, sys
-json.dump([json.load(open(f + ".json")) for f in sys.argv[2:]], open(sys.argv[1], "w"))
-EOF
-  python scripts/show_s3.py "$build/$run-ingest.json" --rows "$rows"
-  if [[ $(python -c 'import json,sys; print(any(o["has_new_data"] for o in json.load(open(sys.argv[1]))))' \
-          "$build/$run-ingest.json") != True ]]; then
-    echo "-- transform and load skipped: no table has new data"
-    return
+  rm -rf "${build:?}/$run"
+  mkdir -p "$build/$run"
+  echo "-- one execution of the state machine"
+  sfn run "$build/state-machine.json" "$build/$run"
+  if [[ -f "$build/$run/ingest.json" ]]; then
+    echo "-- what ingest wrote (one invocation per table: the Map state)"
+    python scripts/show_s3.py "$build/$run/ingest.json" --rows "$rows"
   fi
-  echo "-- transform (the list of ingest outputs as its event)"
-  invoke transform "$build/$run-ingest.json" "$build/$run-transform.json"
-  python scripts/show_s3.py "$build/$run-transform.json" --rows "$rows"
-  if [[ $(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["has_new_data"])' \
-          "$build/$run-transform.json") != True ]]; then
-    echo "-- load skipped: transform wrote no files"
-    return
+  if [[ -f "$build/$run/transform.json" ]]; then
+    echo "-- what transform wrote (its event: the list of the tables' outputs)"
+    python scripts/show_s3.py "$build/$run/transform.json" --rows "$rows"
   fi
-  echo "-- load (the transform output as its event)"
-  invoke load "$build/$run-transform.json" "$build/$run-load.json"
-  python -c 'import json,sys; out = json.load(open(sys.argv[1]))
+  if [[ -f "$build/$run/load.json" ]]; then
+    echo "-- what load did (its event: transform's output)"
+    python -c 'import json,sys; out = json.load(open(sys.argv[1]))
 print("  rows inserted or updated:", ", ".join(f"{t} {n}" for t, n in out["loaded"].items()) or "none")
-print("  files already loaded, skipped:", len(out["skipped_files"]))' "$build/$run-load.json"
+print("  files already loaded, skipped:", len(out["skipped_files"]))' "$build/$run/load.json"
+  fi
 }
 
-for _ in $(seq 1 120); do
-  if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 1
+for p in "$port" "$sfn_port"; do
+  for _ in $(seq 1 120); do
+    if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then break; fi
+    sleep 1
+  done
 done
+
+step "The state machine, deployed into moto's Step Functions (the definition Terraform deploys)"
+sfn deploy "$build/state-machine.json"
 
 step "Run 1: every table, from the beginning"
 pipeline run1

@@ -15,12 +15,19 @@ PascalCase ("Status"); the API itself (JSON protocols) uses camelCase. The trans
 ways is moto's own (_to_boto_request / _from_boto_response, used by its other integrations);
 here it is switched on for aws-sdk tasks too.
 
+With LAMBDA_FORWARD_URL set (make demo), an invocation with no queued result goes to the real
+function on that Lambda runtime emulator (cargo lambda watch) instead, so the state machine
+runs the real Lambdas.
+
 Usage: python scripts/moto_server.py [moto_server arguments]; set MOTO_PORT to the port, as the
 Step Functions executor calls the other services through it.
 """
 
 import json
+import os
 import sys
+import urllib.error
+import urllib.request
 
 import botocore.session
 from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -32,8 +39,28 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 _invoke = LambdaSimpleBackend.invoke
 
 
+def _forward(function_name, body):
+    """Invokes the function on the Lambda runtime emulator at $LAMBDA_FORWARD_URL (cargo lambda
+    watch), by its last name segment: ...:function:totesys-load -> load. Its error answers
+    (HTTP 500 with the error payload) are returned as payloads; the check below flags them."""
+    name = function_name.split(":function:")[-1].split(":")[0].rsplit("-", 1)[-1]
+    request = urllib.request.Request(
+        f"{os.environ['LAMBDA_FORWARD_URL']}/2015-03-31/functions/{name}/invocations",
+        data=body if isinstance(body, bytes) else (body or "{}").encode(),
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=900) as response:
+            return response.read()
+    except urllib.error.HTTPError as error:
+        return error.read()
+
+
 def _invoke_with_function_errors(self, function_name, qualifier, body, headers, response_headers):
-    result = _invoke(self, function_name, qualifier, body, headers, response_headers)
+    if os.environ.get("LAMBDA_FORWARD_URL") and not self.lambda_simple_results_queue:
+        result = _forward(function_name, body)
+    else:
+        result = _invoke(self, function_name, qualifier, body, headers, response_headers)
     try:
         payload = json.loads(result)
     except ValueError:

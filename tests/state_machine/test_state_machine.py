@@ -9,106 +9,32 @@ that moto first: run it after, not beside, tests that keep state there (make tes
 """
 
 import json
-import os
-import re
+import sys
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
-ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
-ACCOUNT = "123456789012"
-TEMPLATE = Path(__file__).resolve().parents[2] / "terraform" / "state_machine.asl.json"
-TABLES = ["sales_order", "payment"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from state_machine import ACCOUNT, StateMachine, execute_state_machines, invocations, moto_api  # noqa: E402
+
 TRANSIENT = ["TransientDatabaseError", "TransientStorageError", "TransientSecretError"]
 # Each test runs in a region of its own: moto keeps one queue of canned Lambda results per
 # account and region, and results a failed test left behind must not reach another test.
 _regions = iter(boto3.session.Session().get_available_regions("stepfunctions"))
 
 
-def moto_api(path, body):
-    request = urllib.request.Request(
-        f"{ENDPOINT}/moto-api/{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read()
-
-
-def render(template: str, values: dict) -> str:
-    """What Terraform's templatefile() does with this template: it uses only ${name}."""
-    assert "%{" not in template, "the template must not use directives"
-    names = set(re.findall(r"\$\{([a-z_]+)\}", template))
-    assert names == set(values), f"template placeholders {sorted(names)} != {sorted(values)}"
-    return re.sub(r"\$\{([a-z_]+)\}", lambda m: str(values[m.group(1)]), template)
-
-
-def function_arn(region, name):
-    return f"arn:aws:lambda:{region}:{ACCOUNT}:function:totesys-{name}"
-
-
 def lambda_error(error_type, message):
     return {"errorType": error_type, "errorMessage": message}
 
 
-class Pipeline:
-    """One deployed copy of the state machine, in a region of its own."""
+class Pipeline(StateMachine):
+    """The state machine over tables sales_order and payment, one at a time so that canned
+    results meet the invocations in order, with short retry intervals."""
 
     def __init__(self):
-        self.region = next(_regions)
-        session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=self.region
-        )
-        client = lambda service: session.client(service, endpoint_url=ENDPOINT)
-        self.sfn, self.dynamodb, self.sns, self.sqs = (
-            client(s) for s in ("stepfunctions", "dynamodb", "sns", "sqs")
-        )
-        suffix = f"{int(time.time() * 1e6)}"
-        self.lock_table = f"totesys-lock-{suffix}"
-        self.dynamodb.create_table(
-            TableName=self.lock_table,
-            AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        self.topic_arn = self.sns.create_topic(Name=f"totesys-alarms-{suffix}")["TopicArn"]
-        self.queue_url = self.sqs.create_queue(QueueName=f"totesys-alarms-{suffix}")["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        definition = render(
-            TEMPLATE.read_text(),
-            {
-                "project": "totesys",
-                "lock_table": self.lock_table,
-                "topic_arn": self.topic_arn,
-                "ingest_function_arn": function_arn(self.region, "ingest"),
-                "transform_function_arn": function_arn(self.region, "transform"),
-                "load_function_arn": function_arn(self.region, "load"),
-                "tables": json.dumps(TABLES),
-                # One table at a time, so canned results meet the invocations in order.
-                "map_concurrency": 1,
-                "execution_timeout_seconds": 600,
-                "transient_interval_seconds": 1,
-                "transient_max_attempts": 2,
-                "transient_backoff_rate": 1,
-                "missing_dimension_interval_seconds": 1,
-                "missing_dimension_max_attempts": 2,
-                "missing_dimension_backoff_rate": 1,
-            },
-        )
-        json.loads(definition)
-        self.arn = self.sfn.create_state_machine(
-            name=f"totesys-pipeline-{suffix}",
-            definition=definition,
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/totesys-pipeline",
-        )["stateMachineArn"]
+        super().__init__(next(_regions))
 
     def queue_results(self, *results):
         moto_api(
@@ -119,44 +45,6 @@ class Pipeline:
                 "results": [json.dumps(r) for r in results],
             },
         )
-
-    def run(self, name=None, input=None):
-        # Named always: moto names an unnamed execution "None", the same every time.
-        name = name or f"run-{uuid.uuid4()}"
-        arn = self.sfn.start_execution(
-            stateMachineArn=self.arn, name=name, input=json.dumps(input or {})
-        )["executionArn"]
-        deadline = time.monotonic() + 120
-        while True:
-            execution = self.sfn.describe_execution(executionArn=arn)
-            if execution["status"] != "RUNNING":
-                break
-            assert time.monotonic() < deadline, "the execution did not finish"
-            time.sleep(0.2)
-        history = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-        return execution, history
-
-    def lock_item(self):
-        return self.dynamodb.get_item(
-            TableName=self.lock_table, Key={"lock_id": {"S": "pipeline"}}, ConsistentRead=True
-        ).get("Item")
-
-    def notifications(self):
-        messages = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-        ).get("Messages", [])
-        return [json.loads(m["Body"]) for m in messages]
-
-
-def invocations(history):
-    """(function, payload) of every Lambda task the execution scheduled, in order."""
-    calls = []
-    for event in history:
-        details = event.get("taskScheduledEventDetails")
-        if details and details["resourceType"] == "lambda":
-            parameters = json.loads(details["parameters"])
-            calls.append((parameters["FunctionName"].rsplit("-", 1)[1], parameters["Payload"]))
-    return calls
 
 
 def ingest_output(table, rows):
@@ -185,11 +73,10 @@ def resume_input(notification):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def execute_state_machines():
-    # A clean moto (no canned results left by an earlier run against the same server), then
-    # executing state machines with the Docker-free Lambda.
+def clean_moto_executing_state_machines():
+    # No canned results left by an earlier run against the same server.
     moto_api("reset", {})
-    moto_api("config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+    execute_state_machines()
 
 
 def test_happy_path_passes_each_output_on():

@@ -1,0 +1,66 @@
+"""make demo's Step Functions part: the pipeline's real state machine definition, executed by
+moto (scripts/moto_server.py with LAMBDA_FORWARD_URL), invoking the real Lambdas served by
+cargo lambda watch.
+
+Usage (AWS_ENDPOINT_URL: that moto):
+  demo_state_machine.py deploy STATE_FILE       the state machine over every table
+  demo_state_machine.py run STATE_FILE OUT_DIR  one execution; writes OUT_DIR/ingest.json (the
+                                                tables' outputs), transform.json, load.json
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from state_machine import StateMachine, execute_state_machines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tables():
+    """The state machine's table list, as Terraform gives it (variable "tables")."""
+    text = (ROOT / "terraform" / "variables.tf").read_text()
+    block = text[text.index('variable "tables"'):]
+    return re.findall(r'"([a-z_]+)"', block[block.index("default"):block.index("]")])
+
+
+def deploy(state_file):
+    execute_state_machines()
+    machine = StateMachine("eu-west-2", tables=tables(), map_concurrency=4, execution_timeout_seconds=900)
+    machine.save(state_file)
+    print(f"  state machine {machine.arn}")
+    print(f"  lock table {machine.lock_table}; {len(tables())} tables, 4 at a time")
+
+
+def run(state_file, out_dir):
+    machine = StateMachine.attach(state_file)
+    execution, history = machine.run(timeout=900)
+    path = []
+    for event in history:
+        details = event.get("stateEnteredEventDetails")
+        if details and details["name"] not in ("Ingest", "TableFailed") and details["name"] not in path[-1:]:
+            path.append(details["name"])
+    print("  states: " + " -> ".join(path))
+    print(f"  execution {execution['status']}")
+    if execution["status"] != "SUCCEEDED":
+        print(f"  {execution.get('error')}: {execution.get('cause')}")
+        sys.exit(1)
+    output = json.loads(execution["output"])
+    out = Path(out_dir)
+    if "ingest" in output:
+        ok = [t["output"] for t in output["ingest"] if not t["failed"]]
+        (out / "ingest.json").write_text(json.dumps(ok))
+    if "transform" in output:
+        (out / "transform.json").write_text(json.dumps(output["transform"]["Payload"]))
+    if "load" in output:
+        (out / "load.json").write_text(json.dumps(output["load"]["Payload"]))
+    if "skipped" in output:
+        print(f"  skipped: {output['skipped']}")
+    if machine.lock_item() is not None:
+        sys.exit("the lock was not released")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"deploy": deploy, "run": run}[command](*args)
