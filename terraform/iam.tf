@@ -138,3 +138,34 @@ resource "aws_iam_role_policy_attachment" "lambda_vpc" {
   role       = aws_iam_role.lambda[each.key].name
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }
+
+# Every resource policy (both buckets, the dead-letter queue, the alarm topic) refuses requests
+# that do not use TLS.
+locals {
+  tls_only = merge(
+    { for key, bucket in aws_s3_bucket.data : "s3-${key}" => { service = "s3", resources = [bucket.arn, "${bucket.arn}/*"] } },
+    {
+      sqs = { service = "sqs", resources = [aws_sqs_queue.dead_letter.arn] }
+      sns = { service = "sns", resources = [aws_sns_topic.alarms.arn] }
+    },
+  )
+}
+
+data "aws_iam_policy_document" "tls_only" {
+  for_each = local.tls_only
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["${each.value.service}:*"]
+    resources = each.value.resources
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}

@@ -114,25 +114,7 @@ resource "aws_sqs_queue" "dead_letter" {
   kms_master_key_id         = aws_kms_key.pipeline.arn
 }
 
-data "aws_iam_policy_document" "dead_letter" {
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["sqs:*"]
-    resources = [aws_sqs_queue.dead_letter.arn]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-}
-
 resource "aws_sqs_queue_policy" "dead_letter" {
   queue_url = aws_sqs_queue.dead_letter.id
-  policy    = data.aws_iam_policy_document.dead_letter.json
+  policy    = data.aws_iam_policy_document.tls_only["sqs"].json
 }

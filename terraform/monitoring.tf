@@ -13,6 +13,8 @@ resource "aws_sns_topic_subscription" "email" {
 }
 
 data "aws_iam_policy_document" "alarms_topic" {
+  source_policy_documents = [data.aws_iam_policy_document.tls_only["sns"].json]
+
   statement {
     sid       = "AlarmsAndEventsPublish"
     actions   = ["sns:Publish"]
@@ -35,22 +37,6 @@ data "aws_iam_policy_document" "alarms_topic" {
     principals {
       type        = "AWS"
       identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
-    }
-  }
-
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["sns:Publish"]
-    resources = [aws_sns_topic.alarms.arn]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
     }
   }
 }

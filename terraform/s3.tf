@@ -86,29 +86,11 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
   depends_on = [aws_s3_bucket_versioning.data]
 }
 
-data "aws_iam_policy_document" "tls_only" {
-  for_each = aws_s3_bucket.data
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [each.value.arn, "${each.value.arn}/*"]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-}
-
+# Requests without TLS are refused (the shared statement in iam.tf).
 resource "aws_s3_bucket_policy" "tls_only" {
   for_each = aws_s3_bucket.data
   bucket   = each.value.id
-  policy   = data.aws_iam_policy_document.tls_only[each.key].json
+  policy   = data.aws_iam_policy_document.tls_only["s3-${each.key}"].json
 
   depends_on = [aws_s3_bucket_public_access_block.data]
 }
