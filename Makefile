@@ -21,10 +21,8 @@ help: ## List the targets
 test: check ## Lint, then every test against a real PostgreSQL and local AWS APIs (moto)
 	$(WITH_SERVICES) sh -c 'cargo test --workspace && .venv/bin/python -m pytest -q tests/state_machine'
 
-check: ## cargo fmt --check, clippy -D warnings, terraform fmt -check and checkov
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	scripts/check-terraform.sh
+check: ## cargo fmt --check, clippy -D warnings, terraform fmt -check and checkov (side by side)
+	scripts/check.sh
 
 demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
 	$(WITH_SERVICES) scripts/demo.sh

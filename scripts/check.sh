@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make check: cargo fmt --check and clippy -D warnings, with the Terraform and workflow checks
+# (scripts/check-terraform.sh, whose first run installs checkov) running beside them, as they
+# share no inputs. Fails if any check fails; the Terraform checks' output follows the Rust ones.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$root/.build"
+log="$root/.build/check-terraform.log"
+"$root/scripts/check-terraform.sh" >"$log" 2>&1 &
+terraform_checks=$!
+trap 'kill "$terraform_checks" 2>/dev/null || true' INT TERM
+
+status=0
+(cd "$root" && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings) ||
+  status=1
+wait "$terraform_checks" || status=1
+cat "$log"
+exit "$status"
