@@ -12,8 +12,7 @@
 # 3. changes some source rows (new orders, payments paid, a staff member and a department
 #    renamed) and runs again: only those rows are picked up, the department's staff are
 #    re-emitted in dim_staff, and the load updates and appends exactly that;
-# 4. runs once more with nothing new: transform and load are skipped, as the state machine
-#    skips them.
+# 4. runs once more with nothing new: the state machine skips transform and load.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
