@@ -56,19 +56,13 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use utils::lambda::fixed_env;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
+    use super::*;
 
     #[test]
     fn reads_all_settings() {
-        let c = Config::from_lookup(lookup(&[
+        let c = Config::from_lookup(fixed_env(&[
             ("SOURCE_DB_SECRET_ID", "totesys-source"),
             ("INGEST_BUCKET", "raw"),
             ("INGEST_SAFETY_LAG_SECONDS", "2.5"),
@@ -81,16 +75,16 @@ mod tests {
 
     #[test]
     fn missing_settings_are_named() {
-        let e = Config::from_lookup(lookup(&[("INGEST_BUCKET", "raw")])).unwrap_err();
+        let e = Config::from_lookup(fixed_env(&[("INGEST_BUCKET", "raw")])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "configuration: set SOURCE_DB_SECRET_ID (a Secrets Manager secret id) or \
              SOURCE_DB_URL (a PostgreSQL URL)"
         );
         assert_eq!(e.error_type(), "Configuration");
-        let e = Config::from_lookup(lookup(&[("SOURCE_DB_URL", "postgres://x")])).unwrap_err();
+        let e = Config::from_lookup(fixed_env(&[("SOURCE_DB_URL", "postgres://x")])).unwrap_err();
         assert_eq!(e.to_string(), "configuration: INGEST_BUCKET is not set");
-        let e = Config::from_lookup(lookup(&[
+        let e = Config::from_lookup(fixed_env(&[
             ("SOURCE_DB_URL", "postgres://x"),
             ("INGEST_BUCKET", "raw"),
             ("INGEST_SAFETY_LAG_SECONDS", "-1"),
@@ -104,7 +98,7 @@ mod tests {
 
     #[test]
     fn lag_defaults_to_five_seconds() {
-        let c = Config::from_lookup(lookup(&[
+        let c = Config::from_lookup(fixed_env(&[
             ("SOURCE_DB_URL", "postgres://x"),
             ("INGEST_BUCKET", "raw"),
         ]))

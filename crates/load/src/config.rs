@@ -32,29 +32,24 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use utils::lambda::fixed_env;
 
-    fn lookup(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use super::*;
 
     #[test]
     fn reads_the_settings_and_names_what_is_missing() {
-        let c = Config::from_lookup(lookup(&[
+        let c = Config::from_lookup(fixed_env(&[
             ("WAREHOUSE_DB_SECRET_ID", "totesys-warehouse"),
             ("PROCESSED_BUCKET", "processed"),
         ]))
         .unwrap();
         assert!(matches!(c.warehouse, DbSource::Secret(ref s) if s == "totesys-warehouse"));
         assert_eq!(c.processed_bucket, "processed");
-        let e = Config::from_lookup(lookup(&[("PROCESSED_BUCKET", "p")])).unwrap_err();
+        let e = Config::from_lookup(fixed_env(&[("PROCESSED_BUCKET", "p")])).unwrap_err();
         assert_eq!(e.error_type(), "Configuration");
         assert!(e.to_string().contains("WAREHOUSE_DB_SECRET_ID"), "{e}");
-        let e = Config::from_lookup(lookup(&[("WAREHOUSE_DB_URL", "postgres://x")])).unwrap_err();
+        let e =
+            Config::from_lookup(fixed_env(&[("WAREHOUSE_DB_URL", "postgres://x")])).unwrap_err();
         assert_eq!(e.to_string(), "configuration: PROCESSED_BUCKET is not set");
     }
 }

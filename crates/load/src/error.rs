@@ -1,5 +1,3 @@
-use lambda_runtime::Diagnostic;
-
 /// Why a load failed. [`Error::error_type`] is the stable `errorType` Step Functions sees.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,14 +74,7 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-impl From<Error> for Diagnostic {
-    fn from(e: Error) -> Self {
-        Diagnostic {
-            error_type: e.error_type().to_owned(),
-            error_message: e.to_string(),
-        }
-    }
-}
+utils::diagnostic_from!(Error);
 
 #[cfg(test)]
 mod tests {

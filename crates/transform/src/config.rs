@@ -39,29 +39,23 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use utils::lambda::fixed_env;
 
-    fn lookup(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use super::*;
 
     #[test]
     fn reads_both_buckets_and_names_what_is_missing() {
-        let c = Config::from_lookup(lookup(&[
+        let c = Config::from_lookup(fixed_env(&[
             ("INGEST_BUCKET", "raw"),
             ("PROCESSED_BUCKET", "processed"),
         ]))
         .unwrap();
         assert_eq!(c.ingest_bucket, "raw");
         assert_eq!(c.processed_bucket, "processed");
-        let e = Config::from_lookup(lookup(&[("INGEST_BUCKET", "raw")])).unwrap_err();
+        let e = Config::from_lookup(fixed_env(&[("INGEST_BUCKET", "raw")])).unwrap_err();
         assert_eq!(e.to_string(), "configuration: PROCESSED_BUCKET is not set");
         assert_eq!(e.error_type(), "Configuration");
-        let e = Config::from_lookup(lookup(&[
+        let e = Config::from_lookup(fixed_env(&[
             ("INGEST_BUCKET", "same"),
             ("PROCESSED_BUCKET", "same"),
         ]))

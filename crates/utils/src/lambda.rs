@@ -2,9 +2,36 @@
 
 use std::future::Future;
 
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+pub use lambda_runtime::Diagnostic;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde_json::Value;
+
+/// Implements `From<$error> for Diagnostic` for a Lambda crate's error type: its
+/// `error_type()` as the `errorType` Step Functions matches, its `Display` as the message.
+/// (Each crate must write the impl itself, the orphan rule permitting; this writes it once.)
+#[macro_export]
+macro_rules! diagnostic_from {
+    ($error:ty) => {
+        impl From<$error> for $crate::lambda::Diagnostic {
+            fn from(e: $error) -> Self {
+                $crate::lambda::Diagnostic {
+                    error_type: e.error_type().to_owned(),
+                    error_message: e.to_string(),
+                }
+            }
+        }
+    };
+}
+
+/// An environment of fixed pairs, for each Lambda's `Config::from_lookup` in tests.
+pub fn fixed_env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
 
 /// Runs the Lambda runtime loop with `handler`, given the dependencies built once at cold
 /// start. A configuration mistake (`deps` is an error) is returned by every invocation, with
