@@ -1,7 +1,7 @@
 //! The star schema computed independently from the source database, in SQL: what the
 //! warehouse must hold. Written without the transform's code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Client;
 
@@ -176,4 +176,50 @@ pub fn source_changes() -> Vec<String> {
         ),
         format!("UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 4;"),
     ]
+}
+
+/// Every fact version seen so far, per fact table: the rows that must stay in the warehouse.
+pub type FactVersions = BTreeMap<&'static str, BTreeSet<Vec<String>>>;
+
+/// Adds the source's current fact versions to `facts`.
+pub async fn record_versions(source: &Client, facts: &mut FactVersions) {
+    for (table, sql) in fact_queries() {
+        facts
+            .entry(table)
+            .or_default()
+            .extend(sql_rows(source, &sql).await);
+    }
+}
+
+/// A warehouse (`actual`: rows per table, fact rows in sorted order) against the source:
+/// dimensions as the source is now, every fact version in `facts`, and the dates they
+/// reference. `when` names the moment in a failure.
+pub async fn assert_star_schema(
+    source: &Client,
+    actual: &BTreeMap<&'static str, Vec<Vec<String>>>,
+    facts: &FactVersions,
+    when: &str,
+) {
+    for (table, sql) in EXPECTED_DIMENSIONS {
+        assert_eq!(
+            actual[table],
+            sql_rows(source, sql).await,
+            "{when}: {table}"
+        );
+    }
+    let mut dates = BTreeSet::new();
+    for (table, rows) in facts {
+        let expected: Vec<Vec<String>> = rows.iter().cloned().collect();
+        assert_eq!(actual[table], expected, "{when}: {table}");
+        for row in rows {
+            for i in date_columns(table) {
+                dates.insert(row[i].clone());
+            }
+        }
+    }
+    assert_eq!(
+        actual["dim_date"],
+        expected_dates(source, &dates).await,
+        "{when}: dim_date"
+    );
 }
