@@ -1,7 +1,7 @@
 """Starts moto's server (S3, Secrets Manager, and Step Functions with the Lambda, DynamoDB and
 SNS services its states call) for the tests and the demo.
 
-Two changes to moto, each making it behave as AWS does:
+Three changes to moto, each making it behave as AWS does:
 
 1. Its Docker-free Lambda ("lambda-simple", whose results the tests queue
 through /moto-api/static/lambda-simple/response) can only succeed. A queued result that is a
@@ -14,6 +14,13 @@ AWS names them after the API's members in PascalCase ("ExecutionArn") and answer
 PascalCase ("Status"); the API itself (JSON protocols) uses camelCase. The translation both
 ways is moto's own (_to_boto_request / _from_boto_response, used by its other integrations);
 here it is switched on for aws-sdk tasks too.
+
+3. A path that finds nothing raises States.Runtime, which no Retry or Catch handles, not even
+States.ALL (Step Functions developer guide, error names): in Parameters, ResultSelector and
+ItemsPath, in an intrinsic function's argument, and as the Variable of a Choice rule other than
+IsPresent. moto binds nothing, or lets the state's Catch take it, or goes to the Choice's
+Default, so a definition that reads a field which may be missing would pass here and fail the
+execution on AWS with no notification and its lock held.
 
 With LAMBDA_FORWARD_URL set (make demo), an invocation with no queued result goes to the real
 function on that Lambda runtime emulator (cargo lambda watch) instead, so the state machine
@@ -32,9 +39,33 @@ import urllib.request
 import botocore.session
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.server import main
+from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.common.string.string_expression import StringJsonPath
+from moto.stepfunctions.parser.asl.component.intrinsic.argument.argument import (
+    ArgumentContextPath,
+    ArgumentJsonPath,
+)
+from moto.stepfunctions.parser.asl.component.state.choice.comparison.comparison_operator_type import (
+    ComparisonOperatorType,
+)
+from moto.stepfunctions.parser.asl.component.state.choice.comparison.comparison_variable import (
+    ComparisonVariable,
+)
+from moto.stepfunctions.parser.asl.component.state.choice.comparison.variable import NoSuchVariable
+from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
     StateTaskServiceAwsSdk,
 )
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.utils.json_path import NoSuchJsonPathError
 
 _invoke = LambdaSimpleBackend.invoke
 
@@ -92,6 +123,90 @@ def _normalise_response(self, response, boto_service_name=None, service_action_n
 
 StateTaskServiceAwsSdk._normalise_parameters = _normalise_parameters
 StateTaskServiceAwsSdk._normalise_response = _normalise_response
+
+
+class StatesRuntime(FailureEventException):
+    """States.Runtime: fails the execution whatever the state's Retry and Catch say."""
+
+    def __init__(self, env, cause):
+        error = StatesErrorNameType.StatesRuntime.to_name()
+        super().__init__(
+            FailureEvent(
+                env=env,
+                error_name=StatesErrorName(typ=StatesErrorNameType.StatesRuntime),
+                event_type=HistoryEventType.ExecutionFailed,
+                event_details=EventDetails(
+                    executionFailedEventDetails=ExecutionFailedEventDetails(error=error, cause=cause)
+                ),
+            )
+        )
+
+
+class _PastRetryAndCatch(BaseException):
+    """Carries a StatesRuntime past ExecutionState._eval_state's `except Exception`, which would
+    hand it to the state's Retry and Catch."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _not_found(path, env):
+    return f"The JSONPath '{path}' specified for the field '{env.next_field_name}' could not be found in the input"
+
+
+_string_json_path = StringJsonPath._eval_body
+
+
+def _string_json_path_or_runtime(self, env):
+    try:
+        _string_json_path(self, env)
+    except NoSuchJsonPathError as error:
+        raise StatesRuntime(env, _not_found(error.json_path, env)) from None
+
+
+def _argument_or_runtime(original):
+    def evaluate(self, env):
+        try:
+            return original(self, env)
+        except NoSuchJsonPathError as error:
+            raise StatesRuntime(env, _not_found(error.json_path, env)) from None
+
+    return evaluate
+
+
+def _comparison_variable_or_runtime(self, env):
+    # ComparisonVariable._eval_body, but for the check.
+    self.variable.eval(env)
+    missing = env.stack[-1]
+    if isinstance(missing, NoSuchVariable) and self.comparison_function.operator_type != ComparisonOperatorType.IsPresent:
+        raise StatesRuntime(env, f"Invalid path {missing.path}: the Choice state's Variable was not found")
+    self.comparison_function.eval(env)
+
+
+_evaluate_with_timeout = ExecutionState._evaluate_with_timeout
+_eval_state = ExecutionState._eval_state
+
+
+def _evaluate_past_retry_and_catch(self, env):
+    try:
+        _evaluate_with_timeout(self, env)
+    except StatesRuntime as error:
+        raise _PastRetryAndCatch(error) from None
+
+
+def _eval_state_failing_on_runtime_errors(self, env):
+    try:
+        _eval_state(self, env)
+    except _PastRetryAndCatch as escape:
+        raise escape.error from None
+
+
+StringJsonPath._eval_body = _string_json_path_or_runtime
+ArgumentJsonPath._eval_argument = _argument_or_runtime(ArgumentJsonPath._eval_argument)
+ArgumentContextPath._eval_argument = _argument_or_runtime(ArgumentContextPath._eval_argument)
+ComparisonVariable._eval_body = _comparison_variable_or_runtime
+ExecutionState._evaluate_with_timeout = _evaluate_past_retry_and_catch
+ExecutionState._eval_state = _eval_state_failing_on_runtime_errors
 
 if __name__ == "__main__":
     sys.exit(main())

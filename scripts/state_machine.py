@@ -9,7 +9,6 @@ with the Docker-free Lambda (see execute_state_machines).
 
 import json
 import os
-import re
 import time
 import urllib.request
 import uuid
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import boto3
 
+from asl_render import ACCOUNT, render, values
+
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
-ACCOUNT = "123456789012"
-TEMPLATE = Path(__file__).resolve().parents[1] / "terraform" / "state_machine.asl.json"
 
 
 def moto_api(path, body):
@@ -37,23 +36,12 @@ def execute_state_machines():
     moto_api("config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
 
 
-def render(template: str, values: dict) -> str:
-    """What Terraform's templatefile() does with this template: it uses only ${name}."""
-    assert "%{" not in template, "the template must not use directives"
-    names = set(re.findall(r"\$\{([a-z_]+)\}", template))
-    assert names == set(values), f"template placeholders {sorted(names)} != {sorted(values)}"
-    return re.sub(r"\$\{([a-z_]+)\}", lambda m: str(values[m.group(1)]), template)
-
-
-def function_arn(region, name):
-    return f"arn:aws:lambda:{region}:{ACCOUNT}:function:totesys-{name}"
-
-
 class StateMachine:
     """One deployed copy of the state machine, in `region`. `settings` override the template
-    values (tables, retry timings, ...)."""
+    values (tables, retry timings, ...). `start_at` starts executions at that state instead of
+    the first, to reach a state with an input no earlier state would give it."""
 
-    def __init__(self, region, **settings):
+    def __init__(self, region, start_at=None, **settings):
         self._connect(region)
         suffix = f"{int(time.time() * 1e6)}"
         self.lock_table = f"totesys-lock-{suffix}"
@@ -69,13 +57,9 @@ class StateMachine:
             QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
         )["Attributes"]["QueueArn"]
         self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        values = {
-            "project": "totesys",
+        defaults = {
             "lock_table": self.lock_table,
             "topic_arn": self.topic_arn,
-            "ingest_function_arn": function_arn(region, "ingest"),
-            "transform_function_arn": function_arn(region, "transform"),
-            "load_function_arn": function_arn(region, "load"),
             "tables": ["sales_order", "payment"],
             "map_concurrency": 1,
             "execution_timeout_seconds": 600,
@@ -86,13 +70,12 @@ class StateMachine:
             "missing_dimension_max_attempts": 2,
             "missing_dimension_backoff_rate": 1,
         }
-        values.update(settings)
-        values["tables"] = json.dumps(values["tables"])
-        definition = render(TEMPLATE.read_text(), values)
-        json.loads(definition)
+        definition = json.loads(render(values("aws", region, **{**defaults, **settings})))
+        definition["StartAt"] = start_at or definition["StartAt"]
+        self.name = f"totesys-pipeline-{suffix}"
         self.arn = self.sfn.create_state_machine(
-            name=f"totesys-pipeline-{suffix}",
-            definition=definition,
+            name=self.name,
+            definition=json.dumps(definition),
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/totesys-pipeline",
         )["stateMachineArn"]
 
@@ -118,6 +101,9 @@ class StateMachine:
         machine._connect(saved["region"])
         machine.arn, machine.lock_table, machine.queue_url = saved["arn"], saved["lock_table"], saved["queue_url"]
         return machine
+
+    def execution_arn(self, name):
+        return f"arn:aws:states:{self.region}:{ACCOUNT}:execution:{self.name}:{name}"
 
     def run(self, name=None, input=None, timeout=120):
         """Starts an execution and waits for its end: (DescribeExecution, history events)."""

@@ -42,19 +42,33 @@ data "aws_iam_policy_document" "kms" {
     }
   }
 
-  # CloudWatch alarms and EventBridge publish to the encrypted topic as themselves.
+  # CloudWatch alarms publish to the encrypted topic as themselves.
   statement {
-    sid       = "AlarmsAndEventsPublishToTheTopic"
+    sid       = "AlarmsPublishToTheTopic"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
     resources = ["*"]
     principals {
       type        = "Service"
-      identifiers = ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
+      identifiers = ["cloudwatch.amazonaws.com"]
     }
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
+    }
+  }
+
+  # EventBridge publishes the execution status to the topic and sends what it cannot deliver to
+  # the dead-letter queue, both encrypted with this key. Unlike CloudWatch, it does not support
+  # the aws:SourceAccount condition when publishing to an encrypted topic (SNS developer guide,
+  # key management): under that condition every status message would be dropped.
+  statement {
+    sid       = "EventsPublishToTheTopicAndQueue"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
     }
   }
 }

@@ -6,8 +6,9 @@ locals {
       description = "ToteSys tables changed since the last run -> Parquet in the ingest bucket"
       memory      = var.lambda_settings.ingest.memory
       timeout     = var.lambda_settings.ingest.timeout
-      # One invocation per table at once under the state machine; one run at a time in s3 mode.
-      concurrency = local.use_s3_triggers ? 1 : var.map_concurrency
+      # s3 mode: the schedule's asynchronous invocations wait for the run before them. Under the
+      # state machine its lock serialises runs and the Map holds ingest to map_concurrency.
+      concurrency = local.use_s3_triggers ? 1 : var.lambda_settings.ingest.concurrency
       environment = {
         SOURCE_DB_SECRET_ID       = aws_secretsmanager_secret.db["source"].arn
         INGEST_BUCKET             = aws_s3_bucket.data["ingest"].id
@@ -20,8 +21,10 @@ locals {
       description = "Raw Parquet -> star schema Parquet in the processed bucket"
       memory      = var.lambda_settings.transform.memory
       timeout     = var.lambda_settings.transform.timeout
-      # The dimension snapshots under _state/transform/ are read, merged and written back.
-      concurrency = 1
+      # The dimension snapshots under _state/transform/ are read, merged and written back, so
+      # transforms must not overlap: in s3 mode nothing else keeps them apart; under the state
+      # machine, its lock does.
+      concurrency = local.use_s3_triggers ? 1 : var.lambda_settings.transform.concurrency
       environment = {
         INGEST_BUCKET         = aws_s3_bucket.data["ingest"].id
         PROCESSED_BUCKET      = aws_s3_bucket.data["processed"].id
@@ -43,6 +46,7 @@ locals {
     }
   }
   function_names = { for name, _ in local.functions : name => "${var.project}-${name}" }
+  zip_dir        = startswith(var.lambda_zip_dir, "/") ? var.lambda_zip_dir : "${path.module}/${var.lambda_zip_dir}"
 }
 
 resource "aws_cloudwatch_log_group" "lambda" {
@@ -62,9 +66,9 @@ resource "aws_lambda_function" "pipeline" {
   runtime       = "provided.al2023"
   handler       = "bootstrap"
   architectures = [var.lambda_architecture]
-  filename      = "${path.module}/${var.lambda_zip_dir}/${each.key}/bootstrap.zip"
+  filename      = "${local.zip_dir}/${each.key}/bootstrap.zip"
   # Redeploys when the zip changes.
-  source_code_hash = filebase64sha256("${path.module}/${var.lambda_zip_dir}/${each.key}/bootstrap.zip")
+  source_code_hash = filebase64sha256("${local.zip_dir}/${each.key}/bootstrap.zip")
 
   memory_size                    = each.value.memory
   timeout                        = each.value.timeout
@@ -97,10 +101,13 @@ resource "aws_lambda_function" "pipeline" {
     }
   }
 
-  depends_on = [aws_iam_role_policy.lambda]
+  # Lambda checks at create that the role may reach what the function is configured with: its
+  # log group, and with vpc_config the network interfaces the VPC policy allows.
+  depends_on = [aws_iam_role_policy.lambda, aws_iam_role_policy_attachment.lambda_vpc]
 }
 
-# Asynchronous invocations: two retries, then the dead-letter queue.
+# Asynchronous invocations: two retries, then the dead-letter queue (which also keeps the status
+# messages EventBridge could not deliver, monitoring.tf).
 resource "aws_lambda_function_event_invoke_config" "pipeline" {
   for_each                     = aws_lambda_function.pipeline
   function_name                = each.value.function_name
@@ -114,7 +121,30 @@ resource "aws_sqs_queue" "dead_letter" {
   kms_master_key_id         = aws_kms_key.pipeline.arn
 }
 
+data "aws_iam_policy_document" "dead_letter" {
+  source_policy_documents = [data.aws_iam_policy_document.tls_only["sqs"].json]
+
+  # The status messages EventBridge could not deliver to the topic.
+  dynamic "statement" {
+    for_each = aws_cloudwatch_event_rule.execution_status
+    content {
+      sid       = "UndeliveredStatusMessages"
+      actions   = ["sqs:SendMessage"]
+      resources = [aws_sqs_queue.dead_letter.arn]
+      principals {
+        type        = "Service"
+        identifiers = ["events.amazonaws.com"]
+      }
+      condition {
+        test     = "ArnEquals"
+        variable = "aws:SourceArn"
+        values   = [statement.value.arn]
+      }
+    }
+  }
+}
+
 resource "aws_sqs_queue_policy" "dead_letter" {
   queue_url = aws_sqs_queue.dead_letter.id
-  policy    = data.aws_iam_policy_document.tls_only["sqs"].json
+  policy    = data.aws_iam_policy_document.dead_letter.json
 }

@@ -120,7 +120,21 @@ locals {
       threshold   = 0
     } if local.use_step_functions
   }
-  alarms = merge(local.lambda_alarms, local.execution_alarms, {
+  # A rule whose target could not be reached: a schedule tick that started nothing, or a status
+  # message that went to the dead-letter queue after its retries.
+  event_rule_alarms = {
+    for rule in concat([aws_cloudwatch_event_rule.schedule], aws_cloudwatch_event_rule.execution_status) :
+    "${rule.name}-failed-invocations" => {
+      description = "EventBridge rule ${rule.name} could not deliver to its target: see its FailedInvocations and the dead-letter queue."
+      namespace   = "AWS/Events"
+      metric      = "FailedInvocations"
+      dimensions  = { RuleName = rule.name }
+      statistic   = "Sum"
+      period      = 300
+      threshold   = 0
+    }
+  }
+  alarms = merge(local.lambda_alarms, local.execution_alarms, local.event_rule_alarms, {
     "${var.project}-quarantined-rows" = {
       description = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (README, Operations)."
       namespace   = var.project
@@ -131,7 +145,7 @@ locals {
       threshold   = var.quarantined_rows_threshold
     }
     "${var.project}-dead-letters" = {
-      description = "An asynchronous invocation (s3 mode) failed every retry and is in the dead-letter queue."
+      description = "An asynchronous invocation (s3 mode) failed every retry, or a status message could not be delivered: it is in the dead-letter queue."
       namespace   = "AWS/SQS"
       metric      = "ApproximateNumberOfMessagesVisible"
       dimensions  = { QueueName = aws_sqs_queue.dead_letter.name }
@@ -177,6 +191,17 @@ resource "aws_cloudwatch_event_target" "execution_status" {
   count = local.use_step_functions ? 1 : 0
   rule  = aws_cloudwatch_event_rule.execution_status[0].name
   arn   = aws_sns_topic.alarms.arn
+
+  # A message the topic refuses is retried for an hour, then kept in the dead-letter queue
+  # (which alarms) instead of being dropped.
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 24
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.dead_letter.arn
+  }
 
   input_transformer {
     # Only fields without quotes: the message is a JSON string. The output and the cause of a

@@ -15,7 +15,7 @@ resource "aws_secretsmanager_secret" "db" {
   name                    = "${var.project}/${each.key}-db"
   description             = "${each.key} database credentials for the ${var.project} pipeline"
   kms_key_id              = aws_kms_key.pipeline.arn
-  recovery_window_in_days = 7
+  recovery_window_in_days = var.secret_recovery_window_days
 }
 
 resource "aws_secretsmanager_secret_version" "db" {

@@ -44,6 +44,7 @@ resource "aws_sfn_state_machine" "pipeline" {
 
   definition = templatefile("${path.module}/state_machine.asl.json", {
     project                            = var.project
+    partition                          = local.partition
     lock_table                         = aws_dynamodb_table.lock.name
     topic_arn                          = aws_sns_topic.alarms.arn
     ingest_function_arn                = aws_lambda_function.pipeline["ingest"].arn
@@ -69,6 +70,9 @@ resource "aws_sfn_state_machine" "pipeline" {
   tracing_configuration {
     enabled = true
   }
+
+  # Step Functions checks at create that the role may deliver logs to the log group.
+  depends_on = [aws_iam_role_policy.state_machine]
 }
 
 resource "aws_iam_role" "state_machine" {

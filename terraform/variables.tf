@@ -33,22 +33,36 @@ variable "lambda_architecture" {
 }
 
 variable "lambda_zip_dir" {
-  description = "Where cargo lambda build put the zips (<dir>/<function>/bootstrap.zip), relative to this folder."
+  description = "Where cargo lambda build put the zips (<dir>/<function>/bootstrap.zip): an absolute path, or one relative to this folder."
   type        = string
   default     = "../target/lambda"
 }
 
 variable "lambda_settings" {
-  description = "Memory (MB), timeout (s) and reserved concurrency per function. Ingest's concurrency is raised to map_concurrency in step_functions mode and is 1 in s3 mode; transform's is always 1 (its dimension snapshots are read, merged and written back)."
+  description = "Memory (MB), timeout (s) and reserved concurrency per function. Reserved concurrency is null (none) by default: a new account's quota is often 10 and Lambda keeps 100 unreserved, so reserving any fails there, and the state machine's lock already runs one pipeline at a time. In s3 mode ingest and transform are always reserved at 1 (see the README, S3-trigger mode)."
   type = object({
-    ingest    = object({ memory = number, timeout = number })
-    transform = object({ memory = number, timeout = number })
-    load      = object({ memory = number, timeout = number, concurrency = number })
+    ingest    = object({ memory = number, timeout = number, concurrency = optional(number) })
+    transform = object({ memory = number, timeout = number, concurrency = optional(number) })
+    load      = object({ memory = number, timeout = number, concurrency = optional(number) })
   })
   default = {
     ingest    = { memory = 256, timeout = 300 }
     transform = { memory = 512, timeout = 600 }
-    load      = { memory = 256, timeout = 900, concurrency = 2 }
+    load      = { memory = 256, timeout = 900 }
+  }
+
+  validation {
+    condition = alltrue([
+      for f in values(var.lambda_settings) : f.concurrency == null ? true : f.concurrency >= 1 && floor(f.concurrency) == f.concurrency
+    ])
+    error_message = "lambda_settings: a reserved concurrency is null (none) or a whole number of at least 1 (0 would stop the function)."
+  }
+
+  validation {
+    condition = var.trigger_mode != "s3" || alltrue([
+      for name in ["ingest", "transform"] : coalesce(var.lambda_settings[name].concurrency, 1) == 1
+    ])
+    error_message = "lambda_settings: in s3 mode ingest and transform run one at a time (reserved concurrency 1, set by the configuration): leave their concurrency null or 1."
   }
 }
 
@@ -94,6 +108,11 @@ variable "map_concurrency" {
   description = "How many tables are ingested at once (source database connections at once)."
   type        = number
   default     = 4
+
+  validation {
+    condition     = var.map_concurrency >= 1 && floor(var.map_concurrency) == var.map_concurrency
+    error_message = "map_concurrency must be a whole number of at least 1 (Step Functions reads 0 as no limit at all)."
+  }
 }
 
 variable "transient_retry" {
@@ -158,6 +177,11 @@ variable "alarm_email" {
   description = "Address subscribed to the alarm topic (confirm the email AWS sends). Empty: no subscription."
   type        = string
   default     = ""
+
+  validation {
+    condition     = var.alarm_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alarm_email))
+    error_message = "alarm_email must be one email address (name@example.com) or empty."
+  }
 }
 
 variable "noncurrent_version_days" {
@@ -170,6 +194,11 @@ variable "vpc_subnet_ids" {
   description = "Subnets to attach the Lambdas to when the databases are private. The subnets need a route to S3 (a gateway endpoint), Secrets Manager (an interface endpoint or NAT) and both databases. Empty: no VPC."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = (length(var.vpc_subnet_ids) == 0) == (length(var.vpc_security_group_ids) == 0)
+    error_message = "vpc_subnet_ids and vpc_security_group_ids go together: give both (a VPC attachment) or neither."
+  }
 }
 
 variable "vpc_security_group_ids" {
@@ -182,4 +211,15 @@ variable "quarantined_rows_threshold" {
   description = "Quarantined fact rows in an hour above which the alarm fires (0: any)."
   type        = number
   default     = 0
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days a deleted database secret can still be restored (0: deleted at once). While a deleted secret waits out this window its name cannot be reused, so a destroy followed by an apply within it fails: use 0 for environments you tear down and rebuild."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.secret_recovery_window_days == 0 || (var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30)
+    error_message = "secret_recovery_window_days must be 0 or from 7 to 30 (what Secrets Manager accepts)."
+  }
 }

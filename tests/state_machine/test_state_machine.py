@@ -2,7 +2,9 @@
 Functions interpreter, with canned Lambda results (moto's lambda-simple backend, see
 scripts/moto_server.py) and moto's DynamoDB, SNS and SQS: the happy path, the skips, retries of
 transient errors, permanent errors caught and notified with the input that finishes the run, a
-failed table not holding back the others, and the lock against overlapping runs.
+failed table not holding back the others, the lock against overlapping runs, and the failure
+paths guarded against what AWS fails with States.Runtime (a path that finds nothing), which
+scripts/moto_server.py makes moto raise as AWS does.
 
 Needs AWS_ENDPOINT_URL pointing at scripts/moto_server.py (scripts/env.sh starts it). It resets
 that moto first: run it after, not beside, tests that keep state there (make test does).
@@ -17,6 +19,7 @@ import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from asl_render import render, values  # noqa: E402
 from state_machine import ACCOUNT, StateMachine, execute_state_machines, invocations, moto_api  # noqa: E402
 
 TRANSIENT = ["TransientDatabaseError", "TransientStorageError", "TransientSecretError"]
@@ -33,8 +36,13 @@ class Pipeline(StateMachine):
     """The state machine over tables sales_order and payment, one at a time so that canned
     results meet the invocations in order, with short retry intervals."""
 
-    def __init__(self):
-        super().__init__(next(_regions))
+    def __init__(self, start_at=None):
+        super().__init__(next(_regions), start_at=start_at)
+
+    def hold_lock(self, owner):
+        self.dynamodb.put_item(
+            TableName=self.lock_table, Item={"lock_id": {"S": "pipeline"}, "owner": {"S": owner}}
+        )
 
     def queue_results(self, *results):
         moto_api(
@@ -279,11 +287,67 @@ def test_a_lock_left_by_an_execution_that_ended_is_taken_over():
 
 def test_a_lock_item_without_owner_fails_notified_and_is_left_alone():
     p = Pipeline()
-    # A lock item without an owner (written by hand, say): ReadLockOwner cannot read it.
+    # A lock item without an owner (written by hand, say): no owner to ask about.
     p.dynamodb.put_item(TableName=p.lock_table, Item={"lock_id": {"S": "pipeline"}})
     execution, history = p.run()
     assert execution["status"] == "FAILED", execution
-    assert "$.Item.owner.S" in execution["cause"]
+    assert execution["error"] == "LockItemWithoutOwner"
+    assert f"The lock item in {p.lock_table} has no owner" in execution["cause"]
     assert invocations(history) == []
-    assert len(p.notifications()) == 1
+    [notification] = p.notifications()
+    assert "LockItemWithoutOwner" in notification["Message"]
     assert p.lock_item() == {"lock_id": {"S": "pipeline"}}, "not this execution's to release"
+
+
+def test_a_lock_released_before_its_owner_is_read_is_acquired_again():
+    # AcquireLock found the lock held; its owner released it before ReadLockOwner read it. On
+    # AWS a path into the missing item fails the execution (States.Runtime) with the lock
+    # free and nothing notified; instead the run tries to acquire it again.
+    p = Pipeline(start_at="ReadLockOwner")
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", (execution, history)
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"]
+    assert p.lock_item() is None
+    assert p.notifications() == []
+
+
+def test_a_redriven_lock_owner_keeps_its_lock():
+    # A failed execution that is redriven reports PENDING_REDRIVE until it runs again.
+    p = Pipeline(start_at="IsLockOwnerRunning")
+    owner = p.execution_arn("redriven")
+    p.hold_lock(owner)
+    execution, history = p.run(input={"lock": {"owner": owner, "owner_status": {"status": "PENDING_REDRIVE"}}})
+    assert execution["status"] == "SUCCEEDED", (execution, history)
+    assert json.loads(execution["output"]) == {"skipped": "another execution holds the lock", "lock_owner": owner}
+    assert invocations(history) == []
+    assert p.lock_item()["owner"]["S"] == owner
+
+
+@pytest.mark.parametrize(
+    "error, notified, failed_with",
+    [
+        # States.Timeout and others can come without a Cause.
+        ({"Error": "States.Timeout"}, "States.Timeout: no cause was given", "PipelineFailed"),
+        ({"Error": "InvalidInput"}, "InvalidInput: no cause was given", "InvalidInput"),
+        ({"Cause": "no name"}, 'PipelineFailed: {"Cause":"no name"}', "PipelineFailed"),
+    ],
+)
+def test_an_error_without_cause_or_name_is_still_notified_and_releases_the_lock(error, notified, failed_with):
+    # Every failure path passes RunFailed (or its like) with $.error from a Catch; the message
+    # and the Fail states read $.error.Error and $.error.Cause, which AWS does not always give.
+    p = Pipeline(start_at="RunFailed")
+    p.hold_lock(p.execution_arn("failing"))
+    execution, history = p.run(name="failing", input={"error": error})
+    assert execution["status"] == "FAILED", (execution, history)
+    assert execution["error"] == failed_with
+    [notification] = p.notifications()
+    assert f"failed with {notified}." in notification["Message"]
+    assert p.lock_item() is None, "the failed run releases its lock"
+
+
+def test_no_resource_names_a_partition_of_its_own():
+    # GovCloud and China are partitions of their own: every ARN comes from sfn.tf's partition.
+    definition = render(values("aws-us-gov", "us-gov-west-1"))
+    assert "arn:aws:" not in definition
+    assert "arn:aws-us-gov:states:::lambda:invoke" in definition

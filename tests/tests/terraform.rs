@@ -178,13 +178,15 @@ fn each_lambda_gets_exactly_the_environment_its_config_reads() {
     );
 }
 
-/// The state machine template with every placeholder replaced by a number, as JSON.
+/// The state machine template with the partition `aws` and every other placeholder replaced by
+/// a number, as JSON.
 fn state_machine() -> Value {
     let text = std::fs::read_to_string(terraform_dir().join("state_machine.asl.json")).unwrap();
     let rendered = placeholder_re(&text)
         .into_iter()
         .fold(text.clone(), |t, name| {
-            t.replace(&format!("${{{name}}}"), "1")
+            let value = if name == "partition" { "aws" } else { "1" };
+            t.replace(&format!("${{{name}}}"), value)
         });
     serde_json::from_str(&rendered).expect("the rendered template is JSON")
 }

@@ -1,0 +1,66 @@
+"""terraform/state_machine.asl.json rendered as Terraform's templatefile() renders it (sfn.tf),
+for the state machine tests, make demo and the ASL check (scripts/check-asl.sh).
+
+Standard library only: the check runs it with any python3.
+
+Usage: python3 scripts/asl_render.py PARTITION OUT_FILE   the definition with realistic values
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "terraform" / "state_machine.asl.json"
+ACCOUNT = "123456789012"
+
+
+def render(values: dict, template: str | None = None) -> str:
+    """What templatefile() does with this template: it uses only ${name}. Every placeholder
+    must be given and every value used, as tests/tests/terraform.rs checks for sfn.tf."""
+    template = TEMPLATE.read_text() if template is None else template
+    assert "%{" not in template, "the template must not use directives"
+    names = set(re.findall(r"\$\{([a-z_]+)\}", template))
+    assert names == set(values), f"template placeholders {sorted(names)} != {sorted(values)}"
+    rendered = re.sub(r"\$\{([a-z_]+)\}", lambda m: str(values[m.group(1)]), template)
+    json.loads(rendered)
+    return rendered
+
+
+def function_arn(partition, region, name, project="totesys"):
+    return f"arn:{partition}:lambda:{region}:{ACCOUNT}:function:{project}-{name}"
+
+
+def values(partition="aws", region="eu-west-2", **settings) -> dict:
+    """The values sfn.tf passes, as a deployment with the defaults of variables.tf would have
+    them; `settings` override any of them."""
+    result = {
+        "project": "totesys",
+        "partition": partition,
+        "lock_table": "totesys-pipeline-lock",
+        "topic_arn": f"arn:{partition}:sns:{region}:{ACCOUNT}:totesys-alarms",
+        "ingest_function_arn": function_arn(partition, region, "ingest"),
+        "transform_function_arn": function_arn(partition, region, "transform"),
+        "load_function_arn": function_arn(partition, region, "load"),
+        "tables": [
+            "address", "counterparty", "currency", "department", "design", "payment",
+            "payment_type", "purchase_order", "sales_order", "staff", "transaction",
+        ],
+        "map_concurrency": 4,
+        "execution_timeout_seconds": 10800,
+        "transient_interval_seconds": 5,
+        "transient_max_attempts": 4,
+        "transient_backoff_rate": 2,
+        "missing_dimension_interval_seconds": 30,
+        "missing_dimension_max_attempts": 3,
+        "missing_dimension_backoff_rate": 2,
+    }
+    result.update(settings)
+    result["tables"] = json.dumps(result["tables"])
+    return result
+
+
+if __name__ == "__main__":
+    partition, out = sys.argv[1:]
+    region = {"aws": "eu-west-2", "aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}[partition]
+    Path(out).write_text(render(values(partition, region)))
