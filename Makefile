@@ -14,14 +14,18 @@ LAMBDA_INCLUDE ?=
 TF := terraform -chdir=terraform
 TF_VARS := -var lambda_architecture=$(ARCH)
 ZIPS := $(foreach f,$(LAMBDAS),target/lambda/$(f)/bootstrap.zip)
+# Where the state lives (it holds the database passwords): TF_BACKEND_CONFIG=FILE, the s3
+# backend's settings (terraform/backend.hcl.example), or TF_LOCAL_STATE=1 for a local file.
+TF_INIT := scripts/terraform-init.sh
+CHECK_ZIPS = @for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-17s %s\n", $$1, $$2}'
 
 test: check ## Lint, then every test against a real PostgreSQL and local AWS APIs (moto)
-	$(WITH_SERVICES) sh -c 'cargo test --workspace && .venv/bin/python -m pytest -q tests/state_machine'
+	$(WITH_SERVICES) sh -c 'cargo test --workspace && .venv/bin/python -m pytest -q tests/state_machine tests/deployment'
 
-check: ## cargo fmt --check, clippy -D warnings, terraform fmt -check and checkov (side by side)
+check: ## cargo fmt --check and clippy -D warnings, beside the deployment checks (terraform validate, asl-validator, checkov, zizmor)
 	scripts/check.sh
 
 demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
@@ -48,18 +52,18 @@ invoke-transform: ## Invoke the locally watched transform with events/transform-
 invoke-load: ## Invoke the locally watched load with events/load-transform-output.json
 	$(LAMBDA) invoke load --data-file events/load-transform-output.json
 
-plan: ## terraform plan against your AWS account (ARCH as for build; see the README, Deploying)
-	@for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
-	$(TF) init -input=false
+plan: ## terraform plan against your AWS account (TF_BACKEND_CONFIG=FILE or TF_LOCAL_STATE=1; ARCH as for build)
+	$(TF_INIT) >/dev/null
+	$(CHECK_ZIPS)
 	$(TF) plan -input=false $(TF_VARS)
 
-deploy: ## terraform apply of the zips from make build (ARCH as for build; AUTO_APPROVE=1 for CI)
-	@for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run make build first" >&2; exit 1; }; done
-	$(TF) init -input=false
+deploy: ## terraform apply of the zips from make build (as plan; AUTO_APPROVE=1 for CI)
+	$(TF_INIT) >/dev/null
+	$(CHECK_ZIPS)
 	$(TF) apply $(TF_VARS) $(if $(AUTO_APPROVE),-auto-approve)
 
-destroy: ## terraform destroy (the buckets must be emptied first; the lock table is protected)
-	$(TF) init -input=false
+destroy: ## terraform destroy (as plan; the buckets must be emptied first, the lock table is protected)
+	$(TF_INIT) >/dev/null
 	$(TF) destroy $(TF_VARS)
 
 clean: ## Remove build output, the venvs and leftover local clusters

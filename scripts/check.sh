@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make check: cargo fmt --check and clippy -D warnings, with the Terraform and workflow checks
+# make check: cargo fmt --check and clippy -D warnings, with the deployment checks
 # (scripts/check-terraform.sh, whose first run installs checkov) running beside them, as they
 # share no inputs. Fails if any check fails; the Terraform checks' output follows the Rust ones.
 set -uo pipefail

@@ -429,3 +429,162 @@ fn s3_triggers_fire_on_table_prefixes_only() {
     );
     assert_eq!(local_text("s3.tf", "source_tables"), "var.tables");
 }
+
+/// The `statement` blocks of `data "aws_iam_policy_document" "<name>"` in `file` whose
+/// principals include the service `principal`.
+fn statements_for(file: &str, name: &str, principal: &str) -> Vec<Block> {
+    let body = parse(file);
+    let document = labelled(&body, "data", &["aws_iam_policy_document", name]);
+    blocks(&document.body, "statement")
+        .filter(|s| {
+            blocks(&s.body, "principals").any(|p| {
+                attribute(&p.body, "identifiers")
+                    .to_string()
+                    .contains(&format!("\"{principal}\""))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+fn depends_on(file: &str, labels: &[&str]) -> Vec<String> {
+    let body = parse(file);
+    let Expression::Array(items) =
+        attribute(&labelled(&body, "resource", labels).body, "depends_on")
+    else {
+        panic!("{labels:?}: depends_on is not a list")
+    };
+    items.iter().map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn eventbridge_may_use_the_topic_key_and_keeps_what_it_cannot_deliver() {
+    // EventBridge publishing to a KMS-encrypted topic does not support aws:SourceAccount (SNS
+    // developer guide, key management): under that condition every status message is dropped.
+    let events = statements_for("kms.tf", "kms", "events.amazonaws.com");
+    assert!(
+        !events.is_empty(),
+        "the key policy lets EventBridge use the key"
+    );
+    for statement in &events {
+        assert_eq!(
+            blocks(&statement.body, "condition").count(),
+            0,
+            "no condition"
+        );
+        let actions = strings(attribute(&statement.body, "actions"));
+        for action in ["kms:Decrypt", "kms:GenerateDataKey*"] {
+            assert!(actions.contains(&action.to_owned()), "{action}");
+        }
+    }
+
+    // What the topic still refuses is retried, then kept in the dead-letter queue, which
+    // EventBridge may write to for this rule, and the rule's failures alarm.
+    let monitoring = parse("monitoring.tf");
+    let target = labelled(
+        &monitoring,
+        "resource",
+        &["aws_cloudwatch_event_target", "execution_status"],
+    );
+    assert_eq!(blocks(&target.body, "retry_policy").count(), 1);
+    let dead_letter = blocks(&target.body, "dead_letter_config")
+        .next()
+        .expect("a dead-letter queue");
+    assert_eq!(
+        attribute(&dead_letter.body, "arn").to_string(),
+        "aws_sqs_queue.dead_letter.arn"
+    );
+    let lambda = parse("lambda.tf");
+    let queue_policy = labelled(&lambda, "data", &["aws_iam_policy_document", "dead_letter"]);
+    let statement = blocks(&queue_policy.body, "dynamic")
+        .find(|d| d.labels.iter().any(|l| l.as_str() == "statement"))
+        .expect("the statement for EventBridge");
+    assert_eq!(
+        attribute(&statement.body, "for_each").to_string(),
+        "aws_cloudwatch_event_rule.execution_status"
+    );
+    let alarms = local_text("monitoring.tf", "event_rule_alarms");
+    assert!(
+        alarms.contains("aws_cloudwatch_event_rule.execution_status")
+            && alarms.contains("\"FailedInvocations\""),
+        "{alarms}"
+    );
+}
+
+#[test]
+fn no_function_reserves_concurrency_unless_asked() {
+    // Lambda keeps 100 executions unreserved and new accounts often have a quota of 10: a
+    // reservation there fails the apply. The state machine's lock runs one pipeline at a time.
+    let variables = parse("variables.tf");
+    let settings = labelled(&variables, "variable", &["lambda_settings"]);
+    let defaults = attribute(&settings.body, "default");
+    for (function, setting) in object(defaults) {
+        assert!(
+            !object(setting).contains_key("concurrency"),
+            "{function} reserves concurrency by default"
+        );
+    }
+    let functions = local("lambda.tf", "functions");
+    for (function, settings) in object(&functions) {
+        let concurrency = object(settings)["concurrency"].to_string();
+        let variable = format!("var.lambda_settings.{function}.concurrency");
+        // s3 mode: nothing but the reservation keeps two ingests or transforms apart.
+        let expected = match function.as_str() {
+            "load" => variable,
+            _ => format!("local.use_s3_triggers ? 1 : {variable}"),
+        };
+        assert_eq!(concurrency, expected, "{function}");
+    }
+}
+
+#[test]
+fn resources_wait_for_the_permissions_aws_checks_when_creating_them() {
+    // Step Functions checks log delivery at create; Lambda checks that a VPC-attached
+    // function's role may create network interfaces.
+    assert!(
+        depends_on("sfn.tf", &["aws_sfn_state_machine", "pipeline"])
+            .contains(&"aws_iam_role_policy.state_machine".to_owned())
+    );
+    let lambda = depends_on("lambda.tf", &["aws_lambda_function", "pipeline"]);
+    for policy in [
+        "aws_iam_role_policy.lambda",
+        "aws_iam_role_policy_attachment.lambda_vpc",
+    ] {
+        assert!(lambda.contains(&policy.to_owned()), "{policy}");
+    }
+}
+
+#[test]
+fn the_state_goes_to_a_backend_and_the_provider_to_the_checked_releases() {
+    let versions = parse("versions.tf");
+    let terraform = blocks(&versions, "terraform")
+        .next()
+        .expect("terraform block");
+    let backend = blocks(&terraform.body, "backend")
+        .next()
+        .expect("a backend: without one the state, passwords included, is a local file");
+    assert_eq!(backend.labels[0].as_str(), "s3");
+    assert_eq!(
+        backend.body.iter().count(),
+        0,
+        "partial configuration, given at init"
+    );
+
+    // make check validates against the 6.69 schema (tf-offline: cdktn-provider-aws 25.8.1).
+    let providers = blocks(&terraform.body, "required_providers")
+        .next()
+        .unwrap();
+    let aws = object(attribute(&providers.body, "aws"));
+    assert_eq!(aws["version"].to_string(), "\"~> 6.69.0\"");
+}
+
+#[test]
+fn the_secrets_recovery_window_is_a_setting() {
+    // A destroy and apply within a fixed 7-day window fails: the name is still taken.
+    let secrets = parse("secrets.tf");
+    let secret = labelled(&secrets, "resource", &["aws_secretsmanager_secret", "db"]);
+    assert_eq!(
+        attribute(&secret.body, "recovery_window_in_days").to_string(),
+        "var.secret_recovery_window_days"
+    );
+}

@@ -1,0 +1,140 @@
+"""What a user deploying meets before AWS does: Terraform's variable validations (run by
+Terraform itself, scripts/terraform.sh, over a copy of terraform/variables.tf: no provider
+needed), make plan refusing to put the state in a local file unasked, and the GitHub deploy
+workflow agreeing with the Terraform and the README.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TERRAFORM = ROOT / "scripts" / "terraform.sh"
+CREDENTIALS = {"host": "db.example.com", "port": 5432, "user": "u", "password": "p", "database": "d"}
+
+
+@pytest.fixture(scope="module")
+def variables(tmp_path_factory):
+    """A folder holding only variables.tf, initialised: Terraform plans it without providers,
+    and planning evaluates every validation."""
+    folder = tmp_path_factory.mktemp("variables")
+    shutil.copy(ROOT / "terraform" / "variables.tf", folder)
+    subprocess.run([TERRAFORM, f"-chdir={folder}", "init", "-backend=false", "-input=false"],
+                   check=True, capture_output=True)
+    return folder
+
+
+def plan(folder, var_file=None, **settings):
+    """terraform plan with the credentials and `settings` (None: left unset): the error text,
+    or None when the plan passes."""
+    values = {"source_db": CREDENTIALS, "warehouse_db": CREDENTIALS, **settings}
+    (folder / "test.tfvars.json").write_text(json.dumps({k: v for k, v in values.items() if v is not None}))
+    command = [TERRAFORM, f"-chdir={folder}", "plan", "-input=false", "-no-color", "-var-file=test.tfvars.json"]
+    if var_file:
+        command.append(f"-var-file={var_file}")
+    result = subprocess.run(command, capture_output=True, text=True)
+    return None if result.returncode == 0 else " ".join(result.stderr.split())
+
+
+def test_the_defaults_and_the_example_plan(variables):
+    assert plan(variables) is None
+    assert plan(variables, var_file=ROOT / "terraform" / "examples" / "plan.tfvars") is None
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5])
+def test_map_concurrency_is_a_whole_number_from_one(variables, value):
+    # Step Functions reads MaxConcurrency 0 as no limit: every table's connection at once.
+    assert "map_concurrency must be a whole number of at least 1" in plan(variables, map_concurrency=value)
+    assert plan(variables, map_concurrency=1) is None
+
+
+@pytest.mark.parametrize(
+    "subnets, groups",
+    [(["subnet-0a1b2c3d4e5f60718"], []), ([], ["sg-0123456789abcdef0"])],
+)
+def test_subnets_and_security_groups_go_together(variables, subnets, groups):
+    error = plan(variables, vpc_subnet_ids=subnets, vpc_security_group_ids=groups)
+    assert "vpc_subnet_ids and vpc_security_group_ids go together" in error
+    assert plan(variables, vpc_subnet_ids=["subnet-0a1b2c3d4e5f60718"],
+                vpc_security_group_ids=["sg-0123456789abcdef0"]) is None
+
+
+@pytest.mark.parametrize("email", ["data-team", "a@b.com, c@d.com", "data team@example.com", "x@localhost"])
+def test_the_alarm_email_is_one_address_or_empty(variables, email):
+    assert "alarm_email must be one email address" in plan(variables, alarm_email=email)
+    assert plan(variables, alarm_email="data-team@example.com") is None
+    assert plan(variables, alarm_email="") is None
+
+
+def settings(**concurrency):
+    base = {"ingest": {"memory": 256, "timeout": 300}, "transform": {"memory": 512, "timeout": 600},
+            "load": {"memory": 256, "timeout": 900}}
+    for function, value in concurrency.items():
+        base[function]["concurrency"] = value
+    return base
+
+
+def test_reserved_concurrency_is_none_or_at_least_one(variables):
+    assert "a reserved concurrency is null (none) or a whole number of at least 1" in plan(
+        variables, lambda_settings=settings(load=0))
+    assert plan(variables, lambda_settings=settings(load=2)) is None
+
+
+def test_s3_mode_runs_one_ingest_and_one_transform_at_a_time(variables):
+    # Nothing but the reservation of 1 keeps two transforms from merging one snapshot.
+    error = plan(variables, trigger_mode="s3", lambda_settings=settings(transform=2))
+    assert "in s3 mode ingest and transform run one at a time" in error
+    assert plan(variables, trigger_mode="s3", lambda_settings=settings(transform=1, load=3)) is None
+    # Under the state machine its lock keeps runs apart, so any reservation is the user's call.
+    assert plan(variables, lambda_settings=settings(transform=2)) is None
+
+
+@pytest.mark.parametrize("days", [1, 6, 31])
+def test_the_secret_recovery_window_is_one_secrets_manager_takes(variables, days):
+    assert "secret_recovery_window_days must be 0 or from 7 to 30" in plan(
+        variables, secret_recovery_window_days=days)
+    assert plan(variables, secret_recovery_window_days=0) is None
+
+
+@pytest.mark.parametrize("target", ["plan", "deploy", "destroy"])
+def test_make_refuses_to_put_the_state_in_a_local_file_unasked(target, tmp_path):
+    # A stand-in terraform on PATH records whether it was run at all.
+    marker = tmp_path / "ran"
+    (tmp_path / "terraform").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (tmp_path / "terraform").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_BACKEND_CONFIG", "TF_LOCAL_STATE")}
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    result = subprocess.run(["make", "-s", target], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "Where should the Terraform state live?" in result.stderr
+    assert not marker.exists(), "terraform did not run"
+    assert not (ROOT / "terraform" / "local_backend_override.tf").exists()
+
+
+def deploy_workflow():
+    return yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+
+
+def test_the_deploy_workflow_sets_only_variables_terraform_declares():
+    declared = set(re.findall(r'^variable "([a-z_]+)"', (ROOT / "terraform" / "variables.tf").read_text(), re.M))
+    steps = deploy_workflow()["jobs"]["deploy"]["steps"]
+    given = {name.removeprefix("TF_VAR_") for step in steps for name in step.get("env", {})
+             if name.startswith("TF_VAR_")}
+    assert given <= declared, given - declared
+    # The first backfill runs with the schedule off (README, Deploying): a repository variable.
+    assert "schedule_enabled" in given
+
+
+def test_the_documented_trust_policy_matches_the_deploy_jobs_token():
+    # A job that names an environment gets sub = repo:ORG/REPO:environment:NAME, without the
+    # branch; a trust policy on the branch's subject never matches it.
+    environment = deploy_workflow()["jobs"]["deploy"]["environment"]
+    readme = (ROOT / "README.md").read_text()
+    subjects = re.findall(r'"token\.actions\.githubusercontent\.com:sub": "([^"]+)"', readme)
+    assert subjects == [f"repo:ORG/REPO:environment:{environment}"]
