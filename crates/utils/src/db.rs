@@ -235,7 +235,16 @@ pub async fn connect(
         None => std::env::var(ROOT_CERT_VAR).ok().filter(|s| !s.is_empty()),
     };
     let tls = tls_connector(root_cert.as_deref())?;
-    let (client, connection) = config.connect(tls).await?;
+    let (client, connection) = config.connect(tls).await.map_err(|e| {
+        match rejected_certificate(&e) {
+            // The same certificate meets the same roots on every retry.
+            Some(reason) => Error::Configuration(format!(
+                "TLS: the database server's certificate was not accepted ({reason}): check \
+                 {ROOT_CERT_VAR} or sslrootcert, and the host name"
+            )),
+            None => Error::from(e),
+        }
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %e, "database connection ended with an error");
@@ -252,6 +261,29 @@ pub async fn connect_source(
 ) -> Result<Client> {
     let (config, root_cert) = resolve(source, secrets).await?;
     connect(config, root_cert.as_deref(), application_name).await
+}
+
+/// The reason the server's certificate was refused, when that is why the handshake failed: a
+/// certificate the roots do not accept (unknown issuer, wrong name, expired). Other TLS
+/// failures (a reset mid-handshake) stay transient.
+fn rejected_certificate(e: &tokio_postgres::Error) -> Option<rustls::CertificateError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(error) = source {
+        // tokio-postgres-rustls reports rustls' error inside an io::Error, whose source() skips it.
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(error), inner].into_iter().flatten() {
+            if let Some(rustls::Error::InvalidCertificate(reason)) =
+                candidate.downcast_ref::<rustls::Error>()
+            {
+                return Some(reason.clone());
+            }
+        }
+        source = error.source();
+    }
+    None
 }
 
 fn tls_connector(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
