@@ -6,8 +6,9 @@ use arrow::array::{Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, ParquetMetaDataWriter};
 use totesys_tests::*;
-use utils::parquet_io::{PART_SIZE, ParquetUpload, S3UploadWriter, read_parquet};
+use utils::parquet_io::{PART_SIZE, ParquetUpload, S3UploadWriter, open_parquet, read_parquet};
 
 /// Deterministic bytes that do not compress.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -105,6 +106,49 @@ async fn a_small_parquet_file_is_one_put_with_its_metadata() {
         contents.batches[0].column(1).slice(3, 3).as_ref(),
         batch.column(1).as_ref()
     );
+}
+
+/// A footer whose row count is negative (corrupt, or written by a broken writer) is an error
+/// naming it, not a file of 0 rows that a load would record as loaded.
+#[tokio::test]
+async fn a_footer_counting_negative_rows_is_refused() {
+    let store = bucket().await;
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)]));
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![1, 2]))]).unwrap();
+    let mut upload = ParquetUpload::create(&store, "t/good.parquet", schema, ["id"]).unwrap();
+    upload.write(&batch).await.unwrap();
+    let written = upload.finish(Vec::new()).await.unwrap();
+    assert_eq!(open_parquet(&store, &written.key).await.unwrap().rows, 2);
+
+    // The same data pages under a footer that says -2 rows (the writer sums the row groups').
+    let bytes = store.get(&written.key).await.unwrap().unwrap();
+    let end = bytes.len() - 8;
+    let footer = u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+    let metadata = ParquetMetaDataReader::decode_metadata(&bytes[end - footer..end]).unwrap();
+    let row_groups = metadata
+        .row_groups()
+        .iter()
+        .map(|g| g.clone().into_builder().set_num_rows(-2).build().unwrap())
+        .collect();
+    let file = metadata.file_metadata().clone();
+    let corrupt = ParquetMetaData::new(file, row_groups);
+    let mut rewritten = bytes[..end - footer].to_vec();
+    ParquetMetaDataWriter::new(&mut rewritten, &corrupt)
+        .finish()
+        .unwrap();
+    store
+        .put(
+            "t/corrupt.parquet",
+            Bytes::from(rewritten),
+            "application/vnd.apache.parquet",
+        )
+        .await
+        .unwrap();
+    let Err(e) = open_parquet(&store, "t/corrupt.parquet").await else {
+        panic!("a negative row count is refused")
+    };
+    assert!(e.to_string().contains("the footer counts -2 rows"), "{e}");
 }
 
 mod tls {

@@ -778,6 +778,77 @@ async fn invalid_fact_rows_are_quarantined_and_the_rest_go_on() {
     assert_eq!(quarantine.metadata_value("totesys.row_count"), Some("3"));
 }
 
+/// PostgreSQL's timestamps reach the year 294276, chrono's dates (and so dim_date's names) the
+/// year 262143: such a row is quarantined, never a panic or a wrapped-around date.
+#[tokio::test]
+async fn a_timestamp_past_the_calendar_is_quarantined() {
+    let p = Pipeline::new(false).await;
+    let n = 3;
+    let past_the_calendar = i64::MAX; // beyond i32 days as well
+    let year_270000 = 8_458_444_800_000_000; // within i32 days, beyond chrono
+    let key = put_raw(
+        &p.raw,
+        "sales_order",
+        nullable("sales_order"),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                ms("2024-11-14 09:00:00.000"),
+                past_the_calendar,
+                year_270000,
+            ])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                ms(
+                    "2024-11-14 09:30:00.250"
+                );
+                n
+            ])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int32Array::from(vec![10; n])),
+            Arc::new(
+                Decimal128Array::from(vec![100; n])
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(StringArray::from(vec!["2024-11-20"; n])),
+            Arc::new(StringArray::from(vec!["2024-11-22"; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+        ],
+        "093000250000",
+    )
+    .await;
+    let out = p
+        .transform(json!({"bucket": p.raw.bucket(), "files": {"sales_order": key}}))
+        .await
+        .unwrap();
+    assert_eq!(out.row_counts["fact_sales_order"], 1);
+    assert_eq!(out.quarantined["fact_sales_order"], 2);
+    let quarantine = read_object(
+        &p.processed,
+        "quarantine/fact_sales_order/2024/11/14/093000250000.parquet",
+    )
+    .await;
+    let reasons: Vec<String> = rows_of(&quarantine.batches)
+        .iter()
+        .map(|r| r[12].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [past_the_calendar, year_270000].map(|ms| format!(
+            "created_at: {ms} ms after 1970 is past the dates the warehouse's calendar can name \
+             (years -262143 to 262143)"
+        ))
+    );
+    let dates = p.output_rows(&out, "dim_date").await;
+    assert_eq!(
+        dates.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["2024-11-14", "2024-11-20", "2024-11-22"]
+    );
+}
+
 #[tokio::test]
 async fn a_batch_of_only_invalid_rows_writes_only_quarantine() {
     let p = Pipeline::new(true).await;

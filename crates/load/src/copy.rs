@@ -10,6 +10,7 @@ use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
+use utils::tables::{MONEY_PRECISION, MONEY_SCALE};
 use utils::warehouse::{WarehouseTable, WhType};
 
 /// The PostgreSQL type a column is sent as.
@@ -39,9 +40,6 @@ enum Values<'a> {
     Bool(Vec<Option<bool>>),
 }
 
-/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01 (Arrow's day 0).
-const UNIX_EPOCH_FROM_CE: i32 = 719_163;
-
 /// The values of `array` through `f`, NULLs kept; the first value `f` refuses is an error
 /// naming its row.
 fn each<T, A: Array, F: Fn(&A, usize) -> Option<T>>(
@@ -70,11 +68,7 @@ impl<'a> Values<'a> {
             WhType::Date => Values::Date(each(
                 array.as_primitive::<Date32Type>(),
                 "a date outside the calendar",
-                |a, i| {
-                    a.value(i)
-                        .checked_add(UNIX_EPOCH_FROM_CE)
-                        .and_then(NaiveDate::from_num_days_from_ce_opt)
-                },
+                |a, i| Date32Type::to_naive_date_opt(a.value(i)),
             )?),
             WhType::Time => Values::Time(each(
                 array.as_primitive::<Time64MicrosecondType>(),
@@ -90,11 +84,17 @@ impl<'a> Values<'a> {
             WhType::Int => Values::Int(each(array.as_primitive::<Int32Type>(), "", |a, i| {
                 Some(a.value(i))
             })?),
-            WhType::Money => {
-                Values::Money(each(array.as_primitive::<Decimal128Type>(), "", |a, i| {
-                    Some(Decimal::from_i128_with_scale(a.value(i), scale))
-                })?)
-            }
+            WhType::Money => Values::Money(each(
+                array.as_primitive::<Decimal128Type>(),
+                &format!("an amount outside numeric({MONEY_PRECISION},{MONEY_SCALE})"),
+                |a, i| {
+                    // Arrow does not hold a Decimal128 to its precision; numeric(10,2) does.
+                    let unscaled = a.value(i);
+                    (unscaled.unsigned_abs() < 10u128.pow(MONEY_PRECISION.into()))
+                        .then(|| Decimal::try_from_i128_with_scale(unscaled, scale).ok())
+                        .flatten()
+                },
+            )?),
             WhType::Varchar => Values::Text(array.as_string::<i32>().iter().collect()),
             WhType::Bool => Values::Bool(array.as_boolean().iter().collect()),
         })
@@ -130,7 +130,7 @@ pub async fn write_batch(
         .iter()
         .zip(batch.columns())
         .map(|(c, a)| {
-            Values::of(a.as_ref(), c.wh_type, utils::tables::MONEY_SCALE as u32)
+            Values::of(a.as_ref(), c.wh_type, MONEY_SCALE.unsigned_abs().into())
                 .map_err(|e| CopyError::Value(format!("column {}, {e}", c.name)))
         })
         .collect::<Result<_, _>>()?;
@@ -150,7 +150,7 @@ pub async fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Date32Array, Time64MicrosecondArray};
+    use arrow::array::{Date32Array, Decimal128Array, Time64MicrosecondArray};
 
     #[test]
     fn arrow_dates_and_times_become_chrono_values() {
@@ -187,5 +187,34 @@ mod tests {
         assert!(Values::of(&times, WhType::Time, 0).is_err());
         let dates = Date32Array::from(vec![i32::MAX]);
         assert!(Values::of(&dates, WhType::Date, 0).is_err());
+    }
+
+    #[test]
+    fn amounts_numeric_10_2_cannot_hold_name_their_row_and_never_panic() {
+        let amounts = |values: Vec<i128>| {
+            Decimal128Array::from(values)
+                .with_precision_and_scale(38, 2)
+                .unwrap()
+        };
+        let Ok(Values::Money(m)) =
+            Values::of(&amounts(vec![-9_999_999_999, 12_345]), WhType::Money, 2)
+        else {
+            panic!("amounts within numeric(10,2)")
+        };
+        assert_eq!(
+            m,
+            [
+                Some(Decimal::new(-9_999_999_999, 2)),
+                Some(Decimal::new(12_345, 2))
+            ]
+        );
+        // One more digit than numeric(10,2) has; and past rust_decimal's 96 bits, which
+        // Decimal::from_i128_with_scale would panic on.
+        for too_large in [10_000_000_000, i128::MAX, i128::MIN] {
+            let Err(e) = Values::of(&amounts(vec![1, too_large]), WhType::Money, 2) else {
+                panic!("{too_large} is refused")
+            };
+            assert_eq!(e, "row 2: an amount outside numeric(10,2)");
+        }
     }
 }

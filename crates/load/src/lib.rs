@@ -168,7 +168,8 @@ async fn load_file(
         .ok_or_else(|| invalid(store, file, "the file does not exist"))?;
     // The footer and schema are checked before the transaction starts.
     let opened = open(store, file).await?;
-    let rows = opened.rows;
+    let count = |n: u64| i64::try_from(n).map_err(|_| invalid(store, file, format!("{n} rows")));
+    let rows = count(opened.rows)?;
 
     let tx = client.transaction().await?;
     if table.kind == Kind::Dimension {
@@ -185,7 +186,7 @@ async fn load_file(
                 "INSERT INTO {LEDGER} (file_key, etag, table_name, rows, changed)
                  VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING"
             ),
-            &[&file.key, &etag, &table.name, &(rows as i64)],
+            &[&file.key, &etag, &table.name, &rows],
         )
         .await?;
     if claimed == 0 {
@@ -227,7 +228,7 @@ async fn load_file(
     }
     tx.execute(
         &format!("UPDATE {LEDGER} SET changed = $3 WHERE file_key = $1 AND etag = $2"),
-        &[&file.key, &etag, &(changed as i64)],
+        &[&file.key, &etag, &count(changed)?],
     )
     .await?;
     tx.commit().await?;

@@ -5,26 +5,28 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, Date32Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::Date32Type;
-use chrono::{Datelike, Days, NaiveDate};
+use arrow::error::ArrowError;
+use chrono::{Datelike, NaiveDate};
 use utils::parquet_io::read_parquet;
 use utils::store::S3Store;
 use utils::warehouse::warehouse_table;
 
 use crate::error::Result;
 
-fn date_of(days: i32) -> NaiveDate {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-    if days >= 0 {
-        epoch + Days::new(u64::from(days.unsigned_abs()))
-    } else {
-        epoch - Days::new(u64::from(days.unsigned_abs()))
-    }
-}
-
 /// dim_date rows for `dates` (days since 1970-01-01), in date order: ISO day of week
-/// (1 = Monday), English day and month names, quarter 1-4.
+/// (1 = Monday), English day and month names, quarter 1-4. Fact rows whose dates chrono cannot
+/// name were quarantined and [`dates_in`] refuses such a file, so none should reach here; one
+/// that does is an error, not a panic.
 pub fn dim_date(dates: &BTreeSet<i32>) -> Result<RecordBatch> {
-    let days: Vec<NaiveDate> = dates.iter().map(|&d| date_of(d)).collect();
+    let days: Vec<NaiveDate> = dates
+        .iter()
+        .map(|&d| {
+            Date32Type::to_naive_date_opt(d).ok_or_else(|| {
+                ArrowError::ComputeError(format!("day {d} since 1970 is not a calendar date"))
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(utils::Error::from)?;
     let ints =
         |f: fn(&NaiveDate) -> i32| Arc::new(Int32Array::from_iter_values(days.iter().map(f)));
     let names = |format: &'static str| {
@@ -68,6 +70,13 @@ pub async fn dates_in(store: &S3Store, key: &str) -> Result<BTreeSet<i32>> {
             .column_by_name("date_id")
             .and_then(|c| c.as_primitive_opt::<Date32Type>())
             .ok_or_else(|| corrupt("no date_id date column".into()))?;
+        if let Some(day) = column
+            .values()
+            .iter()
+            .find(|&&d| Date32Type::to_naive_date_opt(d).is_none())
+        {
+            return Err(corrupt(format!("date_id {day} is not a calendar date")).into());
+        }
         dates.extend(column.values().iter().copied());
     }
     Ok(dates)
@@ -109,5 +118,16 @@ mod tests {
         assert_eq!(text(5), ["Wednesday", "Sunday", "Thursday", "Thursday"]);
         assert_eq!(text(6), ["December", "January", "February", "November"]);
         assert_eq!(int(7), [4, 1, 1, 4]);
+    }
+
+    #[test]
+    fn a_day_chrono_cannot_name_is_an_error_not_a_panic() {
+        for day in [i32::MAX, i32::MIN, 100_000_000] {
+            let e = dim_date(&BTreeSet::from([0, day])).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("day {day} since 1970")),
+                "{e}"
+            );
+        }
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, RecordBatch, StringArray, Time64MicrosecondArray,
 };
-use arrow::compute::kernels::arity::unary;
+use arrow::compute::kernels::arity::{try_unary, unary};
 use arrow::compute::{filter, filter_record_batch, not};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use chrono::{Datelike, NaiveDate};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use chrono::NaiveDate;
 use utils::tables::TableSpec;
 use utils::warehouse::{WarehouseTable, warehouse_table};
 
@@ -164,8 +165,16 @@ pub fn parse_date(text: &str) -> Option<i32> {
 }
 
 pub fn days_since_epoch(date: NaiveDate) -> i32 {
-    // 719_163 days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
-    date.num_days_from_ce() - 719_163
+    Date32Type::from_naive_date(date)
+}
+
+/// The day (since 1970-01-01) of a timestamp in milliseconds, if it is one the calendar can
+/// name: PostgreSQL's timestamps reach the year 294276, chrono's dates (and dim_date's names)
+/// the year 262143.
+fn day_of(ms: i64) -> Option<i32> {
+    i32::try_from(ms.div_euclid(MS_PER_DAY))
+        .ok()
+        .filter(|&day| Date32Type::to_naive_date_opt(day).is_some())
 }
 
 /// Turns one batch of `spec.source` rows (relaxed schema) into fact rows and quarantined rows,
@@ -191,6 +200,18 @@ pub fn transform_batch(
                     if column.is_null(row) {
                         reason.push(format!(
                             "{name}: NULL where the warehouse column is NOT NULL"
+                        ));
+                    }
+                }
+            }
+            if let DateOf(_) | TimeOf(_) = *from {
+                let stamps = timestamps(batch, name);
+                for (row, reason) in reasons.iter_mut().enumerate() {
+                    if stamps.is_valid(row) && day_of(stamps.value(row)).is_none() {
+                        reason.push(format!(
+                            "{name}: {} ms after 1970 is past the dates the warehouse's calendar \
+                             can name (years -262143 to 262143)",
+                            stamps.value(row)
                         ));
                     }
                 }
@@ -227,9 +248,13 @@ pub fn transform_batch(
         let column: ArrayRef = match *from {
             Same(c) => source.column_by_name(c).expect("checked").clone(),
             DateOf(c) => {
-                let days: Date32Array = unary(timestamps(&source, c), |ms| {
-                    ms.div_euclid(MS_PER_DAY) as i32
-                });
+                // Rows whose day is out of range were set aside above.
+                let days: Date32Array = try_unary(timestamps(&source, c), |ms| {
+                    day_of(ms).ok_or_else(|| {
+                        ArrowError::ComputeError(format!("{c}: {ms} ms is not a calendar day"))
+                    })
+                })
+                .map_err(utils::Error::from)?;
                 dates.extend(days.values().iter().copied());
                 Arc::new(days)
             }

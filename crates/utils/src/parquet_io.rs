@@ -438,7 +438,12 @@ pub async fn open_parquet(store: &S3Store, key: &str) -> Result<ParquetStream> {
         .map_err(unwrap_external)?;
     let file = builder.metadata().file_metadata();
     let metadata = key_value_metadata(file);
-    let rows = u64::try_from(file.num_rows()).unwrap_or_default();
+    let rows = u64::try_from(file.num_rows()).map_err(|_| {
+        Error::Parquet(ParquetError::General(format!(
+            "the footer counts {} rows",
+            file.num_rows()
+        )))
+    })?;
     let schema = builder.schema().clone();
     let stream = builder
         .with_batch_size(BATCH_ROWS)
