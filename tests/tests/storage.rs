@@ -8,7 +8,9 @@ use bytes::Bytes;
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, ParquetMetaDataWriter};
 use totesys_tests::*;
-use utils::parquet_io::{PART_SIZE, ParquetUpload, S3UploadWriter, open_parquet, read_parquet};
+use utils::parquet_io::{
+    PART_SIZE, ParquetUpload, S3UploadWriter, open_parquet, open_parquet_version, read_parquet,
+};
 
 /// Deterministic bytes that do not compress.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -149,6 +151,68 @@ async fn a_footer_counting_negative_rows_is_refused() {
         panic!("a negative row count is refused")
     };
     assert!(e.to_string().contains("the footer counts -2 rows"), "{e}");
+}
+
+/// A reader that recorded an object's ETag reads that version or fails: never the bytes of a
+/// version that replaced it in between (the load's ledger records the ETag it read).
+#[tokio::test]
+async fn ranged_reads_of_a_version_fail_once_it_is_replaced() {
+    let store = bucket().await;
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)]));
+    let write = |ids: Vec<i32>| {
+        let (store, schema) = (store.clone(), schema.clone());
+        async move {
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(ids))])
+                .unwrap();
+            let mut upload = ParquetUpload::create(&store, "t/v.parquet", schema, ["id"]).unwrap();
+            upload.write(&batch).await.unwrap();
+            upload.finish(Vec::new()).await.unwrap();
+            store.etag("t/v.parquet").await.unwrap().unwrap()
+        }
+    };
+    let first = write(vec![1, 2]).await;
+    assert_eq!(
+        open_parquet_version(&store, "t/v.parquet", &first)
+            .await
+            .unwrap()
+            .rows,
+        2
+    );
+    assert_eq!(
+        store
+            .get_range("t/v.parquet", "bytes=0-3", Some(&first))
+            .await
+            .unwrap(),
+        "PAR1"
+    );
+
+    let second = write(vec![1, 2, 3]).await;
+    assert_ne!(first, second);
+    let e = store
+        .get_range("t/v.parquet", "bytes=0-3", Some(&first))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "the object was replaced since it was read: its ETag is no longer {first}"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.is_transient(),
+        "a retry reads the new version, and its ETag, afresh"
+    );
+    let Err(e) = open_parquet_version(&store, "t/v.parquet", &first).await else {
+        panic!("the replaced version cannot be opened")
+    };
+    assert!(e.to_string().contains("replaced since it was read"), "{e}");
+    assert_eq!(
+        open_parquet_version(&store, "t/v.parquet", &second)
+            .await
+            .unwrap()
+            .rows,
+        3
+    );
 }
 
 mod tls {

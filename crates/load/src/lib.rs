@@ -36,7 +36,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
 use utils::keys::parquet_key;
-use utils::parquet_io::{ParquetStream, open_parquet, schema_difference, unwrap_external};
+use utils::parquet_io::{ParquetStream, open_parquet_version, schema_difference, unwrap_external};
 use utils::store::S3Store;
 use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
 
@@ -166,8 +166,9 @@ async fn load_file(
         .etag(&file.key)
         .await?
         .ok_or_else(|| invalid(store, file, "the file does not exist"))?;
-    // The footer and schema are checked before the transaction starts.
-    let opened = open(store, file).await?;
+    // The footer and schema are checked before the transaction starts. Every read is of the
+    // version whose ETag the ledger records.
+    let opened = open(store, file, &etag).await?;
     let count = |n: u64| i64::try_from(n).map_err(|_| invalid(store, file, format!("{n} rows")));
     let rows = count(opened.rows)?;
 
@@ -205,8 +206,9 @@ async fn load_file(
         let newer = tx
             .query(
                 &format!(
-                    "SELECT DISTINCT file_key FROM {LEDGER}
-                     WHERE table_name = $1 AND file_key > $2 ORDER BY file_key"
+                    "SELECT DISTINCT ON (file_key) file_key, etag FROM {LEDGER}
+                     WHERE table_name = $1 AND file_key > $2
+                     ORDER BY file_key, loaded_at DESC"
                 ),
                 &[&table.name, &file.key],
             )
@@ -216,13 +218,16 @@ async fn load_file(
                 table,
                 key: row.get(0),
             };
+            let later_etag: String = row.get(1);
             info!(
                 table = table.name,
                 key = later.key.as_str(),
                 after = file.key.as_str(),
                 "applying a newer file again after a late one"
             );
-            let opened = open(store, &later).await?;
+            // The version loaded then: a file replaced since fails rather than applying rows
+            // the ledger does not describe.
+            let opened = open(store, &later, &later_etag).await?;
             changed += apply(&tx, store, &later, opened).await?;
         }
     }
@@ -243,8 +248,8 @@ async fn load_file(
 }
 
 /// Opens a processed file and checks its schema against the registry.
-async fn open(store: &S3Store, file: &ProcessedFile) -> Result<ParquetStream> {
-    let opened = open_parquet(store, &file.key)
+async fn open(store: &S3Store, file: &ProcessedFile, etag: &str) -> Result<ParquetStream> {
+    let opened = open_parquet_version(store, &file.key, etag)
         .await
         .map_err(|e| read_error(store, file, e))?;
     let problem = schema_difference(&opened.schema, &file.table.arrow_schema());

@@ -319,19 +319,22 @@ const FOOTER_PREFETCH: usize = 64 * 1024;
 pub struct S3ParquetReader {
     store: S3Store,
     key: String,
+    etag: Option<String>,
 }
 
 impl S3ParquetReader {
-    pub fn new(store: S3Store, key: impl Into<String>) -> Self {
+    /// Reads whichever version of `key` each request finds; with `etag`, that version only.
+    pub fn new(store: S3Store, key: impl Into<String>, etag: Option<String>) -> Self {
         S3ParquetReader {
             store,
             key: key.into(),
+            etag,
         }
     }
 
     async fn fetch(&self, range: String) -> parquet::errors::Result<Bytes> {
         self.store
-            .get_range(&self.key, &range)
+            .get_range(&self.key, &range, self.etag.as_deref())
             .await
             .map_err(external)
     }
@@ -433,7 +436,22 @@ pub struct ParquetStream {
 
 /// Opens `key` for streaming in batches of [`BATCH_ROWS`]. Reads only the footer.
 pub async fn open_parquet(store: &S3Store, key: &str) -> Result<ParquetStream> {
-    let builder = ParquetRecordBatchStreamBuilder::new(S3ParquetReader::new(store.clone(), key))
+    open(S3ParquetReader::new(store.clone(), key, None)).await
+}
+
+/// [`open_parquet`] for the version of `key` whose ETag is `etag`: every ranged read carries
+/// `If-Match`, so the rows read are the rows of the version a caller recorded.
+pub async fn open_parquet_version(store: &S3Store, key: &str, etag: &str) -> Result<ParquetStream> {
+    open(S3ParquetReader::new(
+        store.clone(),
+        key,
+        Some(etag.to_owned()),
+    ))
+    .await
+}
+
+async fn open(reader: S3ParquetReader) -> Result<ParquetStream> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(unwrap_external)?;
     let file = builder.metadata().file_metadata();

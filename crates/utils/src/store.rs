@@ -161,9 +161,10 @@ impl S3Store {
     }
 
     /// The bytes of `range` (an HTTP range such as `bytes=0-99` or `bytes=-8`) of an object
-    /// that must exist.
+    /// that must exist; with `etag`, of that version only (`If-Match`): an object replaced
+    /// since its ETag was read fails, transiently, instead of mixing two versions' bytes.
     #[instrument(skip(self), fields(bucket = %self.bucket))]
-    pub async fn get_range(&self, key: &str, range: &str) -> Result<Bytes> {
+    pub async fn get_range(&self, key: &str, range: &str, etag: Option<&str>) -> Result<Bytes> {
         self.count();
         let out = self
             .client
@@ -171,9 +172,22 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .range(range)
+            .set_if_match(etag.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| self.error("GetObject", key, e))?;
+            .map_err(|e| match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(412) => Error::Storage {
+                    operation: "GetObject",
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    message: format!(
+                        "the object was replaced since it was read: its ETag is no longer {}",
+                        etag.unwrap_or_default()
+                    ),
+                    transient: true,
+                },
+                _ => self.error("GetObject", key, e),
+            })?;
         self.body(key, out.body).await
     }
 
