@@ -1139,3 +1139,100 @@ async fn request_for_a_window_finds_every_raw_file_of_that_run() {
     .unwrap();
     assert_eq!(out.files.len(), 11);
 }
+
+/// Department rows in the relaxed raw schema: (id, name), all updated at `updated`.
+fn departments(rows: &[(i32, &str)], updated: &str) -> RecordBatch {
+    let n = rows.len();
+    RecordBatch::try_new(
+        nullable("department"),
+        vec![
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from(vec![Some("Leeds"); n])),
+            Arc::new(StringArray::from(vec![None::<&str>; n])),
+            Arc::new(TimestampMillisecondArray::from(vec![ms(updated); n])),
+            Arc::new(TimestampMillisecondArray::from(vec![ms(updated); n])),
+        ],
+    )
+    .unwrap()
+}
+
+async fn department_snapshot(store: &S3Store) -> Vec<(i32, String)> {
+    let snapshot = transform::snapshot::load(store, table_spec("department"))
+        .await
+        .unwrap();
+    let ids = transform::raw::ints(&snapshot.batch, "department_id");
+    let names = transform::raw::texts(&snapshot.batch, "department_name");
+    (0..snapshot.batch.num_rows())
+        .map(|r| (ids.value(r), names.value(r).to_owned()))
+        .collect()
+}
+
+/// Two transforms read a snapshot, and the other one writes first: the later write merges into
+/// what the other wrote instead of replacing it (a read-modify-write that would lose rows).
+#[tokio::test]
+async fn a_snapshot_written_since_it_was_read_is_merged_into_not_overwritten() {
+    let store = bucket().await;
+    let spec = table_spec("department");
+    let load = || transform::snapshot::load(&store, spec);
+    let save = |read, rows| transform::snapshot::save(&store, spec, read, rows);
+
+    // Both find no snapshot yet; the first to write creates it.
+    let (first, second) = (load().await.unwrap(), load().await.unwrap());
+    let finance = departments(&[(1, "Finance")], "2024-11-14 09:00:00.000");
+    let sales = departments(&[(2, "Sales")], "2024-11-14 09:00:00.000");
+    save(second, &sales).await.unwrap();
+    save(first, &finance).await.unwrap();
+    assert_eq!(
+        department_snapshot(&store).await,
+        [(1, "Finance".into()), (2, "Sales".into())]
+    );
+
+    // Both read that version; each changes one department.
+    let (first, second) = (load().await.unwrap(), load().await.unwrap());
+    let renamed = departments(&[(2, "Sales & Marketing")], "2024-11-15 09:00:00.000");
+    let dispatch = departments(&[(3, "Dispatch")], "2024-11-15 09:00:00.000");
+    save(first, &renamed).await.unwrap();
+    save(second, &dispatch).await.unwrap();
+    assert_eq!(
+        department_snapshot(&store).await,
+        [
+            (1, "Finance".into()),
+            (2, "Sales & Marketing".into()),
+            (3, "Dispatch".into())
+        ]
+    );
+}
+
+/// Transforms of department files running at once (as S3 events can start them): every
+/// department ends up in the snapshot.
+#[tokio::test]
+async fn transforms_running_at_once_lose_no_snapshot_update() {
+    let p = Pipeline::new(false).await;
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let at = format!("0930{i:02}000000");
+        let batch = departments(
+            &[(i + 1, &format!("Department {i}"))],
+            "2024-11-14 09:30:00.000",
+        );
+        keys.push(
+            put_raw(
+                &p.raw,
+                "department",
+                nullable("department"),
+                batch.columns().to_vec(),
+                &at,
+            )
+            .await,
+        );
+    }
+    let runs = keys
+        .iter()
+        .map(|key| p.transform(json!({"bucket": p.raw.bucket(), "files": {"department": key}})));
+    for out in futures_util::future::join_all(runs).await {
+        out.unwrap();
+    }
+    let expected: Vec<(i32, String)> = (0..6).map(|i| (i + 1, format!("Department {i}"))).collect();
+    assert_eq!(department_snapshot(&p.processed).await, expected);
+}

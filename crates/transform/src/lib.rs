@@ -517,6 +517,8 @@ fn direct_dim(source: &str) -> Option<(&'static str, DimBuilder)> {
 struct Dimensions {
     files: HashMap<&'static str, (RawFile, RecordBatch)>,
     snapshots: HashMap<&'static str, RecordBatch>,
+    /// The snapshots of the tables with a file, as read: what [`Dimensions::save`] merges into.
+    read: Vec<(&'static TableSpec, snapshot::Snapshot)>,
 }
 
 /// Builds a dimension from one source table's rows.
@@ -537,6 +539,7 @@ impl Dimensions {
             files.insert(spec.name, (raw_file, latest));
         }
         let mut snapshots = HashMap::new();
+        let mut read = Vec::new();
         for group in JOINED {
             if !group.iter().any(|t| files.contains_key(t)) {
                 continue;
@@ -545,13 +548,21 @@ impl Dimensions {
                 let spec: &'static TableSpec = table(name)?;
                 let current = snapshot::load(processed, spec).await?;
                 let merged = match files.get(name) {
-                    Some((_, rows)) => snapshot::latest_per_key(spec, &[&current, rows])?,
-                    None => current,
+                    Some((_, rows)) => {
+                        let merged = snapshot::latest_per_key(spec, &[&current.batch, rows])?;
+                        read.push((spec, current));
+                        merged
+                    }
+                    None => current.batch,
                 };
                 snapshots.insert(spec.name, merged);
             }
         }
-        Ok(Dimensions { files, snapshots })
+        Ok(Dimensions {
+            files,
+            snapshots,
+            read,
+        })
     }
 
     fn ids(&self, table: &str) -> BTreeSet<i32> {
@@ -603,11 +614,12 @@ impl Dimensions {
         Ok(dims)
     }
 
-    /// Writes the snapshots this batch changed: those of the joined tables it has a file for.
-    async fn save(&self, processed: &S3Store) -> Result<()> {
-        for (name, current) in &self.snapshots {
-            if let Some((file, _)) = self.files.get(name) {
-                snapshot::save(processed, file.table, current).await?;
+    /// Writes the snapshots this batch changed: those of the joined tables it has a file for,
+    /// each with this batch's rows merged into the version it finds.
+    async fn save(self, processed: &S3Store) -> Result<()> {
+        for (spec, read) in self.read {
+            if let Some((_, rows)) = self.files.get(spec.name) {
+                snapshot::save(processed, spec, read, rows).await?;
             }
         }
         Ok(())

@@ -6,13 +6,18 @@
 //! A snapshot is one small Parquet object per table, `_state/transform/<table>.parquet` in the
 //! processed bucket, in the table's relaxed raw schema. Its size follows the number of
 //! entities (tens to thousands of rows), not the number of changes.
+//!
+//! It is written only over the version that was read (a conditional PutObject on its ETag), so
+//! two transforms that meet do not lose each other's rows: the one that loses the race reads
+//! the new version, merges its rows into it and tries again.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use arrow::array::RecordBatch;
 use arrow::compute::interleave_record_batch;
-use utils::parquet_io::{ParquetUpload, read_parquet};
+use tracing::info;
+use utils::parquet_io::{PARQUET_CONTENT_TYPE, parquet_bytes, read_parquet};
 use utils::store::S3Store;
 use utils::tables::{LAST_UPDATED, TableSpec};
 
@@ -23,12 +28,23 @@ pub fn snapshot_key(table: &str) -> String {
     format!("_state/transform/{table}.parquet")
 }
 
+/// A table's snapshot as it was read.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub batch: RecordBatch,
+    /// The version read, which [`save`] writes over; `None` before the first run wrote one.
+    etag: Option<String>,
+}
+
 /// The table's snapshot, or an empty batch before the first run.
-pub async fn load(store: &S3Store, table: &'static TableSpec) -> Result<RecordBatch> {
+pub async fn load(store: &S3Store, table: &'static TableSpec) -> Result<Snapshot> {
     let key = snapshot_key(table.name);
     let schema = relaxed_schema(table);
-    let Some(bytes) = store.get(&key).await? else {
-        return Ok(RecordBatch::new_empty(schema));
+    let Some((bytes, etag)) = store.get_version(&key).await? else {
+        return Ok(Snapshot {
+            batch: RecordBatch::new_empty(schema),
+            etag: None,
+        });
     };
     let corrupt = |reason: String| {
         Error::Shared(utils::Error::CorruptState {
@@ -57,16 +73,52 @@ pub async fn load(store: &S3Store, table: &'static TableSpec) -> Result<RecordBa
         .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
         .collect::<Result<_, _>>()
         .map_err(|e| corrupt(e.to_string()))?;
-    arrow::compute::concat_batches(&schema, &batches).map_err(|e| corrupt(e.to_string()))
+    let batch =
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Snapshot {
+        batch,
+        etag: Some(etag),
+    })
 }
 
-/// Writes the table's snapshot.
-pub async fn save(store: &S3Store, table: &'static TableSpec, batch: &RecordBatch) -> Result<()> {
+/// How often a transform that lost the race merges again before it gives up (transiently).
+const SAVE_ATTEMPTS: usize = 5;
+
+/// Merges `rows` into the snapshot `read` and writes it, only if the object is still that
+/// version; if another transform wrote it since, merges `rows` into the new version instead.
+pub async fn save(
+    store: &S3Store,
+    table: &'static TableSpec,
+    read: Snapshot,
+    rows: &RecordBatch,
+) -> Result<()> {
     let key = snapshot_key(table.name);
-    let mut upload = ParquetUpload::create(store, &key, batch.schema(), [])?;
-    upload.write(batch).await?;
-    upload.finish(Vec::new()).await?;
-    Ok(())
+    let mut base = read;
+    for _ in 0..SAVE_ATTEMPTS {
+        let merged = latest_per_key(table, &[&base.batch, rows])?;
+        let body = parquet_bytes(&merged, [])?;
+        if store
+            .put_if(&key, body, PARQUET_CONTENT_TYPE, base.etag.as_deref())
+            .await?
+        {
+            return Ok(());
+        }
+        info!(
+            table = table.name,
+            key, "the snapshot changed since it was read: merging into the new version"
+        );
+        base = load(store, table).await?;
+    }
+    Err(utils::Error::Storage {
+        operation: "PutObject",
+        bucket: store.bucket().to_owned(),
+        key,
+        message: format!(
+            "the snapshot changed {SAVE_ATTEMPTS} times while this transform merged into it"
+        ),
+        transient: true,
+    }
+    .into())
 }
 
 /// The latest version of each row across `batches` (all in `table`'s relaxed schema), sorted

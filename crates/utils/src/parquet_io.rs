@@ -17,12 +17,12 @@ use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::async_reader::{
     AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
 };
 use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::arrow::{ArrowWriter, AsyncArrowWriter};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
@@ -43,7 +43,7 @@ pub const MAX_ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// Multipart part size: S3's minimum for all parts but the last, to keep memory low.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
-const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
+pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
 
 /// The pipeline version recorded in every file's metadata.
 pub const PIPELINE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -258,6 +258,18 @@ impl ParquetUpload {
     pub async fn abort(self) {
         self.writer.into_inner().abort().await;
     }
+}
+
+/// `batch` as a whole Parquet file in memory, for objects small enough to hold (the transform's
+/// snapshots) that must be written in one conditional PutObject.
+pub fn parquet_bytes<'a>(
+    batch: &RecordBatch,
+    plain: impl IntoIterator<Item = &'a str>,
+) -> Result<Bytes> {
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties(plain)))?;
+    writer.write(batch)?;
+    Ok(Bytes::from(writer.into_inner()?))
 }
 
 /// Our own errors come back from the Parquet writer wrapped as `External`; unwrap them so

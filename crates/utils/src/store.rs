@@ -148,6 +148,67 @@ impl S3Store {
         self.body(key, out.body).await.map(Some)
     }
 
+    /// The object's bytes and ETag, or `None` if there is no such key: the version a
+    /// [`S3Store::put_if`] can be conditional on.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn get_version(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        self.count();
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.error("GetObject", key, e)),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        Ok(Some((self.body(key, out.body).await?, etag)))
+    }
+
+    /// Writes `body` only if the object is still the version read: the one whose ETag is
+    /// `read`, or no object at all for `None` (`If-Match`, `If-None-Match: *`). `Ok(false)`
+    /// when another writer got there first (412, 409 for a concurrent conditional write, 404
+    /// when the version was deleted): read again, merge, try again.
+    #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
+    pub async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        read: Option<&str>,
+    ) -> Result<bool> {
+        self.count();
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        let request = match read {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.raw_response().map(|r| r.status().as_u16()),
+                    Some(404 | 409 | 412)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error("PutObject", key, e)),
+        }
+    }
+
     /// Reads a GetObject response body to the end; a broken body is worth a retry.
     async fn body(&self, key: &str, body: ByteStream) -> Result<Bytes> {
         let body = body.collect().await.map_err(|e| Error::Storage {
