@@ -10,7 +10,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 use transform::{Deps, Output, handler};
-use utils::db::DbSource;
+use utils::db::{Connector, DbSource};
 use utils::store::S3Store;
 use utils::warehouse::warehouse_table;
 
@@ -47,14 +47,15 @@ impl Pipeline {
     pub async fn ingest(&self) -> Value {
         tick().await;
         let sdk = sdk_config().await;
+        let source = DbSource::Url(self.db.url.clone());
         let deps = ingest::Deps {
+            db: Connector::new(source.clone(), aws_sdk_secretsmanager::Client::new(&sdk)),
             config: ingest::Config {
-                source: DbSource::Url(self.db.url.clone()),
+                source,
                 bucket: self.raw.bucket().to_owned(),
                 safety_lag: Duration::ZERO,
             },
             store: self.raw.clone(),
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
         };
         let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &deps)
             .await

@@ -11,6 +11,7 @@ use ingest::{Config, Deps, Output, handler, ingest_table};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use totesys_tests::*;
+use utils::db::Connector;
 use utils::db::DbSource;
 use utils::keys::parquet_key;
 use utils::store::S3Store;
@@ -21,13 +22,13 @@ use utils::watermark::{last_ingest_time, record_ingest, state_key};
 async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
     let sdk = sdk_config().await;
     Deps {
+        db: Connector::new(source.clone(), aws_sdk_secretsmanager::Client::new(&sdk)),
         config: Config {
             source,
             bucket: store.bucket().to_owned(),
             safety_lag: lag,
         },
         store: store.clone(),
-        secrets: aws_sdk_secretsmanager::Client::new(&sdk),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use totesys_tests::expected::*;
 use totesys_tests::pipeline::Pipeline;
 use totesys_tests::*;
-use utils::db::DbSource;
+use utils::db::{Connector, DbSource};
 use utils::warehouse::{WAREHOUSE_TABLES, WarehouseTable, WhType};
 
 /// The whole pipeline: a source, the two buckets and a warehouse.
@@ -29,13 +29,17 @@ impl Stack {
     }
 
     async fn deps(&self) -> load::Deps {
+        let warehouse = DbSource::Url(self.wh.url.clone());
         load::Deps {
+            db: Connector::new(
+                warehouse.clone(),
+                aws_sdk_secretsmanager::Client::new(&sdk_config().await),
+            ),
             config: load::Config {
-                warehouse: DbSource::Url(self.wh.url.clone()),
+                warehouse,
                 processed_bucket: self.p.processed.bucket().to_owned(),
             },
             store: self.p.processed.clone(),
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk_config().await),
         }
     }
 

@@ -215,6 +215,83 @@ async fn ranged_reads_of_a_version_fail_once_it_is_replaced() {
     );
 }
 
+mod connector {
+    use super::*;
+    use utils::db::{Connector, DbSource};
+
+    async fn user_of(connector: &Connector) -> String {
+        let client = connector.connect("connector-test").await.unwrap();
+        client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Warm invocations reuse the secret read by the first; when the database refuses the
+    /// cached credentials (after a rotation: here the user they name is gone), the secret is
+    /// read again, once.
+    #[tokio::test]
+    async fn the_secret_is_read_once_and_again_when_the_login_is_refused() {
+        let admin = totesys_tests::connect(&server_url()).await;
+        let (old, new) = (unique_name("rotated_from"), unique_name("rotated_to"));
+        for role in [&old, &new] {
+            admin
+                .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw'"))
+                .await
+                .unwrap();
+        }
+        let server: tokio_postgres::Config = server_url().parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(host) = &server.get_hosts()[0] else {
+            panic!("a TCP host")
+        };
+        let secret = |user: &str| {
+            serde_json::json!({
+                "host": host, "port": server.get_ports()[0], "user": user, "password": "pw",
+                "database": "postgres", "sslmode": "prefer"
+            })
+            .to_string()
+        };
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config().await);
+        let id = unique_name("db-secret");
+        secrets
+            .create_secret()
+            .name(&id)
+            .secret_string(secret(&old))
+            .send()
+            .await
+            .unwrap();
+        let connector = Connector::new(DbSource::Secret(id.clone()), secrets.clone());
+        assert_eq!(user_of(&connector).await, old);
+
+        // Rotated: the cached credentials still work, so they are used without a read.
+        secrets
+            .put_secret_value()
+            .secret_id(&id)
+            .secret_string(secret(&new))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(user_of(&connector).await, old, "the cached secret");
+
+        // The old user is gone: the login is refused, the secret read again.
+        admin
+            .batch_execute(&format!("DROP ROLE \"{old}\""))
+            .await
+            .unwrap();
+        assert_eq!(user_of(&connector).await, new);
+        assert_eq!(
+            user_of(&connector.clone()).await,
+            new,
+            "clones share the cache"
+        );
+        admin
+            .batch_execute(&format!("DROP ROLE \"{new}\""))
+            .await
+            .unwrap();
+    }
+}
+
 mod tls {
     use super::*;
     use utils::db::connect;

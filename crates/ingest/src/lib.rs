@@ -39,17 +39,18 @@ use crate::extract::extract_window;
 pub struct Deps {
     pub config: Config,
     pub store: S3Store,
-    pub secrets: aws_sdk_secretsmanager::Client,
+    /// The database, its secret and TLS setup kept between warm invocations.
+    pub db: utils::db::Connector,
 }
 
 impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
         let store = S3Store::new(utils::store::s3_client(sdk), config.bucket.clone());
-        Deps {
-            config,
-            store,
-            secrets: aws_sdk_secretsmanager::Client::new(sdk),
-        }
+        let db = utils::db::Connector::new(
+            config.source.clone(),
+            aws_sdk_secretsmanager::Client::new(sdk),
+        );
+        Deps { config, store, db }
     }
 }
 
@@ -76,8 +77,7 @@ pub struct TableRun {
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let tables = tables_from_event(&event.payload)?;
-    let client =
-        utils::db::connect_source(&deps.config.source, &deps.secrets, "totesys-ingest").await?;
+    let client = deps.db.connect("totesys-ingest").await?;
     run(&client, &deps.store, &tables, deps.config.safety_lag).await
 }
 

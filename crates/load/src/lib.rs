@@ -50,7 +50,8 @@ use crate::schema::LEDGER;
 pub struct Deps {
     pub config: Config,
     pub store: S3Store,
-    pub secrets: aws_sdk_secretsmanager::Client,
+    /// The database, its secret and TLS setup kept between warm invocations.
+    pub db: utils::db::Connector,
 }
 
 impl Deps {
@@ -59,11 +60,11 @@ impl Deps {
             utils::store::s3_client(sdk),
             config.processed_bucket.clone(),
         );
-        Deps {
-            config,
-            store,
-            secrets: aws_sdk_secretsmanager::Client::new(sdk),
-        }
+        let db = utils::db::Connector::new(
+            config.warehouse.clone(),
+            aws_sdk_secretsmanager::Client::new(sdk),
+        );
+        Deps { config, store, db }
     }
 }
 
@@ -83,8 +84,7 @@ pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
         info!("no processed data files in the event");
         return Ok(Output::default());
     }
-    let mut client =
-        utils::db::connect_source(&deps.config.warehouse, &deps.secrets, "totesys-load").await?;
+    let mut client = deps.db.connect("totesys-load").await?;
     Box::pin(run(&mut client, &deps.store, request)).await
 }
 

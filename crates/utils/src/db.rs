@@ -8,13 +8,13 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
@@ -219,14 +219,15 @@ pub async fn resolve(
 /// [`connect`] when the credentials do not name one (`sslrootcert`).
 pub const ROOT_CERT_VAR: &str = "DB_SSL_ROOT_CERT";
 
-/// Connects, with TLS as the configuration asks, and drives the connection on a task. Errors
-/// while connecting are transient database errors; they never contain the password.
-pub async fn connect(
-    mut config: tokio_postgres::Config,
-    root_cert: Option<&str>,
-    application_name: &str,
-) -> Result<Client> {
-    config.application_name(application_name);
+/// What connecting needs once the credentials are known: the configuration and the TLS setup
+/// with its root certificates, both reusable across connections.
+#[derive(Clone)]
+struct Prepared {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+fn prepare(mut config: tokio_postgres::Config, root_cert: Option<&str>) -> Result<Prepared> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -235,7 +236,15 @@ pub async fn connect(
         None => std::env::var(ROOT_CERT_VAR).ok().filter(|s| !s.is_empty()),
     };
     let tls = tls_connector(root_cert.as_deref())?;
-    let (client, connection) = config.connect(tls).await.map_err(|e| {
+    Ok(Prepared { config, tls })
+}
+
+/// Connects and drives the connection on a task. Errors while connecting are transient
+/// database errors, but for a refused certificate; they never contain the password.
+async fn open(prepared: &Prepared, application_name: &str) -> Result<Client> {
+    let mut config = prepared.config.clone();
+    config.application_name(application_name);
+    let (client, connection) = config.connect(prepared.tls.clone()).await.map_err(|e| {
         match rejected_certificate(&e) {
             // The same certificate meets the same roots on every retry.
             Some(reason) => Error::Configuration(format!(
@@ -253,14 +262,72 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Resolves a [`DbSource`] and connects to it.
-pub async fn connect_source(
-    source: &DbSource,
-    secrets: &aws_sdk_secretsmanager::Client,
+/// Connects, with TLS as the configuration asks (see the module docs).
+pub async fn connect(
+    config: tokio_postgres::Config,
+    root_cert: Option<&str>,
     application_name: &str,
 ) -> Result<Client> {
-    let (config, root_cert) = resolve(source, secrets).await?;
-    connect(config, root_cert.as_deref(), application_name).await
+    open(&prepare(config, root_cert)?, application_name).await
+}
+
+/// Connects to one database for the life of an execution environment. The secret is read and
+/// the TLS configuration (root certificates included) built on the first connection only;
+/// warm invocations reuse them. When the database refuses the cached credentials (a rotated
+/// password, a renamed user) the secret is read once more and the connection tried again.
+/// Its clones share one cache.
+#[derive(Clone)]
+pub struct Connector {
+    source: DbSource,
+    secrets: aws_sdk_secretsmanager::Client,
+    prepared: Arc<Mutex<Option<Prepared>>>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub fn new(source: DbSource, secrets: aws_sdk_secretsmanager::Client) -> Self {
+        Connector {
+            source,
+            secrets,
+            prepared: Arc::default(),
+        }
+    }
+
+    pub async fn connect(&self, application_name: &str) -> Result<Client> {
+        let cached = self.lock().clone();
+        if let Some(prepared) = cached {
+            match open(&prepared, application_name).await {
+                Err(e) if is_refused_login(&e) => {
+                    info!(error = %e, "the database refused the cached credentials: reading them again");
+                }
+                other => return other,
+            }
+        }
+        let (config, root_cert) = resolve(&self.source, &self.secrets).await?;
+        let prepared = prepare(config, root_cert.as_deref())?;
+        *self.lock() = Some(prepared.clone());
+        open(&prepared, application_name).await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Prepared>> {
+        // A panic elsewhere cannot leave the cache half-written: it is replaced whole.
+        self.prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The server refused the login itself (SQLSTATE class 28: a wrong password, an unknown
+/// user): credentials read again may be different.
+fn is_refused_login(e: &Error) -> bool {
+    matches!(e, Error::Database(db) if db.code().is_some_and(|c| c.code().starts_with("28")))
 }
 
 /// The reason the server's certificate was refused, when that is why the handshake failed: a
