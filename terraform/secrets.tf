@@ -1,6 +1,7 @@
 # The credentials are Terraform variables marked sensitive (never in a committed file); they do
 # reach the state file, so keep the state in an encrypted, access-controlled backend.
-# The Lambdas read the secret on every invocation, so a new version takes effect on the next run.
+# The Lambdas read the secret on their first connection and again whenever the database refuses
+# the cached login, so a rotated password takes effect on the next run.
 locals {
   databases = {
     source    = var.source_db
