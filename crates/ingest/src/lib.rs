@@ -14,7 +14,7 @@ pub mod wire;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -26,7 +26,7 @@ use utils::keys::parquet_key;
 use utils::query::{ACTIVITY_VISIBILITY, SOURCE_COLUMNS, WINDOW_END_QUERY, Window};
 use utils::store::S3Store;
 use utils::tables::TableSpec;
-use utils::time::{format_time, from_naive_utc};
+use utils::time::format_time;
 use utils::watermark::{last_ingest_time, record_ingest};
 
 pub use crate::config::Config;
@@ -245,7 +245,7 @@ pub async fn window_end(client: &Client, safety_lag: Duration) -> Result<DateTim
     let row = client
         .query_one(WINDOW_END_QUERY, &[&safety_lag.as_secs_f64()])
         .await?;
-    Ok(from_naive_utc(row.get::<_, NaiveDateTime>(0)))
+    Ok(row.try_get::<_, DateTime<Utc>>(0)?)
 }
 
 /// Whether this session can see other users' open transactions (superuser or a member of

@@ -38,6 +38,7 @@ use tracing::info;
 use utils::keys::parquet_key;
 use utils::parquet_io::{ParquetStream, open_parquet_version, schema_difference, unwrap_external};
 use utils::store::S3Store;
+use utils::tables::quote_ident;
 use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
 
 pub use crate::config::Config;
@@ -283,7 +284,7 @@ async fn apply(
     let stage_columns: Vec<String> = table
         .columns
         .iter()
-        .map(|c| format!("\"{}\" {}", c.name, c.wh_type.sql_name()))
+        .map(|c| format!("{} {}", quote_ident(c.name), c.wh_type.sql_name()))
         .collect();
     tx.batch_execute(&format!(
         "DROP TABLE IF EXISTS pg_temp.load_stage;
@@ -323,27 +324,26 @@ async fn apply(
 }
 
 fn column_list(table: &WarehouseTable) -> String {
-    table
-        .columns
-        .iter()
-        .map(|c| format!("\"{}\"", c.name))
+    quoted(table.columns.iter().map(|c| c.name), "", ", ")
+}
+
+/// `names` quoted as identifiers, each behind `prefix`, joined with `separator`.
+fn quoted<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str, separator: &str) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("{prefix}{}", quote_ident(n)))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(separator)
 }
 
 /// The statement that moves the staged rows into the table.
 fn apply_sql(table: &WarehouseTable) -> String {
     let columns = column_list(table);
-    let key = table
-        .key
-        .iter()
-        .map(|k| format!("\"{k}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key = quoted(table.key.iter().copied(), "", ", ");
     let insert = format!(
-        "INSERT INTO \"{name}\" AS t ({columns}) SELECT {columns} FROM load_stage \
+        "INSERT INTO {name} AS t ({columns}) SELECT {columns} FROM load_stage \
          ON CONFLICT ({key})",
-        name = table.name
+        name = quote_ident(table.name)
     );
     let values: Vec<&str> = table
         .columns
@@ -356,15 +356,13 @@ fn apply_sql(table: &WarehouseTable) -> String {
     }
     let set: Vec<String> = values
         .iter()
-        .map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\""))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
         .collect();
-    let old: Vec<String> = values.iter().map(|c| format!("t.\"{c}\"")).collect();
-    let new: Vec<String> = values.iter().map(|c| format!("EXCLUDED.\"{c}\"")).collect();
     format!(
         "{insert} DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
         set.join(", "),
-        old.join(", "),
-        new.join(", ")
+        quoted(values.iter().copied(), "t.", ", "),
+        quoted(values.iter().copied(), "EXCLUDED.", ", ")
     )
 }
 

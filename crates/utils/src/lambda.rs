@@ -1,6 +1,6 @@
 //! The wiring every Lambda binary shares.
 
-use std::future::Future;
+use std::rc::Rc;
 
 pub use lambda_runtime::Diagnostic;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -37,16 +37,14 @@ pub fn fixed_env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str)
 /// start. A configuration mistake (`deps` is an error) is returned by every invocation, with
 /// its own `errorType` (Configuration, which the state machine does not retry), rather than as
 /// an opaque init failure.
-pub async fn serve<D, O, E, F, Fut>(
+pub async fn serve<D, O, E, F>(
     deps: Result<D, Diagnostic>,
     handler: F,
 ) -> Result<(), lambda_runtime::Error>
 where
-    D: Sync + 'static,
     O: Serialize,
     E: Into<Diagnostic>,
-    F: Fn(LambdaEvent<Value>, &'static D) -> Fut,
-    Fut: Future<Output = Result<O, E>>,
+    F: AsyncFn(LambdaEvent<Value>, &D) -> Result<O, E>,
 {
     if let Err(problem) = &deps {
         tracing::error!(
@@ -54,13 +52,14 @@ where
             "invalid configuration"
         );
     }
-    // Built once and kept for the life of the process, as the runtime keeps the handler.
-    let deps: &'static Result<D, Diagnostic> = Box::leak(Box::new(deps));
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let call = deps.as_ref().map(|deps| handler(event, deps));
+    // Built once and kept for the life of the process; each invocation borrows them.
+    let shared = Rc::new((deps, handler));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let shared = Rc::clone(&shared);
         async move {
-            let result = match call {
-                Ok(call) => call.await.map_err(Into::into),
+            let (deps, handler) = &*shared;
+            let result = match deps {
+                Ok(deps) => handler(event, deps).await.map_err(Into::into),
                 Err(problem) => Err(problem.clone()),
             };
             if let Err(problem) = &result {

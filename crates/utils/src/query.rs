@@ -64,8 +64,8 @@ pub fn new_entries_copy(table: &TableSpec, window: &Window) -> String {
     )
 }
 
-/// Where the next window may end, by the database's clock (`$1`: the safety lag in seconds, a
-/// float8). It never passes the start of the oldest transaction in this database that holds a
+/// Where the next window may end, by the database's clock, as a `timestamptz` (`$1`: the safety
+/// lag in seconds, a float8). It never passes the start of the oldest transaction in this database that holds a
 /// transaction id (has written, or is writing), less the lag: the application stamps
 /// `last_updated` itself, so such a transaction may commit rows stamped before "now" after we
 /// read. Other users' sessions show a NULL `backend_xid` unless the caller may read all
@@ -74,7 +74,7 @@ pub const WINDOW_END_QUERY: &str = "\
 SELECT (LEAST(clock_timestamp(), (
     SELECT min(xact_start) FROM pg_stat_activity
     WHERE backend_xid IS NOT NULL AND datname = current_database() AND pid <> pg_backend_pid()
-  )) - make_interval(secs => $1)) AT TIME ZONE 'UTC'";
+  )) - make_interval(secs => $1))";
 
 /// Whether this session can see other sessions' transactions in `pg_stat_activity`.
 pub const ACTIVITY_VISIBILITY: &str = "\

@@ -4,7 +4,7 @@
 //! (`timestamp(3)`), but window ends come from the database clock at microsecond precision, and
 //! a key must name its window end exactly so that the next window starts where this one stopped.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::error::{Error, Result};
 
@@ -20,6 +20,21 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
         .map_err(|e| Error::InvalidTime(format!("{s:?}: {e}")))
 }
 
+/// `#[serde(with = "utils::time::text")]`: a `DateTime<Utc>` as [`format_time`] text.
+pub mod text {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_time(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_time(&text).map_err(de::Error::custom)
+    }
+}
+
 /// Renders a UTC instant as a PostgreSQL `timestamp` literal (the source stores UTC wall time
 /// without a zone). The text comes from a typed value, never from input.
 pub fn sql_timestamp_literal(t: DateTime<Utc>) -> String {
@@ -27,11 +42,6 @@ pub fn sql_timestamp_literal(t: DateTime<Utc>) -> String {
         "'{}'::timestamp",
         t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f")
     )
-}
-
-/// The source's zone-less UTC wall time as an instant.
-pub fn from_naive_utc(t: NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::keys::{parquet_key, parse_file_key, table_prefix};
 use crate::store::S3Store;
-use crate::time::{format_time, parse_time};
 
 /// Where a table's state object lives. `_state/` cannot collide with a table's prefix.
 pub fn state_key(table: &str) -> String {
@@ -24,8 +23,9 @@ pub fn state_key(table: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestState {
     pub table: String,
-    /// The end of the last window read (exclusive), in [`format_time`] text.
-    pub window_end: String,
+    /// The end of the last window read (exclusive), as [`crate::time::format_time`] text.
+    #[serde(with = "crate::time::text")]
+    pub window_end: DateTime<Utc>,
     /// The data file that window wrote, if it had rows.
     pub key: Option<String>,
     pub rows: u64,
@@ -45,7 +45,7 @@ pub async fn last_ingest_time(store: &S3Store, table: &str) -> Result<Option<Dat
                     format!("it names table {:?}", state.table),
                 ));
             }
-            Some(parse_time(&state.window_end).map_err(|e| corrupt(store, &state_key, e))?)
+            Some(state.window_end)
         }
         None => None,
     };
@@ -70,7 +70,7 @@ pub async fn record_ingest(
 ) -> Result<()> {
     let state = IngestState {
         table: table.to_owned(),
-        window_end: format_time(window_end),
+        window_end,
         key: key.map(str::to_owned),
         rows,
     };
@@ -104,7 +104,7 @@ mod tests {
     fn state_serializes_to_stable_json() {
         let s = IngestState {
             table: "staff".into(),
-            window_end: "2024-11-14T09:30:05.123456Z".into(),
+            window_end: crate::time::parse_time("2024-11-14T09:30:05.123456Z").unwrap(),
             key: Some("staff/2024/11/14/093005123456.parquet".into()),
             rows: 3,
         };
@@ -112,5 +112,8 @@ mod tests {
             serde_json::to_string(&s).unwrap(),
             r#"{"table":"staff","window_end":"2024-11-14T09:30:05.123456Z","key":"staff/2024/11/14/093005123456.parquet","rows":3}"#
         );
+        let text = r#"{"table":"staff","window_end":"yesterday","key":null,"rows":0}"#;
+        let e = serde_json::from_str::<IngestState>(text).unwrap_err();
+        assert!(e.to_string().contains("\"yesterday\""), "{e}");
     }
 }
