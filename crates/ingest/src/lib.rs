@@ -11,7 +11,7 @@ pub mod event;
 pub mod extract;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tracing::{info, instrument, warn};
 use utils::keys::parquet_key;
-use utils::query::{ACTIVITY_VISIBILITY, SOURCE_COLUMNS, WINDOW_END_QUERY, Window};
+use utils::query::{ACTIVITY_VISIBILITY, WINDOW_END_QUERY, Window};
 use utils::store::S3Store;
 use utils::tables::TableSpec;
 use utils::time::format_time;
@@ -258,51 +258,27 @@ pub async fn sees_other_transactions(client: &Client) -> Result<bool> {
 /// changed source fails clearly before anything is written.
 pub async fn check_source_schema(client: &Client, tables: &[&'static TableSpec]) -> Result<()> {
     let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
-    let rows = client.query(SOURCE_COLUMNS, &[&names]).await?;
-    let mut found: HashMap<String, Vec<(String, String, bool)>> = HashMap::new();
-    for row in rows {
-        found
-            .entry(row.get(0))
-            .or_default()
-            .push((row.get(1), row.get(2), row.get(3)));
-    }
+    let found = utils::catalog::columns(client, &names).await?;
     let mut problems = Vec::new();
     for table in tables {
-        let Some(columns) = found.get(table.name) else {
-            problems.push(format!("table {} is missing", table.name));
-            continue;
-        };
-        for expected in table.columns {
-            match columns.iter().find(|(name, _, _)| name == expected.name) {
-                None => problems.push(format!(
-                    "{}.{} is missing (expected {})",
-                    table.name,
-                    expected.name,
-                    expected.pg_type.sql_name()
-                )),
-                Some((_, actual, not_null)) => {
-                    if *actual != expected.pg_type.sql_name() {
-                        problems.push(format!(
-                            "{}.{} is {actual}, expected {}",
-                            table.name,
-                            expected.name,
-                            expected.pg_type.sql_name()
-                        ));
-                    }
-                    if !expected.nullable && !not_null {
-                        problems.push(format!(
-                            "{}.{} is nullable, expected NOT NULL",
-                            table.name, expected.name
-                        ));
-                    }
-                }
+        let columns = found.get(table.name).map(Vec::as_slice);
+        let expected = table.columns.iter().map(|c| (c.name, c.pg_type.sql_name()));
+        for (name, column) in
+            utils::catalog::differences(table.name, columns, expected, &mut problems)
+        {
+            let nullable = table.column(name).is_some_and(|c| c.nullable);
+            if !nullable && !column.not_null {
+                problems.push(format!(
+                    "{}.{name} is nullable, expected NOT NULL",
+                    table.name
+                ));
             }
         }
-        for (name, _, _) in columns {
-            if table.column(name).is_none() {
+        for column in columns.unwrap_or_default() {
+            if table.column(&column.name).is_none() {
                 warn!(
                     table = table.name,
-                    column = name.as_str(),
+                    column = column.name.as_str(),
                     "source column is not in the registry and is not copied"
                 );
             }

@@ -57,15 +57,6 @@ impl Error {
             Error::Shared(e) => e.error_type(),
         }
     }
-
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::MissingDimension { .. } => true,
-            Error::File { source, .. } => source.is_transient(),
-            Error::Shared(e) => e.is_transient(),
-            _ => false,
-        }
-    }
 }
 
 impl From<tokio_postgres::Error> for Error {

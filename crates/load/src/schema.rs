@@ -25,13 +25,6 @@ CREATE TABLE IF NOT EXISTS totesys_load_ledger (
 );
 CREATE INDEX IF NOT EXISTS totesys_load_ledger_table ON totesys_load_ledger (table_name, file_key)";
 
-/// One column as the catalog describes it.
-struct Column {
-    sql_type: String,
-    not_null: bool,
-    has_default: bool,
-}
-
 /// Checks the star schema, then creates the ledger if need be.
 pub async fn prepare(client: &Client) -> Result<()> {
     check(client).await?;
@@ -46,28 +39,7 @@ pub async fn prepare(client: &Client) -> Result<()> {
 
 async fn check(client: &Client) -> Result<()> {
     let names: Vec<&str> = WAREHOUSE_TABLES.iter().map(|t| t.name).collect();
-    let rows = client
-        .query(
-            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-                    a.attnotnull, a.atthasdef
-             FROM pg_attribute a
-             JOIN pg_class c ON c.oid = a.attrelid
-             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
-               AND c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&names],
-        )
-        .await?;
-    let mut tables: HashMap<String, HashMap<String, Column>> = HashMap::new();
-    for row in rows {
-        tables.entry(row.get(0)).or_default().insert(
-            row.get(1),
-            Column {
-                sql_type: row.get(2),
-                not_null: row.get(3),
-                has_default: row.get(4),
-            },
-        );
-    }
+    let tables = utils::catalog::columns(client, &names).await?;
     let keys = client
         .query(
             "SELECT c.relname::text, array_agg(a.attname::text)
@@ -91,34 +63,25 @@ async fn check(client: &Client) -> Result<()> {
 
     let mut problems = Vec::new();
     for table in WAREHOUSE_TABLES {
-        let Some(found) = tables.get(table.name) else {
-            problems.push(format!("table {} is missing", table.name));
-            continue;
-        };
-        for column in table.columns {
-            let expected = column.wh_type.sql_name();
-            match found.get(column.name) {
-                None => problems.push(format!(
-                    "column {}.{} ({expected}) is missing",
-                    table.name, column.name
-                )),
-                Some(c) if c.sql_type != expected => problems.push(format!(
-                    "column {}.{} is {}, expected {expected}",
-                    table.name, column.name, c.sql_type
-                )),
-                Some(c) if c.not_null && column.nullable => problems.push(format!(
-                    "column {}.{} is NOT NULL, but the registry lets it be NULL",
-                    table.name, column.name
-                )),
-                Some(_) => {}
+        let found = tables.get(table.name).map(Vec::as_slice);
+        let expected = table.columns.iter().map(|c| (c.name, c.wh_type.sql_name()));
+        for (name, column) in
+            utils::catalog::differences(table.name, found, expected, &mut problems)
+        {
+            let nullable = table.columns.iter().any(|c| c.name == name && c.nullable);
+            if column.not_null && nullable {
+                problems.push(format!(
+                    "{}.{name} is NOT NULL, but the registry lets it be NULL",
+                    table.name
+                ));
             }
         }
-        for (name, c) in found {
-            if c.not_null && !c.has_default && !table.columns.iter().any(|k| k.name == name) {
+        let Some(found) = found else { continue };
+        for c in found {
+            if c.not_null && !c.has_default && !table.columns.iter().any(|k| k.name == c.name) {
                 problems.push(format!(
-                    "column {}.{name} is NOT NULL without a default, and the load has no \
-                     value for it",
-                    table.name
+                    "{}.{} is NOT NULL without a default, and the load has no value for it",
+                    table.name, c.name
                 ));
             }
         }

@@ -25,6 +25,7 @@ macro_rules! diagnostic_from {
 }
 
 /// An environment of fixed pairs, for each Lambda's `Config::from_lookup` in tests.
+#[cfg(any(test, feature = "test-util"))]
 pub fn fixed_env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |name| {
         vars.iter()

@@ -1,5 +1,6 @@
 //! What the ToteSys ETL Lambdas share.
 
+pub mod catalog;
 pub mod db;
 pub mod error;
 pub mod keys;

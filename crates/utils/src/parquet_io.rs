@@ -293,6 +293,7 @@ pub struct ParquetContents {
 }
 
 impl ParquetContents {
+    #[cfg(any(test, feature = "test-util"))]
     pub fn metadata_value(&self, key: &str) -> Option<&str> {
         self.metadata
             .iter()

@@ -81,16 +81,6 @@ pub const ACTIVITY_VISIBILITY: &str = "\
 SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
 FROM pg_roles WHERE rolname = current_user";
 
-/// The source's columns as PostgreSQL describes them, to check against the registry
-/// (`$1`: table names, a text[]).
-pub const SOURCE_COLUMNS: &str = "\
-SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-WHERE c.relnamespace = to_regnamespace(current_schema())
-  AND c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum";
-
 #[cfg(test)]
 mod tests {
     use super::*;

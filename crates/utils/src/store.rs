@@ -106,6 +106,7 @@ impl S3Store {
     }
 
     /// Requests sent through this store (and its clones) so far.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -285,6 +286,7 @@ impl S3Store {
         Ok(())
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     #[instrument(skip(self), fields(bucket = %self.bucket))]
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.count();
