@@ -11,6 +11,7 @@ use totesys_tests::*;
 use utils::parquet_io::{
     PART_SIZE, ParquetUpload, S3UploadWriter, open_parquet, open_parquet_version, read_parquet,
 };
+use utils::store::S3Store;
 
 /// Deterministic bytes that do not compress.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -72,6 +73,72 @@ async fn an_aborted_upload_leaves_nothing_behind() {
         .await
         .unwrap();
     assert!(pending.uploads().is_empty(), "{:?}", pending.uploads());
+}
+
+async fn pending_uploads(store: &S3Store) -> usize {
+    let sdk = sdk_config().await;
+    utils::store::s3_client(&sdk)
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+/// A Parquet upload far enough along that a multipart upload is under way: one row group of
+/// incompressible text, more than a part.
+async fn upload_under_way(store: &S3Store, key: &str) -> ParquetUpload {
+    let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false)]));
+    let text: Vec<String> = noise(70_000 * 100, 7)
+        .chunks(100)
+        .map(|chunk| chunk.iter().map(|b| char::from(b'a' + b % 26)).collect())
+        .collect();
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(text))]).unwrap();
+    let mut upload = ParquetUpload::create(store, key, schema, ["text"]).unwrap();
+    upload.write(&batch).await.unwrap();
+    assert_eq!(
+        pending_uploads(store).await,
+        1,
+        "a multipart upload is under way"
+    );
+    upload
+}
+
+/// A write that fails (here, a batch of another schema) aborts the upload itself: no caller's
+/// error path can leave its parts behind.
+#[tokio::test]
+async fn a_failed_write_aborts_its_upload() {
+    let store = bucket().await;
+    let mut upload = upload_under_way(&store, "t/failed.parquet").await;
+    let other = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)]));
+    let wrong = RecordBatch::try_new(other, vec![Arc::new(Int32Array::from(vec![1]))]).unwrap();
+    assert!(upload.write(&wrong).await.is_err());
+    assert_eq!(pending_uploads(&store).await, 0);
+    assert!(
+        upload.write(&wrong).await.is_err(),
+        "an aborted upload takes nothing more"
+    );
+    assert!(upload.finish(Vec::new()).await.is_err());
+    assert_eq!(all_keys(&store).await, Vec::<String>::new());
+}
+
+/// An upload dropped unfinished (a path that neither finished nor aborted it) is aborted in
+/// the background.
+#[tokio::test]
+async fn an_upload_dropped_unfinished_is_aborted() {
+    let store = bucket().await;
+    drop(upload_under_way(&store, "t/dropped.parquet").await);
+    for _ in 0..50 {
+        if pending_uploads(&store).await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending_uploads(&store).await, 0);
+    assert_eq!(all_keys(&store).await, Vec::<String>::new());
 }
 
 #[tokio::test]

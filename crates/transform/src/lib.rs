@@ -24,11 +24,11 @@ pub mod event;
 pub mod facts;
 pub mod raw;
 pub mod snapshot;
+mod staging;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow::array::{Array, RecordBatch};
-use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
@@ -36,10 +36,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
 use utils::keys::parquet_key;
-use utils::parquet_io::{PIPELINE_VERSION, ParquetUpload};
 use utils::store::S3Store;
 use utils::tables::{TABLES, TableSpec, table};
-use utils::warehouse::{WarehouseTable, WhType};
 
 pub use crate::config::Config;
 use crate::dims::Dim;
@@ -47,6 +45,9 @@ pub use crate::error::{Error, Result};
 use crate::event::{RawFile, Request, parse_event};
 use crate::facts::{FactSpec, fact_for, quarantine_schema, transform_batch};
 use crate::raw::{OpenFile, ints};
+use crate::staging::{
+    LazyUpload, Sources, Staged, latest, plain_columns, stage_batch, stage_stream,
+};
 
 /// What the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
@@ -182,218 +183,6 @@ pub async fn window_files(raw: &S3Store, window_end: DateTime<Utc>) -> Result<Ve
     }))
     .await?;
     Ok(found.into_iter().flatten().collect())
-}
-
-/// The latest time and the keys of the raw files an output comes from.
-type Sources = Vec<(DateTime<Utc>, String)>;
-
-/// Outputs being written. Nothing is visible at its key until [`Staged::finish`]: small files
-/// are sent whole on completion, large ones complete their multipart upload then.
-#[derive(Default)]
-struct Staged {
-    uploads: Vec<StagedUpload>,
-}
-
-struct StagedUpload {
-    /// The warehouse table.
-    name: String,
-    /// Whether this is the table's quarantine file rather than its data file.
-    quarantine: bool,
-    upload: ParquetUpload,
-    metadata: Vec<(String, String)>,
-}
-
-impl Staged {
-    async fn abort(self) {
-        for staged in self.uploads {
-            staged.upload.abort().await;
-        }
-    }
-
-    async fn finish(self, output: &mut Output) -> Result<()> {
-        let mut uploads = self.uploads.into_iter();
-        while let Some(StagedUpload {
-            name,
-            quarantine,
-            upload,
-            mut metadata,
-        }) = uploads.next()
-        {
-            metadata.push(("totesys.row_count".into(), upload.rows().to_string()));
-            let written = match upload.finish(metadata).await {
-                Ok(written) => written,
-                Err(e) => {
-                    // What completed stays (a retry rewrites it identically); the rest goes.
-                    Staged {
-                        uploads: uploads.collect(),
-                    }
-                    .abort()
-                    .await;
-                    return Err(e.into());
-                }
-            };
-            if quarantine {
-                warn!(
-                    table = name.as_str(),
-                    rows = written.rows,
-                    key = written.key.as_str(),
-                    "fact rows quarantined"
-                );
-                output.quarantined.insert(name, written.rows);
-            } else {
-                info!(
-                    table = name.as_str(),
-                    rows = written.rows,
-                    bytes = written.bytes,
-                    key = written.key.as_str(),
-                    "transformed"
-                );
-                output.row_counts.insert(name.clone(), written.rows);
-                output.files.insert(name, written.key);
-            }
-        }
-        Ok(())
-    }
-}
-
-fn file_metadata(table: &str, sources: &Sources) -> Vec<(String, String)> {
-    let keys: Vec<&str> = sources.iter().map(|(_, k)| k.as_str()).collect();
-    vec![
-        ("totesys.table".into(), table.into()),
-        (
-            "totesys.source_keys".into(),
-            serde_json::to_string(&keys).expect("strings serialise"),
-        ),
-        ("totesys.pipeline_version".into(), PIPELINE_VERSION.into()),
-    ]
-}
-
-/// Columns written without a dictionary: keys, timestamps' parts and amounts rarely repeat.
-fn plain_columns(table: &WarehouseTable) -> impl Iterator<Item = &'static str> + '_ {
-    table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, c)| *i == 0 || matches!(c.wh_type, WhType::Time | WhType::Money))
-        .map(|(_, c)| c.name)
-}
-
-fn latest(sources: &Sources) -> DateTime<Utc> {
-    sources
-        .iter()
-        .map(|(t, _)| *t)
-        .max()
-        .expect("at least one source file")
-}
-
-/// Stages a whole in-memory batch as `table`'s output (nothing for an empty batch).
-async fn stage_batch(
-    processed: &S3Store,
-    staged: &mut Staged,
-    table: &'static WarehouseTable,
-    batch: &RecordBatch,
-    sources: &Sources,
-) -> Result<()> {
-    if batch.num_rows() == 0 {
-        return Ok(());
-    }
-    let key = parquet_key(table.name, latest(sources));
-    let mut upload = ParquetUpload::create(processed, &key, batch.schema(), plain_columns(table))?;
-    upload.write(batch).await?;
-    staged.uploads.push(StagedUpload {
-        name: table.name.to_owned(),
-        quarantine: false,
-        upload,
-        metadata: file_metadata(table.name, sources),
-    });
-    Ok(())
-}
-
-/// An output streamed batch by batch, created with its first row: a source file whose rows
-/// all go elsewhere (quarantine, or nowhere) leaves no empty file behind.
-struct LazyUpload {
-    key: String,
-    schema: SchemaRef,
-    plain: Vec<&'static str>,
-    upload: Option<ParquetUpload>,
-}
-
-impl LazyUpload {
-    fn new(key: String, schema: SchemaRef, plain: Vec<&'static str>) -> Self {
-        LazyUpload {
-            key,
-            schema,
-            plain,
-            upload: None,
-        }
-    }
-
-    async fn write(&mut self, processed: &S3Store, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let upload = match &mut self.upload {
-            Some(upload) => upload,
-            None => self.upload.insert(ParquetUpload::create(
-                processed,
-                &self.key,
-                self.schema.clone(),
-                self.plain.iter().copied(),
-            )?),
-        };
-        upload.write(batch).await?;
-        Ok(())
-    }
-
-    async fn abort(self) {
-        if let Some(upload) = self.upload {
-            upload.abort().await;
-        }
-    }
-}
-
-/// Streams one raw file through `each`, which turns a batch of its rows into rows for each of
-/// `outputs`; on success the outputs that got rows are staged under `name`, on failure all of
-/// them are aborted.
-async fn stage_stream<const N: usize>(
-    raw_bucket: &str,
-    processed: &S3Store,
-    mut file: OpenFile,
-    staged: &mut Staged,
-    name: &'static str,
-    outputs: [(LazyUpload, bool); N],
-    mut each: impl FnMut(&RawFile, RecordBatch) -> Result<[Option<RecordBatch>; N]>,
-) -> Result<()> {
-    let mut outputs = outputs;
-    let outcome = async {
-        while let Some(batch) = file.next_batch(raw_bucket).await? {
-            for (out, (upload, _)) in each(&file.file, batch)?.iter().zip(&mut outputs) {
-                if let Some(out) = out {
-                    upload.write(processed, out).await?;
-                }
-            }
-        }
-        Ok::<_, Error>(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        for (upload, _) in outputs {
-            upload.abort().await;
-        }
-        return Err(e);
-    }
-    let sources: Sources = vec![(file.file.window_end, file.file.key.clone())];
-    for (lazy, quarantine) in outputs {
-        if let Some(upload) = lazy.upload {
-            staged.uploads.push(StagedUpload {
-                name: name.to_owned(),
-                quarantine,
-                upload,
-                metadata: file_metadata(name, &sources),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Streams one fact file into its fact output and, for invalid rows, its quarantine output.

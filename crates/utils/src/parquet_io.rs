@@ -66,7 +66,8 @@ pub fn writer_properties<'a>(plain: impl IntoIterator<Item = &'a str>) -> Writer
 
 /// An [`AsyncFileWriter`] that streams to one S3 object. Small files go up in a single
 /// PutObject; from the first full part on, as a multipart upload whose parts upload in the
-/// background while the next part fills.
+/// background while the next part fills. A writer dropped with its multipart upload neither
+/// completed nor aborted (an error path that forgot it) aborts the upload in the background.
 pub struct S3UploadWriter {
     store: S3Store,
     key: String,
@@ -150,19 +151,34 @@ impl S3UploadWriter {
 
     /// Abandons the object: an unfinished multipart upload is aborted, so nothing appears.
     pub async fn abort(mut self) {
-        if let Some(mut upload) = self.upload.take() {
-            if let Some(handle) = upload.in_flight.take() {
-                handle.abort();
-                let _ = handle.await;
-            }
-            if let Err(e) = self
-                .store
-                .abort_multipart_upload(&self.key, &upload.id)
-                .await
-            {
-                // The bucket's lifecycle rule removes what an abort could not.
-                warn!(key = %self.key, error = %e, "could not abort multipart upload");
-            }
+        if let Some(upload) = self.upload.take() {
+            upload.abort(&self.store, &self.key).await;
+        }
+    }
+}
+
+impl Multipart {
+    async fn abort(mut self, store: &S3Store, key: &str) {
+        if let Some(handle) = self.in_flight.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+        if let Err(e) = store.abort_multipart_upload(key, &self.id).await {
+            // The bucket's lifecycle rule removes what an abort could not.
+            warn!(key, error = %e, "could not abort multipart upload");
+        }
+    }
+}
+
+impl Drop for S3UploadWriter {
+    fn drop(&mut self) {
+        let Some(upload) = self.upload.take() else {
+            return;
+        };
+        warn!(key = %self.key, "an upload was dropped unfinished: aborting it");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, key) = (self.store.clone(), self.key.clone());
+            runtime.spawn(async move { upload.abort(&store, &key).await });
         }
     }
 }
@@ -200,9 +216,12 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
-/// A Parquet file being written to S3.
+/// A Parquet file being written to S3. It aborts itself when a write or the finish fails, so
+/// a failed upload leaves nothing behind whoever holds it; one dropped unfinished is aborted
+/// by its [`S3UploadWriter`].
 pub struct ParquetUpload {
-    writer: AsyncArrowWriter<S3UploadWriter>,
+    /// `None` once aborted.
+    writer: Option<AsyncArrowWriter<S3UploadWriter>>,
     key: String,
     rows: u64,
 }
@@ -219,7 +238,7 @@ impl ParquetUpload {
         let sink = S3UploadWriter::new(store.clone(), key);
         let writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties(plain)))?;
         Ok(ParquetUpload {
-            writer,
+            writer: Some(writer),
             key: key.to_owned(),
             rows: 0,
         })
@@ -229,8 +248,13 @@ impl ParquetUpload {
         self.rows
     }
 
+    /// Writes `batch`; on failure the upload is aborted and every later call fails.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).await.map_err(unwrap_external)?;
+        let writer = self.writer.as_mut().ok_or_else(|| aborted(&self.key))?;
+        if let Err(e) = writer.write(batch).await {
+            self.abort_now().await;
+            return Err(unwrap_external(e));
+        }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -238,26 +262,39 @@ impl ParquetUpload {
     /// Writes the footer with `metadata` and completes the object. On failure the upload is
     /// aborted and nothing is left at the key.
     pub async fn finish(mut self, metadata: Vec<(String, String)>) -> Result<WrittenFile> {
+        let mut writer = self.writer.take().ok_or_else(|| aborted(&self.key))?;
         for (k, v) in metadata {
-            self.writer.append_key_value_metadata(KeyValue::new(k, v));
+            writer.append_key_value_metadata(KeyValue::new(k, v));
         }
-        match self.writer.finish().await {
+        match writer.finish().await {
             Ok(_) => Ok(WrittenFile {
-                bytes: self.writer.bytes_written() as u64,
+                bytes: writer.bytes_written() as u64,
                 key: self.key,
                 rows: self.rows,
             }),
             Err(e) => {
-                self.writer.into_inner().abort().await;
+                writer.into_inner().abort().await;
                 Err(unwrap_external(e))
             }
         }
     }
 
     /// Gives up on the file: nothing is left at the key.
-    pub async fn abort(self) {
-        self.writer.into_inner().abort().await;
+    pub async fn abort(mut self) {
+        self.abort_now().await;
     }
+
+    async fn abort_now(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.into_inner().abort().await;
+        }
+    }
+}
+
+fn aborted(key: &str) -> Error {
+    Error::Parquet(ParquetError::General(format!(
+        "the upload of {key} was aborted after an error"
+    )))
 }
 
 /// `batch` as a whole Parquet file in memory, for objects small enough to hold (the transform's
