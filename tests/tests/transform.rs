@@ -1124,7 +1124,7 @@ async fn request_for_a_window_finds_every_raw_file_of_that_run() {
     let p = Pipeline::new(true).await;
     let event = p.ingest().await;
     let key = event["files"]["staff"].as_str().unwrap();
-    let t = transform::event::RawFile::from_key(key).unwrap().window_end;
+    let (_, t) = transform::event::raw_data_key(key).unwrap();
     let files = transform::window_files(&p.raw, t).await.unwrap();
     assert_eq!(files.len(), 11);
     let out = transform::run(

@@ -14,26 +14,34 @@ use utils::s3_event;
 use utils::tables::{TABLES, TableSpec, table};
 
 use crate::error::{Error, Result};
+use crate::route::Route;
 
-/// A raw file: which table it holds and the window end its key is named after.
+/// A raw file: which table it holds, where its rows go, and the window end its key is named
+/// after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFile {
     pub table: &'static TableSpec,
+    pub route: Route,
     pub key: String,
     pub window_end: DateTime<Utc>,
 }
 
 impl RawFile {
-    /// The raw file at `key`, if `key` is a data file of one of the registry's tables.
-    pub fn from_key(key: &str) -> Option<RawFile> {
-        TABLES.iter().find_map(|t| {
-            parse_file_key(t.name, key, "parquet").map(|window_end| RawFile {
-                table: t,
-                key: key.to_owned(),
-                window_end,
-            })
+    pub fn new(table: &'static TableSpec, key: String, window_end: DateTime<Utc>) -> Result<Self> {
+        Ok(RawFile {
+            table,
+            route: Route::of(table)?,
+            key,
+            window_end,
         })
     }
+}
+
+/// The table and window end of `key`, if it is a data file of one of the registry's tables.
+pub fn raw_data_key(key: &str) -> Option<(&'static TableSpec, DateTime<Utc>)> {
+    TABLES
+        .iter()
+        .find_map(|t| parse_file_key(t.name, key, "parquet").map(|end| (t, end)))
 }
 
 /// What the event asks for.
@@ -119,11 +127,7 @@ fn files_request(outputs: Vec<IngestOutput>) -> Result<Request> {
                 }
                 continue;
             }
-            files.push(RawFile {
-                table: spec,
-                key,
-                window_end,
-            });
+            files.push(RawFile::new(spec, key, window_end)?);
         }
     }
     files.sort_by_key(|f| TABLES.iter().position(|t| std::ptr::eq(t, f.table)));
@@ -138,18 +142,18 @@ fn files_request(outputs: Vec<IngestOutput>) -> Result<Request> {
 fn s3_request(event: &Value) -> Result<Request> {
     let mut window: Option<(String, DateTime<Utc>)> = None;
     for (bucket, key) in s3_event::objects(event).map_err(Error::InvalidEvent)? {
-        let Some(file) = RawFile::from_key(&key) else {
+        let Some((_, window_end)) = raw_data_key(&key) else {
             // State objects and anything else that is not a raw data file.
             continue;
         };
         match &window {
-            Some((b, t)) if *b != bucket || *t != file.window_end => {
+            Some((b, t)) if *b != bucket || *t != window_end => {
                 return Err(Error::InvalidEvent(format!(
                     "the notification's records belong to different ingest runs \
                      (s3://{b} at {t}, s3://{bucket}/{key})"
                 )));
             }
-            _ => window = Some((bucket, file.window_end)),
+            _ => window = Some((bucket, window_end)),
         }
     }
     Ok(match window {

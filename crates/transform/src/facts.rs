@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use chrono::NaiveDate;
 use utils::tables::TableSpec;
-use utils::warehouse::{WarehouseTable, warehouse_table};
+use utils::warehouse::WarehouseTable;
 
 use crate::error::Result;
 use crate::raw::{relaxed_schema, texts, timestamps};
@@ -43,7 +43,7 @@ impl Col {
 }
 
 /// How one source table becomes one fact table: its columns, in the warehouse's order.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct FactSpec {
     pub source: &'static str,
     pub target: &'static str,
@@ -114,17 +114,6 @@ pub static FACTS: &[FactSpec] = &[
     },
 ];
 
-/// The fact built from `source`, if it is a fact's source table.
-pub fn fact_for(source: &str) -> Option<&'static FactSpec> {
-    FACTS.iter().find(|f| f.source == source)
-}
-
-impl FactSpec {
-    pub fn warehouse(&self) -> &'static WarehouseTable {
-        warehouse_table(self.target).expect("a registry table")
-    }
-}
-
 /// The schema of a quarantine file: the source row as it arrived, and why it was set aside.
 pub fn quarantine_schema(table: &TableSpec) -> SchemaRef {
     let mut fields: Vec<Field> = relaxed_schema(table)
@@ -181,6 +170,7 @@ fn day_of(ms: i64) -> Option<i32> {
 /// and adds every date the fact rows reference to `dates`.
 pub fn transform_batch(
     spec: &FactSpec,
+    target: &WarehouseTable,
     batch: &RecordBatch,
     dates: &mut BTreeSet<i32>,
 ) -> Result<FactBatch> {
@@ -283,8 +273,7 @@ pub fn transform_batch(
         };
         columns.push(column);
     }
-    let rows = RecordBatch::try_new(spec.warehouse().arrow_schema(), columns)
-        .map_err(utils::Error::from)?;
+    let rows = RecordBatch::try_new(target.arrow_schema(), columns).map_err(utils::Error::from)?;
     let quarantined = if all_valid {
         None
     } else {
@@ -306,11 +295,12 @@ pub fn transform_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use utils::warehouse::warehouse_table;
 
     #[test]
     fn every_fact_column_is_the_warehouse_column_in_order() {
         for spec in FACTS {
-            let warehouse = spec.warehouse();
+            let warehouse = warehouse_table(spec.target).unwrap();
             assert_eq!(
                 spec.columns.len(),
                 warehouse.columns.len(),

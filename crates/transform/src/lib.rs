@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod facts;
 pub mod raw;
+pub mod route;
 pub mod snapshot;
 mod staging;
 
@@ -37,14 +38,16 @@ use serde_json::Value;
 use tracing::{info, warn};
 use utils::keys::parquet_key;
 use utils::store::S3Store;
-use utils::tables::{TABLES, TableSpec, table};
+use utils::tables::{TABLES, table};
+use utils::warehouse::WarehouseTable;
 
 pub use crate::config::Config;
 use crate::dims::Dim;
 pub use crate::error::{Error, Result};
 use crate::event::{RawFile, Request, parse_event};
-use crate::facts::{FactSpec, fact_for, quarantine_schema, transform_batch};
+use crate::facts::{FactSpec, quarantine_schema, transform_batch};
 use crate::raw::{OpenFile, ints};
+use crate::route::{Direct, Joined, Route, Streamed};
 use crate::staging::{
     LazyUpload, Sources, Staged, latest, plain_columns, stage_batch, stage_stream,
 };
@@ -111,38 +114,45 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
     }
     // Every footer and schema is checked before anything is read or written.
     let opened = try_join_all(files.iter().map(|f| raw::open(raw, f))).await?;
-    let (streamed, joined): (Vec<OpenFile>, Vec<OpenFile>) = opened.into_iter().partition(|f| {
-        let name = f.file.table.name;
-        fact_for(name).is_some() || direct_dim(name).is_some()
-    });
+    let mut streamed = Vec::new();
+    let mut joined = Vec::new();
+    for file in opened {
+        match file.file.route {
+            Route::Stream(route) => streamed.push((route, file)),
+            Route::Joined(table) => joined.push((table, file)),
+        }
+    }
 
     let dims = Dimensions::read(raw, processed, joined).await?;
     let mut staged = Staged::default();
     let result = async {
         let mut dates = BTreeSet::new();
         let mut fact_times = Vec::new();
-        for file in streamed {
-            let name = file.file.table.name;
-            if let Some(direct) = direct_dim(name) {
-                Box::pin(stage_direct(
-                    raw.bucket(),
-                    processed,
-                    file,
-                    &mut staged,
-                    direct,
-                ))
-                .await?;
-                continue;
+        for (route, file) in streamed {
+            match route {
+                Streamed::Direct { dim, target } => {
+                    Box::pin(stage_direct(
+                        raw.bucket(),
+                        processed,
+                        file,
+                        &mut staged,
+                        (dim, target),
+                    ))
+                    .await?;
+                }
+                Streamed::Fact { spec, target } => {
+                    fact_times.push((file.file.window_end, file.file.key.clone()));
+                    Box::pin(stage_fact(
+                        raw.bucket(),
+                        processed,
+                        file,
+                        &mut staged,
+                        (spec, target),
+                        &mut dates,
+                    ))
+                    .await?;
+                }
             }
-            fact_times.push((file.file.window_end, file.file.key.clone()));
-            Box::pin(stage_fact(
-                raw.bucket(),
-                processed,
-                file,
-                &mut staged,
-                &mut dates,
-            ))
-            .await?;
         }
         for (dim, sources) in dims.build()? {
             stage_batch(processed, &mut staged, dim.table, &dim.batch, &sources).await?;
@@ -175,11 +185,7 @@ pub async fn window_files(raw: &S3Store, window_end: DateTime<Utc>) -> Result<Ve
     let found = try_join_all(TABLES.iter().map(|t| async move {
         let key = parquet_key(t.name, window_end);
         let exists = raw.etag(&key).await?.is_some();
-        Ok::<_, Error>(exists.then_some(RawFile {
-            table: t,
-            key,
-            window_end,
-        }))
+        exists.then(|| RawFile::new(t, key, window_end)).transpose()
     }))
     .await?;
     Ok(found.into_iter().flatten().collect())
@@ -191,11 +197,10 @@ async fn stage_fact(
     processed: &S3Store,
     file: OpenFile,
     staged: &mut Staged,
+    (spec, table): (&'static FactSpec, &'static WarehouseTable),
     dates: &mut BTreeSet<i32>,
 ) -> Result<()> {
-    let spec: &FactSpec = fact_for(file.file.table.name).expect("a fact file");
-    let table = spec.warehouse();
-    let key = parquet_key(spec.target, file.file.window_end);
+    let key = parquet_key(table.name, file.file.window_end);
     let outputs = [
         (
             LazyUpload::new(
@@ -219,10 +224,10 @@ async fn stage_fact(
         processed,
         file,
         staged,
-        spec.target,
+        table.name,
         outputs,
         |_, batch| {
-            let out = transform_batch(spec, &batch, dates)?;
+            let out = transform_batch(spec, table, &batch, dates)?;
             Ok([Some(out.rows), out.quarantined])
         },
     )
@@ -237,10 +242,9 @@ async fn stage_direct(
     processed: &S3Store,
     file: OpenFile,
     staged: &mut Staged,
-    (target, build): (&'static str, DimBuilder),
+    (dim, table): (Direct, &'static WarehouseTable),
 ) -> Result<()> {
-    let table = utils::warehouse::warehouse_table(target)?;
-    let key = parquet_key(target, file.file.window_end);
+    let key = parquet_key(table.name, file.file.window_end);
     let outputs = [(
         LazyUpload::new(key, table.arrow_schema(), plain_columns(table).collect()),
         false,
@@ -254,9 +258,9 @@ async fn stage_direct(
         outputs,
         |file, batch| {
             let latest = latest_rows(raw_bucket, file, &batch)?;
-            let dim = build(&latest)?;
-            log_notes(&dim);
-            Ok([Some(dim.batch)])
+            let built = dim.build(&latest)?;
+            log_notes(&built);
+            Ok([Some(built.batch)])
         },
     )
     .await
@@ -289,74 +293,80 @@ fn log_notes(dim: &Dim) {
     }
 }
 
-/// The dimensions that copy one source table, by source table.
-const DIRECT: [(&str, (&str, DimBuilder)); 4] = [
-    ("currency", ("dim_currency", dims::dim_currency)),
-    ("design", ("dim_design", dims::dim_design)),
-    ("payment_type", ("dim_payment_type", dims::dim_payment_type)),
-    ("transaction", ("dim_transaction", dims::dim_transaction)),
-];
-
-fn direct_dim(source: &str) -> Option<(&'static str, DimBuilder)> {
-    DIRECT.iter().find(|(s, _)| *s == source).map(|(_, d)| *d)
-}
-
 /// The joined side of a batch: the rows (latest per key) of each joined table's file, and the
 /// snapshots of the joined tables with those rows merged in.
 struct Dimensions {
-    files: HashMap<&'static str, (RawFile, RecordBatch)>,
-    snapshots: HashMap<&'static str, RecordBatch>,
+    files: HashMap<Joined, (RawFile, RecordBatch)>,
+    /// Staff and department, merged, when the batch has a file of either.
+    staff: Option<[RecordBatch; 2]>,
+    /// Counterparty and address, merged, when the batch has a file of either.
+    counterparty: Option<[RecordBatch; 2]>,
     /// The snapshots of the tables with a file, as read: what [`Dimensions::save`] merges into.
-    read: Vec<(&'static TableSpec, snapshot::Snapshot)>,
+    read: Vec<(Joined, snapshot::Snapshot)>,
 }
 
-/// Builds a dimension from one source table's rows.
-type DimBuilder = fn(&RecordBatch) -> Result<Dim>;
-
-/// The groups of tables a joined dimension is built from: the tables whose current state is
-/// kept in snapshots.
-const JOINED: &[[&str; 2]] = &[["staff", "department"], ["counterparty", "address"]];
-
 impl Dimensions {
-    async fn read(raw: &S3Store, processed: &S3Store, opened: Vec<OpenFile>) -> Result<Self> {
+    async fn read(
+        raw: &S3Store,
+        processed: &S3Store,
+        opened: Vec<(Joined, OpenFile)>,
+    ) -> Result<Self> {
         let mut files = HashMap::new();
-        for file in opened {
-            let spec = file.file.table;
+        for (joined, file) in opened {
             let raw_file = file.file.clone();
             let rows = file.read_all(raw.bucket()).await?;
             let latest = latest_rows(raw.bucket(), &raw_file, &rows)?;
-            files.insert(spec.name, (raw_file, latest));
+            files.insert(joined, (raw_file, latest));
         }
-        let mut snapshots = HashMap::new();
-        let mut read = Vec::new();
-        for group in JOINED {
-            if !group.iter().any(|t| files.contains_key(t)) {
-                continue;
-            }
-            for name in group {
-                let spec: &'static TableSpec = table(name)?;
-                let current = snapshot::load(processed, spec).await?;
-                let merged = match files.get(name) {
-                    Some((_, rows)) => {
-                        let merged = snapshot::latest_per_key(spec, &[&current.batch, rows])?;
-                        read.push((spec, current));
-                        merged
-                    }
-                    None => current.batch,
-                };
-                snapshots.insert(spec.name, merged);
-            }
-        }
-        Ok(Dimensions {
+        let mut dims = Dimensions {
             files,
-            snapshots,
-            read,
+            staff: None,
+            counterparty: None,
+            read: Vec::new(),
+        };
+        dims.staff = dims
+            .group(processed, [Joined::Staff, Joined::Department])
+            .await?;
+        dims.counterparty = dims
+            .group(processed, [Joined::Counterparty, Joined::Address])
+            .await?;
+        Ok(dims)
+    }
+
+    /// The snapshots of `tables`, each with this batch's rows merged in, if the batch has a file
+    /// of any of them.
+    async fn group(
+        &mut self,
+        processed: &S3Store,
+        tables: [Joined; 2],
+    ) -> Result<Option<[RecordBatch; 2]>> {
+        if !tables.iter().any(|t| self.files.contains_key(t)) {
+            return Ok(None);
+        }
+        let [first, second] = tables;
+        Ok(Some([
+            self.merged(processed, first).await?,
+            self.merged(processed, second).await?,
+        ]))
+    }
+
+    /// The snapshot of `joined`, with this batch's rows merged in if it has a file of it.
+    async fn merged(&mut self, processed: &S3Store, joined: Joined) -> Result<RecordBatch> {
+        let spec = table(joined.source())?;
+        let current = snapshot::load(processed, spec).await?;
+        Ok(match self.files.get(&joined) {
+            Some((_, rows)) => {
+                let batch = snapshot::latest_per_key(spec, &[&current.batch, rows])?;
+                self.read.push((joined, current));
+                batch
+            }
+            None => current.batch,
         })
     }
 
-    fn ids(&self, table: &str) -> BTreeSet<i32> {
+    fn ids(&self, table: Joined) -> BTreeSet<i32> {
         self.files
-            .get(table)
+            .get(&table)
             .map(|(f, rows)| {
                 ints(rows, f.table.primary_key)
                     .values()
@@ -367,7 +377,7 @@ impl Dimensions {
             .unwrap_or_default()
     }
 
-    fn sources(&self, tables: &[&str]) -> Sources {
+    fn sources(&self, tables: &[Joined]) -> Sources {
         tables
             .iter()
             .filter_map(|t| self.files.get(t))
@@ -377,28 +387,24 @@ impl Dimensions {
 
     /// Every dimension this batch changes, with the raw files it comes from.
     fn build(&self) -> Result<Vec<(Dim, Sources)>> {
+        use Joined::{Address, Counterparty, Department, Staff};
         let mut dims = Vec::new();
-        if self.files.contains_key("address") {
-            let dim = dims::dim_location(&self.snapshots["address"], &self.ids("address"))?;
-            dims.push((dim, self.sources(&["address"])));
+        if let Some([staff, departments]) = &self.staff {
+            let dim = dims::dim_staff(staff, departments, &self.ids(Staff), &self.ids(Department))?;
+            dims.push((dim, self.sources(&[Staff, Department])));
         }
-        if self.files.contains_key("staff") || self.files.contains_key("department") {
-            let dim = dims::dim_staff(
-                &self.snapshots["staff"],
-                &self.snapshots["department"],
-                &self.ids("staff"),
-                &self.ids("department"),
-            )?;
-            dims.push((dim, self.sources(&["staff", "department"])));
-        }
-        if self.files.contains_key("counterparty") || self.files.contains_key("address") {
+        if let Some([counterparties, addresses]) = &self.counterparty {
+            if self.files.contains_key(&Address) {
+                let dim = dims::dim_location(addresses, &self.ids(Address))?;
+                dims.push((dim, self.sources(&[Address])));
+            }
             let dim = dims::dim_counterparty(
-                &self.snapshots["counterparty"],
-                &self.snapshots["address"],
-                &self.ids("counterparty"),
-                &self.ids("address"),
+                counterparties,
+                addresses,
+                &self.ids(Counterparty),
+                &self.ids(Address),
             )?;
-            dims.push((dim, self.sources(&["counterparty", "address"])));
+            dims.push((dim, self.sources(&[Counterparty, Address])));
         }
         Ok(dims)
     }
@@ -406,9 +412,9 @@ impl Dimensions {
     /// Writes the snapshots this batch changed: those of the joined tables it has a file for,
     /// each with this batch's rows merged into the version it finds.
     async fn save(self, processed: &S3Store) -> Result<()> {
-        for (spec, read) in self.read {
-            if let Some((_, rows)) = self.files.get(spec.name) {
-                snapshot::save(processed, spec, read, rows).await?;
+        for (joined, read) in self.read {
+            if let Some((file, rows)) = self.files.get(&joined) {
+                snapshot::save(processed, file.table, read, rows).await?;
             }
         }
         Ok(())

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, pin_mut};
 use serde_json::json;
-use transform::event::{RawFile, Request};
+use transform::event::{Request, raw_data_key};
 use utils::query::{Window, new_entries_copy};
 use utils::store::S3Store;
 use utils::tables::TABLES;
@@ -78,9 +78,9 @@ async fn transform(raw: &str, processed: &str) -> (u64, u64, Duration) {
         .await
         .unwrap()
         .iter()
-        .find_map(|k| RawFile::from_key(k))
+        .find_map(|k| raw_data_key(k))
         .expect("a raw file in the bucket")
-        .window_end;
+        .1;
     let files = transform::window_files(&raw, window_end).await.unwrap();
     let request = Request::Files {
         bucket: raw.bucket().to_owned(),
@@ -97,7 +97,7 @@ async fn transform(raw: &str, processed: &str) -> (u64, u64, Duration) {
     let rows_in: u64 = {
         let mut n = 0;
         for key in raw.list_keys("", None).await.unwrap() {
-            if RawFile::from_key(&key).is_some() {
+            if raw_data_key(&key).is_some() {
                 let file = utils::parquet_io::open_parquet(&raw, &key).await.unwrap();
                 n += file.rows;
             }
