@@ -1,7 +1,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help test check demo bench build watch invoke-ingest invoke-transform invoke-load plan \
-  deploy destroy clean
+.PHONY: help test check demo bench fuzz build watch invoke-ingest invoke-transform invoke-load \
+  plan deploy destroy clean
 
 # Runs a command with PostgreSQL and a local S3 API started if need be (see scripts/env.sh).
 WITH_SERVICES := scripts/env.sh
@@ -33,6 +33,14 @@ demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
 
 bench: ## Ingest, transform and load throughput and peak memory beside raw COPY (BENCH_SCALE=21, about 1M rows)
 	$(WITH_SERVICES) scripts/bench.sh
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := events raw_parquet copy_values
+# cargo-fuzz asks for nightly's -Z flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+fuzz: ## Fuzz the event parsers, the raw Parquet reader and COPY decoding, FUZZ_SECONDS each (cargo-fuzz)
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 build: ## Build the Lambdas as zips for AWS (ARCH=arm64 for Graviton)
 	scripts/venv.sh requirements-lambda.txt

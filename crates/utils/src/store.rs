@@ -129,24 +129,8 @@ impl S3Store {
     }
 
     /// The object's bytes, or `None` if there is no such key.
-    #[instrument(skip(self), fields(bucket = %self.bucket))]
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.count();
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(self.error("GetObject", key, e)),
-        };
-        self.body(key, out.body).await.map(Some)
+        Ok(self.get_version(key).await?.map(|(bytes, _)| bytes))
     }
 
     /// The object's bytes and ETag, or `None` if there is no such key: the version a
@@ -184,14 +168,7 @@ impl S3Store {
         content_type: &str,
         read: Option<&str>,
     ) -> Result<bool> {
-        self.count();
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body));
+        let request = self.put_object(key, body, content_type);
         let request = match read {
             Some(etag) => request.if_match(etag),
             None => request.if_none_match("*"),
@@ -273,6 +250,19 @@ impl S3Store {
 
     #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
     pub async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<()> {
+        self.put_object(key, body, content_type)
+            .send()
+            .await
+            .map_err(|e| self.error("PutObject", key, e))?;
+        Ok(())
+    }
+
+    fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         self.count();
         self.client
             .put_object()
@@ -280,10 +270,6 @@ impl S3Store {
             .key(key)
             .content_type(content_type)
             .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| self.error("PutObject", key, e))?;
-        Ok(())
     }
 
     #[cfg(any(test, feature = "test-util"))]
