@@ -12,7 +12,8 @@ terraform_checks=$!
 trap 'kill "$terraform_checks" 2>/dev/null || true' INT TERM
 
 status=0
-(cd "$root" && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings) ||
+(cd "$root" && cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check &&
+  cargo clippy --workspace --all-targets -- -D warnings) ||
   status=1
 wait "$terraform_checks" || status=1
 cat "$log"

@@ -22,12 +22,19 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         for batch in &contents.batches {
-            let Ok(batch) = arrow::array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec()) else {
+            let Ok(batch) =
+                arrow::array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+            else {
                 continue;
             };
             match Route::of(table) {
                 Ok(Route::Stream(Streamed::Fact { spec, target })) => {
-                    let _ = transform::facts::transform_batch(spec, target, &batch, &mut BTreeSet::new());
+                    let _ = transform::facts::transform_batch(
+                        spec,
+                        target,
+                        &batch,
+                        &mut BTreeSet::new(),
+                    );
                 }
                 Ok(Route::Stream(Streamed::Direct { dim, .. })) => {
                     if let Ok(latest) = transform::snapshot::latest_per_key(table, &[&batch]) {
