@@ -615,6 +615,45 @@ async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
     assert_eq!(last_ingest_time(&store, "sales").await.unwrap(), None);
 }
 
+/// Two runs that meet (a manual invocation beside the schedule) each record their window end:
+/// the state keeps the later one, whichever writes last, so no later run reads a window again.
+#[tokio::test]
+async fn the_watermark_state_never_moves_back() {
+    let store = bucket().await;
+    let earlier = parse_time("2024-11-14T09:30:05.123456Z").unwrap();
+    let later = earlier + chrono::Duration::minutes(20);
+    let recorded = || async {
+        let bytes = store.get(&state_key("payment")).await.unwrap().unwrap();
+        serde_json::from_slice::<utils::watermark::IngestState>(&bytes)
+            .unwrap()
+            .window_end
+    };
+    record_ingest(&store, "payment", later, None, 0)
+        .await
+        .unwrap();
+    record_ingest(&store, "payment", earlier, None, 0)
+        .await
+        .unwrap();
+    assert_eq!(recorded().await, later);
+
+    // Many at once, in any order: the latest stays.
+    let ends: Vec<_> = (0..8)
+        .map(|i| later + chrono::Duration::seconds(i))
+        .collect();
+    futures_util::future::try_join_all(
+        ends.iter()
+            .rev()
+            .map(|end| record_ingest(&store, "payment", *end, None, 0)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded().await, *ends.last().unwrap());
+    assert_eq!(
+        last_ingest_time(&store, "payment").await.unwrap(),
+        ends.last().copied()
+    );
+}
+
 #[tokio::test]
 async fn a_value_the_raw_zone_cannot_hold_fails_the_table_and_writes_nothing_for_it() {
     let (err, keys) =

@@ -7,6 +7,7 @@
 //! its window end wins. So a lookup costs two requests however long the history. With no
 //! state object at all, the newest data key is found with a full, paginated listing.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +61,9 @@ pub async fn last_ingest_time(store: &S3Store, table: &str) -> Result<Option<Dat
 }
 
 /// Records that `table` has been read up to `window_end`. Call only after the window's data
-/// file (if any) is complete in S3.
+/// file (if any) is complete in S3. The state only moves forward: it is written over the
+/// version read (a conditional PutObject), and not at all when another run, meeting this one,
+/// already recorded a later end; so it never goes back to make a later run read a window again.
 pub async fn record_ingest(
     store: &S3Store,
     table: &str,
@@ -74,11 +77,38 @@ pub async fn record_ingest(
         key: key.map(str::to_owned),
         rows,
     };
-    let body = serde_json::to_vec(&state).expect("state serializes");
-    store
-        .put(&state_key(table), body.into(), "application/json")
-        .await
+    let body = Bytes::from(serde_json::to_vec(&state).expect("state serializes"));
+    let state_key = state_key(table);
+    for _ in 0..RECORD_ATTEMPTS {
+        let current = store.get_version(&state_key).await?;
+        if let Some((bytes, _)) = &current {
+            let recorded: IngestState =
+                serde_json::from_slice(bytes).map_err(|e| corrupt(store, &state_key, e))?;
+            if recorded.window_end >= window_end {
+                return Ok(());
+            }
+        }
+        let read = current.as_ref().map(|(_, etag)| etag.as_str());
+        if store
+            .put_if(&state_key, body.clone(), "application/json", read)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::Storage {
+        operation: "PutObject",
+        bucket: store.bucket().to_owned(),
+        key: state_key,
+        message: format!(
+            "the watermark changed {RECORD_ATTEMPTS} times while this run recorded its own"
+        ),
+        transient: true,
+    })
 }
+
+/// How often a run that lost the race to record its watermark reads it again.
+const RECORD_ATTEMPTS: usize = 5;
 
 fn corrupt(store: &S3Store, key: &str, reason: impl std::fmt::Display) -> Error {
     Error::CorruptState {
