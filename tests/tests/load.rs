@@ -313,7 +313,7 @@ async fn a_killed_connection_mid_copy_leaves_nothing_half_loaded() {
             .query_opt(
                 "SELECT pid, query FROM pg_stat_activity
                  WHERE application_name = 'totesys-load' AND state = 'active'
-                   AND query LIKE 'COPY load_stage%'",
+                   AND datname = current_database() AND query LIKE 'COPY load_stage%'",
                 &[],
             )
             .await
