@@ -82,7 +82,8 @@ pub async fn load(store: &S3Store, table: &'static TableSpec) -> Result<Snapshot
 }
 
 /// How often a transform that lost the race merges again before it gives up (transiently).
-const SAVE_ATTEMPTS: usize = 5;
+/// Every lost race is another writer's win, so n transforms meeting need at most n attempts.
+const SAVE_ATTEMPTS: usize = 16;
 
 /// Merges `rows` into the snapshot `read` and writes it, only if the object is still that
 /// version; if another transform wrote it since, merges `rows` into the new version instead.

@@ -107,8 +107,9 @@ pub async fn record_ingest(
     })
 }
 
-/// How often a run that lost the race to record its watermark reads it again.
-const RECORD_ATTEMPTS: usize = 5;
+/// How often a run that lost the race to record its watermark reads it again. Every lost race
+/// is another run's win, so n runs meeting need at most n attempts.
+const RECORD_ATTEMPTS: usize = 16;
 
 fn corrupt(store: &S3Store, key: &str, reason: impl std::fmt::Display) -> Error {
     Error::CorruptState {
