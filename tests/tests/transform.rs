@@ -656,51 +656,67 @@ fn ms(ts: &str) -> i64 {
         .timestamp_millis()
 }
 
+/// Raw sales_order columns (relaxed schema), ids from 1: one row per `created_at`, all last
+/// updated at 2024-11-14 09:30:00.250, priced 1.00, with the given units and agreed dates.
+fn sales_orders(
+    created_at: &[i64],
+    units_sold: Vec<Option<i32>>,
+    delivery: &[&str],
+    payment: &[&str],
+) -> Vec<ArrayRef> {
+    let n = created_at.len();
+    let ones = || Arc::new(Int32Array::from(vec![1; n])) as ArrayRef;
+    vec![
+        Arc::new(Int32Array::from_iter_values(1..=n as i32)),
+        Arc::new(TimestampMillisecondArray::from(created_at.to_vec())),
+        Arc::new(TimestampMillisecondArray::from(vec![
+            ms(
+                "2024-11-14 09:30:00.250"
+            );
+            n
+        ])),
+        ones(),
+        ones(),
+        ones(),
+        Arc::new(Int32Array::from(units_sold)),
+        Arc::new(
+            Decimal128Array::from(vec![100; n])
+                .with_precision_and_scale(10, 2)
+                .unwrap(),
+        ),
+        ones(),
+        Arc::new(StringArray::from(delivery.to_vec())),
+        Arc::new(StringArray::from(payment.to_vec())),
+        ones(),
+    ]
+}
+
 #[tokio::test]
 async fn invalid_fact_rows_are_quarantined_and_the_rest_go_on() {
     let p = Pipeline::new(false).await;
-    let n = 5;
-    let ts = |s: &str| Arc::new(TimestampMillisecondArray::from(vec![ms(s); n])) as ArrayRef;
+    let created = ms("2024-11-14 09:00:00.000");
     let key = put_raw(
         &p.raw,
         "sales_order",
         nullable("sales_order"),
-        vec![
-            Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5])),
-            ts("2024-11-14 09:00:00.000"),
-            ts("2024-11-14 09:30:00.250"),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(Int32Array::from(vec![
-                Some(10),
-                Some(20),
-                None,
-                Some(40),
-                Some(50),
-            ])),
-            Arc::new(
-                Decimal128Array::from(vec![100; n])
-                    .with_precision_and_scale(10, 2)
-                    .unwrap(),
-            ),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(StringArray::from(vec![
+        sales_orders(
+            &[created; 5],
+            vec![Some(10), Some(20), None, Some(40), Some(50)],
+            &[
                 "2024-11-20",
                 "2024-13-01",
                 "2024-11-20",
                 "soon",
                 "2024-11-21",
-            ])),
-            Arc::new(StringArray::from(vec![
+            ],
+            &[
                 "2024-11-22",
                 "2024-11-22",
                 "2024-11-22",
                 "2024-11-22",
                 "2024-11-23",
-            ])),
-            Arc::new(Int32Array::from(vec![1; n])),
-        ],
+            ],
+        ),
         "093000250000",
     )
     .await;
@@ -783,40 +799,23 @@ async fn invalid_fact_rows_are_quarantined_and_the_rest_go_on() {
 #[tokio::test]
 async fn a_timestamp_past_the_calendar_is_quarantined() {
     let p = Pipeline::new(false).await;
-    let n = 3;
     let past_the_calendar = i64::MAX; // beyond i32 days as well
     let year_270000 = 8_458_444_800_000_000; // within i32 days, beyond chrono
+    let created = [
+        ms("2024-11-14 09:00:00.000"),
+        past_the_calendar,
+        year_270000,
+    ];
     let key = put_raw(
         &p.raw,
         "sales_order",
         nullable("sales_order"),
-        vec![
-            Arc::new(Int32Array::from(vec![1, 2, 3])),
-            Arc::new(TimestampMillisecondArray::from(vec![
-                ms("2024-11-14 09:00:00.000"),
-                past_the_calendar,
-                year_270000,
-            ])),
-            Arc::new(TimestampMillisecondArray::from(vec![
-                ms(
-                    "2024-11-14 09:30:00.250"
-                );
-                n
-            ])),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(Int32Array::from(vec![10; n])),
-            Arc::new(
-                Decimal128Array::from(vec![100; n])
-                    .with_precision_and_scale(10, 2)
-                    .unwrap(),
-            ),
-            Arc::new(Int32Array::from(vec![1; n])),
-            Arc::new(StringArray::from(vec!["2024-11-20"; n])),
-            Arc::new(StringArray::from(vec!["2024-11-22"; n])),
-            Arc::new(Int32Array::from(vec![1; n])),
-        ],
+        sales_orders(
+            &created,
+            vec![Some(10); 3],
+            &["2024-11-20"; 3],
+            &["2024-11-22"; 3],
+        ),
         "093000250000",
     )
     .await;
