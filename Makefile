@@ -74,6 +74,6 @@ destroy: ## terraform destroy (as plan; the buckets must be emptied first, the l
 	$(TF_INIT) >/dev/null
 	$(TF) destroy $(TF_VARS)
 
-clean: ## Remove build output, the venvs and leftover local clusters
+clean: ## Remove build output, the venvs, the checks' node_modules and leftover local clusters
 	cargo clean
-	rm -rf .build .venv .venv-check
+	rm -rf .build .venv .venv-check tools/asl/node_modules fuzz/target
