@@ -262,15 +262,17 @@ pub async fn check_source_schema(client: &Client, tables: &[&'static TableSpec])
     let mut problems = Vec::new();
     for table in tables {
         let columns = found.get(table.name).map(Vec::as_slice);
-        let expected = table.columns.iter().map(|c| (c.name, c.pg_type.sql_name()));
-        for (name, column) in
+        let expected = table
+            .columns
+            .iter()
+            .map(|c| (c, c.name, c.pg_type.sql_name()));
+        for (registry, column) in
             utils::catalog::differences(table.name, columns, expected, &mut problems)
         {
-            let nullable = table.column(name).is_some_and(|c| c.nullable);
-            if !nullable && !column.not_null {
+            if !registry.nullable && !column.not_null {
                 problems.push(format!(
-                    "{}.{name} is nullable, expected NOT NULL",
-                    table.name
+                    "{}.{} is nullable, expected NOT NULL",
+                    table.name, registry.name
                 ));
             }
         }

@@ -324,22 +324,22 @@ async fn apply(
 }
 
 fn column_list(table: &WarehouseTable) -> String {
-    quoted(table.columns.iter().map(|c| c.name), "", ", ")
+    quoted(table.columns.iter().map(|c| c.name), "")
 }
 
-/// `names` quoted as identifiers, each behind `prefix`, joined with `separator`.
-fn quoted<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str, separator: &str) -> String {
+/// `names` quoted as identifiers, each behind `prefix`, as a comma-separated list.
+fn quoted<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str) -> String {
     names
         .into_iter()
         .map(|n| format!("{prefix}{}", quote_ident(n)))
         .collect::<Vec<_>>()
-        .join(separator)
+        .join(", ")
 }
 
 /// The statement that moves the staged rows into the table.
 fn apply_sql(table: &WarehouseTable) -> String {
     let columns = column_list(table);
-    let key = quoted(table.key.iter().copied(), "", ", ");
+    let key = quoted(table.key.iter().copied(), "");
     let insert = format!(
         "INSERT INTO {name} AS t ({columns}) SELECT {columns} FROM load_stage \
          ON CONFLICT ({key})",
@@ -361,8 +361,8 @@ fn apply_sql(table: &WarehouseTable) -> String {
     format!(
         "{insert} DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
         set.join(", "),
-        quoted(values.iter().copied(), "t.", ", "),
-        quoted(values.iter().copied(), "EXCLUDED.", ", ")
+        quoted(values.iter().copied(), "t."),
+        quoted(values.iter().copied(), "EXCLUDED.")
     )
 }
 

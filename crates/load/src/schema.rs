@@ -64,15 +64,17 @@ async fn check(client: &Client) -> Result<()> {
     let mut problems = Vec::new();
     for table in WAREHOUSE_TABLES {
         let found = tables.get(table.name).map(Vec::as_slice);
-        let expected = table.columns.iter().map(|c| (c.name, c.wh_type.sql_name()));
-        for (name, column) in
+        let expected = table
+            .columns
+            .iter()
+            .map(|c| (c, c.name, c.wh_type.sql_name()));
+        for (registry, column) in
             utils::catalog::differences(table.name, found, expected, &mut problems)
         {
-            let nullable = table.columns.iter().any(|c| c.name == name && c.nullable);
-            if column.not_null && nullable {
+            if column.not_null && registry.nullable {
                 problems.push(format!(
-                    "{}.{name} is NOT NULL, but the registry lets it be NULL",
-                    table.name
+                    "{}.{} is NOT NULL, but the registry lets it be NULL",
+                    table.name, registry.name
                 ));
             }
         }

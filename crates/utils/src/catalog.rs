@@ -42,28 +42,28 @@ pub async fn columns(client: &Client, tables: &[&str]) -> Result<HashMap<String,
 }
 
 /// How `found` (the table's columns, `None` if it does not exist) differs from the `expected`
-/// columns and their types: a missing table, a missing column, a column of another type. Each
-/// expected column that is there comes back with what the catalog says of it, for the caller's
-/// own checks.
-pub fn differences<'a, 'f>(
+/// columns (each a caller's registry column `T`, its name and its type): a missing table, a
+/// missing column, a column of another type. Each expected column that is there comes back with
+/// what the catalog says of it, for the caller's own checks.
+pub fn differences<'f, T>(
     table: &str,
     found: Option<&'f [Column]>,
-    expected: impl IntoIterator<Item = (&'a str, String)>,
+    expected: impl IntoIterator<Item = (T, &'static str, String)>,
     problems: &mut Vec<String>,
-) -> Vec<(&'a str, &'f Column)> {
+) -> Vec<(T, &'f Column)> {
     let Some(found) = found else {
         problems.push(format!("table {table} is missing"));
         return Vec::new();
     };
     let mut present = Vec::new();
-    for (name, sql_type) in expected {
+    for (registry, name, sql_type) in expected {
         match found.iter().find(|c| c.name == name) {
             None => problems.push(format!("{table}.{name} is missing (expected {sql_type})")),
             Some(c) if c.sql_type != sql_type => problems.push(format!(
                 "{table}.{name} is {}, expected {sql_type}",
                 c.sql_type
             )),
-            Some(c) => present.push((name, c)),
+            Some(c) => present.push((registry, c)),
         }
     }
     present
@@ -90,9 +90,9 @@ mod tests {
             "currency",
             Some(&found),
             [
-                ("id", "integer".to_owned()),
-                ("code", "character varying(3)".to_owned()),
-                ("name", "text".to_owned()),
+                (1, "id", "integer".to_owned()),
+                (2, "code", "character varying(3)".to_owned()),
+                (3, "name", "text".to_owned()),
             ],
             &mut problems,
         );
@@ -103,8 +103,8 @@ mod tests {
                 "currency.name is missing (expected text)"
             ]
         );
-        assert_eq!(present, [("id", &found[0])]);
-        let present = differences("staff", None, [("id", "integer".into())], &mut problems);
+        assert_eq!(present, [(1, &found[0])]);
+        let present = differences("staff", None, [(1, "id", "integer".into())], &mut problems);
         assert!(present.is_empty());
         assert_eq!(problems.last().unwrap(), "table staff is missing");
     }
