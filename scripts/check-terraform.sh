@@ -6,7 +6,7 @@
 #      registry where it can be installed (init -backend=false in a copy), else with the team's
 #      tf-offline tool ($TF_OFFLINE, default ../shared/tools/tf-offline/check), which also plans
 #      terraform/examples/plan.tfvars in both trigger modes with a real provider where the
-#      machine has a provider mirror. Which one ran is printed; neither is a failure;
+#      machine has a provider mirror. Which one ran is printed; with neither, the check fails;
 #   3. the state machine definition, rendered, against the States Language (scripts/check-asl.sh);
 #   4. checkov on the Terraform and the GitHub workflows, offline (--skip-download), zero failed
 #      checks, each skip annotated in place;
