@@ -13,6 +13,8 @@ locals {
         SOURCE_DB_SECRET_ID       = aws_secretsmanager_secret.db["source"].arn
         INGEST_BUCKET             = aws_s3_bucket.data["ingest"].id
         INGEST_SAFETY_LAG_SECONDS = tostring(var.ingest_safety_lag_seconds)
+        INGEST_MAX_ROWS_PER_FILE  = tostring(var.ingest_max_rows_per_file)
+        DEADLINE_MARGIN_SECONDS   = tostring(var.deadline_margin_seconds)
         DB_SSL_ROOT_CERT          = var.db_ssl_root_cert
         AWS_LAMBDA_LOG_FORMAT     = "JSON"
       }
@@ -26,9 +28,10 @@ locals {
       # machine, its lock does.
       concurrency = local.use_s3_triggers ? 1 : var.lambda_settings.transform.concurrency
       environment = {
-        INGEST_BUCKET         = aws_s3_bucket.data["ingest"].id
-        PROCESSED_BUCKET      = aws_s3_bucket.data["processed"].id
-        AWS_LAMBDA_LOG_FORMAT = "JSON"
+        INGEST_BUCKET           = aws_s3_bucket.data["ingest"].id
+        PROCESSED_BUCKET        = aws_s3_bucket.data["processed"].id
+        DEADLINE_MARGIN_SECONDS = tostring(var.deadline_margin_seconds)
+        AWS_LAMBDA_LOG_FORMAT   = "JSON"
       }
     }
     load = {
@@ -38,10 +41,12 @@ locals {
       # The load ledger and per-table locks make concurrent invocations safe.
       concurrency = var.lambda_settings.load.concurrency
       environment = {
-        WAREHOUSE_DB_SECRET_ID = aws_secretsmanager_secret.db["warehouse"].arn
-        PROCESSED_BUCKET       = aws_s3_bucket.data["processed"].id
-        DB_SSL_ROOT_CERT       = var.db_ssl_root_cert
-        AWS_LAMBDA_LOG_FORMAT  = "JSON"
+        WAREHOUSE_DB_SECRET_ID  = aws_secretsmanager_secret.db["warehouse"].arn
+        PROCESSED_BUCKET        = aws_s3_bucket.data["processed"].id
+        LOAD_BULK_MIN_ROWS      = tostring(var.load_bulk_min_rows)
+        DEADLINE_MARGIN_SECONDS = tostring(var.deadline_margin_seconds)
+        DB_SSL_ROOT_CERT        = var.db_ssl_root_cert
+        AWS_LAMBDA_LOG_FORMAT   = "JSON"
       }
     }
   }

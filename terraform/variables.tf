@@ -141,6 +141,39 @@ variable "ingest_safety_lag_seconds" {
   default     = 5
 }
 
+variable "ingest_max_rows_per_file" {
+  description = "Rows a raw file holds at most (INGEST_MAX_ROWS_PER_FILE): a larger window is read as consecutive sub-windows, a file and a watermark move each, so a backfill makes progress a file at a time. Rows sharing one last_updated value stay in one file, which may then hold more."
+  type        = number
+  default     = 1000000
+
+  validation {
+    condition     = var.ingest_max_rows_per_file >= 1 && floor(var.ingest_max_rows_per_file) == var.ingest_max_rows_per_file
+    error_message = "ingest_max_rows_per_file is a whole number of rows, at least 1."
+  }
+}
+
+variable "load_bulk_min_rows" {
+  description = "Files of at least this many rows load by the bulk path (LOAD_BULK_MIN_ROWS): the fact table's foreign keys are dropped and added back inside the file's transaction, which locks the fact table exclusively and the dimensions it references against writes until the commit. 0 turns the bulk path off (every file row by row, no exclusive lock)."
+  type        = number
+  default     = 100000
+
+  validation {
+    condition     = var.load_bulk_min_rows >= 0 && floor(var.load_bulk_min_rows) == var.load_bulk_min_rows
+    error_message = "load_bulk_min_rows is a whole number of rows, 0 to turn the bulk path off."
+  }
+}
+
+variable "deadline_margin_seconds" {
+  description = "Each Lambda starts no new file (ingest, load) or batch (transform) with less time than this left before its timeout (DEADLINE_MARGIN_SECONDS); it returns complete = false and the state machine invokes it again. More than one file takes at the slowest stage; less than every timeout in lambda_settings."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.deadline_margin_seconds >= 0 && alltrue([for f in values(var.lambda_settings) : var.deadline_margin_seconds < f.timeout])
+    error_message = "deadline_margin_seconds is at least 0 and less than every function's timeout in lambda_settings (a margin past the timeout leaves one file per invocation)."
+  }
+}
+
 variable "db_ssl_root_cert" {
   description = "Path inside the zip of a PEM bundle that verifies the databases' certificates (DB_SSL_ROOT_CERT), e.g. /var/task/global-bundle.pem for RDS (make build LAMBDA_INCLUDE=global-bundle.pem). Empty: the connection is encrypted but the certificate chain is not verified, as libpq's sslmode=require."
   type        = string

@@ -320,3 +320,11 @@ pub const NOW_MS: &str = "(clock_timestamp() AT TIME ZONE 'UTC')::timestamp(3)";
 pub async fn tick() {
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
+
+/// The one key of a table's file list (a window of fewer rows than a file holds is one file).
+pub fn only(keys: &[String]) -> &str {
+    match keys {
+        [key] => key,
+        _ => panic!("expected one file, got {keys:?}"),
+    }
+}

@@ -40,6 +40,7 @@ impl Pipeline {
         Deps {
             raw: self.raw.clone(),
             processed: self.processed.clone(),
+            deadline_margin: utils::deadline::DEFAULT_MARGIN,
         }
     }
 
@@ -54,6 +55,8 @@ impl Pipeline {
                 source,
                 bucket: self.raw.bucket().to_owned(),
                 safety_lag: Duration::ZERO,
+                max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
+                deadline_margin: utils::deadline::DEFAULT_MARGIN,
             },
             store: self.raw.clone(),
         };
@@ -67,9 +70,13 @@ impl Pipeline {
         handler(LambdaEvent::new(event, Context::default()), &self.deps()).await
     }
 
-    /// The rows of the file `out` lists for `table`.
+    /// The rows of the files `out` lists for `table`, in file order.
     pub async fn output_rows(&self, out: &Output, table: &str) -> Vec<Vec<String>> {
-        file_rows(&self.processed, table, &out.files[table]).await
+        let mut rows = Vec::new();
+        for key in &out.files[table] {
+            rows.extend(file_rows(&self.processed, table, key).await);
+        }
+        rows
     }
 
     /// Ingest then transform.

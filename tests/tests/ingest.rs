@@ -27,6 +27,8 @@ async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
             source,
             bucket: store.bucket().to_owned(),
             safety_lag: lag,
+            max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
+            deadline_margin: utils::deadline::DEFAULT_MARGIN,
         },
         store: store.clone(),
     }
@@ -74,7 +76,7 @@ async fn first_run_copies_every_table_value_for_value() {
     assert_eq!(out.files.len(), 11);
     let client = db.client().await;
     for spec in TABLES {
-        let key = &out.files[spec.name];
+        let key = only(&out.files[spec.name]);
         assert!(key.starts_with(&format!("{}/", spec.name)), "{key}");
         let file = read_object(&store, key).await;
         let expected = source_rows(&client, spec, "true").await;
@@ -99,6 +101,7 @@ async fn first_run_copies_every_table_value_for_value() {
     let ends: Vec<&str> = out
         .files
         .values()
+        .map(|k| only(k))
         .map(|k| &k[k.find('/').unwrap()..])
         .collect();
     assert!(ends.windows(2).all(|w| w[0] == w[1]), "{ends:?}");
@@ -114,7 +117,7 @@ async fn parquet_has_the_registry_types_and_pyarrow_reads_it() {
     )
     .await
     .unwrap();
-    let payment = read_object(&store, &out.files["payment"]).await;
+    let payment = read_object(&store, only(&out.files["payment"])).await;
     let types: BTreeMap<&str, DataType> = payment
         .schema
         .fields()
@@ -140,7 +143,11 @@ async fn parquet_has_the_registry_types_and_pyarrow_reads_it() {
     let mut paths = Vec::new();
     for t in ["payment", "transaction"] {
         let path = dir.join(format!("{t}.parquet"));
-        std::fs::write(&path, store.get(&out.files[t]).await.unwrap().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            store.get(only(&out.files[t])).await.unwrap().unwrap(),
+        )
+        .unwrap();
         paths.push(path);
     }
     let script = r#"
@@ -224,7 +231,7 @@ async fn incremental_run_picks_exactly_the_changed_rows() {
         second.files.keys().collect::<Vec<_>>(),
         ["department", "payment", "sales_order"]
     );
-    let since = first.files["staff"].clone();
+    let since = only(&first.files["staff"]).to_owned();
     let end = parse_time(
         read_object(&store, &since)
             .await
@@ -236,9 +243,9 @@ async fn incremental_run_picks_exactly_the_changed_rows() {
         "last_updated >= '{}'::timestamptz AT TIME ZONE 'UTC'",
         format_time(end)
     );
-    for (name, key) in &second.files {
+    for (name, keys) in &second.files {
         let spec = table(name).unwrap();
-        let file = read_object(&store, key).await;
+        let file = read_object(&store, only(keys)).await;
         let expected = source_rows(&client, spec, &changed).await;
         assert_eq!(parquet_rows(spec, &file.batches), expected, "{name}");
         assert_eq!(
@@ -288,17 +295,35 @@ async fn rows_sharing_the_boundary_millisecond_are_read_exactly_once() {
     let at = |s: &str| parse_time(s).unwrap();
 
     // The first window ends exactly on the shared millisecond: those rows belong to the next.
-    let first = ingest_table(&client, &store, currency, at("2024-11-14T09:30:05Z"))
-        .await
-        .unwrap();
+    let first = ingest_table(
+        &client,
+        &store,
+        currency,
+        at("2024-11-14T09:30:05Z"),
+        1_000_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(first.rows, 1);
-    let second = ingest_table(&client, &store, currency, at("2024-11-14T09:30:05.001Z"))
-        .await
-        .unwrap();
+    let second = ingest_table(
+        &client,
+        &store,
+        currency,
+        at("2024-11-14T09:30:05.001Z"),
+        1_000_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(second.rows, 3);
-    let third = ingest_table(&client, &store, currency, at("2024-11-15T00:00:00Z"))
-        .await
-        .unwrap();
+    let third = ingest_table(
+        &client,
+        &store,
+        currency,
+        at("2024-11-15T00:00:00Z"),
+        1_000_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(third.rows, 1);
     let codes: Vec<Cell> = ingested_rows(&store, "currency")
         .await

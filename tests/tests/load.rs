@@ -38,6 +38,8 @@ impl Stack {
             config: load::Config {
                 warehouse,
                 processed_bucket: self.p.processed.bucket().to_owned(),
+                deadline_margin: utils::deadline::DEFAULT_MARGIN,
+                bulk_min_rows: load::bulk::DEFAULT_MIN_ROWS,
             },
             store: self.p.processed.clone(),
         }
@@ -184,7 +186,7 @@ async fn the_same_event_twice_or_a_duplicate_notification_changes_nothing() {
     assert_eq!(again.skipped_files.len(), 11);
 
     // S3 notifications for the run's files, one of them twice; and for quarantine and state.
-    let key = event["files"]["fact_sales_order"].as_str().unwrap();
+    let key = event["files"]["fact_sales_order"][0].as_str().unwrap();
     let record = |key: &str| {
         json!({"eventName": "ObjectCreated:Put", "s3": {
             "bucket": {"name": s.p.processed.bucket()},
@@ -227,7 +229,7 @@ async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_its
     assert_eq!(e.error_type(), "MissingDimension", "{e}");
     let message = e.to_string();
     assert!(
-        message.contains(event["files"]["fact_payment"].as_str().unwrap()),
+        message.contains(event["files"]["fact_payment"][0].as_str().unwrap()),
         "{message}"
     );
     assert!(message.contains("is not present in table"), "{message}");
@@ -238,7 +240,7 @@ async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_its
 
     // The fact file's own notification arrives first: the load takes the whole run,
     // dimensions before facts.
-    let key = event["files"]["fact_payment"].as_str().unwrap();
+    let key = event["files"]["fact_payment"][0].as_str().unwrap();
     let notification = json!({"Records": [{"s3": {
         "bucket": {"name": s.p.processed.bucket()}, "object": {"key": key}}}]});
     let out = s.load(notification).await.unwrap();
@@ -341,7 +343,7 @@ async fn a_killed_connection_mid_copy_leaves_nothing_half_loaded() {
     );
     let tables = s.tables().await;
     for table in WAREHOUSE_TABLES {
-        let key = event["files"][table.name].as_str().unwrap();
+        let key = event["files"][table.name][0].as_str().unwrap();
         let expected = ledger.get(key).copied().unwrap_or(0);
         assert_eq!(tables[table.name].len() as i64, expected, "{}", table.name);
     }
@@ -390,7 +392,7 @@ async fn a_warehouse_of_another_shape_is_a_configuration_error_before_any_write(
 async fn a_corrupt_or_mismatched_file_is_invalid_input_and_commits_nothing() {
     let s = Stack::new(true).await;
     let event = s.transformed().await;
-    let staff = event["files"]["dim_staff"].as_str().unwrap().to_owned();
+    let staff = event["files"]["dim_staff"][0].as_str().unwrap().to_owned();
     let original = s.p.processed.get(&staff).await.unwrap().unwrap();
 
     s.p.processed
@@ -413,7 +415,7 @@ async fn a_corrupt_or_mismatched_file_is_invalid_input_and_commits_nothing() {
     );
 
     // Another table's file under dim_staff's key: the schema check names the column.
-    let location = event["files"]["dim_location"].as_str().unwrap();
+    let location = event["files"]["dim_location"][0].as_str().unwrap();
     let other = s.p.processed.get(location).await.unwrap().unwrap();
     s.p.processed
         .put(&staff, other, "application/vnd.apache.parquet")

@@ -90,11 +90,14 @@ fn variables_read(config: impl FnOnce(&dyn Fn(&str) -> Option<String>)) -> BTree
     let read = RefCell::new(BTreeSet::new());
     config(&|name: &str| {
         read.borrow_mut().insert(name.to_owned());
-        Some(if name.ends_with("_SECONDS") {
-            "5".into()
-        } else {
-            name.to_lowercase()
-        })
+        // A value each setting accepts, so that every read is reached.
+        Some(
+            if name.ends_with("_SECONDS") || name.ends_with("_ROWS") || name.ends_with("_FILE") {
+                "5".into()
+            } else {
+                name.to_lowercase()
+            },
+        )
     });
     read.into_inner()
 }

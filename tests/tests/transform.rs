@@ -56,7 +56,7 @@ async fn warehouse(store: &S3Store) -> BTreeMap<&'static str, Vec<Vec<String>>> 
 async fn the_seed_becomes_the_hand_computed_star_schema() {
     let p = Pipeline::new(true).await;
     let out = p.round().await;
-    let t = &out.files["fact_sales_order"]["fact_sales_order/".len()..];
+    let t = &only(&out.files["fact_sales_order"])["fact_sales_order/".len()..];
     assert_eq!(out.bucket, p.processed.bucket());
     assert!(out.has_new_data);
     assert!(out.quarantined.is_empty());
@@ -76,8 +76,12 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
             "fact_sales_order"
         ]
     );
-    for (table, key) in &out.files {
-        assert_eq!(key, &format!("{table}/{t}"), "named after the window end");
+    for (table, keys) in &out.files {
+        assert_eq!(
+            only(keys),
+            format!("{table}/{t}"),
+            "named after the window end"
+        );
     }
     assert_eq!(
         p.output_rows(&out, "dim_staff").await,
@@ -451,7 +455,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
     }
 
     // The footer says where the rows came from.
-    let file = read_object(&p.processed, &out.files["dim_staff"]).await;
+    let file = read_object(&p.processed, only(&out.files["dim_staff"])).await;
     let sources: Vec<String> =
         serde_json::from_str(file.metadata_value("totesys.source_keys").unwrap()).unwrap();
     assert_eq!(sources, [format!("staff/{t}"), format!("department/{t}")]);
@@ -461,7 +465,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         file.metadata_value("totesys.pipeline_version"),
         Some(env!("CARGO_PKG_VERSION"))
     );
-    let file = read_object(&p.processed, &out.files["dim_date"]).await;
+    let file = read_object(&p.processed, only(&out.files["dim_date"])).await;
     let sources: Vec<String> =
         serde_json::from_str(file.metadata_value("totesys.source_keys").unwrap()).unwrap();
     assert_eq!(sources.len(), 3, "the three fact files: {sources:?}");
@@ -554,7 +558,7 @@ async fn each_version_of_a_row_is_one_fact_row_across_batches() {
     // The same raw file transformed again gives the same fact rows.
     let again = p
         .transform(json!({"bucket": p.raw.bucket(), "files": {
-            "payment": first.files["fact_payment"].replace("fact_payment/", "payment/")
+            "payment": only(&first.files["fact_payment"]).replace("fact_payment/", "payment/")
         }}))
         .await
         .unwrap();
@@ -586,7 +590,7 @@ async fn a_rerun_or_a_duplicate_event_writes_the_same_bytes() {
     );
 
     // The same window announced by S3, twice, in moto's shape with an URL-encoded key.
-    let key = event["files"]["sales_order"]
+    let key = event["files"]["sales_order"][0]
         .as_str()
         .unwrap()
         .replace('/', "%2F");
@@ -729,7 +733,7 @@ async fn invalid_fact_rows_are_quarantined_and_the_rest_go_on() {
     let facts = file_rows(
         &p.processed,
         "fact_sales_order",
-        &out.files["fact_sales_order"],
+        only(&out.files["fact_sales_order"]),
     )
     .await;
     assert_eq!(
@@ -946,7 +950,10 @@ async fn dimensions_keep_every_row_with_documented_placeholders() {
 async fn a_corrupt_or_mismatched_raw_file_is_a_typed_error_and_writes_nothing() {
     let p = Pipeline::new(true).await;
     let event = p.ingest().await;
-    let sales = event["files"]["sales_order"].as_str().unwrap().to_owned();
+    let sales = event["files"]["sales_order"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Garbage where a Parquet file should be.
     p.raw
@@ -1000,7 +1007,7 @@ async fn a_corrupt_or_mismatched_raw_file_is_a_typed_error_and_writes_nothing() 
 async fn a_corrupt_page_deep_in_a_fact_file_writes_nothing() {
     let p = Pipeline::new(true).await;
     let event = p.ingest().await;
-    let key = event["files"]["payment"].as_str().unwrap().to_owned();
+    let key = event["files"]["payment"][0].as_str().unwrap().to_owned();
     let mut bytes = p.raw.get(&key).await.unwrap().unwrap().to_vec();
     // Overwrite the first data page (after the 4-byte magic) but keep the footer intact.
     for b in &mut bytes[4..64] {
@@ -1122,7 +1129,7 @@ async fn several_rounds_through_ingest_and_transform_match_the_source() {
 async fn request_for_a_window_finds_every_raw_file_of_that_run() {
     let p = Pipeline::new(true).await;
     let event = p.ingest().await;
-    let key = event["files"]["staff"].as_str().unwrap();
+    let key = event["files"]["staff"][0].as_str().unwrap();
     let (_, t) = transform::event::raw_data_key(key).unwrap();
     let files = transform::window_files(&p.raw, t).await.unwrap();
     assert_eq!(files.len(), 11);
@@ -1133,6 +1140,7 @@ async fn request_for_a_window_finds_every_raw_file_of_that_run() {
             bucket: p.raw.bucket().to_owned(),
             window_end: t,
         },
+        utils::deadline::Deadline::NONE,
     )
     .await
     .unwrap();

@@ -1,9 +1,11 @@
 //! The ingest Lambda: copies the ToteSys rows changed since each table's last successful run
-//! into S3 as typed Parquet, one file per table and window.
+//! into S3 as typed Parquet, one file per table and (sub-)window.
 //!
 //! A run computes one window end from the source's clock ([`window_end`]), then for each
-//! table reads the half-open window `[last ingest time, end)` in a binary COPY, streams it into
-//! Parquet in S3, and only then moves the table's watermark.
+//! table reads the half-open window `[last ingest time, end)` in binary COPYs, streams it into
+//! Parquet in S3, and only then moves the table's watermark. A window of more rows than a file
+//! may hold is read as consecutive sub-windows cut at `last_updated` values, a file each, the
+//! watermark moving after each; the deadline margin stops the run between files.
 
 pub mod config;
 pub mod error;
@@ -14,7 +16,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -22,8 +24,12 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tracing::{info, instrument, warn};
+use utils::deadline::Deadline;
 use utils::keys::parquet_key;
-use utils::query::{ACTIVITY_VISIBILITY, WINDOW_END_QUERY, Window};
+use utils::query::{
+    ACTIVITY_VISIBILITY, WINDOW_END_QUERY, Window, estimate_query, estimated_rows,
+    split_points_query,
+};
 use utils::store::S3Store;
 use utils::tables::TableSpec;
 use utils::time::format_time;
@@ -58,11 +64,23 @@ impl Deps {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Output {
     pub bucket: String,
-    /// The data file written for each table that had new rows.
-    pub files: BTreeMap<String, String>,
+    /// The data files written for each table that had new rows, oldest first: one per
+    /// sub-window of at most `INGEST_MAX_ROWS_PER_FILE` rows.
+    pub files: BTreeMap<String, Vec<String>>,
     /// Rows read for every table queried (0 for a table with nothing new).
     pub row_counts: BTreeMap<String, u64>,
     pub has_new_data: bool,
+    /// False when the deadline stopped the invocation before every table was read to the
+    /// window end; `remaining` then says what to ask the next invocation for.
+    pub complete: bool,
+    pub remaining: Option<Remaining>,
+}
+
+/// What an incomplete invocation left: an ingest event for the tables not read to the end
+/// (each goes on from its watermark).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Remaining {
+    pub tables_to_query: Vec<String>,
 }
 
 /// What happened to one table.
@@ -71,23 +89,64 @@ pub struct TableRun {
     pub table: &'static str,
     pub window: Window,
     pub rows: u64,
+    /// The files written, oldest first.
+    pub keys: Vec<String>,
+    /// False when the deadline came before the last sub-window.
+    pub complete: bool,
+}
+
+/// One sub-window read into (at most) one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRun {
+    pub table: &'static str,
+    pub window: Window,
+    pub rows: u64,
     pub key: Option<String>,
+}
+
+/// How much one invocation does: files of at most `max_rows_per_file` rows, and no new file
+/// once the deadline is reached (one file is always written, so a run always moves on).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rows_per_file: u64,
+    pub deadline: Deadline,
+}
+
+impl Limits {
+    /// No deadline and the default file bound.
+    pub const DEFAULT: Limits = Limits {
+        max_rows_per_file: config::DEFAULT_MAX_ROWS_PER_FILE,
+        deadline: Deadline::NONE,
+    };
 }
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let tables = tables_from_event(&event.payload)?;
     let client = deps.db.connect("totesys-ingest").await?;
-    run(&client, &deps.store, &tables, deps.config.safety_lag).await
+    let limits = Limits {
+        max_rows_per_file: deps.config.max_rows_per_file,
+        deadline: Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin),
+    };
+    run(
+        &client,
+        &deps.store,
+        &tables,
+        deps.config.safety_lag,
+        limits,
+    )
+    .await
 }
 
 /// Ingests `tables` from `client` into `store`: one window end for all tables, then each table
-/// in turn. The first failing table fails the run; tables before it keep their progress.
+/// in turn, a file per sub-window. The first failing table fails the run; files before it
+/// keep their progress.
 pub async fn run(
     client: &Client,
     store: &S3Store,
     tables: &[&'static TableSpec],
     safety_lag: Duration,
+    limits: Limits,
 ) -> Result<Output> {
     check_source_schema(client, tables).await?;
     // Where each table's window starts depends only on earlier runs: look them all up at once.
@@ -104,28 +163,39 @@ pub async fn run(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
     let mut runs = Vec::with_capacity(tables.len());
-    // A table's watermark is written as soon as its file is complete, while the next table is
-    // read; the run reports success only once every watermark is written.
+    // A watermark is written as soon as its file is complete, while the next file is read;
+    // the run reports success only once every watermark is written.
     let mut watermarks = JoinSet::new();
     let mut failure = None;
+    let mut files_written = 0;
     for (&table, start) in tables.iter().zip(starts) {
-        match extract_table(client, store, table, Window { start, end }).await {
-            Ok(run) => {
-                let (store, written) = (store.clone(), run.clone());
+        let window = Window { start, end };
+        let read = read_table(
+            client,
+            store,
+            table,
+            window,
+            limits,
+            &mut files_written,
+            |file| {
+                let store = store.clone();
                 watermarks.spawn(async move {
-                    record_watermark(&store, &written)
+                    record_watermark(&store, &file)
                         .await
-                        .map_err(|e| e.in_table(written.table))
+                        .map_err(|e| e.in_table(file.table))
                 });
-                runs.push(run);
-            }
+            },
+        )
+        .await;
+        match read {
+            Ok(run) => runs.push(run),
             Err(e) => {
                 failure = Some(e.in_table(table.name));
                 break;
             }
         }
     }
-    // Tables whose files are complete keep their progress even when a later table failed.
+    // Files that are complete keep their progress even when a later one failed.
     while let Some(written) = watermarks.join_next().await {
         if let Err(e) = written.expect("watermark task does not panic") {
             failure.get_or_insert(e);
@@ -141,32 +211,150 @@ pub async fn run(
 }
 
 fn output(bucket: &str, runs: &[TableRun]) -> Output {
-    let files: BTreeMap<String, String> = runs
+    let files: BTreeMap<String, Vec<String>> = runs
         .iter()
-        .filter_map(|r| Some((r.table.to_owned(), r.key.clone()?)))
+        .filter(|r| !r.keys.is_empty())
+        .map(|r| (r.table.to_owned(), r.keys.clone()))
+        .collect();
+    let left: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.complete)
+        .map(|r| r.table.to_owned())
         .collect();
     Output {
         bucket: bucket.to_owned(),
         has_new_data: !files.is_empty(),
         files,
         row_counts: runs.iter().map(|r| (r.table.to_owned(), r.rows)).collect(),
+        complete: left.is_empty(),
+        remaining: (!left.is_empty()).then_some(Remaining {
+            tables_to_query: left,
+        }),
     }
 }
 
-/// Reads one table's window `[last ingest time, end)` into S3, then records the new watermark.
+/// Reads one table's window `[last ingest time, end)` into S3 with no deadline, then records
+/// the watermark of each file in turn.
 pub async fn ingest_table(
     client: &Client,
     store: &S3Store,
     table: &'static TableSpec,
     end: DateTime<Utc>,
+    max_rows_per_file: u64,
 ) -> Result<TableRun> {
     let start = last_ingest_time(store, table.name).await?;
-    let run = extract_table(client, store, table, Window { start, end }).await?;
-    record_watermark(store, &run).await?;
+    let limits = Limits {
+        max_rows_per_file,
+        deadline: Deadline::NONE,
+    };
+    let mut done = Vec::new();
+    let run = read_table(
+        client,
+        store,
+        table,
+        Window { start, end },
+        limits,
+        &mut 0,
+        |f| done.push(f),
+    )
+    .await?;
+    for file in &done {
+        record_watermark(store, file).await?;
+    }
     Ok(run)
 }
 
-/// Reads one table's window into S3 (nothing for an empty window or one without rows). The
+/// Reads one table's window into S3, a file per sub-window, handing each completed file to
+/// `written` (which moves the watermark). Stops before a sub-window once the deadline is
+/// reached, unless no file has been written in this invocation yet (`files_written`).
+pub async fn read_table(
+    client: &Client,
+    store: &S3Store,
+    table: &'static TableSpec,
+    window: Window,
+    limits: Limits,
+    files_written: &mut usize,
+    mut written: impl FnMut(FileRun),
+) -> Result<TableRun> {
+    let mut run = TableRun {
+        table: table.name,
+        window,
+        rows: 0,
+        keys: Vec::new(),
+        complete: true,
+    };
+    if window.is_empty() {
+        info!(
+            table = table.name,
+            window_start = window.start_text(),
+            window_end = format_time(window.end),
+            "window is empty: the watermark is already at or past the window end"
+        );
+        return Ok(run);
+    }
+    if *files_written > 0 && limits.deadline.reached() {
+        run.complete = false;
+        return Ok(run);
+    }
+    let windows = sub_windows(client, table, window, limits.max_rows_per_file).await?;
+    let parts = windows.len();
+    for (i, sub) in windows.into_iter().enumerate() {
+        if *files_written > 0 && limits.deadline.reached() {
+            info!(
+                table = table.name,
+                left = parts - i,
+                remaining_ms = limits.deadline.remaining().map(|d| d.as_millis() as u64),
+                "deadline margin reached: the sub-windows left are for the next invocation"
+            );
+            run.complete = false;
+            break;
+        }
+        let file = extract_table(client, store, table, sub).await?;
+        *files_written += 1;
+        run.rows += file.rows;
+        run.keys.extend(file.key.clone());
+        written(file);
+    }
+    Ok(run)
+}
+
+/// `window` cut into sub-windows of at most `max_rows` rows (rows sharing a `last_updated`
+/// kept together). The split query runs only where the planner estimates the table could hold
+/// more than half of `max_rows`: a smaller table cannot fill a file, however long its window.
+pub async fn sub_windows(
+    client: &Client,
+    table: &'static TableSpec,
+    window: Window,
+    max_rows: u64,
+) -> Result<Vec<Window>> {
+    let plan = client.query(&estimate_query(table), &[]).await?;
+    let estimate = plan
+        .first()
+        .and_then(|row| row.try_get::<_, &str>(0).ok())
+        .and_then(estimated_rows);
+    if estimate.is_some_and(|rows| rows.saturating_mul(2) <= max_rows) {
+        return Ok(vec![window]);
+    }
+    let every = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    let points: Vec<DateTime<Utc>> = client
+        .query(&split_points_query(table, &window), &[&every])
+        .await?
+        .iter()
+        .map(|row| row.try_get::<_, NaiveDateTime>(0).map(|t| t.and_utc()))
+        .collect::<Result<_, _>>()?;
+    let windows = window.split(&points);
+    if windows.len() > 1 {
+        info!(
+            table = table.name,
+            files = windows.len(),
+            max_rows,
+            "window split into sub-windows"
+        );
+    }
+    Ok(windows)
+}
+
+/// Reads one (sub-)window into S3 (nothing for an empty window or one without rows). The
 /// caller moves the watermark afterwards, with [`record_watermark`].
 #[instrument(skip(client, store), fields(table = table.name))]
 pub async fn extract_table(
@@ -174,29 +362,17 @@ pub async fn extract_table(
     store: &S3Store,
     table: &'static TableSpec,
     window: Window,
-) -> Result<TableRun> {
+) -> Result<FileRun> {
     let start_text = window.start_text();
     let end_text = format_time(window.end);
-    if window.is_empty() {
-        info!(
-            table = table.name,
-            window_start = start_text,
-            window_end = end_text,
-            "window is empty: the watermark is already at or past the window end"
-        );
-        return Ok(TableRun {
-            table: table.name,
-            window,
-            rows: 0,
-            key: None,
-        });
-    }
     let key = parquet_key(table.name, window.end);
+    let started = std::time::Instant::now();
     let written = extract_window(client, store, table, &window, &key).await?;
     let (rows, bytes, key) = match written {
         Some(f) => (f.rows, f.bytes, Some(f.key)),
         None => (0, 0, None),
     };
+    let seconds = started.elapsed().as_secs_f64();
     info!(
         table = table.name,
         rows,
@@ -204,9 +380,11 @@ pub async fn extract_table(
         key = key.as_deref().unwrap_or(""),
         window_start = start_text,
         window_end = end_text,
+        seconds,
+        rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
         "ingested"
     );
-    Ok(TableRun {
+    Ok(FileRun {
         table: table.name,
         window,
         rows,
@@ -214,18 +392,18 @@ pub async fn extract_table(
     })
 }
 
-/// Moves the table's watermark to the end of the window `run` read. Only after its file (if
+/// Moves the table's watermark to the end of the window `file` read. Only after its file (if
 /// any) is complete. An empty window leaves the watermark where it is (already at or past it).
-pub async fn record_watermark(store: &S3Store, run: &TableRun) -> Result<()> {
-    if run.window.is_empty() {
+pub async fn record_watermark(store: &S3Store, file: &FileRun) -> Result<()> {
+    if file.window.is_empty() {
         return Ok(());
     }
     record_ingest(
         store,
-        run.table,
-        run.window.end,
-        run.key.as_deref(),
-        run.rows,
+        file.table,
+        file.window.end,
+        file.key.as_deref(),
+        file.rows,
     )
     .await?;
     Ok(())
@@ -299,7 +477,7 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn output_lists_files_only_for_tables_with_rows() {
+    fn output_lists_files_only_for_tables_with_rows_and_what_is_left() {
         let end = Utc.timestamp_micros(1_731_576_605_123_456).unwrap();
         let window = Window { start: None, end };
         let runs = [
@@ -307,13 +485,25 @@ mod tests {
                 table: "staff",
                 window,
                 rows: 2,
-                key: Some("staff/2024/11/14/093005123456.parquet".into()),
+                keys: vec!["staff/2024/11/14/093005123456.parquet".into()],
+                complete: true,
             },
             TableRun {
                 table: "design",
                 window,
                 rows: 0,
-                key: None,
+                keys: Vec::new(),
+                complete: true,
+            },
+            TableRun {
+                table: "sales_order",
+                window,
+                rows: 5,
+                keys: vec![
+                    "sales_order/2024/11/14/080000000000.parquet".into(),
+                    "sales_order/2024/11/14/090000000000.parquet".into(),
+                ],
+                complete: false,
             },
         ];
         let out = output("raw", &runs);
@@ -321,11 +511,22 @@ mod tests {
             serde_json::to_value(&out).unwrap(),
             serde_json::json!({
                 "bucket": "raw",
-                "files": {"staff": "staff/2024/11/14/093005123456.parquet"},
-                "row_counts": {"design": 0, "staff": 2},
-                "has_new_data": true
+                "files": {
+                    "sales_order": [
+                        "sales_order/2024/11/14/080000000000.parquet",
+                        "sales_order/2024/11/14/090000000000.parquet"
+                    ],
+                    "staff": ["staff/2024/11/14/093005123456.parquet"]
+                },
+                "row_counts": {"design": 0, "sales_order": 5, "staff": 2},
+                "has_new_data": true,
+                "complete": false,
+                "remaining": {"tables_to_query": ["sales_order"]}
             })
         );
-        assert!(!output("raw", &runs[1..]).has_new_data);
+        let done = output("raw", &runs[1..2]);
+        assert!(!done.has_new_data);
+        assert!(done.complete);
+        assert_eq!(done.remaining, None);
     }
 }

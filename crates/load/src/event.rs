@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+use utils::file_list::Keys;
 use utils::keys::parse_file_key;
 use utils::s3_event;
 use utils::warehouse::{WAREHOUSE_TABLES, WarehouseTable, warehouse_table};
@@ -45,7 +46,8 @@ impl ProcessedFile {
 /// What the event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Exactly these files, in the registry's order (dimensions first).
+    /// Exactly these files, in the registry's order (dimensions first), each table's oldest
+    /// first.
     Files {
         bucket: String,
         files: Vec<ProcessedFile>,
@@ -60,7 +62,7 @@ pub enum Request {
 #[serde(deny_unknown_fields)]
 struct TransformOutput {
     bucket: String,
-    files: BTreeMap<String, String>,
+    files: BTreeMap<String, Keys>,
     // Accepted and not needed: the files say it all.
     #[serde(default, rename = "row_counts")]
     _row_counts: Option<IgnoredAny>,
@@ -68,6 +70,10 @@ struct TransformOutput {
     _quarantined: Option<IgnoredAny>,
     #[serde(default, rename = "has_new_data")]
     _has_new_data: Option<IgnoredAny>,
+    #[serde(default, rename = "complete")]
+    _complete: Option<IgnoredAny>,
+    #[serde(default, rename = "remaining")]
+    _remaining: Option<IgnoredAny>,
 }
 
 pub fn parse_event(event: &Value) -> Result<Request> {
@@ -76,22 +82,26 @@ pub fn parse_event(event: &Value) -> Result<Request> {
     }
     let output = TransformOutput::deserialize(event).map_err(|e| {
         Error::InvalidEvent(format!(
-            "expected the transform output {{\"bucket\", \"files\": {{table: key}}, ...}} or an \
+            "expected the transform output {{\"bucket\", \"files\": {{table: [key, ...]}}, ...}} or an \
              S3 notification: {e}"
         ))
     })?;
     let mut files = Vec::new();
-    for (name, key) in output.files {
+    for (name, keys) in output.files {
         let table = warehouse_table(&name)?;
-        if parse_file_key(table.name, &key, "parquet").is_none() {
-            return Err(Error::InvalidEvent(format!(
-                "{key:?} is not a processed data key of table {name} \
-                 ({name}/YYYY/MM/DD/HHMMSSffffff.parquet)"
-            )));
+        for key in keys.into_vec() {
+            if parse_file_key(table.name, &key, "parquet").is_none() {
+                return Err(Error::InvalidEvent(format!(
+                    "{key:?} is not a processed data key of table {name} \
+                     ({name}/YYYY/MM/DD/HHMMSSffffff.parquet)"
+                )));
+            }
+            if !files.iter().any(|f: &ProcessedFile| f.key == key) {
+                files.push(ProcessedFile { table, key });
+            }
         }
-        files.push(ProcessedFile { table, key });
     }
-    files.sort_by_key(|f| position(f.table));
+    files.sort_by(|a, b| (position(a.table), &a.key).cmp(&(position(b.table), &b.key)));
     Ok(Request::Files {
         bucket: output.bucket,
         files,
@@ -154,6 +164,35 @@ mod tests {
         assert_eq!(bucket, "processed");
         let names: Vec<&str> = files.iter().map(|f| f.table.name).collect();
         assert_eq!(names, ["dim_date", "dim_staff", "fact_sales_order"]);
+    }
+
+    #[test]
+    fn several_files_of_a_table_come_oldest_first_after_every_dimension() {
+        let event = json!({"bucket": "processed", "files": {
+            "fact_sales_order": [
+                "fact_sales_order/2024/11/14/093005123456.parquet",
+                "fact_sales_order/2024/11/14/080000000000.parquet"
+            ],
+            "dim_staff": ["dim_staff/2024/11/14/093005123456.parquet"],
+            "dim_date": [
+                "dim_date/2024/11/14/080000000000.parquet",
+                "dim_date/2024/11/14/093005123456.parquet"
+            ]
+        }, "complete": false, "remaining": {"bucket": "raw", "files": {}}});
+        let Request::Files { files, .. } = parse_event(&event).unwrap() else {
+            panic!("a files request")
+        };
+        let keys: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "dim_date/2024/11/14/080000000000.parquet",
+                "dim_date/2024/11/14/093005123456.parquet",
+                "dim_staff/2024/11/14/093005123456.parquet",
+                "fact_sales_order/2024/11/14/080000000000.parquet",
+                "fact_sales_order/2024/11/14/093005123456.parquet",
+            ]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! the newer files of that table are applied again, in key order, in the same transaction:
 //! the table ends as if every file had arrived in order.
 
+pub mod bulk;
 pub mod config;
 pub mod copy;
 pub mod error;
@@ -35,12 +36,15 @@ use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
+use utils::deadline::Deadline;
+use utils::file_list::FileList;
 use utils::keys::parquet_key;
 use utils::parquet_io::{ParquetStream, open_parquet_version, schema_difference, unwrap_external};
 use utils::store::S3Store;
 use utils::tables::quote_ident;
 use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
 
+use crate::bulk::Bulk;
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
 use crate::event::{ProcessedFile, Request, parse_event};
@@ -70,12 +74,44 @@ impl Deps {
 }
 
 /// The invocation's result.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Output {
     /// Rows inserted or updated, per warehouse table loaded.
     pub loaded: BTreeMap<String, u64>,
     /// Files already in the ledger, left alone.
     pub skipped_files: Vec<String>,
+    /// False when the deadline stopped the invocation before every file; `remaining` is then
+    /// the load event for the files left.
+    pub complete: bool,
+    pub remaining: Option<FileList>,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            loaded: BTreeMap::new(),
+            skipped_files: Vec::new(),
+            complete: true,
+            remaining: None,
+        }
+    }
+}
+
+/// How an invocation loads: until `deadline` (no new file once it is reached; one file always
+/// loads), and files of at least `bulk.min_rows` rows by the bulk path.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub deadline: Deadline,
+    pub bulk: Bulk,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            deadline: Deadline::NONE,
+            bulk: Bulk::new(bulk::DEFAULT_MIN_ROWS),
+        }
+    }
 }
 
 /// The Lambda handler.
@@ -85,12 +121,21 @@ pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
         info!("no processed data files in the event");
         return Ok(Output::default());
     }
+    let settings = Settings {
+        deadline: Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin),
+        bulk: Bulk::new(deps.config.bulk_min_rows),
+    };
     let mut client = deps.db.connect("totesys-load").await?;
-    Box::pin(run(&mut client, &deps.store, request)).await
+    Box::pin(run(&mut client, &deps.store, request, settings)).await
 }
 
 /// Loads what `request` names from `store` into the warehouse behind `client`.
-pub async fn run(client: &mut Client, store: &S3Store, request: Request) -> Result<Output> {
+pub async fn run(
+    client: &mut Client,
+    store: &S3Store,
+    request: Request,
+    mut settings: Settings,
+) -> Result<Output> {
     let files = match request {
         Request::Nothing => Vec::new(),
         Request::Files { bucket, files } => {
@@ -99,6 +144,9 @@ pub async fn run(client: &mut Client, store: &S3Store, request: Request) -> Resu
         }
         Request::Run { bucket, at } => {
             store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
+            // S3 mode: nothing would invoke the load again for the files left, so a run's
+            // files (at most one per table, each within the file bound) load in one go.
+            settings.deadline = Deadline::NONE;
             run_files(store, at).await?
         }
     };
@@ -107,11 +155,28 @@ pub async fn run(client: &mut Client, store: &S3Store, request: Request) -> Resu
         return Ok(output);
     }
     schema::prepare(client).await?;
-    for file in files {
+    let mut files = files.into_iter();
+    let mut done = 0;
+    while let Some(file) = files.next() {
+        if done > 0 && settings.deadline.reached() {
+            let mut left = FileList::new(store.bucket());
+            for file in std::iter::once(file).chain(files) {
+                left.push(file.table.name, file.key);
+            }
+            info!(
+                files_done = done,
+                files_left = left.files.values().map(Vec::len).sum::<usize>(),
+                "deadline margin reached: the files left are for the next invocation"
+            );
+            output.complete = false;
+            output.remaining = Some(left);
+            break;
+        }
         let table = file.table.name;
-        let changed = load_file(client, store, &file)
+        let changed = load_file(client, store, &file, &mut settings.bulk)
             .await
             .map_err(|e| in_file(e, store, &file))?;
+        done += 1;
         match changed {
             Some(n) => *output.loaded.entry(table.to_owned()).or_default() += n,
             None => output.skipped_files.push(file.key),
@@ -161,7 +226,9 @@ async fn load_file(
     client: &mut Client,
     store: &S3Store,
     file: &ProcessedFile,
+    bulk: &mut Bulk,
 ) -> Result<Option<u64>> {
+    let started = std::time::Instant::now();
     let table = file.table;
     let etag = store
         .etag(&file.key)
@@ -200,7 +267,13 @@ async fn load_file(
         );
         return Ok(None);
     }
+    let dropped = bulk.prepare(&tx, table, opened.rows).await?;
     let mut changed = apply(&tx, store, file, opened).await?;
+    if let Some(keys) = &dropped {
+        tx.batch_execute(&bulk::restore_sql(table, keys))
+            .await
+            .map_err(|e| db_error(store, file, e))?;
+    }
     if table.kind == Kind::Dimension {
         // Files of this table loaded before but newer than this one: applied again, so the
         // newest version of each row wins as if the files had come in order.
@@ -238,11 +311,15 @@ async fn load_file(
     )
     .await?;
     tx.commit().await?;
+    let seconds = started.elapsed().as_secs_f64();
     info!(
         table = table.name,
         key = file.key.as_str(),
         rows,
         changed,
+        bulk = dropped.is_some(),
+        seconds,
+        rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
         "loaded"
     );
     Ok(Some(changed))

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use utils::Error::Configuration;
 
 use crate::error::Result;
@@ -9,6 +11,8 @@ pub struct Config {
     pub ingest_bucket: String,
     /// `PROCESSED_BUCKET`: where the star schema, quarantine and the dimension snapshots go.
     pub processed_bucket: String,
+    /// `DEADLINE_MARGIN_SECONDS` (default 60): no new batch is started with less time left.
+    pub deadline_margin: Duration,
 }
 
 impl Config {
@@ -26,6 +30,7 @@ impl Config {
         let config = Config {
             ingest_bucket: bucket("INGEST_BUCKET")?,
             processed_bucket: bucket("PROCESSED_BUCKET")?,
+            deadline_margin: utils::deadline::margin_from(&env)?,
         };
         if config.ingest_bucket == config.processed_bucket {
             return Err(Configuration(
@@ -52,6 +57,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.ingest_bucket, "raw");
         assert_eq!(c.processed_bucket, "processed");
+        assert_eq!(c.deadline_margin, utils::deadline::DEFAULT_MARGIN);
         let e = Config::from_lookup(fixed_env(&[("INGEST_BUCKET", "raw")])).unwrap_err();
         assert_eq!(e.to_string(), "configuration: PROCESSED_BUCKET is not set");
         assert_eq!(e.error_type(), "Configuration");

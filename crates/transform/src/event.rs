@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+use utils::file_list::Keys;
 use utils::keys::parse_file_key;
 use utils::s3_event;
 use utils::tables::{TABLES, TableSpec, table};
@@ -47,7 +48,8 @@ pub fn raw_data_key(key: &str) -> Option<(&'static TableSpec, DateTime<Utc>)> {
 /// What the event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Exactly these files (at most one per table), from the ingest Lambda's output.
+    /// Exactly these files, from the ingest Lambda's output: in registry order, each table's
+    /// oldest first (a table's window may span several files).
     Files { bucket: String, files: Vec<RawFile> },
     /// Raw files announced by S3. The batch is every raw file of the same window end, so
     /// that each invocation for one ingest run writes a superset of what the earlier ones
@@ -64,12 +66,16 @@ pub enum Request {
 #[serde(deny_unknown_fields)]
 struct IngestOutput {
     bucket: String,
-    files: BTreeMap<String, String>,
-    // Accepted and not needed: the files say it all.
+    files: BTreeMap<String, Keys>,
+    // Accepted and not needed: the files say it all (what ingest left is ingest's business).
     #[serde(default, rename = "row_counts")]
     _row_counts: Option<IgnoredAny>,
     #[serde(default, rename = "has_new_data")]
     _has_new_data: Option<IgnoredAny>,
+    #[serde(default, rename = "complete")]
+    _complete: Option<IgnoredAny>,
+    #[serde(default, rename = "remaining")]
+    _remaining: Option<IgnoredAny>,
 }
 
 pub fn parse_event(event: &Value) -> Result<Request> {
@@ -92,7 +98,7 @@ pub fn parse_event(event: &Value) -> Result<Request> {
 fn parse_output(v: &Value) -> Result<IngestOutput> {
     IngestOutput::deserialize(v).map_err(|e| {
         Error::InvalidEvent(format!(
-            "expected the ingest output {{\"bucket\", \"files\": {{table: key}}, ...}}: {e}"
+            "expected the ingest output {{\"bucket\", \"files\": {{table: [key, ...]}}, ...}}: {e}"
         ))
     })
 }
@@ -110,33 +116,54 @@ fn files_request(outputs: Vec<IngestOutput>) -> Result<Request> {
             }
             _ => bucket = Some(output.bucket.clone()),
         }
-        for (name, key) in output.files {
+        for (name, keys) in output.files {
             let spec = table(&name)?;
-            let window_end = parse_file_key(spec.name, &key, "parquet").ok_or_else(|| {
-                Error::InvalidEvent(format!(
-                    "{key:?} is not a raw data key of table {name} \
-                     ({name}/YYYY/MM/DD/HHMMSSffffff.parquet)"
-                ))
-            })?;
-            if let Some(other) = files.iter().find(|f| f.table.name == spec.name) {
-                if other.key != key {
-                    return Err(Error::InvalidEvent(format!(
-                        "two raw files for table {name}: {:?} and {key:?}",
-                        other.key
-                    )));
+            for key in keys.into_vec() {
+                let window_end = parse_file_key(spec.name, &key, "parquet").ok_or_else(|| {
+                    Error::InvalidEvent(format!(
+                        "{key:?} is not a raw data key of table {name} \
+                         ({name}/YYYY/MM/DD/HHMMSSffffff.parquet)"
+                    ))
+                })?;
+                if !files.iter().any(|f| f.key == key) {
+                    files.push(RawFile::new(spec, key, window_end)?);
                 }
-                continue;
             }
-            files.push(RawFile::new(spec, key, window_end)?);
         }
     }
-    files.sort_by_key(|f| TABLES.iter().position(|t| std::ptr::eq(t, f.table)));
+    files.sort_by(|a, b| (position(a.table), &a.key).cmp(&(position(b.table), &b.key)));
     match bucket {
         Some(bucket) => Ok(Request::Files { bucket, files }),
         None => Err(Error::InvalidEvent(
             "an empty list of ingest outputs".into(),
         )),
     }
+}
+
+fn position(table: &TableSpec) -> usize {
+    TABLES
+        .iter()
+        .position(|t| std::ptr::eq(t, table))
+        .expect("a registry table")
+}
+
+/// `files` as batches, one per window end, oldest first, each in registry order. Each batch
+/// is transformed as one (its dimensions before its facts, its snapshot merges in order) and
+/// the batches in turn, so every table's files are taken oldest first. Every output of a batch
+/// is named after the batch's window end (an output built from several files is named after
+/// the latest of them), so the processed keys of one table sort in the order the batches ran:
+/// the order the load applies them in. (Batches pairing each table's first file, then each
+/// one's second, would name a joined dimension's outputs out of that order.)
+pub fn batches(mut files: Vec<RawFile>) -> Vec<Vec<RawFile>> {
+    files.sort_by_key(|f| (f.window_end, position(f.table)));
+    let mut batches: Vec<Vec<RawFile>> = Vec::new();
+    for file in files {
+        match batches.last_mut() {
+            Some(batch) if batch[0].window_end == file.window_end => batch.push(file),
+            _ => batches.push(vec![file]),
+        }
+    }
+    batches
 }
 
 fn s3_request(event: &Value) -> Result<Request> {
@@ -205,6 +232,47 @@ mod tests {
         };
         assert_eq!(files.len(), 2);
         assert_eq!(files[1].key, "payment/2024/11/14/093006000000.parquet");
+    }
+
+    #[test]
+    fn a_table_may_have_several_files_which_come_in_batches_by_window_end() {
+        let event = json!({"bucket": "raw", "files": {
+            "sales_order": [
+                "sales_order/2024/11/14/093005123456.parquet",
+                "sales_order/2024/11/14/080000000000.parquet",
+                "sales_order/2024/11/14/090000000000.parquet"
+            ],
+            "staff": ["staff/2024/11/14/093005123456.parquet"],
+            "currency": "currency/2024/11/14/093005123456.parquet"
+        }});
+        let Request::Files { files, .. } = parse_event(&event).unwrap() else {
+            panic!("files request")
+        };
+        let keys =
+            |files: &[RawFile]| -> Vec<String> { files.iter().map(|f| f.key.clone()).collect() };
+        assert_eq!(
+            keys(&files),
+            [
+                "currency/2024/11/14/093005123456.parquet",
+                "staff/2024/11/14/093005123456.parquet",
+                "sales_order/2024/11/14/080000000000.parquet",
+                "sales_order/2024/11/14/090000000000.parquet",
+                "sales_order/2024/11/14/093005123456.parquet",
+            ]
+        );
+        let batches: Vec<Vec<String>> = batches(files).iter().map(|b| keys(b)).collect();
+        assert_eq!(
+            batches,
+            [
+                vec!["sales_order/2024/11/14/080000000000.parquet"],
+                vec!["sales_order/2024/11/14/090000000000.parquet"],
+                vec![
+                    "currency/2024/11/14/093005123456.parquet",
+                    "staff/2024/11/14/093005123456.parquet",
+                    "sales_order/2024/11/14/093005123456.parquet",
+                ],
+            ]
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The transform Lambda: remodels raw ToteSys Parquet into the warehouse's star schema as
 //! Parquet in the processed bucket.
 //!
-//! A batch is a set of raw files, at most one per table. Every file's footer and schema are
-//! checked first. The files of the joined tables (staff, department, counterparty, address:
+//! An invocation's raw files are taken in batches, one per window end, oldest first (a table
+//! whose window was split has a file in several); once the deadline margin is reached no new
+//! batch starts and the output lists the files left. A batch holds at most one file per
+//! table. Every file's footer and schema are checked first. The files of the joined tables (staff, department, counterparty, address:
 //! entity tables of tens to thousands of rows) are read whole and merged into the
 //! current-state snapshots; every other file (the facts, and the dimensions that copy one
 //! table, transaction among them, as large as a fact table) streams row group by row group
@@ -28,6 +30,7 @@ pub mod snapshot;
 mod staging;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use chrono::{DateTime, Utc};
@@ -36,6 +39,8 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
+use utils::deadline::Deadline;
+use utils::file_list::FileList;
 use utils::keys::parquet_key;
 use utils::store::S3Store;
 use utils::tables::{TABLES, table};
@@ -57,6 +62,8 @@ use crate::staging::{
 pub struct Deps {
     pub raw: S3Store,
     pub processed: S3Store,
+    /// No new batch is started with less time left than this.
+    pub deadline_margin: Duration,
 }
 
 impl Deps {
@@ -65,6 +72,7 @@ impl Deps {
         Deps {
             raw: S3Store::new(client.clone(), config.ingest_bucket.clone()),
             processed: S3Store::new(client, config.processed_bucket.clone()),
+            deadline_margin: config.deadline_margin,
         }
     }
 }
@@ -73,23 +81,34 @@ impl Deps {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Output {
     pub bucket: String,
-    /// The file written for each warehouse table that has rows in this batch.
-    pub files: BTreeMap<String, String>,
+    /// The files written for each warehouse table that has rows, oldest first.
+    pub files: BTreeMap<String, Vec<String>>,
     pub row_counts: BTreeMap<String, u64>,
     /// Fact rows set aside under `quarantine/`, per fact table.
     pub quarantined: BTreeMap<String, u64>,
     pub has_new_data: bool,
+    /// False when the deadline stopped the invocation before every batch; `remaining` is then
+    /// the transform event for the raw files left.
+    pub complete: bool,
+    pub remaining: Option<FileList>,
 }
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let request = parse_event(&event.payload)?;
+    let deadline = Deadline::from_context_ms(event.context.deadline, deps.deadline_margin);
     // Boxed: the future is deep (S3 SDK calls inside Parquet I/O inside the batch).
-    Box::pin(run(&deps.raw, &deps.processed, request)).await
+    Box::pin(run(&deps.raw, &deps.processed, request, deadline)).await
 }
 
-/// Transforms what `request` names from `raw` into `processed`.
-pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result<Output> {
+/// Transforms what `request` names from `raw` into `processed`, a batch per window end, oldest
+/// first; once `deadline` is reached no new batch starts (one always runs).
+pub async fn run(
+    raw: &S3Store,
+    processed: &S3Store,
+    request: Request,
+    deadline: Deadline,
+) -> Result<Output> {
     let files = match request {
         Request::Nothing => Vec::new(),
         Request::Files { bucket, files } => {
@@ -107,11 +126,47 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
         row_counts: BTreeMap::new(),
         quarantined: BTreeMap::new(),
         has_new_data: false,
+        complete: true,
+        remaining: None,
     };
     if files.is_empty() {
         info!("no raw files to transform");
         return Ok(output);
     }
+    let mut batches = event::batches(files).into_iter();
+    let mut done = 0;
+    while let Some(batch) = batches.next() {
+        if done > 0 && deadline.reached() {
+            let mut left = FileList::new(raw.bucket());
+            for file in std::iter::once(batch).chain(batches).flatten() {
+                left.push(file.table.name, file.key);
+            }
+            info!(
+                batches_done = done,
+                files_left = left.files.values().map(Vec::len).sum::<usize>(),
+                "deadline margin reached: the files left are for the next invocation"
+            );
+            output.complete = false;
+            output.remaining = Some(left);
+            break;
+        }
+        Box::pin(run_batch(raw, processed, batch, &mut output)).await?;
+        done += 1;
+    }
+    output.has_new_data = !output.files.is_empty();
+    Ok(output)
+}
+
+/// Transforms one batch (at most one file per table) into `output`.
+async fn run_batch(
+    raw: &S3Store,
+    processed: &S3Store,
+    files: Vec<RawFile>,
+    output: &mut Output,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let rows_in = output.row_counts.values().sum::<u64>();
+    let files_end = utils::time::format_time(files[0].window_end);
     // Every footer and schema is checked before anything is read or written.
     let opened = try_join_all(files.iter().map(|f| raw::open(raw, f))).await?;
     let mut streamed = Vec::new();
@@ -174,10 +229,18 @@ pub async fn run(raw: &S3Store, processed: &S3Store, request: Request) -> Result
         staged.abort().await;
         return Err(e);
     }
-    staged.finish(&mut output).await?;
+    staged.finish(output).await?;
     dims.save(processed).await?;
-    output.has_new_data = !output.files.is_empty();
-    Ok(output)
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = output.row_counts.values().sum::<u64>() - rows_in;
+    info!(
+        window_end = files_end,
+        rows,
+        seconds,
+        rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
+        "batch transformed"
+    );
+    Ok(())
 }
 
 /// Every raw file of one ingest run: all tables' keys for `window_end` that exist.

@@ -71,7 +71,7 @@ impl Staged {
                     key = written.key.as_str(),
                     "fact rows quarantined"
                 );
-                output.quarantined.insert(name, written.rows);
+                *output.quarantined.entry(name).or_default() += written.rows;
             } else {
                 info!(
                     table = name.as_str(),
@@ -80,8 +80,8 @@ impl Staged {
                     key = written.key.as_str(),
                     "transformed"
                 );
-                output.row_counts.insert(name.clone(), written.rows);
-                output.files.insert(name, written.key);
+                *output.row_counts.entry(name.clone()).or_default() += written.rows;
+                output.files.entry(name).or_default().push(written.key);
             }
         }
         Ok(())

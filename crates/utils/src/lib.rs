@@ -2,7 +2,9 @@
 
 pub mod catalog;
 pub mod db;
+pub mod deadline;
 pub mod error;
+pub mod file_list;
 pub mod keys;
 pub mod lambda;
 pub mod logging;

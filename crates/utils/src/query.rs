@@ -20,6 +20,25 @@ impl Window {
         self.start.is_some_and(|s| s >= self.end)
     }
 
+    /// The window cut at `points` (ascending): `[start, p1), [p1, p2), ... [pn, end)`. Points
+    /// not strictly inside the window are ignored, so no sub-window is empty by construction
+    /// of its bounds (one may still hold no rows).
+    pub fn split(&self, points: &[DateTime<Utc>]) -> Vec<Window> {
+        let mut windows = Vec::with_capacity(points.len() + 1);
+        let mut start = self.start;
+        for &point in points {
+            if start.is_none_or(|s| s < point) && point < self.end {
+                windows.push(Window { start, end: point });
+                start = Some(point);
+            }
+        }
+        windows.push(Window {
+            start,
+            end: self.end,
+        });
+        windows
+    }
+
     /// The start in [`format_time`] text, or `-infinity` (PostgreSQL's spelling) for a first
     /// window.
     pub fn start_text(&self) -> String {
@@ -43,17 +62,51 @@ fn select_list(table: &TableSpec) -> String {
 /// The new-entry query: every row of `table` whose `last_updated` lies in `window`, with the
 /// registry's columns in the registry's order.
 pub fn new_entries_query(table: &TableSpec, window: &Window) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {}",
+        select_list(table),
+        quote_ident(table.name),
+        window_filter(window)
+    )
+}
+
+/// The `WHERE` condition of `window` on `last_updated`.
+fn window_filter(window: &Window) -> String {
     let col = quote_ident(LAST_UPDATED);
     let end = format!("{col} < {}", sql_timestamp_literal(window.end));
-    let filter = match window.start {
+    match window.start {
         Some(start) => format!("{col} >= {} AND {end}", sql_timestamp_literal(start)),
         None => end,
-    };
+    }
+}
+
+/// Where a window of more than `$1` rows (an `int8`) is cut into sub-windows of at most that
+/// many: the `last_updated` of row `$1 + 1`, `2 * $1 + 1`, ... in `last_updated` order, each
+/// value once, ascending. Each sub-window ends (exclusive) at a point and the next starts
+/// there, so rows sharing one `last_updated` stay together: a sub-window then holds more than
+/// `$1` rows by the rows sharing its first value. One scan of the window and a sort of one
+/// column (an index on `last_updated` makes both cheap).
+pub fn split_points_query(table: &TableSpec, window: &Window) -> String {
+    let col = quote_ident(LAST_UPDATED);
     format!(
-        "SELECT {} FROM {} WHERE {filter}",
-        select_list(table),
-        quote_ident(table.name)
+        "SELECT DISTINCT at FROM (SELECT {col} AS at, row_number() OVER (ORDER BY {col}) AS n \
+         FROM {} WHERE {}) AS numbered WHERE n > 1 AND (n - 1) % $1 = 0 ORDER BY at",
+        quote_ident(table.name),
+        window_filter(window)
     )
+}
+
+/// The planner's estimate of the rows of `table` (`EXPLAIN` of a scan of all of it: the
+/// statistics scaled to the table's current size, so a table that grew since it was last
+/// analysed is still seen at about its size). No rows are read.
+pub fn estimate_query(table: &TableSpec) -> String {
+    format!("EXPLAIN SELECT FROM {}", quote_ident(table.name))
+}
+
+/// The row count in the first line of `EXPLAIN`'s text output (`... rows=N width=W)`).
+pub fn estimated_rows(plan_line: &str) -> Option<u64> {
+    let rows = &plan_line[plan_line.find(" rows=")? + " rows=".len()..];
+    rows.split(' ').next()?.parse().ok()
 }
 
 /// [`new_entries_query`] as a binary COPY, the fastest way to stream rows out of PostgreSQL.
@@ -124,6 +177,51 @@ mod tests {
             window(Some(1_731_576_605_123_456), 1_731_576_605_123_457).start_text(),
             "2024-11-14T09:30:05.123456Z"
         );
+    }
+
+    #[test]
+    fn split_points_number_rows_in_last_updated_order_and_keep_ties_together() {
+        let w = window(Some(1_731_576_605_123_000), 1_731_576_905_000_001);
+        assert_eq!(
+            split_points_query(table("currency").unwrap(), &w),
+            "SELECT DISTINCT at FROM (SELECT \"last_updated\" AS at, row_number() OVER \
+             (ORDER BY \"last_updated\") AS n FROM \"currency\" WHERE \"last_updated\" >= \
+             '2024-11-14 09:30:05.123000'::timestamp AND \"last_updated\" < \
+             '2024-11-14 09:35:05.000001'::timestamp) AS numbered \
+             WHERE n > 1 AND (n - 1) % $1 = 0 ORDER BY at"
+        );
+    }
+
+    #[test]
+    fn a_window_splits_at_the_points_inside_it() {
+        let w = window(Some(10), 100);
+        let at = |us: i64| Utc.timestamp_micros(us).unwrap();
+        assert_eq!(w.split(&[]), vec![w]);
+        assert_eq!(
+            w.split(&[at(10), at(40), at(70), at(100), at(120)]),
+            vec![
+                window(Some(10), 40),
+                window(Some(40), 70),
+                window(Some(70), 100)
+            ]
+        );
+        assert_eq!(
+            window(None, 100).split(&[at(5)]),
+            vec![window(None, 5), window(Some(5), 100)]
+        );
+    }
+
+    #[test]
+    fn the_estimate_is_read_from_the_plan() {
+        assert_eq!(
+            estimated_rows("Seq Scan on sales_order  (cost=0.00..4.00 rows=25000000 width=0)"),
+            Some(25_000_000)
+        );
+        assert_eq!(
+            estimated_rows("Result  (cost=0.00..0.01 rows=1 width=0)"),
+            Some(1)
+        );
+        assert_eq!(estimated_rows("no estimate"), None);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, pin_mut};
 use serde_json::json;
-use transform::event::{Request, raw_data_key};
+use transform::event::{RawFile, Request, raw_data_key};
+use utils::deadline::Deadline;
 use utils::query::{Window, new_entries_copy};
 use utils::store::S3Store;
 use utils::tables::TABLES;
@@ -73,21 +74,21 @@ async fn transform(raw: &str, processed: &str) -> (u64, u64, Duration) {
     let s3 = utils::store::s3_client(&sdk);
     let raw = S3Store::new(s3.clone(), raw);
     let processed = S3Store::new(s3.clone(), processed);
-    let window_end = raw
-        .list_keys("", None)
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|k| raw_data_key(k))
-        .expect("a raw file in the bucket")
-        .1;
-    let files = transform::window_files(&raw, window_end).await.unwrap();
+    let mut files = Vec::new();
+    for key in raw.list_keys("", None).await.unwrap() {
+        if let Some((table, window_end)) = raw_data_key(&key) {
+            files.push(RawFile::new(table, key, window_end).unwrap());
+        }
+    }
+    assert!(!files.is_empty(), "a raw file in the bucket");
     let request = Request::Files {
         bucket: raw.bucket().to_owned(),
         files,
     };
     let started = Instant::now();
-    let out = transform::run(&raw, &processed, request).await.unwrap();
+    let out = transform::run(&raw, &processed, request, Deadline::NONE)
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     // Sizes by HEAD: reading the outputs back would count them in the peak RSS.
     let mut bytes = 0u64;
@@ -126,14 +127,22 @@ async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
             files.push(file);
         }
     }
-    files.sort_by_key(|f| load::event::position(f.table));
+    files.sort_by(|a, b| {
+        (load::event::position(a.table), &a.key).cmp(&(load::event::position(b.table), &b.key))
+    });
     let request = load::event::Request::Files {
         bucket: processed.to_owned(),
         files,
     };
     let mut client = totesys_tests::connect(warehouse).await;
     let started = Instant::now();
-    let out = load::run(&mut client, &store, request).await.unwrap();
+    let settings = load::Settings {
+        deadline: Deadline::NONE,
+        bulk: load::bulk::Bulk::new(bulk_min_rows()),
+    };
+    let out = load::run(&mut client, &store, request, settings)
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(out.loaded.values().sum::<u64>(), rows, "every row is new");
     (rows, bytes, elapsed)
@@ -255,18 +264,36 @@ async fn source(mode: &str, url: &str, bucket: Option<&String>) -> (u64, u64, Du
             let store = utils::store::S3Store::new(s3.clone(), bucket.clone());
             let tables: Vec<_> = TABLES.iter().collect();
             let started = Instant::now();
-            let out = ingest::run(&client, &store, &tables, Duration::ZERO)
+            let out = ingest::run(&client, &store, &tables, Duration::ZERO, ingest_limits())
                 .await
                 .unwrap();
             let elapsed = started.elapsed();
             let mut bytes = 0u64;
-            for key in out.files.values() {
+            for key in out.files.values().flatten() {
                 bytes += object_size(&s3, bucket, key).await;
             }
             (out.row_counts.values().sum(), bytes, elapsed)
         }
         other => panic!("unknown mode {other}"),
     }
+}
+
+/// `INGEST_MAX_ROWS_PER_FILE` as the Lambda reads it, or its default.
+fn ingest_limits() -> ingest::Limits {
+    let max_rows_per_file = std::env::var("INGEST_MAX_ROWS_PER_FILE")
+        .map(|v| v.parse().expect("INGEST_MAX_ROWS_PER_FILE is a number"))
+        .unwrap_or(ingest::config::DEFAULT_MAX_ROWS_PER_FILE);
+    ingest::Limits {
+        max_rows_per_file,
+        deadline: Deadline::NONE,
+    }
+}
+
+/// `LOAD_BULK_MIN_ROWS` as the Lambda reads it, or its default.
+fn bulk_min_rows() -> u64 {
+    std::env::var("LOAD_BULK_MIN_ROWS")
+        .map(|v| v.parse().expect("LOAD_BULK_MIN_ROWS is a number"))
+        .unwrap_or(load::bulk::DEFAULT_MIN_ROWS)
 }
 
 async fn object_size(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> u64 {
