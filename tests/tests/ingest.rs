@@ -752,3 +752,168 @@ async fn the_guard_sees_other_users_transactions_only_with_pg_read_all_stats() {
         .await
         .unwrap();
 }
+
+/// 30 currency rows in an empty source, stamped one millisecond apart from 09:00:00.001,
+/// except rows 10 to 16, which share 09:00:00.010. Cut at every fifth row, the window makes
+/// five files of 5, 4, 11 (the shared stamp kept together), 5 and 5 rows.
+const THIRTY_CURRENCIES: &str = "
+    INSERT INTO currency (currency_id, currency_code, created_at, last_updated)
+    SELECT i, 'C' || lpad(i::text, 2, '0'), '2024-01-01',
+           '2024-11-14 09:00:00'::timestamp
+             + make_interval(secs => (CASE WHEN i BETWEEN 10 AND 16 THEN 10 ELSE i END) / 1000.0)
+    FROM generate_series(1, 30) AS i";
+
+/// The rows of each currency file, in key order, as currency ids.
+async fn currency_files(store: &S3Store) -> Vec<(String, Vec<i32>)> {
+    let mut files = Vec::new();
+    for key in store.list_keys("currency/", None).await.unwrap() {
+        let file = read_object(store, &key).await;
+        let ids = parquet_rows(table("currency").unwrap(), &file.batches)
+            .into_iter()
+            .map(|row| match &row[0] {
+                Cell::Int(id) => i32::try_from(*id).unwrap(),
+                other => panic!("currency_id {other:?}"),
+            })
+            .collect();
+        // The key is named after the end of the sub-window the file holds.
+        let end = file.metadata_value("totesys.window_end").unwrap().to_owned();
+        assert_eq!(key, parquet_key("currency", parse_time(&end).unwrap()));
+        files.push((key, ids));
+    }
+    files
+}
+
+fn ids(range: std::ops::RangeInclusive<i32>) -> Vec<i32> {
+    range.collect()
+}
+
+#[tokio::test]
+async fn a_window_of_more_rows_than_a_file_holds_is_split_keeping_shared_stamps_together() {
+    let db = TestDb::source(false).await;
+    let store = bucket().await;
+    db.client().await.batch_execute(THIRTY_CURRENCIES).await.unwrap();
+    let mut deps = deps(&db, &store).await;
+    deps.config.max_rows_per_file = 5;
+    let out = invoke(&deps, json!({"tables_to_query": ["currency"]}))
+        .await
+        .unwrap();
+    assert!(out.complete);
+    assert_eq!(out.row_counts["currency"], 30);
+    let files = currency_files(&store).await;
+    assert_eq!(
+        out.files["currency"],
+        files.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        "every file, oldest first"
+    );
+    let sorted = |mut v: Vec<i32>| {
+        v.sort();
+        v
+    };
+    let contents: Vec<Vec<i32>> = files.into_iter().map(|(_, ids)| sorted(ids)).collect();
+    assert_eq!(
+        contents,
+        [ids(1..=5), ids(6..=9), ids(10..=20), ids(21..=25), ids(26..=30)]
+    );
+    // The watermark is at the run's window end, past every row.
+    let state = store.get(&state_key("currency")).await.unwrap().unwrap();
+    let state: Value = serde_json::from_slice(&state).unwrap();
+    assert_eq!(state["key"], out.files["currency"][4]);
+    assert_eq!(state["rows"], 5);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_files_of_a_window_resumes_with_nothing_lost_or_duplicated() {
+    let db = TestDb::source(false).await;
+    let store = bucket().await;
+    let client = db.client().await;
+    client.batch_execute(THIRTY_CURRENCIES).await.unwrap();
+    // Row 23 breaks the fourth file: the run fails there.
+    client
+        .batch_execute("UPDATE currency SET created_at = 'infinity' WHERE currency_id = 23")
+        .await
+        .unwrap();
+    let mut deps = deps(&db, &store).await;
+    deps.config.max_rows_per_file = 5;
+    let event = json!({"tables_to_query": ["currency"]});
+    let e = invoke(&deps, event.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidSourceData", "{e}");
+    let files = currency_files(&store).await;
+    assert_eq!(files.len(), 3, "the three files before the failure stay");
+    // Each of them moved the watermark: the next run starts at the fourth sub-window.
+    let start = last_ingest_time(&store, "currency").await.unwrap().unwrap();
+    assert_eq!(format_time(start), "2024-11-14T09:00:00.021000Z");
+
+    client
+        .batch_execute("UPDATE currency SET created_at = '2024-01-01' WHERE currency_id = 23")
+        .await
+        .unwrap();
+    let out = invoke(&deps, event).await.unwrap();
+    assert_eq!(out.row_counts["currency"], 10);
+    assert_eq!(out.files["currency"].len(), 2);
+    let mut all: Vec<i32> = currency_files(&store)
+        .await
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    all.sort();
+    assert_eq!(all, ids(1..=30), "every row once");
+}
+
+#[tokio::test]
+async fn an_invocation_at_its_deadline_returns_incomplete_and_the_next_goes_on() {
+    let db = TestDb::source(false).await;
+    let store = bucket().await;
+    db.client().await.batch_execute(THIRTY_CURRENCIES).await.unwrap();
+    let mut deps = deps(&db, &store).await;
+    deps.config.max_rows_per_file = 5;
+    // A minute left and a margin of two: the deadline is reached before each invocation's
+    // second file, so each writes one.
+    deps.config.deadline_margin = Duration::from_secs(120);
+    let mut event = json!({"tables_to_query": ["currency", "design"]});
+    let mut outputs = Vec::new();
+    loop {
+        let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
+        let mut context = Context::default();
+        context.deadline = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let out = handler(LambdaEvent::new(event.clone(), context), &deps)
+            .await
+            .unwrap();
+        assert!(std::time::SystemTime::now() < deadline);
+        outputs.push(out.clone());
+        match out.remaining {
+            Some(left) => {
+                assert!(!out.complete);
+                event = serde_json::to_value(left).unwrap();
+            }
+            None => break,
+        }
+        assert!(outputs.len() < 10, "no progress: {outputs:?}");
+    }
+    let files: Vec<usize> = outputs
+        .iter()
+        .map(|o| o.files.values().map(Vec::len).sum())
+        .collect();
+    // Each invocation cuts what is left of the window anew, so the cuts may fall elsewhere
+    // than in one run; each still writes one file (the last, reading only the empty design
+    // table, none).
+    assert!(files.len() >= 5, "{files:?}");
+    assert!(files[..files.len() - 1].iter().all(|n| *n == 1), "{files:?}");
+    assert_eq!(
+        serde_json::to_value(&outputs[0].remaining).unwrap(),
+        json!({"tables_to_query": ["currency", "design"]}),
+        "design (empty, not read yet) is left too"
+    );
+    assert!(outputs.last().unwrap().complete);
+    let rows: u64 = outputs.iter().filter_map(|o| o.row_counts.get("currency")).sum();
+    assert_eq!(rows, 30);
+    let mut all: Vec<i32> = currency_files(&store)
+        .await
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    all.sort();
+    assert_eq!(all, ids(1..=30));
+}
