@@ -328,3 +328,18 @@ pub fn only(keys: &[String]) -> &str {
         _ => panic!("expected one file, got {keys:?}"),
     }
 }
+
+/// An invocation context whose deadline is a minute away: with a margin over a minute, every
+/// invocation is past its margin from the start and does one unit of work.
+pub fn context_at_deadline() -> lambda_runtime::Context {
+    let mut context = lambda_runtime::Context::default();
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
+    context.deadline = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    context
+}
+
+/// A margin past [`context_at_deadline`]'s deadline.
+pub const PAST_MARGIN: Duration = Duration::from_secs(120);

@@ -44,12 +44,11 @@ impl Pipeline {
         }
     }
 
-    /// Runs the real ingest Lambda over every table; its output, as Step Functions passes it.
-    pub async fn ingest(&self) -> Value {
-        tick().await;
+    /// The ingest Lambda's dependencies over this source and raw bucket, no safety lag.
+    pub async fn ingest_deps(&self) -> ingest::Deps {
         let sdk = sdk_config().await;
         let source = DbSource::Url(self.db.url.clone());
-        let deps = ingest::Deps {
+        ingest::Deps {
             db: Connector::new(source.clone(), aws_sdk_secretsmanager::Client::new(&sdk)),
             config: ingest::Config {
                 source,
@@ -59,10 +58,18 @@ impl Pipeline {
                 deadline_margin: utils::deadline::DEFAULT_MARGIN,
             },
             store: self.raw.clone(),
-        };
-        let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &deps)
-            .await
-            .expect("ingest");
+        }
+    }
+
+    /// Runs the real ingest Lambda over every table; its output, as Step Functions passes it.
+    pub async fn ingest(&self) -> Value {
+        tick().await;
+        let out = ingest::handler(
+            LambdaEvent::new(json!({}), Context::default()),
+            &self.ingest_deps().await,
+        )
+        .await
+        .expect("ingest");
         serde_json::to_value(out).unwrap()
     }
 

@@ -776,7 +776,10 @@ async fn currency_files(store: &S3Store) -> Vec<(String, Vec<i32>)> {
             })
             .collect();
         // The key is named after the end of the sub-window the file holds.
-        let end = file.metadata_value("totesys.window_end").unwrap().to_owned();
+        let end = file
+            .metadata_value("totesys.window_end")
+            .unwrap()
+            .to_owned();
         assert_eq!(key, parquet_key("currency", parse_time(&end).unwrap()));
         files.push((key, ids));
     }
@@ -791,7 +794,11 @@ fn ids(range: std::ops::RangeInclusive<i32>) -> Vec<i32> {
 async fn a_window_of_more_rows_than_a_file_holds_is_split_keeping_shared_stamps_together() {
     let db = TestDb::source(false).await;
     let store = bucket().await;
-    db.client().await.batch_execute(THIRTY_CURRENCIES).await.unwrap();
+    db.client()
+        .await
+        .batch_execute(THIRTY_CURRENCIES)
+        .await
+        .unwrap();
     let mut deps = deps(&db, &store).await;
     deps.config.max_rows_per_file = 5;
     let out = invoke(&deps, json!({"tables_to_query": ["currency"]}))
@@ -812,7 +819,13 @@ async fn a_window_of_more_rows_than_a_file_holds_is_split_keeping_shared_stamps_
     let contents: Vec<Vec<i32>> = files.into_iter().map(|(_, ids)| sorted(ids)).collect();
     assert_eq!(
         contents,
-        [ids(1..=5), ids(6..=9), ids(10..=20), ids(21..=25), ids(26..=30)]
+        [
+            ids(1..=5),
+            ids(6..=9),
+            ids(10..=20),
+            ids(21..=25),
+            ids(26..=30)
+        ]
     );
     // The watermark is at the run's window end, past every row.
     let state = store.get(&state_key("currency")).await.unwrap().unwrap();
@@ -863,21 +876,19 @@ async fn a_crash_between_the_files_of_a_window_resumes_with_nothing_lost_or_dupl
 async fn an_invocation_at_its_deadline_returns_incomplete_and_the_next_goes_on() {
     let db = TestDb::source(false).await;
     let store = bucket().await;
-    db.client().await.batch_execute(THIRTY_CURRENCIES).await.unwrap();
+    db.client()
+        .await
+        .batch_execute(THIRTY_CURRENCIES)
+        .await
+        .unwrap();
     let mut deps = deps(&db, &store).await;
     deps.config.max_rows_per_file = 5;
-    // A minute left and a margin of two: the deadline is reached before each invocation's
-    // second file, so each writes one.
-    deps.config.deadline_margin = Duration::from_secs(120);
+    deps.config.deadline_margin = PAST_MARGIN;
     let mut event = json!({"tables_to_query": ["currency", "design"]});
     let mut outputs = Vec::new();
     loop {
-        let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
-        let mut context = Context::default();
-        context.deadline = deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let context = context_at_deadline();
+        let deadline = context.deadline();
         let out = handler(LambdaEvent::new(event.clone(), context), &deps)
             .await
             .unwrap();
@@ -900,14 +911,20 @@ async fn an_invocation_at_its_deadline_returns_incomplete_and_the_next_goes_on()
     // than in one run; each still writes one file (the last, reading only the empty design
     // table, none).
     assert!(files.len() >= 5, "{files:?}");
-    assert!(files[..files.len() - 1].iter().all(|n| *n == 1), "{files:?}");
+    assert!(
+        files[..files.len() - 1].iter().all(|n| *n == 1),
+        "{files:?}"
+    );
     assert_eq!(
         serde_json::to_value(&outputs[0].remaining).unwrap(),
         json!({"tables_to_query": ["currency", "design"]}),
         "design (empty, not read yet) is left too"
     );
     assert!(outputs.last().unwrap().complete);
-    let rows: u64 = outputs.iter().filter_map(|o| o.row_counts.get("currency")).sum();
+    let rows: u64 = outputs
+        .iter()
+        .filter_map(|o| o.row_counts.get("currency"))
+        .sum();
     assert_eq!(rows, 30);
     let mut all: Vec<i32> = currency_files(&store)
         .await

@@ -29,7 +29,14 @@ impl Stack {
     }
 
     async fn deps(&self) -> load::Deps {
-        let warehouse = DbSource::Url(self.wh.url.clone());
+        self.deps_for(&self.wh.url, load::bulk::DEFAULT_MIN_ROWS)
+            .await
+    }
+
+    /// The load's dependencies, connecting to `url` and taking the bulk path from
+    /// `bulk_min_rows` rows.
+    async fn deps_for(&self, url: &str, bulk_min_rows: u64) -> load::Deps {
+        let warehouse = DbSource::Url(url.to_owned());
         load::Deps {
             db: Connector::new(
                 warehouse.clone(),
@@ -39,7 +46,7 @@ impl Stack {
                 warehouse,
                 processed_bucket: self.p.processed.bucket().to_owned(),
                 deadline_margin: utils::deadline::DEFAULT_MARGIN,
-                bulk_min_rows: load::bulk::DEFAULT_MIN_ROWS,
+                bulk_min_rows,
             },
             store: self.p.processed.clone(),
         }
@@ -51,6 +58,35 @@ impl Stack {
             &self.deps().await,
         )
         .await
+    }
+
+    /// A load taking the bulk path for every file with rows.
+    async fn bulk_load(&self, event: Value) -> Result<load::Output, load::Error> {
+        load::handler(
+            LambdaEvent::new(event, Context::default()),
+            &self.deps_for(&self.wh.url, 1).await,
+        )
+        .await
+    }
+
+    /// Every constraint of the star schema (the ledger's aside): table, name, definition, validated, and its oid
+    /// (which changes when a constraint is dropped and added back).
+    async fn constraints(&self) -> Vec<(String, String, String, bool, u32)> {
+        self.warehouse()
+            .await
+            .query(
+                "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid),
+                        convalidated, oid
+                 FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+                   AND conrelid::regclass::text <> 'totesys_load_ledger'
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect()
     }
 
     /// Ingest, transform: the transform's output as Step Functions passes it on.
@@ -486,4 +522,360 @@ async fn several_rounds_end_to_end_match_the_source() {
         .unwrap()
         .get(0);
     assert_eq!(chf, 1);
+}
+
+/// The constraints without their oids, and the fact tables' foreign-key oids.
+type Definitions = Vec<(String, String, String, bool)>;
+
+fn definitions(constraints: &[(String, String, String, bool, u32)]) -> Definitions {
+    constraints
+        .iter()
+        .map(|(t, n, d, v, _)| (t.clone(), n.clone(), d.clone(), *v))
+        .collect()
+}
+
+fn foreign_key_oids(constraints: &[(String, String, String, bool, u32)]) -> Vec<u32> {
+    constraints
+        .iter()
+        .filter(|(_, _, d, _, _)| d.starts_with("FOREIGN KEY"))
+        .map(|c| c.4)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_bulk_path_loads_exactly_and_leaves_the_schema_as_it_was() {
+    let s = Stack::new(true).await;
+    let before = s.constraints().await;
+    assert_eq!(
+        foreign_key_oids(&before).len(),
+        24,
+        "the star schema's foreign keys"
+    );
+    let out = s.bulk_load(s.transformed().await).await.unwrap();
+    assert_eq!(out.loaded.len(), 11);
+    let source = s.p.source().await;
+    let mut facts = BTreeMap::new();
+    record_versions(&source, &mut facts).await;
+    assert_matches_source(&s, &facts, "bulk load").await;
+    let after = s.constraints().await;
+    assert_eq!(
+        definitions(&after),
+        definitions(&before),
+        "the same constraints"
+    );
+    // Every foreign key was dropped and added back (new oids): the bulk path ran.
+    let (old, new) = (foreign_key_oids(&before), foreign_key_oids(&after));
+    assert!(old.iter().all(|oid| !new.contains(oid)), "{old:?} {new:?}");
+
+    // The load's schema check passes on the schema the bulk path left: the next round loads.
+    source
+        .batch_execute(&format!(
+            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1"
+        ))
+        .await
+        .unwrap();
+    let event = s.transformed().await;
+    s.bulk_load(event).await.unwrap();
+    record_versions(&source, &mut facts).await;
+    assert_matches_source(&s, &facts, "second bulk round").await;
+    assert_eq!(definitions(&s.constraints().await), definitions(&before));
+}
+
+#[tokio::test]
+async fn a_missing_dimension_on_the_bulk_path_fails_the_file_and_commits_nothing() {
+    let s = Stack::new(true).await;
+    let event = s.transformed().await;
+    let before = s.constraints().await;
+    let facts_only = json!({
+        "bucket": event["bucket"],
+        "files": {"fact_payment": event["files"]["fact_payment"]},
+    });
+    let e = s.bulk_load(facts_only).await.unwrap_err();
+    assert_eq!(e.error_type(), "MissingDimension", "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains(event["files"]["fact_payment"][0].as_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("is not present in table"), "{message}");
+    assert!(
+        s.tables().await.values().all(Vec::is_empty),
+        "nothing committed"
+    );
+    assert!(s.ledger().await.is_empty());
+    assert_eq!(s.constraints().await, before, "the constraints untouched");
+}
+
+#[tokio::test]
+async fn a_role_that_does_not_own_the_tables_loads_row_by_row() {
+    let s = Stack::new(true).await;
+    let admin = s.warehouse().await;
+    let role = unique_name("loader").replace('-', "_");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'loader-secret';
+             GRANT CREATE, USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .await
+        .unwrap();
+    let before = s.constraints().await;
+    // The same server and database, as the role: postgres://USER:PASSWORD@HOST...
+    let (scheme, rest) = s.wh.url.split_once("://").unwrap();
+    let (_, host) = rest.split_once('@').unwrap();
+    let deps = s
+        .deps_for(&format!("{scheme}://{role}:loader-secret@{host}"), 1)
+        .await;
+    let out = load::handler(
+        LambdaEvent::new(s.transformed().await, Context::default()),
+        &deps,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.loaded.len(), 11);
+    let mut facts = BTreeMap::new();
+    record_versions(&s.p.source().await, &mut facts).await;
+    assert_matches_source(&s, &facts, "row by row as another role").await;
+    assert_eq!(s.constraints().await, before, "no constraint was touched");
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_bulk_loads_of_one_and_several_fact_tables_queue_without_deadlock() {
+    let s = Stack::new(true).await;
+    let first = s.transformed().await;
+    let source = s.p.source().await;
+    let mut facts = BTreeMap::new();
+    record_versions(&source, &mut facts).await;
+    source
+        .batch_execute(&format!(
+            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1;
+             UPDATE sales_order SET units_sold = 7, last_updated = {NOW_MS}
+               WHERE sales_order_id = 1"
+        ))
+        .await
+        .unwrap();
+    let second = s.transformed().await;
+    let only = |event: &Value, kind: &str| {
+        let files: serde_json::Map<String, Value> = event["files"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.starts_with(kind))
+            .map(|(t, k)| (t.clone(), k.clone()))
+            .collect();
+        json!({"bucket": event["bucket"], "files": files})
+    };
+    s.load(only(&first, "dim_")).await.unwrap();
+    s.load(only(&second, "dim_")).await.unwrap();
+    let file = |event: &Value, table: &str| json!({"bucket": event["bucket"], "files": {table: event["files"][table]}});
+    // Two files of fact_payment, and fact_sales_order and fact_purchase_order, which
+    // reference the same dimensions, all at once.
+    let (a, b, c, d) = tokio::join!(
+        s.bulk_load(file(&first, "fact_payment")),
+        s.bulk_load(file(&second, "fact_payment")),
+        s.bulk_load(file(&first, "fact_sales_order")),
+        s.bulk_load(json!({"bucket": first["bucket"], "files": {
+            "fact_purchase_order": first["files"]["fact_purchase_order"],
+            "fact_sales_order": second["files"]["fact_sales_order"],
+        }})),
+    );
+    for out in [a, b, c, d] {
+        out.unwrap();
+    }
+    record_versions(&source, &mut facts).await;
+    assert_matches_source(&s, &facts, "after concurrent bulk loads").await;
+}
+
+/// Invokes a stage until it reports complete, each time with what the last one left: the
+/// outputs, in order.
+async fn until_complete<F, Fut>(mut event: Value, mut invoke: F) -> Vec<Value>
+where
+    F: FnMut(Value) -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let mut outputs = Vec::new();
+    loop {
+        let out = invoke(event).await;
+        outputs.push(out.clone());
+        if out["complete"] == json!(true) {
+            assert!(out["remaining"].is_null(), "{out}");
+            return outputs;
+        }
+        event = out["remaining"].clone();
+        assert!(outputs.len() < 100, "no progress");
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_in_bounded_files_and_invocations_cut_by_their_deadline_loads_exactly() {
+    let s = Stack::new(true).await;
+    let source = s.p.source().await;
+    // More rows than the seed's: 40 sales orders, 10 of them sharing one stamp, by 10 new
+    // members of staff stamped among them (staff, a joined dimension, is split too).
+    source
+        .batch_execute(
+            "INSERT INTO staff (staff_id, first_name, last_name, department_id, email_address,
+               created_at, last_updated)
+             SELECT 10 + i, 'First' || i, 'Last' || i, 1 + i % 3, 'staff' || i || '@t.com',
+                    '2024-11-01', '2024-11-14 09:00:00'::timestamp
+                      + make_interval(secs => 3 * i / 1000.0)
+             FROM generate_series(0, 9) AS i;
+             INSERT INTO sales_order (sales_order_id, created_at, last_updated, design_id,
+               staff_id, counterparty_id, units_sold, unit_price, currency_id,
+               agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id)
+             SELECT 100 + i, '2024-11-01', '2024-11-14 09:00:00'::timestamp
+                      + make_interval(secs => (CASE WHEN i <= 10 THEN 0 ELSE i END) / 1000.0),
+                    1, 10 + i % 10, 1, i, 2.50, 1, '2024-12-01', '2024-12-02', 1
+             FROM generate_series(1, 40) AS i",
+        )
+        .await
+        .unwrap();
+    tick().await;
+    let mut ingest = s.p.ingest_deps().await;
+    ingest.config.max_rows_per_file = 4;
+    ingest.config.deadline_margin = PAST_MARGIN;
+    let mut ingested: Vec<Value> = Vec::new();
+    let mut event = json!({});
+    loop {
+        let out = ingest::handler(LambdaEvent::new(event, context_at_deadline()), &ingest)
+            .await
+            .unwrap();
+        ingested.push(serde_json::to_value(&out).unwrap());
+        if ingested.len() == 2 {
+            // A member of staff the first invocation read changes: a later file holds the
+            // new version, which must win.
+            source
+                .batch_execute(&format!(
+                    "UPDATE staff SET first_name = 'Renamed', last_updated = {NOW_MS}
+                     WHERE staff_id = 10"
+                ))
+                .await
+                .unwrap();
+            tick().await;
+        }
+        match out.remaining {
+            Some(left) => event = serde_json::to_value(left).unwrap(),
+            None => break,
+        }
+        assert!(ingested.len() < 100, "no progress");
+    }
+    assert!(ingested.len() > 10, "one file per invocation");
+    let mut transform = s.p.deps();
+    transform.deadline_margin = PAST_MARGIN;
+    let mut load = s.deps().await;
+    load.config.deadline_margin = PAST_MARGIN;
+    load.config.bulk_min_rows = 3;
+    let (mut transforms, mut loads) = (0, 0);
+    for out in &ingested {
+        if out["has_new_data"] != json!(true) {
+            continue;
+        }
+        let transformed = until_complete(out.clone(), |event| {
+            let transform = &transform;
+            async move {
+                let out =
+                    transform::handler(LambdaEvent::new(event, context_at_deadline()), transform)
+                        .await
+                        .unwrap();
+                serde_json::to_value(out).unwrap()
+            }
+        })
+        .await;
+        transforms += transformed.len();
+        for batch in transformed {
+            if batch["has_new_data"] != json!(true) {
+                continue;
+            }
+            let loaded = until_complete(batch, |event| {
+                let load = &load;
+                async move {
+                    let out = load::handler(LambdaEvent::new(event, context_at_deadline()), load)
+                        .await
+                        .unwrap();
+                    serde_json::to_value(out).unwrap()
+                }
+            })
+            .await;
+            loads += loaded.len();
+        }
+    }
+    assert!(transforms >= ingested.len() - 1, "{transforms}");
+    assert!(loads > transforms, "{loads} {transforms}");
+    let mut facts = BTreeMap::new();
+    record_versions(&source, &mut facts).await;
+    assert_matches_source(&s, &facts, "backfill").await;
+    // Files of at most 4 rows, but for the one that starts at the stamp 10 rows share: it
+    // holds them all, and may hold up to 4 more.
+    let files: Vec<(String, i64)> = s
+        .ledger()
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("fact_sales_order/"))
+        .collect();
+    let large: Vec<&(String, i64)> = files.iter().filter(|(_, rows)| *rows > 4).collect();
+    assert!(
+        large.len() == 1 && (10..=14).contains(&large[0].1),
+        "{files:?}"
+    );
+    assert_eq!(files.iter().map(|(_, rows)| rows).sum::<i64>(), 40 + 3);
+    let staff_files = s
+        .ledger()
+        .await
+        .iter()
+        .filter(|(k, _)| k.starts_with("dim_staff/"))
+        .count();
+    assert!(staff_files > 3, "{staff_files} dim_staff files");
+}
+
+#[tokio::test]
+async fn a_window_split_into_many_files_loads_exactly_in_one_invocation_per_stage() {
+    let s = Stack::new(true).await;
+    let source = s.p.source().await;
+    // Staff and departments (joined into dim_staff) stamped apart, so the two tables are cut
+    // at different points: one transform takes several files of each.
+    source
+        .batch_execute(
+            "INSERT INTO department (department_id, department_name, location, manager,
+               created_at, last_updated)
+             SELECT 10 + i, 'Dept' || i, 'Leeds', 'M', '2024-11-01',
+                    '2024-11-14 09:00:00'::timestamp + make_interval(secs => 5 * i / 1000.0)
+             FROM generate_series(0, 5) AS i;
+             INSERT INTO staff (staff_id, first_name, last_name, department_id, email_address,
+               created_at, last_updated)
+             SELECT 10 + i, 'First' || i, 'Last' || i, 10 + i % 6, 'staff' || i || '@t.com',
+                    '2024-11-01', '2024-11-14 09:00:00'::timestamp
+                      + make_interval(secs => (2 * i + 1) / 1000.0)
+             FROM generate_series(0, 11) AS i",
+        )
+        .await
+        .unwrap();
+    tick().await;
+    let mut ingest = s.p.ingest_deps().await;
+    ingest.config.max_rows_per_file = 2;
+    let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &ingest)
+        .await
+        .unwrap();
+    assert!(
+        out.files["staff"].len() > 3 && out.files["department"].len() > 2,
+        "{out:?}"
+    );
+    let transformed =
+        s.p.transform(serde_json::to_value(out).unwrap())
+            .await
+            .unwrap();
+    assert!(transformed.complete);
+    assert!(transformed.files["dim_staff"].len() > 3);
+    let loaded = s
+        .load(serde_json::to_value(transformed).unwrap())
+        .await
+        .unwrap();
+    assert!(loaded.complete);
+    let mut facts = BTreeMap::new();
+    record_versions(&source, &mut facts).await;
+    assert_matches_source(&s, &facts, "split window").await;
 }
