@@ -21,6 +21,11 @@ lambda_settings = {
   # No reserved concurrency by default (see the README, Before the first deploy).
   load = { memory = 256, timeout = 900 }
 }
+# A backfill: files of at most 1M rows, a Lambda stops starting work with 60 s left and the
+# state machine invokes it again, large files load by the bulk path (see README, Backfills).
+ingest_max_rows_per_file    = 1000000
+deadline_margin_seconds     = 60
+load_bulk_min_rows          = 100000
 secret_recovery_window_days = 7
 db_ssl_root_cert            = "/var/task/global-bundle.pem"
 

@@ -95,6 +95,28 @@ def test_s3_mode_runs_one_ingest_and_one_transform_at_a_time(variables):
     assert plan(variables, lambda_settings=settings(transform=2)) is None
 
 
+@pytest.mark.parametrize("rows", [0, -1, 2.5])
+def test_a_file_holds_a_whole_number_of_rows_from_one(variables, rows):
+    assert "ingest_max_rows_per_file is a whole number of rows, at least 1" in plan(
+        variables, ingest_max_rows_per_file=rows)
+    assert plan(variables, ingest_max_rows_per_file=1) is None
+
+
+@pytest.mark.parametrize("rows", [-1, 0.5])
+def test_the_bulk_threshold_is_a_whole_number_of_rows(variables, rows):
+    assert "load_bulk_min_rows is a whole number of rows, 0 to turn the bulk path off" in plan(
+        variables, load_bulk_min_rows=rows)
+    assert plan(variables, load_bulk_min_rows=0) is None
+
+
+@pytest.mark.parametrize("margin", [-1, 300, 1000])
+def test_the_deadline_margin_is_less_than_every_timeout(variables, margin):
+    # ingest's timeout is 300 s: a margin of 300 s leaves it no time to start a second file.
+    assert "deadline_margin_seconds is at least 0 and less than every function's timeout" in plan(
+        variables, deadline_margin_seconds=margin)
+    assert plan(variables, deadline_margin_seconds=299) is None
+
+
 @pytest.mark.parametrize("days", [1, 6, 31])
 def test_the_secret_recovery_window_is_one_secrets_manager_takes(variables, days):
     assert "secret_recovery_window_days must be 0 or from 7 to 30" in plan(

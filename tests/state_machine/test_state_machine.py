@@ -55,24 +55,44 @@ class Pipeline(StateMachine):
         )
 
 
-def ingest_output(table, rows):
-    files = {table: f"{table}/2024/11/14/094000123456.parquet"} if rows else {}
+def ingest_output(table, rows, left=False, at="094000123456"):
+    """An ingest output; `left`: the invocation reached its deadline with the table unread."""
+    files = {table: [f"{table}/2024/11/14/{at}.parquet"]} if rows else {}
     return {
         "bucket": "totesys-ingest",
         "files": files,
         "row_counts": {table: rows},
         "has_new_data": rows > 0,
+        "complete": not left,
+        "remaining": {"tables_to_query": [table]} if left else None,
     }
 
 
-TRANSFORM_OUTPUT = {
-    "bucket": "totesys-processed",
-    "files": {"fact_sales_order": "fact_sales_order/2024/11/14/094000123456.parquet"},
-    "row_counts": {"fact_sales_order": 20},
-    "quarantined": {},
-    "has_new_data": True,
-}
-LOAD_OUTPUT = {"loaded": {"fact_sales_order": 20}, "skipped_files": []}
+def transform_output(at="094000123456", left=None):
+    """A transform output; `left`: the raw files it did not reach (a transform event)."""
+    return {
+        "bucket": "totesys-processed",
+        "files": {"fact_sales_order": [f"fact_sales_order/2024/11/14/{at}.parquet"]},
+        "row_counts": {"fact_sales_order": 20},
+        "quarantined": {},
+        "has_new_data": True,
+        "complete": left is None,
+        "remaining": left,
+    }
+
+
+def load_output(left=None):
+    """A load output; `left`: the files it did not reach (a load event)."""
+    return {
+        "loaded": {"fact_sales_order": 20},
+        "skipped_files": [],
+        "complete": left is None,
+        "remaining": left,
+    }
+
+
+TRANSFORM_OUTPUT = transform_output()
+LOAD_OUTPUT = load_output()
 
 
 def resume_input(notification):
@@ -237,12 +257,80 @@ def test_a_failed_load_is_finished_by_the_input_its_message_gives():
     assert execution["error"] == "Configuration"
     [notification] = p.notifications()
     resume = resume_input(notification)
-    assert resume == {"resume_load": TRANSFORM_OUTPUT}
+    assert resume == {"resume_load": TRANSFORM_OUTPUT, "then_transform": None}
     p.queue_results(LOAD_OUTPUT)
     execution, history = p.run(input=resume)
     assert execution["status"] == "SUCCEEDED", execution
     assert invocations(history) == [("load", TRANSFORM_OUTPUT)]
     assert json.loads(execution["output"])["load"]["Payload"] == LOAD_OUTPUT
+    assert p.lock_item() is None
+
+
+def test_each_stage_is_invoked_again_until_it_reports_complete():
+    """A backfill: ingest, transform and load each reach their deadline and say what is left;
+    the files left are loaded before the raw files left are transformed, and those before
+    ingest goes on in another round."""
+    p = Pipeline()
+    sales = ingest_output("sales_order", 20, left=True, at="090000000000")
+    payments = ingest_output("payment", 3)
+    raw_left = {"bucket": "totesys-ingest", "files": {"sales_order": ["sales_order/2024/11/14/091000000000.parquet"]}}
+    first = transform_output(at="090000000000", left=raw_left)
+    processed_left = {"bucket": "totesys-processed", "files": {"fact_sales_order": ["fact_sales_order/2024/11/14/090000000000.parquet"]}}
+    second = transform_output(at="091000000000")
+    sales_2, payments_2 = ingest_output("sales_order", 20, at="094000123456"), ingest_output("payment", 0)
+    third = transform_output()
+    p.queue_results(
+        sales, payments,
+        first, load_output(left=processed_left), LOAD_OUTPUT,
+        second, LOAD_OUTPUT,
+        sales_2, payments_2,
+        third, LOAD_OUTPUT,
+    )
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert invocations(history) == [
+        ("ingest", {"tables_to_query": ["sales_order"]}),
+        ("ingest", {"tables_to_query": ["payment"]}),
+        ("transform", [sales, payments]),
+        ("load", first),
+        ("load", processed_left),
+        ("transform", raw_left),
+        ("load", second),
+        ("ingest", {"tables_to_query": ["sales_order"]}),
+        ("ingest", {"tables_to_query": ["payment"]}),
+        ("transform", [sales_2, payments_2]),
+        ("load", third),
+    ]
+    assert p.lock_item() is None
+    assert p.notifications() == []
+
+
+def test_a_load_failing_mid_loop_is_resumed_with_the_files_and_raw_files_left():
+    p = Pipeline()
+    raw_left = {"bucket": "totesys-ingest", "files": {"sales_order": ["sales_order/2024/11/14/091000000000.parquet"]}}
+    first = transform_output(at="090000000000", left=raw_left)
+    processed_left = {"bucket": "totesys-processed", "files": {"fact_sales_order": ["fact_sales_order/2024/11/14/090000000000.parquet"]}}
+    p.queue_results(
+        ingest_output("sales_order", 20),
+        ingest_output("payment", 0),
+        first,
+        load_output(left=processed_left),
+        lambda_error("InvalidInput", "fact_sales_order: s3://totesys-processed/...: corrupt"),
+    )
+    execution, _ = p.run()
+    assert execution["status"] == "FAILED", execution
+    [notification] = p.notifications()
+    resume = resume_input(notification)
+    assert resume == {"resume_load": processed_left, "then_transform": raw_left}
+    second = transform_output(at="091000000000")
+    p.queue_results(LOAD_OUTPUT, second, LOAD_OUTPUT)
+    execution, history = p.run(input=resume)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert invocations(history) == [
+        ("load", processed_left),
+        ("transform", raw_left),
+        ("load", second),
+    ]
     assert p.lock_item() is None
 
 
