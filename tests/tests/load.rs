@@ -834,6 +834,19 @@ async fn a_backfill_in_bounded_files_and_invocations_cut_by_their_deadline_loads
 
 #[tokio::test]
 async fn a_window_split_into_many_files_loads_exactly_in_one_invocation_per_stage() {
+    split_window_loads_exactly(false).await;
+}
+
+#[tokio::test]
+async fn a_window_split_into_many_files_loads_exactly_with_transform_and_load_cut_by_deadlines() {
+    split_window_loads_exactly(true).await;
+}
+
+/// One ingest invocation writes several files for most tables (the seed's facts, stamped in
+/// 2022, come before every dimension's last file), then transform and load, in one invocation
+/// each or, `at_deadline`, one batch and one file per invocation with each output loaded
+/// before the next transform (as the state machine does).
+async fn split_window_loads_exactly(at_deadline: bool) {
     let s = Stack::new(true).await;
     let source = s.p.source().await;
     // Staff and departments (joined into dim_staff) stamped apart, so the two tables are cut
@@ -864,17 +877,46 @@ async fn a_window_split_into_many_files_loads_exactly_in_one_invocation_per_stag
         out.files["staff"].len() > 3 && out.files["department"].len() > 2,
         "{out:?}"
     );
-    let transformed =
-        s.p.transform(serde_json::to_value(out).unwrap())
-            .await
-            .unwrap();
-    assert!(transformed.complete);
-    assert!(transformed.files["dim_staff"].len() > 3);
-    let loaded = s
-        .load(serde_json::to_value(transformed).unwrap())
-        .await
-        .unwrap();
-    assert!(loaded.complete);
+    assert!(out.files["sales_order"].len() > 1, "{out:?}");
+    let mut transform = s.p.deps();
+    let mut load = s.deps().await;
+    let context = || {
+        if at_deadline {
+            context_at_deadline()
+        } else {
+            Context::default()
+        }
+    };
+    if at_deadline {
+        transform.deadline_margin = PAST_MARGIN;
+        load.config.deadline_margin = PAST_MARGIN;
+    }
+    let transformed = until_complete(serde_json::to_value(out).unwrap(), |event| {
+        let (transform, load) = (&transform, &load);
+        async move {
+            let out = transform::handler(LambdaEvent::new(event, context()), transform)
+                .await
+                .unwrap();
+            let out = serde_json::to_value(out).unwrap();
+            if out["has_new_data"] == json!(true) {
+                until_complete(out.clone(), |event| async move {
+                    let done = load::handler(LambdaEvent::new(event, context()), load)
+                        .await
+                        .unwrap();
+                    serde_json::to_value(done).unwrap()
+                })
+                .await;
+            }
+            out
+        }
+    })
+    .await;
+    assert_eq!(transformed.len() > 1, at_deadline, "{transformed:?}");
+    let dim_staff: usize = transformed
+        .iter()
+        .map(|o| o["files"]["dim_staff"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(dim_staff > 3, "{dim_staff}");
     let mut facts = BTreeMap::new();
     record_versions(&source, &mut facts).await;
     assert_matches_source(&s, &facts, "split window").await;

@@ -15,7 +15,7 @@ use utils::s3_event;
 use utils::tables::{TABLES, TableSpec, table};
 
 use crate::error::{Error, Result};
-use crate::route::Route;
+use crate::route::{Route, Streamed};
 
 /// A raw file: which table it holds, where its rows go, and the window end its key is named
 /// after.
@@ -147,19 +147,28 @@ fn position(table: &TableSpec) -> usize {
         .expect("a registry table")
 }
 
-/// `files` as batches, one per window end, oldest first, each in registry order. Each batch
-/// is transformed as one (its dimensions before its facts, its snapshot merges in order) and
-/// the batches in turn, so every table's files are taken oldest first. Every output of a batch
-/// is named after the batch's window end (an output built from several files is named after
-/// the latest of them), so the processed keys of one table sort in the order the batches ran:
-/// the order the load applies them in. (Batches pairing each table's first file, then each
-/// one's second, would name a joined dimension's outputs out of that order.)
+/// `files` as batches: first those of the tables that become dimensions, then those of the
+/// fact tables, each part a batch per window end, oldest first, each batch in registry order.
+/// Each batch is transformed as one (its snapshot merges in order) and the batches in turn, so
+/// every table's files are taken oldest first; and every dimension file comes before every
+/// fact file, so that whatever part of the batches an invocation gets through before its
+/// deadline, the facts it wrote reference dimension rows it or an earlier invocation wrote
+/// (the load applies an output's dimensions before its facts). Every output of a batch is
+/// named after the batch's window end (an output built from several files after the latest of
+/// them), so the processed keys of one table sort in the order the batches ran: the order the
+/// load applies them in. (Batches pairing each table's first file, then each one's second,
+/// would name a joined dimension's outputs out of that order.)
 pub fn batches(mut files: Vec<RawFile>) -> Vec<Vec<RawFile>> {
-    files.sort_by_key(|f| (f.window_end, position(f.table)));
+    let phase = |f: &RawFile| matches!(f.route, Route::Stream(Streamed::Fact { .. }));
+    files.sort_by_key(|f| (phase(f), f.window_end, position(f.table)));
     let mut batches: Vec<Vec<RawFile>> = Vec::new();
     for file in files {
         match batches.last_mut() {
-            Some(batch) if batch[0].window_end == file.window_end => batch.push(file),
+            Some(batch)
+                if batch[0].window_end == file.window_end && phase(&batch[0]) == phase(&file) =>
+            {
+                batch.push(file)
+            }
             _ => batches.push(vec![file]),
         }
     }
@@ -235,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn a_table_may_have_several_files_which_come_in_batches_by_window_end() {
+    fn several_files_of_a_table_come_in_batches_dimensions_first_then_by_window_end() {
         let event = json!({"bucket": "raw", "files": {
             "sales_order": [
                 "sales_order/2024/11/14/093005123456.parquet",
@@ -264,14 +273,15 @@ mod tests {
         assert_eq!(
             batches,
             [
-                vec!["sales_order/2024/11/14/080000000000.parquet"],
-                vec!["sales_order/2024/11/14/090000000000.parquet"],
                 vec![
                     "currency/2024/11/14/093005123456.parquet",
                     "staff/2024/11/14/093005123456.parquet",
-                    "sales_order/2024/11/14/093005123456.parquet",
                 ],
-            ]
+                vec!["sales_order/2024/11/14/080000000000.parquet"],
+                vec!["sales_order/2024/11/14/090000000000.parquet"],
+                vec!["sales_order/2024/11/14/093005123456.parquet"],
+            ],
+            "dimensions first, then facts, each by window end"
         );
     }
 
