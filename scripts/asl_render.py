@@ -56,8 +56,20 @@ def values(partition="aws", region="eu-west-2", **settings) -> dict:
         "missing_dimension_backoff_rate": 2,
     }
     result.update(settings)
-    result["tables"] = json.dumps(result["tables"])
+    # sfn.tf splits var.tables into the two Maps' lists as this does.
+    tables = result.pop("tables")
+    facts = fact_tables()
+    result["dimension_tables"] = json.dumps([t for t in tables if t not in facts])
+    result["fact_tables"] = json.dumps([t for t in tables if t in facts])
     return result
+
+
+def fact_tables() -> list:
+    """local.fact_tables of terraform/sfn.tf."""
+    sfn = (TEMPLATE.parent / "sfn.tf").read_text()
+    block = re.search(r"fact_tables\s*=\s*\[([^\]]*)\]", sfn)
+    assert block, "local.fact_tables in terraform/sfn.tf"
+    return re.findall(r'"([a-z_]+)"', block.group(1))
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ env_vars+=",PROCESSED_BUCKET=$processed,WAREHOUSE_DB_URL=$warehouse_url"
 env_vars+=",AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION"
 env_vars+=",AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
 env_vars+=",AWS_EC2_METADATA_DISABLED=true,AWS_LAMBDA_LOG_FORMAT=JSON"
-# Small bounds, so that the demo's first run shows a table's window cut into several files and
-# large files taking the load's bulk path; the emulator's invocations end within seconds.
+# Small bounds, so that the demo's first run shows tables' windows cut into several files and
+# large files taking the load's bulk path. The emulator hands each invocation a deadline
+# already past (the Lambdas log remaining_ms 0), so each does its one unit of work and
+# returns the rest: the runs walk the state machine's loops file by file.
 env_vars+=",INGEST_MAX_ROWS_PER_FILE=${DEMO_MAX_ROWS_PER_FILE:-4000}"
 env_vars+=",LOAD_BULK_MIN_ROWS=${DEMO_BULK_MIN_ROWS:-2000},DEADLINE_MARGIN_SECONDS=5"
 cargo lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \

@@ -5,7 +5,8 @@ cargo lambda watch.
 Usage (AWS_ENDPOINT_URL: that moto):
   demo_state_machine.py deploy STATE_FILE       the state machine over every table
   demo_state_machine.py run STATE_FILE OUT_DIR  one execution; writes OUT_DIR/ingest.json (the
-                                                tables' outputs), transform.json, load.json
+                                                tables' outputs, the last round's), transform.json,
+                                                load.json
 """
 
 import json
@@ -16,6 +17,8 @@ from pathlib import Path
 from state_machine import StateMachine, execute_state_machines
 
 ROOT = Path(__file__).resolve().parents[1]
+# The Maps' inner states, one per table: left out of the printed path.
+INNER = ("IngestDimension", "DimensionIngestFailed", "IngestFact", "FactIngestFailed")
 
 
 def tables():
@@ -39,7 +42,7 @@ def run(state_file, out_dir):
     path = []
     for event in history:
         details = event.get("stateEnteredEventDetails")
-        if details and details["name"] not in ("Ingest", "TableFailed") and details["name"] not in path[-1:]:
+        if details and details["name"] not in INNER and details["name"] not in path[-1:]:
             path.append(details["name"])
     print("  states: " + " -> ".join(path))
     print(f"  execution {execution['status']}")
@@ -48,8 +51,10 @@ def run(state_file, out_dir):
         sys.exit(1)
     output = json.loads(execution["output"])
     out = Path(out_dir)
-    if "ingest" in output:
-        ok = [t["output"] for t in output["ingest"] if not t["failed"]]
+    if "ingest_facts" in output:
+        # The last round's two Maps: the dimension tables', then the fact tables'.
+        results = output.get("ingest_dimensions", []) + output["ingest_facts"]
+        ok = [t["output"] for t in results if not t["failed"]]
         (out / "ingest.json").write_text(json.dumps(ok))
     if "transform" in output:
         (out / "transform.json").write_text(json.dumps(output["transform"]["Payload"]))

@@ -174,6 +174,17 @@ variable "deadline_margin_seconds" {
   }
 }
 
+variable "execution_timeout_seconds" {
+  description = "How long an execution may run. null: three times one pass's Lambda timeouts (2 h with the defaults). A backfill loops through many passes in one execution: set it to what make bench's rates give for the source's size (Step Functions allows up to a year)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.execution_timeout_seconds == null ? true : var.execution_timeout_seconds >= 60 && var.execution_timeout_seconds <= 31536000
+    error_message = "execution_timeout_seconds is null or from 60 to 31536000 (a year)."
+  }
+}
+
 variable "db_ssl_root_cert" {
   description = "Path inside the zip of a PEM bundle that verifies the databases' certificates (DB_SSL_ROOT_CERT), e.g. /var/task/global-bundle.pem for RDS (make build LAMBDA_INCLUDE=global-bundle.pem). Empty: the connection is encrypted but the certificate chain is not verified, as libpq's sslmode=require."
   type        = string

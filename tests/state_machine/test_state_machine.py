@@ -36,8 +36,8 @@ class Pipeline(StateMachine):
     """The state machine over tables sales_order and payment, one at a time so that canned
     results meet the invocations in order, with short retry intervals."""
 
-    def __init__(self, start_at=None):
-        super().__init__(next(_regions), start_at=start_at)
+    def __init__(self, start_at=None, **settings):
+        super().__init__(next(_regions), start_at=start_at, **settings)
 
     def hold_lock(self, owner):
         self.dynamodb.put_item(
@@ -91,6 +91,12 @@ def load_output(left=None):
     }
 
 
+def map_results(*outputs):
+    """Transform's event as the state machine builds it: the two Maps' results as they are,
+    the dimension tables' (none in these tests' machine) and the fact tables'."""
+    return [[], [{"output": o, "failed": False} for o in outputs]]
+
+
 TRANSFORM_OUTPUT = transform_output()
 LOAD_OUTPUT = load_output()
 
@@ -117,7 +123,7 @@ def test_happy_path_passes_each_output_on():
     assert invocations(history) == [
         ("ingest", {"tables_to_query": ["sales_order"]}),
         ("ingest", {"tables_to_query": ["payment"]}),
-        ("transform", [sales, payments]),
+        ("transform", map_results(sales, payments)),
         ("load", TRANSFORM_OUTPUT),
     ]
     assert p.lock_item() is None, "the lock is released"
@@ -193,7 +199,7 @@ def test_transient_errors_that_persist_fail_after_the_last_attempt():
     assert p.lock_item() is None
     # The message says how to finish the run: transform and load the files it ingested.
     resume = resume_input(notification)
-    assert resume == {"resume_transform": [ingest_output("sales_order", 20), ingest_output("payment", 0)]}
+    assert resume == {"resume_transform": map_results(ingest_output("sales_order", 20), ingest_output("payment", 0))}
     p.queue_results(TRANSFORM_OUTPUT, LOAD_OUTPUT)
     execution, history = p.run(input=resume)
     assert execution["status"] == "SUCCEEDED", execution
@@ -233,7 +239,9 @@ def test_a_table_that_fails_does_not_hold_back_the_others():
     execution, history = p.run()
     # The sales orders are transformed and loaded; then the run fails and says which table.
     assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform", "load"]
-    assert invocations(history)[2] == ("transform", [sales])
+    [dimensions, [ok, failed]] = invocations(history)[2][1]
+    assert (dimensions, ok) == ([], {"output": sales, "failed": False})
+    assert failed["failed"] and failed["table"] == "payment", failed
     assert execution["status"] == "FAILED", execution
     assert execution["error"] == "SourceSchemaMismatch"
     assert "payment.amount" in execution["cause"]
@@ -291,14 +299,14 @@ def test_each_stage_is_invoked_again_until_it_reports_complete():
     assert invocations(history) == [
         ("ingest", {"tables_to_query": ["sales_order"]}),
         ("ingest", {"tables_to_query": ["payment"]}),
-        ("transform", [sales, payments]),
+        ("transform", map_results(sales, payments)),
         ("load", first),
         ("load", processed_left),
         ("transform", raw_left),
         ("load", second),
         ("ingest", {"tables_to_query": ["sales_order"]}),
         ("ingest", {"tables_to_query": ["payment"]}),
-        ("transform", [sales_2, payments_2]),
+        ("transform", map_results(sales_2, payments_2)),
         ("load", third),
     ]
     assert p.lock_item() is None
@@ -331,6 +339,46 @@ def test_a_load_failing_mid_loop_is_resumed_with_the_files_and_raw_files_left():
         ("transform", raw_left),
         ("load", second),
     ]
+    assert p.lock_item() is None
+
+
+def test_the_fact_tables_are_ingested_after_the_dimension_tables():
+    # In the order of the variable, sales_order would come first; one at a time, as the
+    # canned results are queued.
+    p = Pipeline(tables=["sales_order", "staff", "payment", "currency"])
+    staff, currency = ingest_output("staff", 2), ingest_output("currency", 0)
+    sales, payments = ingest_output("sales_order", 20), ingest_output("payment", 0)
+    p.queue_results(staff, currency, sales, payments, TRANSFORM_OUTPUT, LOAD_OUTPUT)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    ok = lambda o: {"output": o, "failed": False}  # noqa: E731
+    assert invocations(history) == [
+        ("ingest", {"tables_to_query": ["staff"]}),
+        ("ingest", {"tables_to_query": ["currency"]}),
+        ("ingest", {"tables_to_query": ["sales_order"]}),
+        ("ingest", {"tables_to_query": ["payment"]}),
+        ("transform", [[ok(staff), ok(currency)], [ok(sales), ok(payments)]]),
+        ("load", TRANSFORM_OUTPUT),
+    ]
+
+
+def test_a_dimension_table_that_fails_fails_the_run_with_its_error():
+    # Two dimension tables: moto's JSONPath gives a lone match of `[*]` as a value, not a list
+    # of one, which no intrinsic function takes.
+    p = Pipeline(tables=["staff", "currency", "sales_order", "payment"])
+    p.queue_results(
+        lambda_error("InvalidSourceData", "table staff, column created_at: infinite timestamp"),
+        ingest_output("currency", 0),
+        ingest_output("sales_order", 20),
+        ingest_output("payment", 0),
+        TRANSFORM_OUTPUT,
+        LOAD_OUTPUT,
+    )
+    execution, history = p.run()
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "InvalidSourceData", execution
+    assert "table staff" in execution["cause"]
+    assert [f for f, _ in invocations(history)] == ["ingest"] * 4 + ["transform", "load"]
     assert p.lock_item() is None
 
 

@@ -363,9 +363,7 @@ async fn a_transaction_committing_after_the_run_is_picked_up_by_the_next_run() {
         .get::<_, chrono::NaiveDateTime>(0)
         .and_utc();
     tick().await;
-    let during = invoke(&deps, json!({"tables_to_query": ["sales_order"]}))
-        .await
-        .unwrap();
+    let during = invoke(&deps, json!({})).await.unwrap();
     assert_eq!(during.row_counts["sales_order"], 0);
     let held_back = last_ingest_time(&store, "sales_order")
         .await
@@ -377,9 +375,7 @@ async fn a_transaction_committing_after_the_run_is_picked_up_by_the_next_run() {
     );
 
     app.batch_execute("COMMIT").await.unwrap();
-    let after = invoke(&deps, json!({"tables_to_query": ["sales_order"]}))
-        .await
-        .unwrap();
+    let after = invoke(&deps, json!({})).await.unwrap();
     assert_eq!(after.row_counts["sales_order"], 1);
     let rows = ingested_rows(&store, "sales_order").await;
     assert_eq!(rows.iter().filter(|r| r[0] == Cell::Int(300)).count(), 1);
@@ -619,7 +615,7 @@ async fn last_ingest_lookup_stays_right_and_constant_over_a_long_history() {
     assert_eq!(lookup().await, (Some(newest), 3));
 
     // With a state object: one GET and one LIST, however long the history.
-    record_ingest(&store, "sales_order", newest, None, 0)
+    record_ingest(&store, "sales_order", newest, None, 0, true)
         .await
         .unwrap();
     assert_eq!(lookup().await, (Some(newest), 2));
@@ -653,10 +649,10 @@ async fn the_watermark_state_never_moves_back() {
             .unwrap()
             .window_end
     };
-    record_ingest(&store, "payment", later, None, 0)
+    record_ingest(&store, "payment", later, None, 0, true)
         .await
         .unwrap();
-    record_ingest(&store, "payment", earlier, None, 0)
+    record_ingest(&store, "payment", earlier, None, 0, true)
         .await
         .unwrap();
     assert_eq!(recorded().await, later);
@@ -668,7 +664,7 @@ async fn the_watermark_state_never_moves_back() {
     futures_util::future::try_join_all(
         ends.iter()
             .rev()
-            .map(|end| record_ingest(&store, "payment", *end, None, 0)),
+            .map(|end| record_ingest(&store, "payment", *end, None, 0, true)),
     )
     .await
     .unwrap();
@@ -933,4 +929,62 @@ async fn an_invocation_at_its_deadline_returns_incomplete_and_the_next_goes_on()
         .collect();
     all.sort();
     assert_eq!(all, ids(1..=30));
+}
+
+#[tokio::test]
+async fn a_fact_table_read_alone_waits_for_its_dimension_tables() {
+    let db = TestDb::source(true).await;
+    let store = bucket().await;
+    let deps = deps(&db, &store).await;
+    let client = db.client().await;
+    invoke(&deps, json!({})).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO sales_order VALUES
+               (300, {NOW_MS}, {NOW_MS}, 1, 1, 1, 5, 1.00, 1, '2024-12-01', '2024-12-02', 1)"
+        ))
+        .await
+        .unwrap();
+    tick().await;
+    let sales = json!({"tables_to_query": ["sales_order"]});
+    // The dimension tables were read up to the first run's end: the new row waits for them.
+    let out = invoke(&deps, sales.clone()).await.unwrap();
+    assert_eq!(out.row_counts["sales_order"], 0);
+    assert!(
+        out.complete,
+        "the dimension tables are caught up: nothing to wait for"
+    );
+    let dimensions: Vec<&str> = TABLES
+        .iter()
+        .map(|t| t.name)
+        .filter(|t| !ingest::FACT_TABLES.contains(t))
+        .collect();
+    invoke(&deps, json!({"tables_to_query": dimensions}))
+        .await
+        .unwrap();
+    let out = invoke(&deps, sales.clone()).await.unwrap();
+    assert_eq!(out.row_counts["sales_order"], 1);
+    assert!(out.complete);
+
+    // A dimension table mid-backfill (stopped short of its window end): the fact table is
+    // read up to its watermark and reports itself incomplete, for another round.
+    let state = store.get(&state_key("transaction")).await.unwrap().unwrap();
+    let mut state: Value = serde_json::from_slice(&state).unwrap();
+    state["caught_up"] = json!(false);
+    store
+        .put(
+            &state_key("transaction"),
+            Bytes::from(serde_json::to_vec(&state).unwrap()),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let out = invoke(&deps, sales).await.unwrap();
+    assert!(!out.complete);
+    assert_eq!(
+        serde_json::to_value(&out.remaining).unwrap(),
+        json!({"tables_to_query": ["sales_order"]})
+    );
+    // Read on its own, in one snapshot with the dimension tables, nothing holds it back.
+    assert!(invoke(&deps, json!({})).await.unwrap().complete);
 }

@@ -256,7 +256,7 @@ fn the_state_machine_names_only_errors_the_code_returns_and_retries_only_transie
         .collect();
     assert_eq!(
         lambda_tasks.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-        ["Ingest", "Load", "Transform"]
+        ["IngestDimension", "IngestFact", "Load", "Transform"]
     );
 
     for (name, state) in &all {
@@ -345,6 +345,27 @@ fn table_lists_match_the_registries() {
                 .map(|t| t.name.to_owned())
         ),
         "local.warehouse_tables and the warehouse registry"
+    );
+    // The fact tables: ingested after the others by the state machine, held to the others'
+    // watermarks by ingest, transformed into fact tables by transform.
+    let transformed_into_facts = utils::tables::TABLES.iter().filter(|t| {
+        matches!(
+            transform::route::Route::of(t),
+            Ok(transform::route::Route::Stream(
+                transform::route::Streamed::Fact { .. }
+            ))
+        )
+    });
+    let facts = sorted(strings(&local("sfn.tf", "fact_tables")));
+    assert_eq!(
+        facts,
+        sorted(transformed_into_facts.map(|t| t.name.to_owned())),
+        "local.fact_tables and transform's fact routes"
+    );
+    assert_eq!(
+        facts,
+        sorted(ingest::FACT_TABLES.iter().map(|t| t.to_string())),
+        "local.fact_tables and ingest::FACT_TABLES"
     );
 }
 

@@ -33,7 +33,7 @@ use utils::query::{
 use utils::store::S3Store;
 use utils::tables::TableSpec;
 use utils::time::format_time;
-use utils::watermark::{last_ingest_time, record_ingest};
+use utils::watermark::{last_ingest_time, read_state, record_ingest};
 
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
@@ -102,6 +102,8 @@ pub struct FileRun {
     pub window: Window,
     pub rows: u64,
     pub key: Option<String>,
+    /// The last sub-window of a table not held back: the table is read to the run's end.
+    pub caught_up: bool,
 }
 
 /// How much one invocation does: files of at most `max_rows_per_file` rows, and no new file
@@ -118,6 +120,101 @@ impl Limits {
         max_rows_per_file: config::DEFAULT_MAX_ROWS_PER_FILE,
         deadline: Deadline::NONE,
     };
+}
+
+/// The source tables that become fact tables. Their rows reference rows of every other table
+/// (through the warehouse's foreign keys), so they are never read past the dimension tables:
+/// see [`Hold`].
+pub const FACT_TABLES: [&str; 3] = ["sales_order", "purchase_order", "payment"];
+
+/// How far a fact table may be read in an invocation that does not read the dimension tables
+/// itself: to the earliest watermark among them (rows past it could reference dimension rows
+/// not ingested yet, which the load would refuse). `waiting_for` names the dimension tables
+/// that stopped short of their own window end (mid-backfill): the fact table then reports
+/// itself incomplete, so the state machine runs another round. A dimension table never
+/// ingested holds nothing back (a fact table may be ingested alone); one read in the same
+/// invocation needs no hold (one snapshot, one window end).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hold {
+    pub until: Option<DateTime<Utc>>,
+    pub waiting_for: Vec<&'static str>,
+}
+
+impl Hold {
+    /// The hold on the fact tables of an invocation reading `tables`, from the state objects
+    /// of the dimension tables it does not read.
+    pub async fn for_invocation(store: &S3Store, tables: &[&'static TableSpec]) -> Result<Hold> {
+        let reads_facts = tables.iter().any(|t| FACT_TABLES.contains(&t.name));
+        let others: Vec<&'static str> = utils::tables::TABLES
+            .iter()
+            .map(|t| t.name)
+            .filter(|name| !FACT_TABLES.contains(name))
+            .filter(|name| !tables.iter().any(|t| t.name == *name))
+            .collect();
+        if !reads_facts || others.is_empty() {
+            return Ok(Hold::default());
+        }
+        let states = try_join_all(others.iter().map(|name| async move {
+            read_state(store, name)
+                .await
+                .map_err(|e| Error::from(e).in_table(name))
+        }))
+        .await?;
+        let mut hold = Hold::default();
+        for (name, state) in others.into_iter().zip(states) {
+            let Some(state) = state else { continue };
+            hold.until = Some(
+                hold.until
+                    .map_or(state.window_end, |u| u.min(state.window_end)),
+            );
+            if !state.caught_up {
+                hold.waiting_for.push(name);
+            }
+        }
+        Ok(hold)
+    }
+
+    /// `table`'s window end under this hold (a dimension table is not held), and whether it
+    /// waits for a dimension table that is mid-backfill.
+    fn apply(&self, table: &TableSpec, end: DateTime<Utc>) -> (DateTime<Utc>, bool) {
+        if !FACT_TABLES.contains(&table.name) {
+            return (end, false);
+        }
+        let waiting = !self.waiting_for.is_empty();
+        match self.until.filter(|until| *until < end) {
+            Some(until) => {
+                info!(
+                    table = table.name,
+                    until = format_time(until),
+                    waiting_for = self.waiting_for.join(", "),
+                    "read only up to the dimension tables' watermark"
+                );
+                (until, waiting)
+            }
+            None => (end, waiting),
+        }
+    }
+}
+
+/// What an invocation may still do: [`Limits`], and the files written so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub limits: Limits,
+    pub files_written: usize,
+}
+
+impl Budget {
+    pub fn new(limits: Limits) -> Self {
+        Budget {
+            limits,
+            files_written: 0,
+        }
+    }
+
+    /// True once a file is written and the deadline margin reached.
+    fn spent(&self) -> bool {
+        self.files_written > 0 && self.limits.deadline.reached()
+    }
 }
 
 /// The Lambda handler.
@@ -156,6 +253,7 @@ pub async fn run(
             .map_err(|e| Error::from(e).in_table(table.name))
     }))
     .await?;
+    let hold = Hold::for_invocation(store, tables).await?;
     let end = window_end(client, safety_lag).await?;
     // Every read after this point sees every transaction that can hold a row stamped before
     // `end` (see `window_end`); one snapshot keeps the tables of a run consistent.
@@ -167,25 +265,18 @@ pub async fn run(
     // the run reports success only once every watermark is written.
     let mut watermarks = JoinSet::new();
     let mut failure = None;
-    let mut files_written = 0;
+    let mut budget = Budget::new(limits);
     for (&table, start) in tables.iter().zip(starts) {
+        let (end, held) = hold.apply(table, end);
         let window = Window { start, end };
-        let read = read_table(
-            client,
-            store,
-            table,
-            window,
-            limits,
-            &mut files_written,
-            |file| {
-                let store = store.clone();
-                watermarks.spawn(async move {
-                    record_watermark(&store, &file)
-                        .await
-                        .map_err(|e| e.in_table(file.table))
-                });
-            },
-        )
+        let read = read_table(client, store, (table, window, held), &mut budget, |file| {
+            let store = store.clone();
+            watermarks.spawn(async move {
+                record_watermark(&store, &file)
+                    .await
+                    .map_err(|e| e.in_table(file.table))
+            });
+        })
         .await;
         match read {
             Ok(run) => runs.push(run),
@@ -248,15 +339,11 @@ pub async fn ingest_table(
         deadline: Deadline::NONE,
     };
     let mut done = Vec::new();
-    let run = read_table(
-        client,
-        store,
-        table,
-        Window { start, end },
-        limits,
-        &mut 0,
-        |f| done.push(f),
-    )
+    let window = Window { start, end };
+    let mut budget = Budget::new(limits);
+    let run = read_table(client, store, (table, window, false), &mut budget, |f| {
+        done.push(f)
+    })
     .await?;
     for file in &done {
         record_watermark(store, file).await?;
@@ -265,15 +352,14 @@ pub async fn ingest_table(
 }
 
 /// Reads one table's window into S3, a file per sub-window, handing each completed file to
-/// `written` (which moves the watermark). Stops before a sub-window once the deadline is
-/// reached, unless no file has been written in this invocation yet (`files_written`).
+/// `written` (which moves the watermark). Stops before a sub-window once the budget is spent.
+/// `held`: the table waits for a dimension table (see [`Hold`]), so it is incomplete even
+/// when read to the end of `window`.
 pub async fn read_table(
     client: &Client,
     store: &S3Store,
-    table: &'static TableSpec,
-    window: Window,
-    limits: Limits,
-    files_written: &mut usize,
+    (table, window, held): (&'static TableSpec, Window, bool),
+    budget: &mut Budget,
     mut written: impl FnMut(FileRun),
 ) -> Result<TableRun> {
     let mut run = TableRun {
@@ -281,7 +367,7 @@ pub async fn read_table(
         window,
         rows: 0,
         keys: Vec::new(),
-        complete: true,
+        complete: !held,
     };
     if window.is_empty() {
         info!(
@@ -292,25 +378,30 @@ pub async fn read_table(
         );
         return Ok(run);
     }
-    if *files_written > 0 && limits.deadline.reached() {
+    if budget.spent() {
         run.complete = false;
         return Ok(run);
     }
-    let windows = sub_windows(client, table, window, limits.max_rows_per_file).await?;
+    let windows = sub_windows(client, table, window, budget.limits.max_rows_per_file).await?;
     let parts = windows.len();
     for (i, sub) in windows.into_iter().enumerate() {
-        if *files_written > 0 && limits.deadline.reached() {
+        if budget.spent() {
             info!(
                 table = table.name,
                 left = parts - i,
-                remaining_ms = limits.deadline.remaining().map(|d| d.as_millis() as u64),
+                remaining_ms = budget
+                    .limits
+                    .deadline
+                    .remaining()
+                    .map(|d| d.as_millis() as u64),
                 "deadline margin reached: the sub-windows left are for the next invocation"
             );
             run.complete = false;
             break;
         }
-        let file = extract_table(client, store, table, sub).await?;
-        *files_written += 1;
+        let mut file = extract_table(client, store, table, sub).await?;
+        file.caught_up = i + 1 == parts && !held;
+        budget.files_written += 1;
         run.rows += file.rows;
         run.keys.extend(file.key.clone());
         written(file);
@@ -389,6 +480,7 @@ pub async fn extract_table(
         window,
         rows,
         key,
+        caught_up: false,
     })
 }
 
@@ -404,6 +496,7 @@ pub async fn record_watermark(store: &S3Store, file: &FileRun) -> Result<()> {
         file.window.end,
         file.key.as_deref(),
         file.rows,
+        file.caught_up,
     )
     .await?;
     Ok(())

@@ -81,17 +81,44 @@ struct IngestOutput {
 pub fn parse_event(event: &Value) -> Result<Request> {
     match event {
         _ if s3_event::is_notification(event) => s3_request(event),
-        Value::Object(_) => files_request(vec![parse_output(event)?]),
-        Value::Array(outputs) => files_request(
-            outputs
-                .iter()
-                .map(parse_output)
-                .collect::<Result<Vec<_>>>()?,
-        ),
+        Value::Object(_) | Value::Array(_) => {
+            let mut outputs = Vec::new();
+            collect_outputs(event, &mut outputs)?;
+            files_request(outputs)
+        }
         _ => Err(Error::InvalidEvent(format!(
             "expected the ingest output ({{\"bucket\", \"files\"}}), a list of them, or an S3 \
              notification, got {event}"
         ))),
+    }
+}
+
+/// The ingest outputs in `event`: an output; a list of them or of lists (the state machine
+/// passes its two Maps' results, the dimension tables' and the fact tables', as a list of two
+/// lists); or a Map iteration's result, `{"failed": false, "output": {...}}`, whose output is
+/// taken, or `{"failed": true, ...}` (a table whose ingest failed), which is left out.
+fn collect_outputs(event: &Value, outputs: &mut Vec<IngestOutput>) -> Result<()> {
+    match event {
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|item| collect_outputs(item, outputs)),
+        Value::Object(fields) if fields.contains_key("failed") => {
+            match (fields.get("failed"), fields.get("output")) {
+                (Some(Value::Bool(true)), _) => Ok(()),
+                (Some(Value::Bool(false)), Some(output)) => {
+                    outputs.push(parse_output(output)?);
+                    Ok(())
+                }
+                _ => Err(Error::InvalidEvent(format!(
+                    "expected a Map iteration's result {{\"failed\": bool, \"output\": ...}}, \
+                     got {event}"
+                ))),
+            }
+        }
+        _ => {
+            outputs.push(parse_output(event)?);
+            Ok(())
+        }
     }
 }
 
@@ -283,6 +310,28 @@ mod tests {
             ],
             "dimensions first, then facts, each by window end"
         );
+    }
+
+    #[test]
+    fn the_state_machines_two_lists_of_map_results_are_taken_as_they_are() {
+        let event = json!([
+            [{"failed": false, "output": {"bucket": "raw", "files": {
+                "staff": ["staff/2024/11/14/093005123456.parquet"]}}}],
+            [
+                {"failed": true, "table": "payment", "output": {"has_new_data": false},
+                 "error": {"Error": "SourceSchemaMismatch", "Cause": "..."}},
+                {"failed": false, "output": {"bucket": "raw", "files": {
+                    "sales_order": ["sales_order/2024/11/14/093005123456.parquet"]},
+                    "complete": true, "remaining": null}}
+            ]
+        ]);
+        let Request::Files { files, .. } = parse_event(&event).unwrap() else {
+            panic!("files request")
+        };
+        let names: Vec<&str> = files.iter().map(|f| f.table.name).collect();
+        assert_eq!(names, ["staff", "sales_order"]);
+        let e = parse_event(&json!([{"failed": "no"}])).unwrap_err();
+        assert!(e.to_string().contains("a Map iteration's result"), "{e}");
     }
 
     #[test]

@@ -30,26 +30,41 @@ pub struct IngestState {
     /// The data file that window wrote, if it had rows.
     pub key: Option<String>,
     pub rows: u64,
+    /// False when the run that wrote this stopped short of its window end (its deadline, or a
+    /// fact table held back by a dimension table's progress): the table is mid-backfill, and
+    /// fact tables read in other invocations are held back to `window_end` until it catches up.
+    /// States written before this field existed are caught up.
+    #[serde(default = "caught_up_by_default")]
+    pub caught_up: bool,
+}
+
+fn caught_up_by_default() -> bool {
+    true
+}
+
+/// The table's state object, if it has one.
+pub async fn read_state(store: &S3Store, table: &str) -> Result<Option<IngestState>> {
+    let key = state_key(table);
+    match store.get(&key).await? {
+        Some(bytes) => {
+            let state: IngestState =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(store, &key, e))?;
+            if state.table != table {
+                return Err(corrupt(
+                    store,
+                    &key,
+                    format!("it names table {:?}", state.table),
+                ));
+            }
+            Ok(Some(state))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The time the table's next window starts at, or `None` if it was never ingested.
 pub async fn last_ingest_time(store: &S3Store, table: &str) -> Result<Option<DateTime<Utc>>> {
-    let state_key = state_key(table);
-    let recorded = match store.get(&state_key).await? {
-        Some(bytes) => {
-            let state: IngestState =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(store, &state_key, e))?;
-            if state.table != table {
-                return Err(corrupt(
-                    store,
-                    &state_key,
-                    format!("it names table {:?}", state.table),
-                ));
-            }
-            Some(state.window_end)
-        }
-        None => None,
-    };
+    let recorded = read_state(store, table).await?.map(|s| s.window_end);
     let after = recorded.map(|t| parquet_key(table, t));
     let newest_file = store
         .list_keys(&table_prefix(table), after.as_deref())
@@ -70,12 +85,14 @@ pub async fn record_ingest(
     window_end: DateTime<Utc>,
     key: Option<&str>,
     rows: u64,
+    caught_up: bool,
 ) -> Result<()> {
     let state = IngestState {
         table: table.to_owned(),
         window_end,
         key: key.map(str::to_owned),
         rows,
+        caught_up,
     };
     let body = Bytes::from(serde_json::to_vec(&state).expect("state serializes"));
     let state_key = state_key(table);
@@ -138,11 +155,16 @@ mod tests {
             window_end: crate::time::parse_time("2024-11-14T09:30:05.123456Z").unwrap(),
             key: Some("staff/2024/11/14/093005123456.parquet".into()),
             rows: 3,
+            caught_up: false,
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
-            r#"{"table":"staff","window_end":"2024-11-14T09:30:05.123456Z","key":"staff/2024/11/14/093005123456.parquet","rows":3}"#
+            r#"{"table":"staff","window_end":"2024-11-14T09:30:05.123456Z","key":"staff/2024/11/14/093005123456.parquet","rows":3,"caught_up":false}"#
         );
+        // A state written before the field existed is caught up.
+        let old =
+            r#"{"table":"staff","window_end":"2024-11-14T09:30:05.123456Z","key":null,"rows":0}"#;
+        assert!(serde_json::from_str::<IngestState>(old).unwrap().caught_up);
         let text = r#"{"table":"staff","window_end":"yesterday","key":null,"rows":0}"#;
         let e = serde_json::from_str::<IngestState>(text).unwrap_err();
         assert!(e.to_string().contains("\"yesterday\""), "{e}");
