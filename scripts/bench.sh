@@ -9,6 +9,12 @@
 #
 # Both sides run in the same client library and process model; the Lambdas' times include the
 # local S3 API (moto, on the same two cores), which the baselines do not touch.
+#
+# Then the backfill (scripts/bench_backfill.py): sources of about 1M and 25M rows
+# (BENCH_BACKFILL_SCALES, default "21 525"), each ingested, transformed and loaded into an
+# empty warehouse as the state machine runs it, with each invocation's deadline 15 minutes and
+# 60 s away (BENCH_BACKFILL_DEADLINES, default "900 60"), at the Lambdas' default file bound and
+# bulk threshold; BENCH_BACKFILL_SCALES= (empty) skips it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,4 +78,49 @@ if len(scales) > 1:
     for mode in ("ingest", "transform", "load"):
         a, b = summary[(scales[0], mode)][1], summary[(scales[-1], mode)][1]
         print(f"{mode} peak RSS at scale {scales[-1]} vs {scales[0]}: {b:.1f} MB vs {a:.1f} MB ({b/a:.2f}x)")
+PY
+
+backfill_scales=${BENCH_BACKFILL_SCALES-21 525}
+deadlines=${BENCH_BACKFILL_DEADLINES:-900 60}
+[[ -n "$backfill_scales" ]] || exit 0
+for scale in $backfill_scales; do
+  db="totesys_backfill_$scale"
+  psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  source_url="${TEST_DATABASE_URL%/*}/$db"
+  echo "== backfill at scale $scale: generating the source" >&2
+  psql "$source_url" -q -f tests/fixtures/oltp_schema.sql
+  psql "$source_url" -q -v scale="$scale" -f sql/generate_source.sql
+  psql "$source_url" -qc "VACUUM ANALYZE"
+  rows=$(psql "$source_url" -XAtc "SELECT sum(n_live_tup) FROM pg_stat_user_tables")
+  for deadline in $deadlines; do
+    echo "== backfill of $rows rows, deadline ${deadline}s" >&2
+    wh="totesys_backfill_wh_${scale}_${deadline}"
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $wh WITH (FORCE)" -c "CREATE DATABASE $wh"
+    psql "${TEST_DATABASE_URL%/*}/$wh" -q -f sql/warehouse_schema.sql
+    raw="backfill-$scale-$deadline-$(date +%s%N)"
+    "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$raw" "$raw-processed"
+    SOURCE_DB_URL="$source_url" WAREHOUSE_DB_URL="${TEST_DATABASE_URL%/*}/$wh" \
+      INGEST_BUCKET="$raw" PROCESSED_BUCKET="$raw-processed" INGEST_SAFETY_LAG_SECONDS=0 \
+      "$root/.venv/bin/python" scripts/bench_backfill.py "$bench" "$deadline" \
+      | sed "s/^/{\"scale\":$scale,\"source_rows\":$rows,\"r\":/; s/$/}/"
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)"
+  done
+  psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
+done | tee "$out/backfill.jsonl" >/dev/null
+
+python3 - "$out/backfill.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print(f"{'source rows':>11} {'deadline':>8} {'stage':<9} {'calls':>5} {'s (sum)':>8} {'rows/s':>9} "
+      f"{'slowest s':>9} {'peak RSS MB':>11}")
+for run in runs:
+    r = run["r"]
+    for name, st in r["stages"].items():
+        rate = st["rows"] / st["seconds"] if st["seconds"] else 0
+        print(f"{run['source_rows']:>11,} {r['deadline_seconds']:>7.0f}s {name:<9} {st['invocations']:>5} "
+              f"{st['seconds']:>8.1f} {rate:>9,.0f} {st['slowest']:>9.1f} {st['peak_rss_mb']:>11.1f}")
+    print(f"{'':>11} {'':>8} {r['rounds']} round(s), {r['wall_seconds']:.0f} s wall; every invocation "
+          f"ended before its deadline: {r['every_invocation_ended_before_its_deadline']}; warehouse "
+          f"equals source: {r['warehouse_equals_source']} {'' if r['warehouse_equals_source'] else r['checks']}")
 PY

@@ -174,25 +174,33 @@ fn position(table: &TableSpec) -> usize {
         .expect("a registry table")
 }
 
-/// `files` as batches: first those of the tables that become dimensions, then those of the
-/// fact tables, each part a batch per window end, oldest first, each batch in registry order.
-/// Each batch is transformed as one (its snapshot merges in order) and the batches in turn, so
-/// every table's files are taken oldest first; and every dimension file comes before every
-/// fact file, so that whatever part of the batches an invocation gets through before its
-/// deadline, the facts it wrote reference dimension rows it or an earlier invocation wrote
-/// (the load applies an output's dimensions before its facts). Every output of a batch is
-/// named after the batch's window end (an output built from several files after the latest of
-/// them), so the processed keys of one table sort in the order the batches ran: the order the
-/// load applies them in. (Batches pairing each table's first file, then each one's second,
-/// would name a joined dimension's outputs out of that order.)
+/// `files` as batches, each of the files of one window end (at most one per table, in registry
+/// order), taken oldest window end first; except that a fact file older than the newest
+/// dimension file waits until every dimension file is done, in batches of its own after them.
+/// Each batch is transformed as one (its dimensions before its facts, its snapshot merges in
+/// order) and the batches in turn. So whatever part of the batches an invocation gets through
+/// before its deadline, the facts it wrote reference dimension rows it or an earlier
+/// invocation wrote (the load applies an output's dimensions before its facts). The outputs of
+/// a batch are named after its window end (an output built from several files after the latest
+/// of them), so each dimension's processed keys sort in the order the batches ran, the order
+/// the load applies them in (batches pairing each table's first file, then each one's second,
+/// would name a joined dimension's outputs out of that order); fact rows are inserted by
+/// version, in any order. One window end (every steady run) is one batch, as before files were
+/// bounded.
 pub fn batches(mut files: Vec<RawFile>) -> Vec<Vec<RawFile>> {
-    let phase = |f: &RawFile| matches!(f.route, Route::Stream(Streamed::Fact { .. }));
-    files.sort_by_key(|f| (phase(f), f.window_end, position(f.table)));
+    let fact = |f: &RawFile| matches!(f.route, Route::Stream(Streamed::Fact { .. }));
+    let last_dimension = files
+        .iter()
+        .filter(|f| !fact(f))
+        .map(|f| f.window_end)
+        .max();
+    let waits = |f: &RawFile| fact(f) && last_dimension.is_some_and(|end| f.window_end < end);
+    files.sort_by_key(|f| (waits(f), f.window_end, position(f.table)));
     let mut batches: Vec<Vec<RawFile>> = Vec::new();
     for file in files {
         match batches.last_mut() {
             Some(batch)
-                if batch[0].window_end == file.window_end && phase(&batch[0]) == phase(&file) =>
+                if batch[0].window_end == file.window_end && waits(&batch[0]) == waits(&file) =>
             {
                 batch.push(file)
             }
@@ -271,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn several_files_of_a_table_come_in_batches_dimensions_first_then_by_window_end() {
+    fn several_files_of_a_table_come_in_batches_by_window_end_older_facts_last() {
         let event = json!({"bucket": "raw", "files": {
             "sales_order": [
                 "sales_order/2024/11/14/093005123456.parquet",
@@ -303,12 +311,12 @@ mod tests {
                 vec![
                     "currency/2024/11/14/093005123456.parquet",
                     "staff/2024/11/14/093005123456.parquet",
+                    "sales_order/2024/11/14/093005123456.parquet",
                 ],
                 vec!["sales_order/2024/11/14/080000000000.parquet"],
                 vec!["sales_order/2024/11/14/090000000000.parquet"],
-                vec!["sales_order/2024/11/14/093005123456.parquet"],
             ],
-            "dimensions first, then facts, each by window end"
+            "by window end, facts older than the last dimension file after it"
         );
     }
 

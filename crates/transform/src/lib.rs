@@ -1,10 +1,10 @@
 //! The transform Lambda: remodels raw ToteSys Parquet into the warehouse's star schema as
 //! Parquet in the processed bucket.
 //!
-//! An invocation's raw files are taken in batches: the dimensions' files, then the facts',
-//! each a batch per window end, oldest first (a table whose window was split has a file in
-//! several; see [`event::batches`]); once the deadline margin is reached no new batch starts
-//! and the output lists the files left. A batch holds at most one file per table. Every file's footer and schema are checked first. The files of the joined tables (staff, department, counterparty, address:
+//! An invocation's raw files are taken in batches, a batch per window end, oldest first (a
+//! table whose window was split has a file in several), fact files older than the last
+//! dimension file after it (see [`event::batches`]); once the deadline margin is reached no new
+//! batch starts and the output lists the files left. A batch holds at most one file per table. Every file's footer and schema are checked first. The files of the joined tables (staff, department, counterparty, address:
 //! entity tables of tens to thousands of rows) are read whole and merged into the
 //! current-state snapshots; every other file (the facts, and the dimensions that copy one
 //! table, transaction among them, as large as a fact table) streams row group by row group

@@ -11,8 +11,12 @@
 //!                                    to DIR with binary `COPY TO` (not timed), then the timed
 //!                                    part, raw binary `COPY ... FROM STDIN` of those files
 //!                                    into the empty warehouse TO, dimensions first
+//!   bench invoke LAMBDA SECONDS      one invocation of that Lambda's handler, configured from
+//!                                    the environment as in AWS, with the event on stdin and a
+//!                                    deadline SECONDS from now (scripts/bench_backfill.py)
 //!
-//! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb.
+//! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb (invoke: the
+//! Lambda's output, seconds, deadline_seconds, peak_rss_mb).
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +49,13 @@ async fn main() {
              bench load PROCESSED WAREHOUSE | bench copyin FROM TO DIR"
         ),
     };
+    if mode == "invoke" {
+        let seconds: f64 = args
+            .get(3)
+            .and_then(|s| s.parse().ok())
+            .expect("bench invoke LAMBDA SECONDS");
+        return invoke(url, seconds).await;
+    }
     let (rows, bytes, seconds) = match mode {
         "transform" => transform(url, args.get(3).expect("bench transform RAW PROCESSED")).await,
         "load" => load(url, args.get(3).expect("bench load PROCESSED WAREHOUSE")).await,
@@ -63,6 +74,49 @@ async fn main() {
             "bytes": bytes,
             "seconds": seconds,
             "rows_per_s": rows as f64 / seconds,
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+}
+
+/// One invocation of `lambda`'s handler with the event on stdin and a deadline `seconds` away.
+async fn invoke(lambda: &str, seconds: f64) {
+    let event: serde_json::Value =
+        serde_json::from_reader(std::io::stdin()).expect("an event on stdin");
+    let deadline = std::time::SystemTime::now() + Duration::from_secs_f64(seconds);
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let event = lambda_runtime::LambdaEvent::new(event, context);
+    let sdk = utils::store::aws_config().await;
+    let started = Instant::now();
+    let output = match lambda {
+        "ingest" => {
+            let deps = ingest::Deps::new(ingest::Config::from_env().unwrap(), &sdk);
+            serde_json::to_value(ingest::handler(event, &deps).await.unwrap())
+        }
+        "transform" => {
+            let deps = transform::Deps::new(&transform::Config::from_env().unwrap(), &sdk);
+            serde_json::to_value(transform::handler(event, &deps).await.unwrap())
+        }
+        "load" => {
+            let deps = load::Deps::new(load::Config::from_env().unwrap(), &sdk);
+            serde_json::to_value(load::handler(event, &deps).await.unwrap())
+        }
+        other => panic!("no Lambda {other}"),
+    }
+    .unwrap();
+    println!(
+        "{}",
+        json!({
+            "mode": "invoke",
+            "lambda": lambda,
+            "output": output,
+            "seconds": started.elapsed().as_secs_f64(),
+            "deadline_seconds": seconds,
+            "ended_before_deadline": std::time::SystemTime::now() < deadline,
             "peak_rss_mb": peak_rss_mb(),
         })
     );
