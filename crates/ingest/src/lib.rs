@@ -91,7 +91,8 @@ pub struct TableRun {
     pub rows: u64,
     /// The files written, oldest first.
     pub keys: Vec<String>,
-    /// False when the deadline came before the last sub-window.
+    /// False when the deadline came before the last sub-window, or a dimension table the
+    /// table waits for is mid-backfill (see [`Hold`]).
     pub complete: bool,
 }
 
@@ -112,14 +113,6 @@ pub struct FileRun {
 pub struct Limits {
     pub max_rows_per_file: u64,
     pub deadline: Deadline,
-}
-
-impl Limits {
-    /// No deadline and the default file bound.
-    pub const DEFAULT: Limits = Limits {
-        max_rows_per_file: config::DEFAULT_MAX_ROWS_PER_FILE,
-        deadline: Deadline::NONE,
-    };
 }
 
 /// The source tables that become fact tables. Their rows reference rows of every other table

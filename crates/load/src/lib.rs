@@ -159,13 +159,11 @@ pub async fn run(
     let mut done = 0;
     while let Some(file) = files.next() {
         if done > 0 && settings.deadline.reached() {
-            let mut left = FileList::new(store.bucket());
-            for file in std::iter::once(file).chain(files) {
-                left.push(file.table.name, file.key);
-            }
+            let files = std::iter::once(file).chain(files);
+            let left = FileList::of(store.bucket(), files.map(|f| (f.table.name, f.key)));
             info!(
                 files_done = done,
-                files_left = left.files.values().map(Vec::len).sum::<usize>(),
+                files_left = left.len(),
                 "deadline margin reached: the files left are for the next invocation"
             );
             output.complete = false;

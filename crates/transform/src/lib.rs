@@ -3,14 +3,15 @@
 //!
 //! An invocation's raw files are taken in batches, a batch per window end, oldest first (a
 //! table whose window was split has a file in several), fact files older than the last
-//! dimension file after it (see [`event::batches`]); once the deadline margin is reached no new
-//! batch starts and the output lists the files left. A batch holds at most one file per table. Every file's footer and schema are checked first. The files of the joined tables (staff, department, counterparty, address:
-//! entity tables of tens to thousands of rows) are read whole and merged into the
-//! current-state snapshots; every other file (the facts, and the dimensions that copy one
-//! table, transaction among them, as large as a fact table) streams row group by row group
-//! into its outputs, so peak memory does not grow with the batch. Outputs become visible only
-//! once the whole batch has been read: a corrupt file anywhere writes nothing. The snapshots
-//! are written last.
+//! dimension file after it (see [`event::batches`]); once the deadline margin is reached no
+//! new batch starts and the output lists the files left. A batch holds at most one file per
+//! table. Every file's footer and schema are checked first. The files of the joined tables
+//! (staff, department, counterparty, address: entity tables of tens to thousands of rows)
+//! are read whole and merged into the current-state snapshots; every other file (the facts,
+//! and the dimensions that copy one table, transaction among them, as large as a fact table)
+//! streams row group by row group into its outputs, so peak memory does not grow with the
+//! batch. A batch's outputs become visible only once the whole batch has been read: a corrupt
+//! file anywhere in it writes nothing of it. The snapshots are written last.
 //!
 //! Processed keys are `<warehouse table>/YYYY/MM/DD/HHMMSSffffff.parquet`, named after the
 //! window end of the raw files they come from (the latest one, for an output built from
@@ -137,13 +138,11 @@ pub async fn run(
     let mut done = 0;
     while let Some(batch) = batches.next() {
         if done > 0 && deadline.reached() {
-            let mut left = FileList::new(raw.bucket());
-            for file in std::iter::once(batch).chain(batches).flatten() {
-                left.push(file.table.name, file.key);
-            }
+            let files = std::iter::once(batch).chain(batches).flatten();
+            let left = FileList::of(raw.bucket(), files.map(|f| (f.table.name, f.key)));
             info!(
                 batches_done = done,
-                files_left = left.files.values().map(Vec::len).sum::<usize>(),
+                files_left = left.len(),
                 "deadline margin reached: the files left are for the next invocation"
             );
             output.complete = false;

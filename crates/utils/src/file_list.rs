@@ -39,9 +39,23 @@ impl FileList {
         }
     }
 
+    /// `files`, (table, key) pairs in order, as a list of `bucket`.
+    pub fn of<'a>(bucket: &str, files: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+        let mut list = FileList::new(bucket);
+        for (table, key) in files {
+            list.push(table, key);
+        }
+        list
+    }
+
     /// Adds `key` to `table`'s list.
     pub fn push(&mut self, table: &str, key: String) {
         self.files.entry(table.to_owned()).or_default().push(key);
+    }
+
+    /// How many keys the list holds.
+    pub fn len(&self) -> usize {
+        self.files.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,10 +84,12 @@ mod tests {
 
     #[test]
     fn a_list_serialises_as_the_stages_output_shape() {
-        let mut list = FileList::new("raw");
-        assert!(list.is_empty());
-        list.push("staff", "staff/1".into());
-        list.push("staff", "staff/2".into());
+        assert!(FileList::new("raw").is_empty());
+        let list = FileList::of(
+            "raw",
+            [("staff", "staff/1".into()), ("staff", "staff/2".into())],
+        );
+        assert_eq!(list.len(), 2);
         assert_eq!(
             serde_json::to_value(&list).unwrap(),
             json!({"bucket": "raw", "files": {"staff": ["staff/1", "staff/2"]}})
