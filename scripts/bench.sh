@@ -13,8 +13,9 @@
 # Then the backfill (scripts/bench_backfill.py): sources of about 1M and 25M rows
 # (BENCH_BACKFILL_SCALES, default "21 525"), each ingested, transformed and loaded into an
 # empty warehouse as the state machine runs it, with each invocation's deadline 15 minutes and
-# 60 s away (BENCH_BACKFILL_DEADLINES, default "900 60"), at the Lambdas' default file bound and
-# bulk threshold; BENCH_BACKFILL_SCALES= (empty) skips it.
+# 60 s away (BENCH_BACKFILL_DEADLINES, default "900 60"; the margin 60 s, or a third of a
+# shorter deadline), at the Lambdas' default file bound and bulk threshold;
+# BENCH_BACKFILL_SCALES= (empty) skips it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -99,8 +100,11 @@ for scale in $backfill_scales; do
     psql "${TEST_DATABASE_URL%/*}/$wh" -q -f sql/warehouse_schema.sql
     raw="backfill-$scale-$deadline-$(date +%s%N)"
     "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$raw" "$raw-processed"
+    # The margin a deployment with that timeout would set: 60 s, or a third of a short one.
+    margin=$(( deadline / 3 < 60 ? deadline / 3 : 60 ))
     SOURCE_DB_URL="$source_url" WAREHOUSE_DB_URL="${TEST_DATABASE_URL%/*}/$wh" \
       INGEST_BUCKET="$raw" PROCESSED_BUCKET="$raw-processed" INGEST_SAFETY_LAG_SECONDS=0 \
+      DEADLINE_MARGIN_SECONDS="$margin" \
       "$root/.venv/bin/python" scripts/bench_backfill.py "$bench" "$deadline" \
       | sed "s/^/{\"scale\":$scale,\"source_rows\":$rows,\"r\":/; s/$/}/"
     psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)"
