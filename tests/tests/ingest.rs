@@ -988,3 +988,42 @@ async fn a_fact_table_read_alone_waits_for_its_dimension_tables() {
     // Read on its own, in one snapshot with the dimension tables, nothing holds it back.
     assert!(invoke(&deps, json!({})).await.unwrap().complete);
 }
+
+#[tokio::test]
+async fn an_invocation_writes_a_bounded_number_of_files_and_the_next_goes_on() {
+    let db = TestDb::source(false).await;
+    let store = bucket().await;
+    db.client()
+        .await
+        .batch_execute(THIRTY_CURRENCIES)
+        .await
+        .unwrap();
+    let mut deps = deps(&db, &store).await;
+    // A file per row: 24 files (the 7 rows sharing a stamp make one), more than an
+    // invocation writes.
+    deps.config.max_rows_per_file = 1;
+    let event = json!({"tables_to_query": ["currency"]});
+    let first = invoke(&deps, event.clone()).await.unwrap();
+    assert_eq!(
+        first.files["currency"].len(),
+        ingest::MAX_FILES_PER_INVOCATION
+    );
+    assert!(!first.complete);
+    assert_eq!(
+        serde_json::to_value(&first.remaining).unwrap(),
+        json!({"tables_to_query": ["currency"]})
+    );
+    let second = invoke(&deps, event).await.unwrap();
+    assert!(second.complete);
+    assert_eq!(
+        second.files["currency"].len(),
+        24 - ingest::MAX_FILES_PER_INVOCATION
+    );
+    let mut all: Vec<i32> = currency_files(&store)
+        .await
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    all.sort();
+    assert_eq!(all, ids(1..=30));
+}

@@ -189,6 +189,14 @@ impl Hold {
     }
 }
 
+/// Files one invocation writes at most, whatever its deadline. The state machine carries every
+/// key of a round in its state (ingest's outputs, transform's input and output, load's input),
+/// which Step Functions limits to 256 KB: 11 tables of 20 keys (about 60 bytes each, quoted)
+/// is 13 KB, and transform writes at most two outputs per raw file, so a round stays well under
+/// the limit in every copy. At the default bound a round is then up to 20M rows a table,
+/// transformed and loaded before the next round reads on.
+pub const MAX_FILES_PER_INVOCATION: usize = 20;
+
 /// What an invocation may still do: [`Limits`], and the files written so far.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
@@ -204,9 +212,11 @@ impl Budget {
         }
     }
 
-    /// True once a file is written and the deadline margin reached.
+    /// True once a file is written and the deadline margin reached, or
+    /// [`MAX_FILES_PER_INVOCATION`] files are written.
     fn spent(&self) -> bool {
-        self.files_written > 0 && self.limits.deadline.reached()
+        self.files_written >= MAX_FILES_PER_INVOCATION
+            || self.files_written > 0 && self.limits.deadline.reached()
     }
 }
 
@@ -387,7 +397,9 @@ pub async fn read_table(
                     .deadline
                     .remaining()
                     .map(|d| d.as_millis() as u64),
-                "deadline margin reached: the sub-windows left are for the next invocation"
+                files_written = budget.files_written,
+                "deadline margin or file count reached: the sub-windows left are for the next \
+                 invocation"
             );
             run.complete = false;
             break;
