@@ -20,13 +20,18 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-scales=${BENCH_SCALES:-"${BENCH_SCALE:-21} $(( ${BENCH_SCALE:-21} * 5 ))"}
+scales=${BENCH_SCALES-"${BENCH_SCALE:-21} $(( ${BENCH_SCALE:-21} * 5 ))"}
 repeats=${BENCH_REPEATS:-5}
 cargo build --release -q -p totesys-tests --bin bench
 bench="$root/target/release/bench"
 out="$root/.build/bench"
 dump="$out/dump"
 mkdir -p "$out" "$dump"
+
+# Creates the buckets named, in the local S3 API.
+buckets() {
+  "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$@"
+}
 
 for scale in $scales; do
   db="totesys_bench_$scale"
@@ -42,7 +47,7 @@ for scale in $scales; do
     "$bench" copy "$url" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     bucket="bench-$scale-$i-$(date +%s%N)"
     processed="$bucket-processed"
-    "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$bucket" "$processed"
+    buckets "$bucket" "$processed"
     "$bench" ingest "$url" "$bucket" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     "$bench" transform "$bucket" "$processed" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     # The load into an empty warehouse, then its baseline: the same rows by raw COPY FROM.
@@ -58,7 +63,7 @@ for scale in $scales; do
   psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
 done | tee "$out/results.jsonl" >/dev/null
 
-python3 - "$out/results.jsonl" <<'PY'
+[[ -z "$scales" ]] || python3 - "$out/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"{'scale':>5} {'mode':<9} {'rows':>9} {'MB I/O':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
@@ -99,7 +104,7 @@ for scale in $backfill_scales; do
     psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $wh WITH (FORCE)" -c "CREATE DATABASE $wh"
     psql "${TEST_DATABASE_URL%/*}/$wh" -q -f sql/warehouse_schema.sql
     raw="backfill-$scale-$deadline-$(date +%s%N)"
-    "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$raw" "$raw-processed"
+    buckets "$raw" "$raw-processed"
     # The margin a deployment with that timeout would set: 60 s, or a third of a short one.
     margin=$(( deadline / 3 < 60 ? deadline / 3 : 60 ))
     SOURCE_DB_URL="$source_url" WAREHOUSE_DB_URL="${TEST_DATABASE_URL%/*}/$wh" \

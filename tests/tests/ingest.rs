@@ -786,8 +786,8 @@ fn ids(range: std::ops::RangeInclusive<i32>) -> Vec<i32> {
     range.collect()
 }
 
-#[tokio::test]
-async fn a_window_of_more_rows_than_a_file_holds_is_split_keeping_shared_stamps_together() {
+/// A source of [`THIRTY_CURRENCIES`] alone, a bucket, and the ingest's dependencies.
+async fn thirty_currencies() -> (TestDb, S3Store, Deps) {
     let db = TestDb::source(false).await;
     let store = bucket().await;
     db.client()
@@ -795,7 +795,24 @@ async fn a_window_of_more_rows_than_a_file_holds_is_split_keeping_shared_stamps_
         .batch_execute(THIRTY_CURRENCIES)
         .await
         .unwrap();
-    let mut deps = deps(&db, &store).await;
+    let deps = deps(&db, &store).await;
+    (db, store, deps)
+}
+
+/// The ids of every currency file, sorted.
+async fn all_currency_ids(store: &S3Store) -> Vec<i32> {
+    let mut all: Vec<i32> = currency_files(store)
+        .await
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn a_window_of_more_rows_than_a_file_holds_is_split_keeping_shared_stamps_together() {
+    let (_db, store, mut deps) = thirty_currencies().await;
     deps.config.max_rows_per_file = 5;
     let out = invoke(&deps, json!({"tables_to_query": ["currency"]}))
         .await
@@ -859,25 +876,16 @@ async fn a_crash_between_the_files_of_a_window_resumes_with_nothing_lost_or_dupl
     let out = invoke(&deps, event).await.unwrap();
     assert_eq!(out.row_counts["currency"], 10);
     assert_eq!(out.files["currency"].len(), 2);
-    let mut all: Vec<i32> = currency_files(&store)
-        .await
-        .into_iter()
-        .flat_map(|(_, ids)| ids)
-        .collect();
-    all.sort();
-    assert_eq!(all, ids(1..=30), "every row once");
+    assert_eq!(
+        all_currency_ids(&store).await,
+        ids(1..=30),
+        "every row once"
+    );
 }
 
 #[tokio::test]
 async fn an_invocation_at_its_deadline_returns_incomplete_and_the_next_goes_on() {
-    let db = TestDb::source(false).await;
-    let store = bucket().await;
-    db.client()
-        .await
-        .batch_execute(THIRTY_CURRENCIES)
-        .await
-        .unwrap();
-    let mut deps = deps(&db, &store).await;
+    let (_db, store, mut deps) = thirty_currencies().await;
     deps.config.max_rows_per_file = 5;
     deps.config.deadline_margin = PAST_MARGIN;
     let mut event = json!({"tables_to_query": ["currency", "design"]});
@@ -922,13 +930,11 @@ async fn an_invocation_at_its_deadline_returns_incomplete_and_the_next_goes_on()
         .filter_map(|o| o.row_counts.get("currency"))
         .sum();
     assert_eq!(rows, 30);
-    let mut all: Vec<i32> = currency_files(&store)
-        .await
-        .into_iter()
-        .flat_map(|(_, ids)| ids)
-        .collect();
-    all.sort();
-    assert_eq!(all, ids(1..=30));
+    assert_eq!(
+        all_currency_ids(&store).await,
+        ids(1..=30),
+        "every row once"
+    );
 }
 
 #[tokio::test]
@@ -991,14 +997,7 @@ async fn a_fact_table_read_alone_waits_for_its_dimension_tables() {
 
 #[tokio::test]
 async fn an_invocation_writes_a_bounded_number_of_files_and_the_next_goes_on() {
-    let db = TestDb::source(false).await;
-    let store = bucket().await;
-    db.client()
-        .await
-        .batch_execute(THIRTY_CURRENCIES)
-        .await
-        .unwrap();
-    let mut deps = deps(&db, &store).await;
+    let (_db, store, mut deps) = thirty_currencies().await;
     // A file per row: 24 files (the 7 rows sharing a stamp make one), more than an
     // invocation writes.
     deps.config.max_rows_per_file = 1;
@@ -1019,11 +1018,9 @@ async fn an_invocation_writes_a_bounded_number_of_files_and_the_next_goes_on() {
         second.files["currency"].len(),
         24 - ingest::MAX_FILES_PER_INVOCATION
     );
-    let mut all: Vec<i32> = currency_files(&store)
-        .await
-        .into_iter()
-        .flat_map(|(_, ids)| ids)
-        .collect();
-    all.sort();
-    assert_eq!(all, ids(1..=30));
+    assert_eq!(
+        all_currency_ids(&store).await,
+        ids(1..=30),
+        "every row once"
+    );
 }

@@ -129,6 +129,22 @@ impl Stack {
     }
 }
 
+/// `e` is the fact_payment file of `event` refused for a dimension row it references, and
+/// nothing is committed.
+async fn assert_missing_payment_dimension(s: &Stack, e: &load::Error, event: &Value) {
+    assert_eq!(e.error_type(), "MissingDimension", "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains(event["files"]["fact_payment"][0].as_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("is not present in table"), "{message}");
+    assert!(
+        s.tables().await.values().all(Vec::is_empty),
+        "nothing committed"
+    );
+}
+
 /// The registry columns of `table` as text: times as microseconds of the day.
 fn select_all(table: &WarehouseTable) -> String {
     let columns: Vec<String> = table
@@ -262,17 +278,7 @@ async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_its
         "files": {"fact_payment": event["files"]["fact_payment"]},
     });
     let e = s.load(facts_only.clone()).await.unwrap_err();
-    assert_eq!(e.error_type(), "MissingDimension", "{e}");
-    let message = e.to_string();
-    assert!(
-        message.contains(event["files"]["fact_payment"][0].as_str().unwrap()),
-        "{message}"
-    );
-    assert!(message.contains("is not present in table"), "{message}");
-    assert!(
-        s.tables().await.values().all(Vec::is_empty),
-        "nothing committed"
-    );
+    assert_missing_payment_dimension(&s, &e, &event).await;
 
     // The fact file's own notification arrives first: the load takes the whole run,
     // dimensions before facts.
@@ -591,17 +597,7 @@ async fn a_missing_dimension_on_the_bulk_path_fails_the_file_and_commits_nothing
         "files": {"fact_payment": event["files"]["fact_payment"]},
     });
     let e = s.bulk_load(facts_only).await.unwrap_err();
-    assert_eq!(e.error_type(), "MissingDimension", "{e}");
-    let message = e.to_string();
-    assert!(
-        message.contains(event["files"]["fact_payment"][0].as_str().unwrap()),
-        "{message}"
-    );
-    assert!(message.contains("is not present in table"), "{message}");
-    assert!(
-        s.tables().await.values().all(Vec::is_empty),
-        "nothing committed"
-    );
+    assert_missing_payment_dimension(&s, &e, &event).await;
     assert!(s.ledger().await.is_empty());
     assert_eq!(s.constraints().await, before, "the constraints untouched");
 }
@@ -842,10 +838,10 @@ async fn a_window_split_into_many_files_loads_exactly_with_transform_and_load_cu
     split_window_loads_exactly(true).await;
 }
 
-/// One ingest invocation writes several files for most tables (the seed's facts, stamped in
-/// 2022, come before every dimension's last file), then transform and load, in one invocation
-/// each or, `at_deadline`, one batch and one file per invocation with each output loaded
-/// before the next transform (as the state machine does).
+/// Ingest writes several files for most tables (the seed's facts, stamped in 2022, come before
+/// every dimension's last file), then transform and load take them all, in one invocation each
+/// or, `at_deadline`, one batch and one file per invocation with each output loaded before the
+/// next transform (as the state machine does).
 async fn split_window_loads_exactly(at_deadline: bool) {
     let s = Stack::new(true).await;
     let source = s.p.source().await;
@@ -870,14 +866,27 @@ async fn split_window_loads_exactly(at_deadline: bool) {
     tick().await;
     let mut ingest = s.p.ingest_deps().await;
     ingest.config.max_rows_per_file = 2;
-    let out = ingest::handler(LambdaEvent::new(json!({}), Context::default()), &ingest)
-        .await
-        .unwrap();
-    assert!(
-        out.files["staff"].len() > 3 && out.files["department"].len() > 2,
-        "{out:?}"
-    );
-    assert!(out.files["sales_order"].len() > 1, "{out:?}");
+    // Ingest until complete (an invocation writes at most 20 files); transform gets the list.
+    let mut outputs = Vec::new();
+    let mut event = json!({});
+    loop {
+        let out = ingest::handler(LambdaEvent::new(event, Context::default()), &ingest)
+            .await
+            .unwrap();
+        outputs.push(serde_json::to_value(&out).unwrap());
+        match out.remaining {
+            Some(left) => event = serde_json::to_value(left).unwrap(),
+            None => break,
+        }
+    }
+    let files = |table: &str| -> usize {
+        outputs
+            .iter()
+            .map(|o| o["files"][table].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    assert!(files("staff") > 3 && files("department") > 2, "{outputs:?}");
+    assert!(files("sales_order") > 1, "{outputs:?}");
     let mut transform = s.p.deps();
     let mut load = s.deps().await;
     let context = || {
@@ -891,7 +900,7 @@ async fn split_window_loads_exactly(at_deadline: bool) {
         transform.deadline_margin = PAST_MARGIN;
         load.config.deadline_margin = PAST_MARGIN;
     }
-    let transformed = until_complete(serde_json::to_value(out).unwrap(), |event| {
+    let transformed = until_complete(json!(outputs), |event| {
         let (transform, load) = (&transform, &load);
         async move {
             let out = transform::handler(LambdaEvent::new(event, context()), transform)

@@ -22,6 +22,17 @@ pub fn init_tracing() {
     }
 }
 
+/// Human-readable log lines on standard error, filtered by `RUST_LOG` (default `info`): for
+/// tools whose standard output is data (`make bench` with `BENCH_LOG=1`).
+pub fn init_tracing_stderr() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// One JSON object per line, the event's fields (`message` and its own, such as `rows`) at the
 /// top level beside `level` and `timestamp`: the shape the deployment's metric filters read
 /// (`{ $.level = "ERROR" }`, `{ $.message = "..." }` with `$.rows`).

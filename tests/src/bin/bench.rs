@@ -16,7 +16,8 @@
 //!                                    deadline SECONDS from now (scripts/bench_backfill.py)
 //!
 //! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb (invoke: the
-//! Lambda's output, seconds, deadline_seconds, peak_rss_mb).
+//! Lambda's output, seconds, deadline_seconds, peak_rss_mb). With `BENCH_LOG` set, the
+//! Lambdas' log lines go to standard error.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ fn peak_rss_mb() -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if std::env::var_os("BENCH_LOG").is_some() {
+        utils::logging::init_tracing_stderr();
+    }
     let args: Vec<String> = std::env::args().collect();
     let (mode, url) = match args.as_slice() {
         [_, mode, url, ..] => (mode.as_str(), url.as_str()),
@@ -346,20 +350,26 @@ async fn source(mode: &str, url: &str, bucket: Option<&String>) -> (u64, u64, Du
 
 /// `INGEST_MAX_ROWS_PER_FILE` as the Lambda reads it, or its default.
 fn ingest_limits() -> ingest::Limits {
-    let max_rows_per_file = std::env::var("INGEST_MAX_ROWS_PER_FILE")
-        .map(|v| v.parse().expect("INGEST_MAX_ROWS_PER_FILE is a number"))
-        .unwrap_or(ingest::config::DEFAULT_MAX_ROWS_PER_FILE);
     ingest::Limits {
-        max_rows_per_file,
+        max_rows_per_file: setting(
+            "INGEST_MAX_ROWS_PER_FILE",
+            ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
+        ),
         deadline: Deadline::NONE,
     }
 }
 
 /// `LOAD_BULK_MIN_ROWS` as the Lambda reads it, or its default.
 fn bulk_min_rows() -> u64 {
-    std::env::var("LOAD_BULK_MIN_ROWS")
-        .map(|v| v.parse().expect("LOAD_BULK_MIN_ROWS is a number"))
-        .unwrap_or(load::bulk::DEFAULT_MIN_ROWS)
+    setting("LOAD_BULK_MIN_ROWS", load::bulk::DEFAULT_MIN_ROWS)
+}
+
+/// A whole-number setting from the environment, or `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} is {v:?}: expected a number"))
+    })
 }
 
 async fn object_size(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> u64 {
