@@ -11,6 +11,7 @@ the check of the warehouse against the source (aggregates computed in SQL on bot
 
 Usage (inside scripts/env.sh, with INGEST_BUCKET, PROCESSED_BUCKET, SOURCE_DB_URL and
 WAREHOUSE_DB_URL set for the Lambdas): bench_backfill.py BENCH_BINARY DEADLINE_SECONDS
+With BENCH_LOG set, every invocation's log lines follow on standard error.
 """
 
 import json
@@ -67,6 +68,9 @@ class Backfill:
                                 input=json.dumps(event), capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(f"{lambda_name} failed on {json.dumps(event)[:300]}:\n{result.stderr[-3000:]}")
+        if os.environ.get("BENCH_LOG"):
+            # The Lambdas' own log lines (bench invoke writes them to stderr with BENCH_LOG).
+            sys.stderr.write(result.stderr)
         line = json.loads(result.stdout.strip().splitlines()[-1])
         stage = self.stages[lambda_name]
         stage["invocations"] += 1
