@@ -153,9 +153,9 @@ variable "ingest_max_rows_per_file" {
 }
 
 variable "load_bulk_min_rows" {
-  description = "Files of at least this many rows load by the bulk path (LOAD_BULK_MIN_ROWS): the fact table's foreign keys are dropped and added back inside the file's transaction, which locks the fact table exclusively and the dimensions it references against writes until the commit. 0 turns the bulk path off (every file row by row, no exclusive lock)."
+  description = "Files of at least this many rows take the load's bulk path (LOAD_BULK_MIN_ROWS): copied straight into their table and, for a fact file of at least a 25th of its table (a backfill's), with the table's foreign keys dropped and added back inside the file's transaction, which locks the fact table exclusively and the dimensions it references against writes until the commit. 0 turns the bulk path off (every file staged, checked row by row, no exclusive lock)."
   type        = number
-  default     = 100000
+  default     = 10000
 
   validation {
     condition     = var.load_bulk_min_rows >= 0 && floor(var.load_bulk_min_rows) == var.load_bulk_min_rows

@@ -25,7 +25,7 @@ lambda_settings = {
 # state machine invokes it again, large files load by the bulk path (see README, Backfills).
 ingest_max_rows_per_file    = 1000000
 deadline_margin_seconds     = 60
-load_bulk_min_rows          = 100000
+load_bulk_min_rows          = 10000
 secret_recovery_window_days = 7
 db_ssl_root_cert            = "/var/task/global-bundle.pem"
 

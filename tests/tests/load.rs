@@ -574,14 +574,22 @@ async fn the_bulk_path_loads_exactly_and_leaves_the_schema_as_it_was() {
     assert!(old.iter().all(|oid| !new.contains(oid)), "{old:?} {new:?}");
 
     // The load's schema check passes on the schema the bulk path left: the next round loads.
+    // Its dimension files hold keys the tables hold (dim_staff's renamed department, dim_date's
+    // dates), so their straight COPY meets a key and they are upserted instead.
     source
         .batch_execute(&format!(
-            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1"
+            "UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 1;
+             UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
+               WHERE department_id = 2;"
         ))
         .await
         .unwrap();
     let event = s.transformed().await;
-    s.bulk_load(event).await.unwrap();
+    let out = s.bulk_load(event).await.unwrap();
+    assert_eq!(
+        out.loaded["dim_staff"], 1,
+        "the renamed department's member of staff"
+    );
     record_versions(&source, &mut facts).await;
     assert_matches_source(&s, &facts, "second bulk round").await;
     assert_eq!(definitions(&s.constraints().await), definitions(&before));

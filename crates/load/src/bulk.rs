@@ -1,7 +1,8 @@
-//! The bulk path for large files, as `pg_restore` loads data: inside the file's transaction
-//! the target's foreign keys are dropped, the rows go in without a per-row check, and the
-//! same constraints are added back, which PostgreSQL validates with one set-based query per
-//! constraint. A violation fails the statement that adds the constraint back (SQLSTATE
+//! The bulk path for large files. Their rows are copied straight into the table (see
+//! `apply`), and, where the file is large next to its table, the rows go in as `pg_restore`
+//! loads data: inside the file's transaction the target's foreign keys are dropped, the rows
+//! go in without a per-row check, and the same constraints are added back, which PostgreSQL
+//! validates with one set-based query per constraint over the whole table. A violation fails the statement that adds the constraint back (SQLSTATE
 //! 23503, the file's `MissingDimension`) and the transaction with it, so nothing is committed
 //! and the schema is as it was; after a commit it is as it was too (same names, same
 //! definitions, validated).
@@ -14,15 +15,21 @@
 use std::collections::BTreeSet;
 
 use tokio_postgres::Transaction;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use utils::tables::quote_ident;
 use utils::warehouse::WarehouseTable;
 
 use crate::error::Result;
 
-/// The default `LOAD_BULK_MIN_ROWS`: below it a file's per-row checks cost less than
-/// validating the whole table's keys again (`make bench` measures both paths).
-pub const DEFAULT_MIN_ROWS: u64 = 100_000;
+/// The default `LOAD_BULK_MIN_ROWS`: the files of a steady run (hundreds of rows) stay on the
+/// row-by-row path and its shorter locks; a backfill's files are far larger.
+pub const DEFAULT_MIN_ROWS: u64 = 10_000;
+
+/// The foreign keys are dropped only for a file of at least 1/`TABLE_RATIO` of the table's
+/// rows. `make bench` measured, per fact row, about 27 µs of row-by-row checks against
+/// 3 µs to insert without them plus about 0.9 µs per row of the table to validate its keys
+/// again: validating pays for itself once the file holds about a 25th of the table.
+pub const TABLE_RATIO: u64 = 25;
 
 /// One foreign key of the target, as `pg_get_constraintdef` spells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,20 +56,46 @@ impl Bulk {
         }
     }
 
+    /// Whether a file of `rows` rows is copied straight into its table.
+    pub fn direct(&self, rows: u64) -> bool {
+        self.min_rows > 0 && rows >= self.min_rows
+    }
+
     /// Prepares the bulk path for a file of `rows` rows into `table` inside `tx`: the foreign
-    /// keys dropped, to be added back by [`restore`] after the rows, or `None` for the row-by-row
-    /// path (a small file, the path turned off, a table without foreign keys, or one the
-    /// load's role does not own).
+    /// keys dropped, to be added back by [`restore_sql`] after the rows, or `None` for the
+    /// row-by-row checks (a small file, or one small next to its table, the path turned off, a
+    /// table without foreign keys, or one the load's role does not own).
     pub async fn prepare(
         &mut self,
         tx: &Transaction<'_>,
         table: &'static WarehouseTable,
         rows: u64,
     ) -> Result<Option<Vec<ForeignKey>>> {
-        if self.min_rows == 0 || rows < self.min_rows {
+        if !self.direct(rows) {
             return Ok(None);
         }
         let name = quote_ident(table.name);
+        // The statistics' row count, or the live rows counted since (a table filled by this
+        // backfill may not be analysed yet); no scan.
+        let table_rows: i64 = tx
+            .query_one(
+                "SELECT GREATEST(c.reltuples, coalesce(s.n_live_tup, 0))::int8
+                 FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+                 WHERE c.oid = $1::text::regclass",
+                &[&name],
+            )
+            .await?
+            .get(0);
+        let table_rows = u64::try_from(table_rows).unwrap_or(0);
+        if rows.saturating_mul(TABLE_RATIO) < table_rows {
+            debug!(
+                table = table.name,
+                rows,
+                table_rows,
+                "the file is small next to its table: its rows are checked one by one"
+            );
+            return Ok(None);
+        }
         let refused = tx
             .query_one(
                 "SELECT CASE

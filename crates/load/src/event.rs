@@ -225,7 +225,7 @@ mod tests {
         let Request::Files { files, .. } = parse_event(&output).unwrap() else {
             panic!("a files request")
         };
-        assert_eq!(files.len(), 4);
+        assert_eq!(files.len(), 6);
         let notification: Value =
             serde_json::from_str(include_str!("../../../events/load-s3-notification.json"))
                 .unwrap();

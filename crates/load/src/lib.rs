@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
-use tracing::info;
+use tracing::{debug, info};
 use utils::deadline::Deadline;
 use utils::file_list::FileList;
 use utils::keys::parquet_key;
@@ -266,11 +266,19 @@ async fn load_file(
         return Ok(None);
     }
     let dropped = bulk.prepare(&tx, table, opened.rows).await?;
-    let mut changed = apply(&tx, store, file, opened).await?;
+    let direct = bulk.direct(opened.rows);
+    let mut changed = apply(&tx, store, (file, &etag), opened, direct).await?;
     if let Some(keys) = &dropped {
+        let restoring = std::time::Instant::now();
         tx.batch_execute(&bulk::restore_sql(table, keys))
             .await
             .map_err(|e| db_error(store, file, e))?;
+        debug!(
+            table = table.name,
+            constraints = keys.len(),
+            seconds = restoring.elapsed().as_secs_f64(),
+            "foreign keys added back and validated"
+        );
     }
     if table.kind == Kind::Dimension {
         // Files of this table loaded before but newer than this one: applied again, so the
@@ -300,7 +308,8 @@ async fn load_file(
             // The version loaded then: a file replaced since fails rather than applying rows
             // the ledger does not describe.
             let opened = open(store, &later, &later_etag).await?;
-            changed += apply(&tx, store, &later, opened).await?;
+            // Its rows are in the table: straight to the upsert.
+            changed += apply(&tx, store, (&later, &later_etag), opened, false).await?;
         }
     }
     tx.execute(
@@ -347,15 +356,54 @@ fn read_error(store: &S3Store, file: &ProcessedFile, e: utils::Error) -> Error {
     }
 }
 
-/// Stages the file's rows and applies them to the table: rows inserted or updated.
+/// Why a COPY into the table itself stopped.
+enum CopyFailure {
+    /// A row whose key the table holds already (or the file holds twice): the file goes
+    /// through the staging table's upsert instead.
+    Conflict,
+    Other(Error),
+}
+
+/// Applies the file's rows to the table: rows inserted or updated. A file of at least
+/// `bulk.min_rows` rows is first copied straight into the table, inside a savepoint (the
+/// temporary table and the `INSERT ... SELECT` cost more than the COPY itself); when a key is
+/// there already, the savepoint is rolled back and the file goes the usual way: staged by COPY
+/// into a temporary table, then applied by one `INSERT ... ON CONFLICT`.
 async fn apply(
     tx: &Transaction<'_>,
     store: &S3Store,
-    file: &ProcessedFile,
+    (file, etag): (&ProcessedFile, &str),
     mut opened: ParquetStream,
+    direct: bool,
 ) -> Result<u64> {
+    let started = std::time::Instant::now();
     let table = file.table;
-    let columns = column_list(table);
+    if direct {
+        tx.batch_execute("SAVEPOINT direct_copy").await?;
+        match copy_rows(tx, store, file, opened, &quote_ident(table.name)).await {
+            Ok(rows) => {
+                tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
+                debug!(
+                    table = table.name,
+                    key = file.key.as_str(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "copied straight into the table"
+                );
+                return Ok(rows);
+            }
+            Err(CopyFailure::Conflict) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+                    .await?;
+                info!(
+                    table = table.name,
+                    key = file.key.as_str(),
+                    "the table holds some of the file's keys: staged and applied instead"
+                );
+                opened = open(store, file, etag).await?;
+            }
+            Err(CopyFailure::Other(e)) => return Err(e),
+        }
+    }
     let stage_columns: Vec<String> = table
         .columns
         .iter()
@@ -367,35 +415,69 @@ async fn apply(
         stage_columns.join(", ")
     ))
     .await?;
+    copy_rows(tx, store, file, opened, "load_stage")
+        .await
+        .map_err(|e| match e {
+            CopyFailure::Conflict => unreachable!("the staging table has no keys"),
+            CopyFailure::Other(e) => e,
+        })?;
+    let staged = started.elapsed();
+    let changed = tx
+        .execute(&apply_sql(table), &[])
+        .await
+        .map_err(|e| db_error(store, file, e))?;
+    debug!(
+        table = table.name,
+        key = file.key.as_str(),
+        staged_seconds = staged.as_secs_f64(),
+        applied_seconds = (started.elapsed() - staged).as_secs_f64(),
+        "staged and applied"
+    );
+    Ok(changed)
+}
+
+/// Streams the file's rows through a binary COPY into `target` (the registry's columns of the
+/// file's table): the rows copied.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    store: &S3Store,
+    file: &ProcessedFile,
+    mut opened: ParquetStream,
+    target: &str,
+) -> Result<u64, CopyFailure> {
+    let table = file.table;
+    let failed = |e: tokio_postgres::Error| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            CopyFailure::Conflict
+        } else {
+            CopyFailure::Other(db_error(store, file, e))
+        }
+    };
     let sink = tx
         .copy_in(&format!(
-            "COPY load_stage ({columns}) FROM STDIN (FORMAT binary)"
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            column_list(table)
         ))
-        .await?;
+        .await
+        .map_err(failed)?;
     let writer = BinaryCopyInWriter::new(sink, &copy::pg_types(table));
     futures_util::pin_mut!(writer);
     while let Some(batch) = opened
         .stream
         .try_next()
         .await
-        .map_err(|e| read_error(store, file, unwrap_external(e)))?
+        .map_err(|e| CopyFailure::Other(read_error(store, file, unwrap_external(e))))?
     {
         let batch = RecordBatch::try_new(table.arrow_schema(), batch.columns().to_vec())
-            .map_err(|e| invalid(store, file, e.to_string()))?;
+            .map_err(|e| CopyFailure::Other(invalid(store, file, e.to_string())))?;
         copy::write_batch(writer.as_mut(), table, &batch)
             .await
             .map_err(|e| match e {
-                copy::CopyError::Value(reason) => invalid(store, file, reason),
-                copy::CopyError::Database(e) => db_error(store, file, e),
+                copy::CopyError::Value(reason) => CopyFailure::Other(invalid(store, file, reason)),
+                copy::CopyError::Database(e) => failed(e),
             })?;
     }
-    writer
-        .finish()
-        .await
-        .map_err(|e| db_error(store, file, e))?;
-    tx.execute(&apply_sql(table), &[])
-        .await
-        .map_err(|e| db_error(store, file, e))
+    writer.finish().await.map_err(failed)
 }
 
 fn column_list(table: &WarehouseTable) -> String {

@@ -408,7 +408,7 @@ mod tests {
         let Request::Files { files, .. } = parse_event(&output).unwrap() else {
             panic!("files request")
         };
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), 4);
         let notification: Value = serde_json::from_str(include_str!(
             "../../../events/transform-s3-notification.json"
         ))
