@@ -324,7 +324,7 @@ async fn load_file(
         key = file.key.as_str(),
         rows,
         changed,
-        bulk = dropped.is_some(),
+        foreign_keys_dropped = dropped.is_some(),
         seconds,
         rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
         "loaded"
