@@ -2,10 +2,10 @@
 //! `apply`), and, where the file is large next to its table, the rows go in as `pg_restore`
 //! loads data: inside the file's transaction the target's foreign keys are dropped, the rows
 //! go in without a per-row check, and the same constraints are added back, which PostgreSQL
-//! validates with one set-based query per constraint over the whole table. A violation fails the statement that adds the constraint back (SQLSTATE
-//! 23503, the file's `MissingDimension`) and the transaction with it, so nothing is committed
-//! and the schema is as it was; after a commit it is as it was too (same names, same
-//! definitions, validated).
+//! validates with one set-based query per constraint over the whole table. A violation fails
+//! the statement that adds the constraint back (SQLSTATE 23503, the file's
+//! `MissingDimension`) and the transaction with it, so nothing is committed and the schema is
+//! as it was; after a commit it is as it was too (same names, same definitions, validated).
 //!
 //! Locks: the target is locked `ACCESS EXCLUSIVE` for the transaction (readers of the fact
 //! table wait for it) and the tables its keys reference `SHARE ROW EXCLUSIVE` (writers of those
@@ -120,7 +120,7 @@ impl Bulk {
                     table = table.name,
                     rows,
                     reason = reason.as_str(),
-                    "loading row by row, not by the bulk path"
+                    "foreign keys checked row by row, not by the bulk path"
                 );
             }
             return Ok(None);
