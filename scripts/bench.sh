@@ -33,13 +33,19 @@ buckets() {
   "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$@"
 }
 
-for scale in $scales; do
-  db="totesys_bench_$scale"
+# A fresh database DB (its URL in $url) holding a generated source at scale SCALE.
+source_db() {
+  local db=$1 scale=$2
   psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   url="${TEST_DATABASE_URL%/*}/$db"
-  echo "== scale $scale: generating the source" >&2
+  echo "== $db: generating the source at scale $scale" >&2
   psql "$url" -q -f tests/fixtures/oltp_schema.sql
   psql "$url" -q -v scale="$scale" -f sql/generate_source.sql
+}
+
+for scale in $scales; do
+  db="totesys_bench_$scale"
+  source_db "$db" "$scale"
   # An unrecorded pass, so neither side pays for cold caches.
   "$bench" copy "$url" >/dev/null
   for i in $(seq 1 "$repeats"); do
@@ -91,11 +97,8 @@ deadlines=${BENCH_BACKFILL_DEADLINES:-900 60}
 [[ -n "$backfill_scales" ]] || exit 0
 for scale in $backfill_scales; do
   db="totesys_backfill_$scale"
-  psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-  source_url="${TEST_DATABASE_URL%/*}/$db"
-  echo "== backfill at scale $scale: generating the source" >&2
-  psql "$source_url" -q -f tests/fixtures/oltp_schema.sql
-  psql "$source_url" -q -v scale="$scale" -f sql/generate_source.sql
+  source_db "$db" "$scale"
+  source_url=$url
   psql "$source_url" -qc "VACUUM ANALYZE"
   rows=$(psql "$source_url" -XAtc "SELECT sum(n_live_tup) FROM pg_stat_user_tables")
   for deadline in $deadlines; do
