@@ -105,15 +105,6 @@ pub struct Settings {
     pub bulk: Bulk,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            deadline: Deadline::NONE,
-            bulk: Bulk::new(bulk::DEFAULT_MIN_ROWS),
-        }
-    }
-}
-
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let request = parse_event(&event.payload)?;
