@@ -64,6 +64,13 @@ def values(partition="aws", region="eu-west-2", **settings) -> dict:
     return result
 
 
+def tables() -> list:
+    """The state machine's table list, as Terraform gives it (variable "tables")."""
+    text = (TEMPLATE.parent / "variables.tf").read_text()
+    block = text[text.index('variable "tables"'):]
+    return re.findall(r'"([a-z_]+)"', block[block.index("default"):block.index("]")])
+
+
 def fact_tables() -> list:
     """local.fact_tables of terraform/sfn.tf."""
     sfn = (TEMPLATE.parent / "sfn.tf").read_text()

@@ -20,9 +20,11 @@ import subprocess
 import sys
 import time
 
-FACT_TABLES = ["payment", "purchase_order", "sales_order"]
-DIMENSION_TABLES = ["address", "counterparty", "currency", "department", "design", "payment_type",
-                    "staff", "transaction"]
+from asl_render import fact_tables, tables
+
+# The two Maps' lists, as sfn.tf splits Terraform's table list.
+FACT_TABLES = [t for t in tables() if t in fact_tables()]
+DIMENSION_TABLES = [t for t in tables() if t not in fact_tables()]
 
 # Both sides of the check: (name, warehouse query, source query), each one row of numbers.
 CHECKS = [

@@ -10,22 +10,14 @@ Usage (AWS_ENDPOINT_URL: that moto):
 """
 
 import json
-import re
 import sys
 from pathlib import Path
 
+from asl_render import tables
 from state_machine import StateMachine, execute_state_machines
 
-ROOT = Path(__file__).resolve().parents[1]
 # The Maps' inner states, one per table: left out of the printed path.
 INNER = ("IngestDimension", "DimensionIngestFailed", "IngestFact", "FactIngestFailed")
-
-
-def tables():
-    """The state machine's table list, as Terraform gives it (variable "tables")."""
-    text = (ROOT / "terraform" / "variables.tf").read_text()
-    block = text[text.index('variable "tables"'):]
-    return re.findall(r'"([a-z_]+)"', block[block.index("default"):block.index("]")])
 
 
 def deploy(state_file):
