@@ -20,6 +20,8 @@ pub const OLTP_SCHEMA: &str = include_str!("../fixtures/oltp_schema.sql");
 pub const SEED: &str = include_str!("../fixtures/seed.sql");
 /// The star schema, as the project ships it for tests and the demo.
 pub const WAREHOUSE_SCHEMA: &str = include_str!("../../sql/warehouse_schema.sql");
+/// The materialized views answering the brief, applied after the star schema.
+pub const WAREHOUSE_VIEWS: &str = include_str!("../../sql/warehouse_views.sql");
 
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -119,6 +121,17 @@ impl TestDb {
             .batch_execute(WAREHOUSE_SCHEMA)
             .await
             .expect("apply the warehouse schema");
+        db
+    }
+
+    /// [`TestDb::warehouse`] with the project's materialized views.
+    pub async fn warehouse_with_views() -> Self {
+        let db = Self::warehouse().await;
+        db.client()
+            .await
+            .batch_execute(WAREHOUSE_VIEWS)
+            .await
+            .expect("apply the warehouse views");
         db
     }
 

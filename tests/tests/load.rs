@@ -28,6 +28,14 @@ impl Stack {
         }
     }
 
+    /// A stack whose warehouse holds the project's materialized views.
+    async fn with_views() -> Self {
+        Stack {
+            p: Pipeline::new(true).await,
+            wh: TestDb::warehouse_with_views().await,
+        }
+    }
+
     async fn deps(&self) -> load::Deps {
         self.deps_for(&self.wh.url, load::bulk::DEFAULT_MIN_ROWS)
             .await
@@ -69,7 +77,7 @@ impl Stack {
         .await
     }
 
-    /// Every constraint of the star schema (the ledger's aside): table, name, definition, validated, and its oid
+    /// Every constraint of the star schema (the load's own tables' aside): table, name, definition, validated, and its oid
     /// (which changes when a constraint is dropped and added back).
     async fn constraints(&self) -> Vec<(String, String, String, bool, u32)> {
         self.warehouse()
@@ -78,7 +86,8 @@ impl Stack {
                 "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid),
                         convalidated, oid
                  FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-                   AND conrelid::regclass::text <> 'totesys_load_ledger'
+                   AND conrelid::regclass::text
+                       NOT IN ('totesys_load_ledger', 'totesys_refresh_pending')
                  ORDER BY 1, 2",
                 &[],
             )
@@ -937,4 +946,260 @@ async fn split_window_loads_exactly(at_deadline: bool) {
     let mut facts = BTreeMap::new();
     record_versions(&source, &mut facts).await;
     assert_matches_source(&s, &facts, "split window").await;
+}
+
+/// The project's views and the tables each reads (from `sql/warehouse_views.sql`, by hand):
+/// what the catalog walk must find.
+const VIEW_TABLES: &[(&str, &[&str])] = &[
+    (
+        "orders_by_staff",
+        &["dim_staff", "fact_sales_order", "fact_purchase_order"],
+    ),
+    (
+        "payments_by_day_currency",
+        &["fact_payment", "dim_currency", "dim_payment_type"],
+    ),
+    (
+        "revenue_by_design",
+        &["fact_sales_order", "dim_design", "dim_currency"],
+    ),
+    (
+        "sales_by_counterparty_location",
+        &["fact_sales_order", "dim_counterparty", "dim_currency"],
+    ),
+    (
+        "sales_by_month_currency",
+        &["fact_sales_order", "dim_date", "dim_currency"],
+    ),
+];
+
+/// The project's views a load that changed `loaded`'s tables must refresh.
+fn views_to_refresh(out: &load::Output) -> Vec<String> {
+    let changed = |t: &&str| out.loaded.get(*t).is_some_and(|n| *n > 0);
+    VIEW_TABLES
+        .iter()
+        .filter(|(_, tables)| tables.iter().any(changed))
+        .map(|(view, _)| view.to_string())
+        .collect()
+}
+
+/// The views `out` refreshed, in order.
+fn refreshed(out: &load::Output) -> Vec<String> {
+    out.refreshed_views.iter().map(|r| r.view.clone()).collect()
+}
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+/// Every materialized view of the warehouse holds exactly what its query returns now.
+async fn assert_views_fresh(client: &Client, when: &str) {
+    let views = client
+        .query(
+            "SELECT oid::regclass::text, rtrim(pg_get_viewdef(oid), ';') FROM pg_class
+             WHERE relkind = 'm' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!views.is_empty());
+    for row in views {
+        let (view, query): (String, String) = (row.get(0), row.get(1));
+        let differ: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM (
+                       (TABLE {view} EXCEPT ALL ({query}))
+                       UNION ALL (({query}) EXCEPT ALL TABLE {view})) d"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{view}: {e}"))
+            .get(0);
+        assert_eq!(differ, 0, "{when}: {view} differs from its query");
+    }
+}
+
+/// The views' answers against the source database's, computed from the OLTP tables (the
+/// current row of each order and payment): revenue and payments per currency code, orders
+/// per member of staff with their department, revenue per counterparty city.
+async fn assert_views_answer_the_source(s: &Stack, when: &str) {
+    let pairs = [
+        (
+            "SELECT currency_code, sum(revenue)::text FROM sales_by_month_currency GROUP BY 1",
+            "SELECT currency_code, sum(units_sold * unit_price)::text FROM sales_order
+             JOIN currency USING (currency_id) GROUP BY 1",
+        ),
+        (
+            "SELECT design_id::text, currency_code, sum(units_sold)::text FROM revenue_by_design
+             GROUP BY 1, 2",
+            "SELECT design_id::text, currency_code, sum(units_sold)::text FROM sales_order
+             JOIN currency USING (currency_id) GROUP BY 1, 2",
+        ),
+        (
+            "SELECT country, city, currency_code, revenue::text, counterparties::text
+             FROM sales_by_counterparty_location",
+            "SELECT a.country, a.city, currency_code, sum(units_sold * unit_price)::text,
+                    count(DISTINCT counterparty_id)::text
+             FROM sales_order JOIN counterparty USING (counterparty_id)
+             JOIN currency USING (currency_id)
+             JOIN address a ON a.address_id = legal_address_id GROUP BY 1, 2, 3",
+        ),
+        (
+            "SELECT currency_code, payment_type_name, sum(amount_due)::text,
+                    sum(amount_settled)::text, sum(payments_due + payments_settled)::text
+             FROM payments_by_day_currency GROUP BY 1, 2",
+            "SELECT currency_code, payment_type_name::text,
+                    coalesce(sum(payment_amount) FILTER (WHERE NOT paid), 0)::text,
+                    coalesce(sum(payment_amount) FILTER (WHERE paid), 0)::text, count(*)::text
+             FROM payment JOIN currency USING (currency_id)
+             JOIN payment_type USING (payment_type_id) GROUP BY 1, 2",
+        ),
+        (
+            "SELECT staff_id::text, last_name, department_name, sales_orders::text,
+                    purchase_orders::text
+             FROM orders_by_staff",
+            "SELECT staff_id::text, last_name, department_name,
+                    (SELECT count(*) FROM sales_order o WHERE o.staff_id = s.staff_id)::text,
+                    (SELECT count(*) FROM purchase_order o WHERE o.staff_id = s.staff_id)::text
+             FROM staff s JOIN department USING (department_id)",
+        ),
+    ];
+    let warehouse = s.warehouse().await;
+    let source = s.p.source().await;
+    for (view, oltp) in pairs {
+        let mut a = sql_rows(&warehouse, view).await;
+        let mut b = sql_rows(&source, oltp).await;
+        a.sort();
+        b.sort();
+        assert!(!a.is_empty(), "{when}: {view}");
+        assert_eq!(a, b, "{when}: {view}");
+    }
+}
+
+#[tokio::test]
+async fn the_views_answer_as_their_queries_and_the_source_after_every_round() {
+    let s = Stack::with_views().await;
+    let source = s.p.source().await;
+    let mut changes = source_changes();
+    // An order in the new currency, so the sales views gain a CHF row.
+    changes.push(format!(
+        "INSERT INTO sales_order VALUES
+           (5, {NOW_MS}, {NOW_MS}, 2, 3, 1, 40, 3.25, 4, '2025-01-05', '2025-01-20', 1);"
+    ));
+    for round in 0..=changes.len() {
+        if round > 0 {
+            source.batch_execute(&changes[round - 1]).await.unwrap();
+        }
+        let out = s.round().await;
+        let when = format!("round {round}");
+        assert_eq!(
+            sorted(refreshed(&out)),
+            views_to_refresh(&out),
+            "{when}: {out:?}"
+        );
+        assert!(
+            out.refreshed_views.iter().all(|r| r.concurrently),
+            "{out:?}"
+        );
+        assert_views_fresh(&s.warehouse().await, &when).await;
+        assert_views_answer_the_source(&s, &when).await;
+    }
+    let chf: i64 = s
+        .warehouse()
+        .await
+        .query_one(
+            "SELECT sales_orders FROM sales_by_month_currency WHERE currency_code = 'CHF'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(chf, 1);
+
+    // Nothing new: nothing loaded, nothing refreshed.
+    let out = s.round().await;
+    assert!(out.loaded.values().all(|n| *n == 0), "{out:?}");
+    assert!(out.refreshed_views.is_empty(), "{out:?}");
+}
+
+#[tokio::test]
+async fn views_users_add_are_refreshed_in_order_and_a_failed_refresh_is_done_by_the_next_load() {
+    let s = Stack::with_views().await;
+    let warehouse = s.warehouse().await;
+    // A view over a view (no unique index: refreshed plainly), one over one of the project's
+    // views, in another schema, and one whose refresh fails on one staff surname.
+    warehouse
+        .batch_execute(
+            "CREATE VIEW staff_names AS SELECT staff_id, first_name, last_name FROM dim_staff;
+             CREATE MATERIALIZED VIEW staff_name_list AS SELECT * FROM staff_names;
+             CREATE SCHEMA reporting;
+             CREATE MATERIALIZED VIEW reporting.top_design AS
+               SELECT design_id, revenue FROM revenue_by_design ORDER BY revenue DESC, design_id
+               LIMIT 1;
+             CREATE UNIQUE INDEX ON reporting.top_design (design_id);
+             CREATE MATERIALIZED VIEW fragile AS
+               SELECT staff_id, 1 / (last_name <> 'Unrefreshable')::int AS ok FROM dim_staff;",
+        )
+        .await
+        .unwrap();
+    let out = s.round().await;
+    let names = refreshed(&out);
+    let position = |v: &str| {
+        names
+            .iter()
+            .position(|n| n == v)
+            .unwrap_or_else(|| panic!("{v}: {names:?}"))
+    };
+    assert!(
+        position("revenue_by_design") < position("reporting.top_design"),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 5 + 3, "{names:?}");
+    for r in &out.refreshed_views {
+        let plain = ["staff_name_list", "fragile"].contains(&r.view.as_str());
+        assert_eq!(r.concurrently, !plain, "{r:?}");
+    }
+    assert_views_fresh(&warehouse, "first round").await;
+
+    // The surname the fragile view divides by zero on: the files commit, the refresh fails.
+    let source = s.p.source().await;
+    source
+        .batch_execute(&format!(
+            "UPDATE staff SET last_name = 'Unrefreshable', last_updated = {NOW_MS}
+               WHERE staff_id = 2;
+             INSERT INTO sales_order VALUES
+               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, '2024-12-01', '2024-12-15', 2);"
+        ))
+        .await
+        .unwrap();
+    let event = s.transformed().await;
+    let e = s.load(event.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "ViewRefreshFailed", "{e}");
+    assert!(e.to_string().contains("materialized view fragile"), "{e}");
+    assert!(e.to_string().contains("division by zero"), "{e}");
+    let mut facts = BTreeMap::new();
+    record_versions(&source, &mut facts).await;
+    assert_matches_source(&s, &facts, "after the failed refresh").await;
+
+    // Mended; the same event again loads nothing, and refreshes what was left stale.
+    warehouse
+        .batch_execute("DROP MATERIALIZED VIEW fragile")
+        .await
+        .unwrap();
+    let again = s.load(event.clone()).await.unwrap();
+    assert!(again.loaded.is_empty(), "{again:?}");
+    assert!(
+        refreshed(&again).contains(&"orders_by_staff".to_owned()),
+        "{again:?}"
+    );
+    assert!(
+        refreshed(&again).contains(&"staff_name_list".to_owned()),
+        "{again:?}"
+    );
+    assert_views_fresh(&warehouse, "after the retry").await;
+    let last = s.load(event).await.unwrap();
+    assert!(last.refreshed_views.is_empty(), "{last:?}");
 }

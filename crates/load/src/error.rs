@@ -40,6 +40,17 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A materialized view could not be refreshed. The files before it are committed; the
+    /// next load that finishes its files tries the view again.
+    #[error(
+        "materialized view {view}: the refresh failed (the loaded files are committed; the next load refreshes it again): {source}"
+    )]
+    ViewRefresh {
+        view: String,
+        #[source]
+        source: utils::Error,
+    },
+
     #[error(transparent)]
     Shared(#[from] utils::Error),
 }
@@ -54,6 +65,8 @@ impl Error {
             Error::InvalidInput { .. } => "InvalidInput",
             Error::MissingDimension { .. } => "MissingDimension",
             Error::File { source, .. } => source.error_type(),
+            Error::ViewRefresh { source, .. } if source.is_transient() => source.error_type(),
+            Error::ViewRefresh { .. } => "ViewRefreshFailed",
             Error::Shared(e) => e.error_type(),
         }
     }
@@ -95,6 +108,10 @@ mod tests {
                 detail: "d".into(),
             },
             file(Error::Shared(utils::Error::Configuration("x".into()))),
+            Error::ViewRefresh {
+                view: "v".into(),
+                source: utils::Error::Configuration("x".into()),
+            },
         ];
         for e in errors {
             assert!(utils::ERROR_TYPES.contains(&e.error_type()), "{e}");

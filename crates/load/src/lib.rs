@@ -23,6 +23,7 @@ pub mod copy;
 pub mod error;
 pub mod event;
 pub mod schema;
+pub mod views;
 
 use std::collections::BTreeMap;
 
@@ -74,7 +75,7 @@ impl Deps {
 }
 
 /// The invocation's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Output {
     /// Rows inserted or updated, per warehouse table loaded.
     pub loaded: BTreeMap<String, u64>,
@@ -84,6 +85,8 @@ pub struct Output {
     /// the load event for the files left.
     pub complete: bool,
     pub remaining: Option<FileList>,
+    /// The materialized views refreshed after the files, in the order refreshed.
+    pub refreshed_views: Vec<views::Refreshed>,
 }
 
 impl Default for Output {
@@ -93,6 +96,7 @@ impl Default for Output {
             skipped_files: Vec::new(),
             complete: true,
             remaining: None,
+            refreshed_views: Vec::new(),
         }
     }
 }
@@ -169,6 +173,17 @@ pub async fn run(
         match changed {
             Some(n) => *output.loaded.entry(table.to_owned()).or_default() += n,
             None => output.skipped_files.push(file.key),
+        }
+    }
+    // The views wait for the invocation that finishes the files, and for one with time left.
+    if output.complete {
+        if settings.deadline.reached() {
+            info!(
+                "deadline margin reached: the materialized views are left for the next load \
+                 (their changes are recorded)"
+            );
+        } else {
+            output.refreshed_views = views::refresh_pending(client).await?;
         }
     }
     Ok(output)
@@ -308,6 +323,9 @@ async fn load_file(
         &[&file.key, &etag, &count(changed)?],
     )
     .await?;
+    if changed > 0 {
+        views::mark_changed(&tx, table.name).await?;
+    }
     tx.commit().await?;
     let seconds = started.elapsed().as_secs_f64();
     info!(

@@ -1,6 +1,7 @@
 //! Checks, before anything is written, that the warehouse holds every registry table with
-//! the columns, types and keys the load relies on; and creates the load's own ledger table
-//! when it is missing (the star schema itself is never created or altered here).
+//! the columns, types and keys the load relies on; and creates the load's own tables (the
+//! ledger, the views' pending refreshes) when they are missing (the star schema itself is
+//! never created or altered here).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,13 +26,15 @@ CREATE TABLE IF NOT EXISTS totesys_load_ledger (
 );
 CREATE INDEX IF NOT EXISTS totesys_load_ledger_table ON totesys_load_ledger (table_name, file_key)";
 
-/// Checks the star schema, then creates the ledger if need be.
+/// Checks the star schema, then creates the load's own tables if need be.
 pub async fn prepare(client: &Client) -> Result<()> {
     check(client).await?;
     // Serialised, since two first invocations could otherwise race on CREATE TABLE.
     client
         .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {CREATE_LEDGER}; COMMIT"
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {CREATE_LEDGER}; {}; \
+             COMMIT",
+            crate::views::CREATE_PENDING
         ))
         .await?;
     Ok(())

@@ -105,6 +105,7 @@ pub const ERROR_TYPES: &[&str] = &[
     "SourceSchemaMismatch",
     "InvalidSourceData",
     "MissingDimension",
+    "ViewRefreshFailed",
 ];
 
 /// The `errorType`s worth retrying: the `Transient*` ones and `MissingDimension` (fact rows that
