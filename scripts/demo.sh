@@ -19,7 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scale=${DEMO_SCALE:-1}
 lag=${INGEST_SAFETY_LAG_SECONDS:-5}
-"$root/scripts/venv.sh" requirements-dev.txt requirements-lambda.txt
+"$root/scripts/venv.sh" requirements-dev.txt requirements-lambda.txt requirements-demo.txt
 export PATH="$root/.venv/bin:$PATH"
 build="$root/.build/demo"
 mkdir -p "$build"
@@ -40,8 +40,9 @@ psql "$source_url" -c "SELECT relname AS table, n_live_tup AS rows FROM pg_stat_
 warehouse=totesys_demo_warehouse
 psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $warehouse WITH (FORCE)" -c "CREATE DATABASE $warehouse"
 warehouse_url="${TEST_DATABASE_URL%/*}/$warehouse"
-psql "$warehouse_url" -q -f sql/warehouse_schema.sql
-echo "warehouse: the empty star schema (sql/warehouse_schema.sql) in database $warehouse"
+psql "$warehouse_url" -q -f sql/warehouse_schema.sql -f sql/warehouse_views.sql
+echo "warehouse: the empty star schema (sql/warehouse_schema.sql) and the brief's materialized"
+echo "views (sql/warehouse_views.sql) in database $warehouse"
 
 stamp=$(date +%s)
 bucket="totesys-demo-ingest-$stamp"
@@ -100,7 +101,11 @@ pipeline() {
     echo "-- what load did (its event: transform's output)"
     python -c 'import json,sys; out = json.load(open(sys.argv[1]))
 print("  rows inserted or updated:", ", ".join(f"{t} {n}" for t, n in out["loaded"].items()) or "none")
-print("  files already loaded, skipped:", len(out["skipped_files"]))' "$build/$run/load.json"
+print("  files already loaded, skipped:", len(out["skipped_files"]))
+views = out.get("refreshed_views", [])
+print("  materialized views refreshed:", ", ".join("%s (%.0f ms%s)" % (
+    v["view"], v["seconds"] * 1000, "" if v["concurrently"] else ", plainly") for v in views) or "none")' \
+      "$build/$run/load.json"
   fi
 }
 
@@ -128,16 +133,18 @@ sleep "$((${lag%.*} + 1))"
 step "Run 2: an incremental run picks up exactly those rows"
 pipeline run2 2
 
-step "What changed in the warehouse"
-psql "$warehouse_url" -c "SELECT staff_id, first_name, last_name, department_name, location
-                           FROM dim_staff WHERE department_name LIKE '% & Returns' OR staff_id = 1
+step "What changed in the warehouse, through its views (refreshed by the load)"
+psql "$warehouse_url" -c "SELECT * FROM orders_by_staff
+                           WHERE department_name LIKE '% & Returns' OR staff_id = 1
                            ORDER BY staff_id LIMIT 6" \
-  -c "SELECT payment_id, paid, last_updated_date, last_updated_time FROM fact_payment
-      WHERE payment_id IN (SELECT payment_id FROM fact_payment GROUP BY payment_id
-                           HAVING count(*) > 1 ORDER BY payment_id LIMIT 2)
-      ORDER BY payment_id, last_updated_date, last_updated_time" \
+  -c "SELECT * FROM payments_by_day_currency
+      WHERE payment_type_name = 'SALES_RECEIPT' AND payments_settled > 0
+      ORDER BY payment_date DESC, currency_code LIMIT 6" \
   -c "SELECT table_name, count(*) AS files, sum(rows) AS rows, sum(changed) AS changed
       FROM totesys_load_ledger GROUP BY table_name ORDER BY table_name"
+
+step "Asking the lake: the same question from the processed Parquet (DuckDB here, Athena on AWS)"
+python scripts/lake_query.py "$processed" "$warehouse_url"
 
 step "Run 3: nothing changed"
 pipeline run3

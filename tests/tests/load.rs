@@ -1203,3 +1203,48 @@ async fn views_users_add_are_refreshed_in_order_and_a_failed_refresh_is_done_by_
     let last = s.load(event).await.unwrap();
     assert!(last.refreshed_views.is_empty(), "{last:?}");
 }
+
+#[tokio::test]
+async fn invocations_cut_by_the_deadline_leave_the_views_to_one_more_invocation() {
+    let s = Stack::with_views().await;
+    let mut load = s.deps().await;
+    load.config.deadline_margin = PAST_MARGIN;
+    let outputs = until_complete(s.transformed().await, |event| {
+        let load = &load;
+        async move {
+            let out = load::handler(LambdaEvent::new(event, context_at_deadline()), load)
+                .await
+                .unwrap();
+            serde_json::to_value(out).unwrap()
+        }
+    })
+    .await;
+    // One file per invocation, then the refresh on its own.
+    assert_eq!(outputs.len(), 11 + 1, "{outputs:#?}");
+    let (last, before) = (&outputs[11], &outputs[10]);
+    assert_eq!(before["remaining"]["files"], json!({}), "{before}");
+    assert_eq!(before["refreshed_views"], json!([]), "{before}");
+    assert_eq!(
+        last["refreshed_views"].as_array().unwrap().len(),
+        5,
+        "{last}"
+    );
+    assert!(
+        outputs[..11]
+            .iter()
+            .all(|o| o["refreshed_views"] == json!([])),
+        "{outputs:#?}"
+    );
+    assert_views_fresh(
+        &s.warehouse().await,
+        "after the deadline's extra invocation",
+    )
+    .await;
+
+    // Nothing left to refresh: a list of no files refreshes nothing.
+    let empty = json!({"bucket": s.p.processed.bucket(), "files": {}});
+    let out = load::handler(LambdaEvent::new(empty, context_at_deadline()), &load)
+        .await
+        .unwrap();
+    assert!(out.complete && out.refreshed_views.is_empty(), "{out:?}");
+}

@@ -81,8 +81,9 @@ pub struct Output {
     pub loaded: BTreeMap<String, u64>,
     /// Files already in the ledger, left alone.
     pub skipped_files: Vec<String>,
-    /// False when the deadline stopped the invocation before every file; `remaining` is then
-    /// the load event for the files left.
+    /// False when the deadline stopped the invocation before every file, or before the views'
+    /// refresh; `remaining` is then the load event for the files left (a list of no files
+    /// when only the refresh is).
     pub complete: bool,
     pub remaining: Option<FileList>,
     /// The materialized views refreshed after the files, in the order refreshed.
@@ -131,6 +132,8 @@ pub async fn run(
     request: Request,
     mut settings: Settings,
 ) -> Result<Output> {
+    // A list of no files is what an invocation leaves when only its views' refresh is left.
+    let listed = matches!(request, Request::Files { .. });
     let files = match request {
         Request::Nothing => Vec::new(),
         Request::Files { bucket, files } => {
@@ -146,7 +149,7 @@ pub async fn run(
         }
     };
     let mut output = Output::default();
-    if files.is_empty() {
+    if files.is_empty() && !listed {
         return Ok(output);
     }
     schema::prepare(client).await?;
@@ -175,13 +178,17 @@ pub async fn run(
             None => output.skipped_files.push(file.key),
         }
     }
-    // The views wait for the invocation that finishes the files, and for one with time left.
+    // The views are refreshed once the files are: by this invocation if it has time left,
+    // else by one more, handed a list of no files.
     if output.complete {
-        if settings.deadline.reached() {
+        if done > 0 && settings.deadline.reached() && views::any_pending(client).await? {
             info!(
-                "deadline margin reached: the materialized views are left for the next load \
-                 (their changes are recorded)"
+                files_done = done,
+                "deadline margin reached: the materialized views are refreshed by the next \
+                 invocation"
             );
+            output.complete = false;
+            output.remaining = Some(FileList::new(store.bucket()));
         } else {
             output.refreshed_views = views::refresh_pending(client).await?;
         }

@@ -7,9 +7,10 @@
 //! What is still to refresh is recorded in the warehouse, in the same transaction as the rows
 //! that make it so: a file that changed rows adds a row naming its table to
 //! [`PENDING`]. A refresh reads the pending rows, refreshes the views depending on their
-//! tables, and deletes the rows it read, so a refresh that fails (or that the deadline
-//! leaves for later) is done by the next load that finishes its files, and nothing is
-//! refreshed when nothing changed. The rows are only ever inserted by loads and deleted by
+//! tables, and deletes the rows it read, so a refresh that fails is done by the next load
+//! that finishes its files, and nothing is refreshed when nothing changed. An invocation that
+//! finishes its files within the deadline margin leaves the refresh to one more invocation
+//! (its `remaining` is a list of no files), which has the whole timeout for it. The rows are only ever inserted by loads and deleted by
 //! id, so loads never wait on them: a file committed while a refresh runs leaves a row the
 //! refresh did not read, for the next one.
 
@@ -79,6 +80,14 @@ pub async fn mark_changed(tx: &impl GenericClient, table: &str) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Whether changes wait for their views' refresh.
+pub async fn any_pending(client: &impl GenericClient) -> Result<bool> {
+    let row = client
+        .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {PENDING})"), &[])
+        .await?;
+    Ok(row.get(0))
 }
 
 /// The materialized views depending on `tables`, dependencies first: (name, concurrently).
