@@ -139,12 +139,16 @@ resource "aws_iam_role_policy_attachment" "lambda_vpc" {
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }
 
-# Every resource policy (both buckets, the dead-letter queue, the alarm topic) refuses requests
+# Every resource policy (the buckets, the dead-letter queue, the alarm topic) refuses requests
 # that do not use TLS.
 locals {
   tls_only = merge(
     { for key, bucket in aws_s3_bucket.data : "s3-${key}" => { service = "s3", resources = [bucket.arn, "${bucket.arn}/*"] } },
     {
+      s3-athena-results = {
+        service   = "s3"
+        resources = [aws_s3_bucket.athena_results.arn, "${aws_s3_bucket.athena_results.arn}/*"]
+      }
       sqs = { service = "sqs", resources = [aws_sqs_queue.dead_letter.arn] }
       sns = { service = "sns", resources = [aws_sns_topic.alarms.arn] }
     },

@@ -37,3 +37,23 @@ output "lock_table" {
   description = "The item that keeps two executions from running at once."
   value       = aws_dynamodb_table.lock.name
 }
+
+output "lake_database" {
+  description = "The Glue database of the lake's tables: raw_<source table> and the warehouse tables, over the two buckets."
+  value       = aws_glue_catalog_database.lake.name
+}
+
+output "athena_workgroup" {
+  description = "The Athena workgroup to query the lake in (its results bucket, encryption and scan limit are enforced)."
+  value       = aws_athena_workgroup.lake.name
+}
+
+output "athena_results_bucket" {
+  description = "Athena's query results, expired after athena_results_days."
+  value       = aws_s3_bucket.athena_results.id
+}
+
+output "analyst_policy_arn" {
+  description = "A read-only policy for analysts: query the lake in the workgroup. Attach it to their role or group."
+  value       = aws_iam_policy.analyst.arn
+}

@@ -267,3 +267,47 @@ variable "secret_recovery_window_days" {
     error_message = "secret_recovery_window_days must be 0 or from 7 to 30 (what Secrets Manager accepts)."
   }
 }
+
+variable "lake_first_day" {
+  description = "The first day (yyyy/MM/dd, UTC) the buckets hold files for: the day of the first ingest. Athena's partition projection enumerates the days from here to today for a query that does not filter on dt."
+  type        = string
+  default     = "2024/01/01"
+
+  validation {
+    condition     = can(regex("^[0-9]{4}/(0[1-9]|1[0-2])/(0[1-9]|[12][0-9]|3[01])$", var.lake_first_day))
+    error_message = "lake_first_day is a day written yyyy/MM/dd, e.g. 2024/11/14."
+  }
+}
+
+variable "athena_bytes_scanned_cutoff_per_query" {
+  description = "Bytes a query in the Athena workgroup may scan before Athena cancels it (at least 10 MB, Athena's minimum)."
+  type        = number
+  default     = 10737418240 # 10 GiB
+
+  validation {
+    condition     = var.athena_bytes_scanned_cutoff_per_query >= 10485760 && floor(var.athena_bytes_scanned_cutoff_per_query) == var.athena_bytes_scanned_cutoff_per_query
+    error_message = "athena_bytes_scanned_cutoff_per_query is a whole number of bytes, at least 10485760 (10 MB)."
+  }
+}
+
+variable "athena_daily_bytes_scanned_alarm" {
+  description = "Bytes the workgroup's queries may scan in a day before an alarm goes to the topic; null: no alarm."
+  type        = number
+  default     = 107374182400 # 100 GiB
+
+  validation {
+    condition     = var.athena_daily_bytes_scanned_alarm == null ? true : var.athena_daily_bytes_scanned_alarm > 0
+    error_message = "athena_daily_bytes_scanned_alarm is a positive number of bytes, or null for no alarm."
+  }
+}
+
+variable "athena_results_days" {
+  description = "Days Athena's query results are kept in their bucket."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.athena_results_days >= 1 && floor(var.athena_results_days) == var.athena_results_days
+    error_message = "athena_results_days is a whole number of days, at least 1."
+  }
+}

@@ -124,6 +124,35 @@ def test_the_secret_recovery_window_is_one_secrets_manager_takes(variables, days
     assert plan(variables, secret_recovery_window_days=0) is None
 
 
+@pytest.mark.parametrize("day", ["2024-11-14", "2024/13/01", "24/11/14", "2024/11/14 "])
+def test_the_lake_starts_on_a_day_in_the_projections_format(variables, day):
+    assert "lake_first_day is a day written yyyy/MM/dd" in plan(variables, lake_first_day=day)
+    assert plan(variables, lake_first_day="2024/11/14") is None
+
+
+@pytest.mark.parametrize("cutoff", [0, 10485759, 1e7 + 0.5])
+def test_the_athena_scan_cutoff_is_one_athena_takes(variables, cutoff):
+    assert "athena_bytes_scanned_cutoff_per_query is a whole number of bytes, at least 10485760" in plan(
+        variables, athena_bytes_scanned_cutoff_per_query=cutoff)
+    assert plan(variables, athena_bytes_scanned_cutoff_per_query=10485760) is None
+
+
+def test_the_daily_scan_alarm_is_positive_or_off(variables):
+    assert "athena_daily_bytes_scanned_alarm is a positive number of bytes" in plan(
+        variables, athena_daily_bytes_scanned_alarm=0)
+    assert plan(variables, athena_daily_bytes_scanned_alarm=1) is None
+    off = variables / "no-alarm.tfvars"
+    off.write_text("athena_daily_bytes_scanned_alarm = null\n")
+    assert plan(variables, var_file=off) is None
+
+
+@pytest.mark.parametrize("days", [0, 1.5])
+def test_query_results_are_kept_whole_days(variables, days):
+    assert "athena_results_days is a whole number of days, at least 1" in plan(
+        variables, athena_results_days=days)
+    assert plan(variables, athena_results_days=1) is None
+
+
 @pytest.mark.parametrize("target", ["plan", "deploy", "destroy"])
 def test_make_refuses_to_put_the_state_in_a_local_file_unasked(target, tmp_path):
     # A stand-in terraform on PATH records whether it was run at all.

@@ -4,13 +4,20 @@
 //!   and only the retryable ones are retried;
 //! - the template's placeholders are exactly what `templatefile()` is given;
 //! - the table lists match the crates' registries, and the quarantine metric filter matches the
-//!   line transform logs.
+//!   line transform logs;
+//! - the lake's Glue tables have the columns and types of the files the code writes, and their
+//!   partition projection finds every file where `generate_file_key` puts it.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Schema, TimeUnit};
 use hcl::{Block, Body, Expression, ObjectKey};
+use parquet::arrow::ArrowSchemaConverter;
+use parquet::basic::{LogicalType, Type as PhysicalType};
+use parquet::schema::types::ColumnDescriptor;
 use serde_json::Value;
 
 fn terraform_dir() -> PathBuf {
@@ -610,5 +617,233 @@ fn the_secrets_recovery_window_is_a_setting() {
     assert_eq!(
         attribute(&secret.body, "recovery_window_in_days").to_string(),
         "var.secret_recovery_window_days"
+    );
+}
+
+/// The Glue (Hive DDL) type of a column of this Arrow type, as Athena reads it from the Parquet
+/// the code writes. Hive has no time type: Athena's reader (Trino's) reads an INT64 annotated
+/// TIME(MICROS) into a bigint, the microseconds since midnight.
+fn hive_type(arrow: &DataType) -> String {
+    match arrow {
+        DataType::Int32 => "int".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Utf8 => "string".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Time64(TimeUnit::Microsecond) => "bigint".into(),
+        other => panic!("no Athena type for the Arrow type {other}: add one here and in lake.tf"),
+    }
+}
+
+/// Whether Athena reads a Parquet column stored as `column` into a `hive` column: the pairs its
+/// Parquet reader accepts (Trino's ColumnReaderFactory) for the types the lake uses.
+fn athena_reads(hive: &str, column: &ColumnDescriptor) -> bool {
+    let physical = column.physical_type();
+    let logical = column.logical_type_ref();
+    match (hive, logical) {
+        ("int", None) => physical == PhysicalType::INT32,
+        ("int", Some(LogicalType::Integer(int))) => {
+            physical == PhysicalType::INT32 && int.bit_width == 32 && int.is_signed
+        }
+        ("bigint", None | Some(LogicalType::Integer(_) | LogicalType::Time(_))) => {
+            physical == PhysicalType::INT64
+        }
+        ("date", Some(LogicalType::Date)) => physical == PhysicalType::INT32,
+        ("timestamp", Some(LogicalType::Timestamp(_))) => physical == PhysicalType::INT64,
+        ("string", Some(LogicalType::String)) => physical == PhysicalType::BYTE_ARRAY,
+        ("boolean", None) => physical == PhysicalType::BOOLEAN,
+        (decimal, Some(LogicalType::Decimal(d))) => {
+            decimal == format!("decimal({},{})", d.precision, d.scale)
+                && matches!(
+                    physical,
+                    PhysicalType::INT32
+                        | PhysicalType::INT64
+                        | PhysicalType::FIXED_LEN_BYTE_ARRAY
+                        | PhysicalType::BYTE_ARRAY
+                )
+        }
+        _ => false,
+    }
+}
+
+/// `local.<name>` of lake.tf: table → [(column, Glue type)], in order.
+fn lake_columns(name: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    object(&local("lake.tf", name))
+        .into_iter()
+        .map(|(table, columns)| {
+            let Expression::Array(columns) = columns else {
+                panic!("{name}.{table} is not a list")
+            };
+            let columns = columns
+                .iter()
+                .map(|pair| match strings(pair).as_slice() {
+                    [column, glue] => (column.clone(), glue.clone()),
+                    other => panic!("{name}.{table}: {other:?} is not [name, type]"),
+                })
+                .collect();
+            (table, columns)
+        })
+        .collect()
+}
+
+/// Checks one zone's Glue columns against the Arrow schemas the code writes for it.
+fn assert_zone_columns(
+    zone: &str,
+    glue: BTreeMap<String, Vec<(String, String)>>,
+    written: BTreeMap<String, Arc<Schema>>,
+) {
+    assert_eq!(
+        glue.keys().collect::<Vec<_>>(),
+        written.keys().collect::<Vec<_>>(),
+        "the tables of local.{zone}"
+    );
+    for (table, schema) in written {
+        let expected: Vec<(String, String)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), hive_type(f.data_type())))
+            .collect();
+        assert_eq!(glue[&table], expected, "local.{zone}.{table}");
+        assert!(
+            expected.iter().all(|(c, _)| c != "dt"),
+            "{table} has a column named like the partition key"
+        );
+        // The Parquet the writer makes of that schema is what Athena reads as those types.
+        let parquet = ArrowSchemaConverter::new().convert(&schema).unwrap();
+        for (column, (name, hive)) in parquet.columns().iter().zip(&expected) {
+            assert_eq!(column.name(), name);
+            assert!(
+                athena_reads(hive, column),
+                "{table}.{name}: Athena does not read {:?} {:?} as {hive}",
+                column.physical_type(),
+                column.logical_type_ref()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_lake_tables_have_the_columns_and_types_the_code_writes() {
+    let raw = utils::tables::TABLES
+        .iter()
+        .map(|t| (t.name.to_owned(), t.arrow_schema()))
+        .collect();
+    assert_zone_columns("raw_columns", lake_columns("raw_columns"), raw);
+    let processed = utils::warehouse::WAREHOUSE_TABLES
+        .iter()
+        .map(|t| (t.name.to_owned(), t.arrow_schema()))
+        .collect();
+    assert_zone_columns(
+        "processed_columns",
+        lake_columns("processed_columns"),
+        processed,
+    );
+
+    // Every table of both zones is in the catalog, with those columns.
+    let lake = local_text("lake.tf", "lake_tables");
+    for expected in [
+        "for t in local.source_tables : \"raw_${t}\"",
+        "columns = local.raw_columns[t]",
+        "for t in local.warehouse_tables : t",
+        "columns = local.processed_columns[t]",
+    ] {
+        assert!(lake.contains(expected), "{expected} in {lake}");
+    }
+    let body = parse("lake.tf");
+    let table = labelled(&body, "resource", &["aws_glue_catalog_table", "lake"]);
+    assert_eq!(
+        attribute(&table.body, "for_each").to_string(),
+        "local.lake_tables"
+    );
+    let storage = blocks(&table.body, "storage_descriptor").next().unwrap();
+    let columns = blocks(&storage.body, "dynamic")
+        .next()
+        .expect("dynamic columns");
+    assert_eq!(columns.labels[0].as_str(), "columns");
+    assert_eq!(
+        attribute(&columns.body, "for_each").to_string(),
+        "each.value.columns"
+    );
+}
+
+/// A quoted HCL string attribute's raw text, interpolations included.
+fn template(expr: &Expression) -> String {
+    match expr {
+        Expression::String(s) => s.clone(),
+        Expression::TemplateExpr(t) => match t.as_ref() {
+            hcl::TemplateExpr::QuotedString(s) => s.clone(),
+            other => panic!("not a quoted string: {other}"),
+        },
+        other => panic!("not a string: {other}"),
+    }
+}
+
+#[test]
+fn partition_projection_finds_every_file_the_code_writes() {
+    let body = parse("lake.tf");
+    let table = labelled(&body, "resource", &["aws_glue_catalog_table", "lake"]);
+    let parameters = object(attribute(&table.body, "parameters"));
+    let parameter = |name: &str| template(parameters[name]);
+    let partition = blocks(&table.body, "partition_keys").collect::<Vec<_>>();
+    assert_eq!(partition.len(), 1, "one partition key");
+    let key = template(attribute(&partition[0].body, "name"));
+    assert_eq!(template(attribute(&partition[0].body, "type")), "string");
+    assert_eq!(parameter("projection.enabled"), "true");
+    assert_eq!(parameter(&format!("projection.{key}.type")), "date");
+    assert_eq!(parameter(&format!("projection.{key}.interval")), "1");
+    assert_eq!(
+        parameter(&format!("projection.{key}.interval.unit")),
+        "DAYS"
+    );
+    assert!(parameter(&format!("projection.{key}.range")).ends_with(",NOW"));
+
+    // The template, for one table of one bucket: s3://BUCKET/TABLE/${key}/.
+    let bucket = "${aws_s3_bucket.data[each.value.bucket].id}";
+    let location = template(parameters["storage.location.template"])
+        .replace(bucket, "bucket")
+        .replace("${each.value.prefix}", "sales_order");
+    // The storage location is where every projected partition lives.
+    let storage = blocks(&table.body, "storage_descriptor").next().unwrap();
+    let base = template(attribute(&storage.body, "location"))
+        .replace(bucket, "bucket")
+        .replace("${each.value.prefix}", "sales_order");
+    assert_eq!(base, "s3://bucket/sales_order/");
+    // The projected day, as Athena renders it (Java's pattern letters: yyyy MM dd only).
+    let java = parameter(&format!("projection.{key}.format"));
+    let pattern = java
+        .replace("yyyy", "%Y")
+        .replace("MM", "%m")
+        .replace("dd", "%d");
+    assert!(
+        !pattern.contains(|c: char| c.is_ascii_alphabetic() && c != 'Y' && c != 'm' && c != 'd'),
+        "{java}"
+    );
+    for micros in [
+        1_731_576_605_123_456_i64,
+        1_704_067_199_999_000,
+        1_709_251_200_000_001,
+    ] {
+        let t = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+        let partition = location.replace(&format!("$${{{key}}}"), &t.format(&pattern).to_string());
+        let key = utils::keys::parquet_key("sales_order", t);
+        let file = format!("s3://bucket/{key}");
+        let name = file
+            .strip_prefix(&partition)
+            .unwrap_or_else(|| panic!("{file} is not under the projected partition {partition}"));
+        assert!(!name.contains('/'), "{file}: directly in {partition}");
+    }
+
+    // lake_first_day is a day in the projection's format.
+    let variables = parse("variables.tf");
+    let first = labelled(&variables, "variable", &["lake_first_day"]);
+    let day = template(attribute(&first.body, "default"));
+    assert!(
+        chrono::NaiveDate::parse_from_str(&day, &pattern).is_ok(),
+        "{day}"
+    );
+    assert_eq!(
+        parameter(&format!("projection.{key}.range")),
+        "${var.lake_first_day},NOW"
     );
 }
