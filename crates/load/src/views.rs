@@ -10,9 +10,12 @@
 //! tables, and deletes the rows it read, so a refresh that fails is done by the next load
 //! that finishes its files, and nothing is refreshed when nothing changed. An invocation that
 //! finishes its files within the deadline margin leaves the refresh to one more invocation
-//! (its `remaining` is a list of no files), which has the whole timeout for it. The rows are only ever inserted by loads and deleted by
-//! id, so loads never wait on them: a file committed while a refresh runs leaves a row the
-//! refresh did not read, for the next one.
+//! (its `remaining` is a list of no files), which has the whole timeout for it.
+//!
+//! The rows are only ever inserted by loads and deleted by id, so loads never wait on them: a
+//! file committed while a refresh runs leaves a row the refresh did not read, for the next
+//! one. (A refresh reads its tables as any query does: a bulk-path file, holding its fact
+//! table exclusively, and a refresh reading that table wait for each other.)
 
 use std::time::Instant;
 
