@@ -10,6 +10,10 @@
 # Both sides run in the same client library and process model; the Lambdas' times include the
 # local S3 API (moto, on the same two cores), which the baselines do not touch.
 #
+# After the first run's load at each scale, the warehouse's materialized views
+# (sql/warehouse_views.sql): the time to create them over the loaded warehouse, and each one's
+# REFRESH ... CONCURRENTLY, what a load adds after its files when the view's tables changed.
+#
 # Then the backfill (scripts/bench_backfill.py): sources of about 1M and 25M rows
 # (BENCH_BACKFILL_SCALES, default "21 525"), each ingested, transformed and loaded into an
 # empty warehouse as the state machine runs it, with each invocation's deadline 15 minutes and
@@ -31,6 +35,25 @@ mkdir -p "$out" "$dump"
 # Creates the buckets named, in the local S3 API.
 buckets() {
   "$root/.venv/bin/python" -c "import os,sys,boto3; [boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=b, CreateBucketConfiguration={'LocationConstraint': os.environ['AWS_REGION']}) for b in sys.argv[1:]]" "$@"
+}
+
+# Seconds since START (date +%s%N).
+since() { python3 -c "import sys,time; print(f'{(time.time_ns() - int(sys.argv[1])) / 1e9:.3f}')" "$1"; }
+
+# The views over the warehouse at URL: one JSON line, the seconds to create them and to refresh
+# each concurrently.
+views_bench() {
+  local url=$1 start refresh="" view
+  start=$(date +%s%N)
+  psql "$url" -q -f sql/warehouse_views.sql
+  local created
+  created=$(since "$start")
+  for view in $(psql "$url" -XAtc "SELECT matviewname FROM pg_matviews ORDER BY 1"); do
+    start=$(date +%s%N)
+    psql "$url" -qc "REFRESH MATERIALIZED VIEW CONCURRENTLY $view"
+    refresh+="${refresh:+,}\"$view\":$(since "$start")"
+  done
+  echo "{\"mode\":\"views\",\"create_seconds\":$created,\"refresh_seconds\":{$refresh}}"
 }
 
 # A fresh database DB (its URL in $url) holding a generated source at scale SCALE.
@@ -63,6 +86,9 @@ for scale in $scales; do
     done
     "$bench" load "$processed" "${TEST_DATABASE_URL%/*}/$wh" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     "$bench" copyin "${TEST_DATABASE_URL%/*}/$wh" "${TEST_DATABASE_URL%/*}/${wh}_copy" "$dump" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    if [[ $i == 1 ]]; then
+      views_bench "${TEST_DATABASE_URL%/*}/$wh" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    fi
     psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)" -c "DROP DATABASE ${wh}_copy WITH (FORCE)"
     rm -f "$dump"/*.bin
   done
@@ -85,6 +111,11 @@ for scale in sorted({r["scale"] for r in rows}):
     c, i, t, l, ci = (summary[(scale, m)] for m in ("copy", "ingest", "transform", "load", "copyin"))
     print(f"      ingest / raw COPY TO wall time: {i[0]/c[0]:.2f}x; transform / raw COPY TO: {t[0]/c[0]:.2f}x; "
           f"load / raw COPY FROM (copyin): {l[0]/ci[0]:.2f}x")
+for r in rows:
+    if r["r"]["mode"] == "views":
+        refresh = ", ".join(f"{v} {s:.2f}" for v, s in r["r"]["refresh_seconds"].items())
+        print(f"{r['scale']:>5} views: created in {r['r']['create_seconds']:.2f} s; "
+              f"REFRESH CONCURRENTLY, s: {refresh}")
 scales = sorted({r["scale"] for r in rows})
 if len(scales) > 1:
     for mode in ("ingest", "transform", "load"):
