@@ -93,6 +93,25 @@ impl Pipeline {
     }
 }
 
+/// The load Lambda's dependencies: the processed bucket `processed`, the warehouse at `url`,
+/// the bulk path from `bulk_min_rows` rows.
+pub async fn load_deps(processed: &S3Store, url: &str, bulk_min_rows: u64) -> load::Deps {
+    let warehouse = DbSource::Url(url.to_owned());
+    load::Deps {
+        db: Connector::new(
+            warehouse.clone(),
+            aws_sdk_secretsmanager::Client::new(&sdk_config().await),
+        ),
+        config: load::Config {
+            warehouse,
+            processed_bucket: processed.bucket().to_owned(),
+            deadline_margin: utils::deadline::DEFAULT_MARGIN,
+            bulk_min_rows,
+        },
+        store: processed.clone(),
+    }
+}
+
 /// A value rendered as text: dates as YYYY-MM-DD, times as microseconds of the day, money
 /// with two decimals, NULL as "NULL".
 pub fn cell(array: &ArrayRef, row: usize) -> String {

@@ -9,9 +9,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 use totesys_tests::expected::*;
-use totesys_tests::pipeline::Pipeline;
+use totesys_tests::pipeline::{Pipeline, load_deps};
 use totesys_tests::*;
-use utils::db::{Connector, DbSource};
 use utils::warehouse::{WAREHOUSE_TABLES, WarehouseTable, WhType};
 
 /// The whole pipeline: a source, the two buckets and a warehouse.
@@ -44,20 +43,7 @@ impl Stack {
     /// The load's dependencies, connecting to `url` and taking the bulk path from
     /// `bulk_min_rows` rows.
     async fn deps_for(&self, url: &str, bulk_min_rows: u64) -> load::Deps {
-        let warehouse = DbSource::Url(url.to_owned());
-        load::Deps {
-            db: Connector::new(
-                warehouse.clone(),
-                aws_sdk_secretsmanager::Client::new(&sdk_config().await),
-            ),
-            config: load::Config {
-                warehouse,
-                processed_bucket: self.p.processed.bucket().to_owned(),
-                deadline_margin: utils::deadline::DEFAULT_MARGIN,
-                bulk_min_rows,
-            },
-            store: self.p.processed.clone(),
-        }
+        load_deps(&self.p.processed, url, bulk_min_rows).await
     }
 
     async fn load(&self, event: Value) -> Result<load::Output, load::Error> {

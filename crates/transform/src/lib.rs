@@ -33,7 +33,7 @@ mod staging;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
@@ -319,30 +319,13 @@ async fn stage_direct(
         table.name,
         outputs,
         |file, batch| {
-            let latest = latest_rows(raw_bucket, file, &batch)?;
+            let latest = snapshot::latest_rows(raw_bucket, file, &batch)?;
             let built = dim.build(&latest)?;
             log_notes(&built);
             Ok([Some(built.batch)])
         },
     )
     .await
-}
-
-/// The latest version of each row of a dimension's raw batch; a NULL key is refused.
-fn latest_rows(raw_bucket: &str, file: &RawFile, rows: &RecordBatch) -> Result<RecordBatch> {
-    let spec = file.table;
-    let keys = ints(rows, spec.primary_key);
-    if keys.null_count() > 0 {
-        return Err(file.invalid(
-            raw_bucket,
-            format!(
-                "{} NULL value(s) in primary key {}: a dimension row needs its key",
-                keys.null_count(),
-                spec.primary_key
-            ),
-        ));
-    }
-    snapshot::latest_per_key(spec, &[rows])
 }
 
 fn log_notes(dim: &Dim) {
@@ -377,7 +360,7 @@ impl Dimensions {
         for (joined, file) in opened {
             let raw_file = file.file.clone();
             let rows = file.read_all(raw.bucket()).await?;
-            let latest = latest_rows(raw.bucket(), &raw_file, &rows)?;
+            let latest = snapshot::latest_rows(raw.bucket(), &raw_file, &rows)?;
             files.insert(joined, (raw_file, latest));
         }
         let mut dims = Dimensions {

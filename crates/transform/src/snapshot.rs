@@ -14,14 +14,16 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
 use tracing::info;
+use utils::keys::{parse_file_key, table_prefix};
 use utils::parquet_io::{PARQUET_CONTENT_TYPE, parquet_bytes, read_parquet};
 use utils::store::S3Store;
 use utils::tables::{LAST_UPDATED, TableSpec};
 
 use crate::error::{Error, Result};
+use crate::event::RawFile;
 use crate::raw::{ints, opt, relaxed_schema, timestamps};
 
 pub fn snapshot_key(table: &str) -> String {
@@ -33,7 +35,7 @@ pub fn snapshot_key(table: &str) -> String {
 pub struct Snapshot {
     pub batch: RecordBatch,
     /// The version read, which [`save`] writes over; `None` before the first run wrote one.
-    etag: Option<String>,
+    pub etag: Option<String>,
 }
 
 /// The table's snapshot, or an empty batch before the first run.
@@ -120,6 +122,61 @@ pub async fn save(
         transient: true,
     }
     .into())
+}
+
+/// The latest version of each row of a dimension's raw batch; a NULL key is refused.
+pub fn latest_rows(raw_bucket: &str, file: &RawFile, rows: &RecordBatch) -> Result<RecordBatch> {
+    let spec = file.table;
+    let keys = ints(rows, spec.primary_key);
+    if keys.null_count() > 0 {
+        return Err(file.invalid(
+            raw_bucket,
+            format!(
+                "{} NULL value(s) in primary key {}: a dimension row needs its key",
+                keys.null_count(),
+                spec.primary_key
+            ),
+        ));
+    }
+    latest_per_key(spec, &[rows])
+}
+
+/// The snapshot of `table` re-derived from the raw zone: every data file of the table, oldest
+/// first, merged as transform merges each run's file into the snapshot. Memory holds one file
+/// and the result (one row per entity). Also the raw files read.
+pub async fn rebuild(raw: &S3Store, table: &'static TableSpec) -> Result<(RecordBatch, usize)> {
+    let mut keys: Vec<(chrono::DateTime<chrono::Utc>, String)> = raw
+        .list_keys(&table_prefix(table.name), None)
+        .await?
+        .into_iter()
+        .filter_map(|k| parse_file_key(table.name, &k, "parquet").map(|t| (t, k)))
+        .collect();
+    keys.sort();
+    let mut merged = RecordBatch::new_empty(relaxed_schema(table));
+    for (window_end, key) in &keys {
+        let file = RawFile::new(table, key.clone(), *window_end)?;
+        let rows = crate::raw::open(raw, &file)
+            .await?
+            .read_all(raw.bucket())
+            .await?;
+        let latest = latest_rows(raw.bucket(), &file, &rows)?;
+        merged = latest_per_key(table, &[&merged, &latest])?;
+    }
+    Ok((merged, keys.len()))
+}
+
+/// Writes `batch` as the table's snapshot, over the version `read` (`None`: only if there is
+/// none); false when the object changed since.
+pub async fn replace(
+    store: &S3Store,
+    table: &'static TableSpec,
+    batch: &RecordBatch,
+    read: Option<&str>,
+) -> Result<bool> {
+    let body = parquet_bytes(batch, [])?;
+    Ok(store
+        .put_if(&snapshot_key(table.name), body, PARQUET_CONTENT_TYPE, read)
+        .await?)
 }
 
 /// The latest version of each row across `batches` (all in `table`'s relaxed schema), sorted

@@ -36,6 +36,22 @@ pub struct IngestState {
     /// States written before this field existed are caught up.
     #[serde(default = "caught_up_by_default")]
     pub caught_up: bool,
+    /// Set by a replay (`etl replay`): the newest data key the table had when its watermark was
+    /// moved back. The files up to it were written before the replay, so they do not move the
+    /// window forward as a crash's leftover file would; kept until the window passes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_over: Option<String>,
+}
+
+impl IngestState {
+    /// The key after which a data file is one this state does not account for yet.
+    fn accounted_through(&self) -> String {
+        let end = parquet_key(&self.table, self.window_end);
+        match &self.replayed_over {
+            Some(k) if *k > end => k.clone(),
+            _ => end,
+        }
+    }
 }
 
 fn caught_up_by_default() -> bool {
@@ -64,8 +80,9 @@ pub async fn read_state(store: &S3Store, table: &str) -> Result<Option<IngestSta
 
 /// The time the table's next window starts at, or `None` if it was never ingested.
 pub async fn last_ingest_time(store: &S3Store, table: &str) -> Result<Option<DateTime<Utc>>> {
-    let recorded = read_state(store, table).await?.map(|s| s.window_end);
-    let after = recorded.map(|t| parquet_key(table, t));
+    let state = read_state(store, table).await?;
+    let recorded = state.as_ref().map(|s| s.window_end);
+    let after = state.as_ref().map(IngestState::accounted_through);
     let newest_file = store
         .list_keys(&table_prefix(table), after.as_deref())
         .await?
@@ -87,14 +104,14 @@ pub async fn record_ingest(
     rows: u64,
     caught_up: bool,
 ) -> Result<()> {
-    let state = IngestState {
+    let mut state = IngestState {
         table: table.to_owned(),
         window_end,
         key: key.map(str::to_owned),
         rows,
         caught_up,
+        replayed_over: None,
     };
-    let body = Bytes::from(serde_json::to_vec(&state).expect("state serializes"));
     let state_key = state_key(table);
     for _ in 0..RECORD_ATTEMPTS {
         let current = store.get_version(&state_key).await?;
@@ -104,7 +121,12 @@ pub async fn record_ingest(
             if recorded.window_end >= window_end {
                 return Ok(());
             }
+            // A replay in progress: the files it passes over still do not count.
+            state.replayed_over = recorded
+                .replayed_over
+                .filter(|k| *k > parquet_key(table, window_end));
         }
+        let body = Bytes::from(serde_json::to_vec(&state).expect("state serializes"));
         let read = current.as_ref().map(|(_, etag)| etag.as_str());
         if store
             .put_if(&state_key, body.clone(), "application/json", read)
@@ -122,6 +144,82 @@ pub async fn record_ingest(
         ),
         transient: true,
     })
+}
+
+/// What [`replay`] did to a table's watermark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replayed {
+    pub table: String,
+    /// The state before, which the bucket's versioning keeps.
+    pub before: IngestState,
+    /// The state written (or, for a dry run, that would be).
+    pub after: IngestState,
+    /// The data files after the new window start: written before the replay, read again by it.
+    pub files_passed_over: usize,
+}
+
+/// Moves `table`'s watermark back to `since`, so that its next run reads from there again:
+/// writes a state object whose window ends at `since` and that records the newest data key
+/// (`replayed_over`), over the version read (a conditional PutObject: a run recording its
+/// watermark meanwhile makes this fail rather than be overwritten). With `dry_run`, only says
+/// what it would write. `None` when the table was never ingested (its next run reads it all
+/// anyway) or its watermark is at or before `since` already.
+pub async fn replay(
+    store: &S3Store,
+    table: &str,
+    since: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Option<Replayed>> {
+    let key = state_key(table);
+    let Some((bytes, etag)) = store.get_version(&key).await? else {
+        return Ok(None);
+    };
+    let before: IngestState =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(store, &key, e))?;
+    if before.window_end <= since {
+        return Ok(None);
+    }
+    let passed_over: Vec<String> = store
+        .list_keys(&table_prefix(table), Some(&parquet_key(table, since)))
+        .await?
+        .into_iter()
+        .filter(|k| parse_file_key(table, k, "parquet").is_some())
+        .collect();
+    let after = IngestState {
+        table: table.to_owned(),
+        window_end: since,
+        key: None,
+        rows: 0,
+        caught_up: true,
+        replayed_over: passed_over
+            .iter()
+            .max()
+            .cloned()
+            .or(before.replayed_over.clone()),
+    };
+    if !dry_run {
+        let body = Bytes::from(serde_json::to_vec(&after).expect("state serializes"));
+        if !store
+            .put_if(&key, body, "application/json", Some(&etag))
+            .await?
+        {
+            return Err(Error::Storage {
+                operation: "PutObject",
+                bucket: store.bucket().to_owned(),
+                key,
+                message: "the watermark changed while the replay read it (a run in progress?): \
+                          nothing was written; try again between runs"
+                    .into(),
+                transient: true,
+            });
+        }
+    }
+    Ok(Some(Replayed {
+        table: table.to_owned(),
+        before,
+        after,
+        files_passed_over: passed_over.len(),
+    }))
 }
 
 /// How often a run that lost the race to record its watermark reads it again. Every lost race
@@ -156,6 +254,7 @@ mod tests {
             key: Some("staff/2024/11/14/093005123456.parquet".into()),
             rows: 3,
             caught_up: false,
+            replayed_over: None,
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),

@@ -1,0 +1,381 @@
+//! `etl status`: where each table stands, from the raw zone to the warehouse.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Client;
+use utils::keys::{parse_file_key, table_prefix};
+use utils::parquet_io::open_parquet;
+use utils::store::S3Store;
+use utils::tables::{TABLES, TableSpec, quote_ident};
+use utils::warehouse::WAREHOUSE_TABLES;
+use utils::watermark::read_state;
+
+use crate::text::{duration, or_dash, table};
+use crate::{Context, Pipeline, Result};
+
+/// The load's ledger (`load::schema::LEDGER`).
+const LEDGER: &str = load::schema::LEDGER;
+
+/// Everything `etl status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub checked_at: DateTime<Utc>,
+    /// `null` when the source was reached, else why not.
+    pub source_error: Option<String>,
+    pub warehouse_error: Option<String>,
+    /// The lag above which a table counts as behind.
+    pub max_lag_seconds: f64,
+    pub tables: Vec<SourceTable>,
+    pub warehouse_tables: Vec<WarehouseTable>,
+    /// The source tables behind by more than `max_lag_seconds` (or never ingested).
+    pub behind: Vec<String>,
+}
+
+/// A source table: its watermark and last raw file, and how far the source is ahead of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceTable {
+    pub table: &'static str,
+    /// Where the next window starts (`None`: never ingested).
+    pub watermark: Option<DateTime<Utc>>,
+    /// False while a backfill or a replay is part way.
+    pub caught_up: Option<bool>,
+    /// A replay in progress: the newest file it passes over.
+    pub replayed_over: Option<String>,
+    /// The newest raw data file, and its rows.
+    pub last_file: Option<String>,
+    pub last_file_rows: Option<u64>,
+    /// The source's newest `last_updated` (when the source was reached).
+    pub source_newest: Option<DateTime<Utc>>,
+    /// The source's newest `last_updated` minus the watermark, at least 0: changes not read.
+    pub lag_seconds: Option<f64>,
+    /// Now minus the watermark: how old the newest window end is.
+    pub watermark_age_seconds: Option<f64>,
+}
+
+/// A warehouse table: its processed files and what the load made of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct WarehouseTable {
+    pub table: &'static str,
+    pub processed_files: usize,
+    /// Processed files the load ledger does not hold (when the warehouse was reached).
+    pub not_loaded: Option<Vec<String>>,
+    /// The newest file in the ledger and when it was loaded.
+    pub last_loaded_file: Option<String>,
+    pub last_loaded_at: Option<DateTime<Utc>>,
+    /// Fact rows transform set aside under `quarantine/<table>/`.
+    pub quarantined_rows: u64,
+    pub quarantine_files: usize,
+}
+
+impl Status {
+    pub fn is_behind(&self) -> bool {
+        !self.behind.is_empty()
+    }
+
+    /// The report for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let reach = |what: &str, e: &Option<String>| match e {
+            None => String::new(),
+            Some(e) => format!("{what}: not reached ({e})\n"),
+        };
+        out += &reach("source", &self.source_error);
+        out += &reach("warehouse", &self.warehouse_error);
+        let rows: Vec<Vec<String>> = self
+            .tables
+            .iter()
+            .map(|t| {
+                let mut state = if t.watermark.is_none() {
+                    "never ingested".to_owned()
+                } else if t.replayed_over.is_some() {
+                    "replaying".to_owned()
+                } else if t.caught_up == Some(false) {
+                    "catching up".to_owned()
+                } else {
+                    "ok".to_owned()
+                };
+                if self.behind.iter().any(|b| b == t.table) && t.watermark.is_some() {
+                    state = format!("BEHIND ({state})");
+                }
+                vec![
+                    t.table.to_owned(),
+                    or_dash(t.watermark.map(utils::time::format_time)),
+                    or_dash(t.watermark_age_seconds.map(duration)),
+                    or_dash(t.last_file.as_deref().map(file_name)),
+                    or_dash(t.last_file_rows),
+                    or_dash(t.lag_seconds.map(duration)),
+                    state,
+                ]
+            })
+            .collect();
+        out += &table(
+            &[
+                "source table",
+                "watermark",
+                "age",
+                "last raw file",
+                "rows",
+                "lag",
+                "state",
+            ],
+            &rows,
+        );
+        out.push('\n');
+        let rows: Vec<Vec<String>> = self
+            .warehouse_tables
+            .iter()
+            .map(|t| {
+                vec![
+                    t.table.to_owned(),
+                    t.processed_files.to_string(),
+                    or_dash(t.not_loaded.as_ref().map(Vec::len)),
+                    or_dash(t.last_loaded_file.as_deref().map(file_name)),
+                    or_dash(
+                        t.last_loaded_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                    ),
+                    if t.quarantine_files == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{} ({} files)", t.quarantined_rows, t.quarantine_files)
+                    },
+                ]
+            })
+            .collect();
+        out += &table(
+            &[
+                "warehouse table",
+                "files",
+                "not loaded",
+                "last loaded file",
+                "loaded at (UTC)",
+                "quarantined",
+            ],
+            &rows,
+        );
+        out.push('\n');
+        out += &if self.behind.is_empty() {
+            format!(
+                "every table within {} of the source\n",
+                duration(self.max_lag_seconds)
+            )
+        } else {
+            format!(
+                "behind by more than {}: {}\n",
+                duration(self.max_lag_seconds),
+                self.behind.join(", ")
+            )
+        };
+        out
+    }
+}
+
+/// `table/2024/11/14/093005123456.parquet` → `2024/11/14/093005123456.parquet`.
+fn file_name(key: &str) -> String {
+    key.split_once('/').map_or(key, |(_, rest)| rest).to_owned()
+}
+
+/// Reads the state of every table. A table counts as behind when the source holds changes
+/// more than `max_lag` newer than its watermark; where the source cannot be reached, when its
+/// watermark is older than `max_lag`; and when it was never ingested.
+pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result<Status> {
+    let now = Utc::now();
+    let (source, source_error) = split(pipeline.source().await);
+    let (warehouse, warehouse_error) = split(pipeline.warehouse().await);
+    let max_lag_seconds = max_lag.as_secs_f64();
+
+    let mut tables = Vec::new();
+    let mut behind = Vec::new();
+    for spec in TABLES {
+        let t = source_table(pipeline, spec, source.as_ref(), now).await?;
+        let late = match (t.watermark, t.lag_seconds, t.watermark_age_seconds) {
+            (None, _, _) => true,
+            (_, Some(lag), _) => lag > max_lag_seconds,
+            (_, None, Some(age)) => age > max_lag_seconds,
+            _ => false,
+        };
+        if late {
+            behind.push(spec.name.to_owned());
+        }
+        tables.push(t);
+    }
+
+    let ledger = match &warehouse {
+        Some(client) => Some(
+            ledger(client)
+                .await
+                .doing(|| "reading the load ledger".into())?,
+        ),
+        None => None,
+    };
+    let quarantine = quarantine_rows(&pipeline.processed).await?;
+    let mut warehouse_tables = Vec::new();
+    for spec in WAREHOUSE_TABLES {
+        let files = data_keys(&pipeline.processed, spec.name).await?;
+        let (not_loaded, last) = match &ledger {
+            Some(ledger) => (
+                Some(
+                    files
+                        .iter()
+                        .filter(|k| !ledger.keys.contains(*k))
+                        .cloned()
+                        .collect(),
+                ),
+                ledger.last.get(spec.name).cloned(),
+            ),
+            None => (None, None),
+        };
+        let (rows, count) = quarantine.get(spec.name).copied().unwrap_or((0, 0));
+        warehouse_tables.push(WarehouseTable {
+            table: spec.name,
+            processed_files: files.len(),
+            not_loaded,
+            last_loaded_file: last.as_ref().map(|l| l.0.clone()),
+            last_loaded_at: last.map(|l| l.1),
+            quarantined_rows: rows,
+            quarantine_files: count,
+        });
+    }
+    Ok(Status {
+        checked_at: now,
+        source_error,
+        warehouse_error,
+        max_lag_seconds,
+        tables,
+        warehouse_tables,
+        behind,
+    })
+}
+
+fn split(reach: crate::Reach) -> (Option<Client>, Option<String>) {
+    match reach {
+        Ok(client) => (Some(client), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+async fn source_table(
+    pipeline: &Pipeline,
+    spec: &'static TableSpec,
+    source: Option<&Client>,
+    now: DateTime<Utc>,
+) -> Result<SourceTable> {
+    let raw = &pipeline.raw;
+    let state = read_state(raw, spec.name)
+        .await
+        .doing(|| format!("reading the watermark of {}", spec.name))?;
+    let watermark = state.as_ref().map(|s| s.window_end);
+    // The newest data file: the state names it when its window had rows; else a listing.
+    let last_file = match state.as_ref().and_then(|s| s.key.clone()) {
+        Some(key) if state.as_ref().is_some_and(|s| s.replayed_over.is_none()) => Some(key),
+        _ => data_keys(raw, spec.name).await?.pop(),
+    };
+    let last_file_rows = match &last_file {
+        Some(key) => Some(
+            open_parquet(raw, key)
+                .await
+                .doing(|| format!("reading the footer of s3://{}/{key}", raw.bucket()))?
+                .rows,
+        ),
+        None => None,
+    };
+    let source_newest = match source {
+        Some(client) => {
+            let row = client
+                .query_one(
+                    &format!("SELECT max(last_updated) FROM {}", quote_ident(spec.name)),
+                    &[],
+                )
+                .await
+                .map_err(utils::Error::from)
+                .doing(|| format!("reading the newest change of source table {}", spec.name))?;
+            row.get::<_, Option<NaiveDateTime>>(0).map(|t| t.and_utc())
+        }
+        None => None,
+    };
+    let seconds = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    Ok(SourceTable {
+        table: spec.name,
+        watermark,
+        caught_up: state.as_ref().map(|s| s.caught_up),
+        replayed_over: state.and_then(|s| s.replayed_over),
+        last_file,
+        last_file_rows,
+        source_newest,
+        lag_seconds: watermark
+            .zip(source_newest)
+            .map(|(w, newest)| seconds(newest - w).max(0.0)),
+        watermark_age_seconds: watermark.map(|w| seconds(now - w)),
+    })
+}
+
+/// The data files of `table` in `store`, oldest first.
+pub async fn data_keys(store: &S3Store, table: &str) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = store
+        .list_keys(&table_prefix(table), None)
+        .await
+        .doing(|| format!("listing s3://{}/{}", store.bucket(), table_prefix(table)))?
+        .into_iter()
+        .filter(|k| parse_file_key(table, k, "parquet").is_some())
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+struct Ledger {
+    keys: BTreeSet<String>,
+    /// Per table, the newest file key loaded and when.
+    last: BTreeMap<String, (String, DateTime<Utc>)>,
+}
+
+async fn ledger(client: &Client) -> utils::Result<Ledger> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&LEDGER])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Ledger {
+            keys: BTreeSet::new(),
+            last: BTreeMap::new(),
+        });
+    }
+    let keys = client
+        .query(&format!("SELECT DISTINCT file_key FROM {LEDGER}"), &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let last = client
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (table_name) table_name, file_key, loaded_at FROM {LEDGER}
+                 ORDER BY table_name, file_key DESC, loaded_at DESC"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    Ok(Ledger { keys, last })
+}
+
+/// Per table, the quarantined rows and files under `quarantine/<table>/`.
+async fn quarantine_rows(store: &S3Store) -> Result<BTreeMap<String, (u64, usize)>> {
+    let mut found: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for key in crate::quarantine::keys(store).await? {
+        let Some(table) = crate::quarantine::table_of(&key) else {
+            continue;
+        };
+        let rows = open_parquet(store, &key)
+            .await
+            .doing(|| format!("reading the footer of s3://{}/{key}", store.bucket()))?
+            .rows;
+        let entry = found.entry(table.to_owned()).or_default();
+        entry.0 += rows;
+        entry.1 += 1;
+    }
+    Ok(found)
+}
