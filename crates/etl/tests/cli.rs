@@ -1,0 +1,181 @@
+//! The `etl` binary as a person or a script meets it: exit codes, messages, the confirmation.
+//! Against buckets on the local S3 API (run through `make test`).
+
+use std::process::{Command, Output, Stdio};
+
+use chrono::{TimeZone, Utc};
+use totesys_tests::bucket;
+use utils::store::S3Store;
+use utils::watermark::{read_state, record_ingest};
+
+struct Buckets {
+    raw: S3Store,
+    processed: S3Store,
+}
+
+impl Buckets {
+    async fn new() -> Self {
+        Buckets {
+            raw: bucket().await,
+            processed: bucket().await,
+        }
+    }
+
+    /// Runs `etl args` with these buckets and no database; `stdin` closed (not a terminal).
+    fn etl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_etl"))
+            .args(args)
+            .env("INGEST_BUCKET", self.raw.bucket())
+            .env("PROCESSED_BUCKET", self.processed.bucket())
+            .env_remove("SOURCE_DB_URL")
+            .env_remove("SOURCE_DB_SECRET_ID")
+            .env_remove("WAREHOUSE_DB_URL")
+            .env_remove("WAREHOUSE_DB_SECRET_ID")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the etl binary runs")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn status_exits_2_while_a_table_is_behind_and_0_once_none_is() {
+    let b = Buckets::new().await;
+    let out = b.etl(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("never ingested"), "{stdout}");
+    assert!(
+        stdout.contains("source: not reached (not configured"),
+        "{stdout}"
+    );
+
+    // Every table with a recent watermark: none behind.
+    let now = Utc::now();
+    for t in utils::tables::TABLES {
+        record_ingest(&b.raw, t.name, now, None, 0, true)
+            .await
+            .unwrap();
+    }
+    let out = b.etl(&["status", "--json", "--max-lag", "1h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["behind"], serde_json::json!([]));
+    assert_eq!(json["tables"].as_array().unwrap().len(), 11);
+    // ... but older than a zero lag allows.
+    assert_eq!(b.etl(&["status", "--max-lag", "0s"]).status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn mistakes_are_usage_errors_that_say_what_is_expected() {
+    let b = Buckets::new().await;
+    let out = b.etl(&["status", "--max-lag", "soon"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("--max-lag"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = b.etl(&["replay", "--table", "staf", "--since", "2024-01-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("\"staf\" is not a source table"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = b.etl(&["replay", "--all", "--since", "last week"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("\"last week\" is not a time"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = b.etl(&[
+        "quarantine",
+        "show",
+        "fact_payment/2024/11/14/093005123456.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a quarantine file"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_etl"))
+        .arg("status")
+        .env_remove("INGEST_BUCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("INGEST_BUCKET is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert_eq!(b.etl(&["--help"]).status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_replay_asks_first_and_a_dry_run_writes_nothing() {
+    let b = Buckets::new().await;
+    let end = Utc.with_ymd_and_hms(2024, 11, 14, 9, 30, 0).unwrap();
+    record_ingest(&b.raw, "staff", end, None, 0, true)
+        .await
+        .unwrap();
+    let args = ["replay", "--table", "staff", "--since", "2024-11-01"];
+
+    let out = b.etl(&[&args[..], &["--dry-run"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("nothing is written"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        read_state(&b.raw, "staff")
+            .await
+            .unwrap()
+            .unwrap()
+            .window_end,
+        end
+    );
+
+    // No terminal to ask on, no --yes: nothing changes.
+    let out = b.etl(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        read_state(&b.raw, "staff")
+            .await
+            .unwrap()
+            .unwrap()
+            .window_end,
+        end
+    );
+
+    let out = b.etl(&[&args[..], &["--yes"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("moved back"),
+        "{}",
+        text(&out.stdout)
+    );
+    let moved = read_state(&b.raw, "staff")
+        .await
+        .unwrap()
+        .unwrap()
+        .window_end;
+    assert_eq!(moved, Utc.with_ymd_and_hms(2024, 11, 1, 0, 0, 0).unwrap());
+}
