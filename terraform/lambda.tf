@@ -17,6 +17,7 @@ locals {
         DEADLINE_MARGIN_SECONDS   = tostring(var.deadline_margin_seconds)
         DB_SSL_ROOT_CERT          = var.db_ssl_root_cert
         AWS_LAMBDA_LOG_FORMAT     = "JSON"
+        METRICS_NAMESPACE         = var.project
       }
     }
     transform = {
@@ -32,6 +33,7 @@ locals {
         PROCESSED_BUCKET        = aws_s3_bucket.data["processed"].id
         DEADLINE_MARGIN_SECONDS = tostring(var.deadline_margin_seconds)
         AWS_LAMBDA_LOG_FORMAT   = "JSON"
+        METRICS_NAMESPACE       = var.project
       }
     }
     load = {
@@ -47,6 +49,7 @@ locals {
         DEADLINE_MARGIN_SECONDS = tostring(var.deadline_margin_seconds)
         DB_SSL_ROOT_CERT        = var.db_ssl_root_cert
         AWS_LAMBDA_LOG_FORMAT   = "JSON"
+        METRICS_NAMESPACE       = var.project
       }
     }
   }

@@ -112,7 +112,7 @@ fn variables_read(config: impl FnOnce(&dyn Fn(&str) -> Option<String>)) -> BTree
 /// What the deployment must set for a Lambda whose config reads `read`: the `*_DB_URL`
 /// alternatives are for running outside AWS (the secret is set instead); a Lambda that opens a
 /// database also reads the TLS root bundle in `utils::db::connect`; every Lambda's logging reads
-/// the log format.
+/// the log format, and its metrics the namespace.
 fn deployed_environment(read: BTreeSet<String>) -> BTreeSet<String> {
     let mut env: BTreeSet<String> = read
         .iter()
@@ -125,6 +125,7 @@ fn deployed_environment(read: BTreeSet<String>) -> BTreeSet<String> {
         env.insert(utils::db::ROOT_CERT_VAR.to_owned());
     }
     env.insert(utils::logging::LOG_FORMAT_VAR.to_owned());
+    env.insert(utils::metrics::NAMESPACE_VAR.to_owned());
     env
 }
 

@@ -26,6 +26,7 @@ use tokio_postgres::Client;
 use tracing::{info, instrument, warn};
 use utils::deadline::Deadline;
 use utils::keys::parquet_key;
+use utils::metrics;
 use utils::query::{
     ACTIVITY_VISIBILITY, WINDOW_END_QUERY, Window, estimate_query, estimated_rows,
     split_points_query,
@@ -93,6 +94,8 @@ pub struct TableRun {
     /// False when the deadline came before the last sub-window, or a dimension table the
     /// table waits for is mid-backfill (see [`Hold`]).
     pub complete: bool,
+    /// Where the table's next window starts after this run (`None`: never read).
+    pub watermark: Option<DateTime<Utc>>,
 }
 
 /// One sub-window read into (at most) one file.
@@ -221,6 +224,17 @@ impl Budget {
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
+    let started = std::time::Instant::now();
+    let result = Box::pin(invoke(event, deps)).await;
+    metrics::emit(
+        STAGE,
+        None,
+        &[(metrics::DURATION, metrics::seconds(started.elapsed()))],
+    );
+    result
+}
+
+async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let tables = tables_from_event(&event.payload)?;
     let client = deps.db.connect("totesys-ingest").await?;
     let limits = Limits {
@@ -300,8 +314,22 @@ pub async fn run(
         return Err(e);
     }
     client.batch_execute("COMMIT").await?;
+    let now = Utc::now();
+    for run in &runs {
+        if let Some(watermark) = run.watermark {
+            let lag = (now - watermark).to_std().unwrap_or_default();
+            metrics::emit(
+                STAGE,
+                Some(run.table),
+                &[(metrics::FRESHNESS_LAG, metrics::seconds(lag))],
+            );
+        }
+    }
     Ok(output(store.bucket(), &runs))
 }
+
+/// The `Stage` of this Lambda's metrics.
+const STAGE: &str = "ingest";
 
 fn output(bucket: &str, runs: &[TableRun]) -> Output {
     let files: BTreeMap<String, Vec<String>> = runs
@@ -369,6 +397,7 @@ pub async fn read_table(
         rows: 0,
         keys: Vec::new(),
         complete: !held,
+        watermark: window.start,
     };
     if window.is_empty() {
         info!(
@@ -407,6 +436,7 @@ pub async fn read_table(
         budget.files_written += 1;
         run.rows += file.rows;
         run.keys.extend(file.key.clone());
+        run.watermark = Some(file.window.end);
         written(file);
     }
     Ok(run)
@@ -477,6 +507,11 @@ pub async fn extract_table(
         seconds,
         rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
         "ingested"
+    );
+    metrics::emit(
+        STAGE,
+        Some(table.name),
+        &[(metrics::ROWS, rows as f64), (metrics::BYTES, bytes as f64)],
     );
     Ok(FileRun {
         table: table.name,
@@ -579,12 +614,14 @@ mod tests {
                 rows: 2,
                 keys: vec!["staff/2024/11/14/093005123456.parquet".into()],
                 complete: true,
+                watermark: None,
             },
             TableRun {
                 table: "design",
                 rows: 0,
                 keys: Vec::new(),
                 complete: true,
+                watermark: None,
             },
             TableRun {
                 table: "sales_order",
@@ -594,6 +631,7 @@ mod tests {
                     "sales_order/2024/11/14/090000000000.parquet".into(),
                 ],
                 complete: false,
+                watermark: None,
             },
         ];
         let out = output("raw", &runs);

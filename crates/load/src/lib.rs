@@ -112,6 +112,20 @@ pub struct Settings {
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
+    let started = std::time::Instant::now();
+    let result = Box::pin(invoke(event, deps)).await;
+    utils::metrics::emit(
+        STAGE,
+        None,
+        &[(utils::metrics::DURATION, started.elapsed().as_secs_f64())],
+    );
+    result
+}
+
+/// The `Stage` of this Lambda's metrics.
+const STAGE: &str = "load";
+
+async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let request = parse_event(&event.payload)?;
     if request == Request::Nothing {
         info!("no processed data files in the event");
@@ -248,6 +262,7 @@ async fn load_file(
     // The footer and schema are checked before the transaction starts. Every read is of the
     // version whose ETag the ledger records.
     let opened = open(store, file, &etag).await?;
+    let bytes = opened.bytes;
     let count = |n: u64| i64::try_from(n).map_err(|_| invalid(store, file, format!("{n} rows")));
     let rows = count(opened.rows)?;
 
@@ -344,6 +359,15 @@ async fn load_file(
         seconds,
         rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
         "loaded"
+    );
+    utils::metrics::emit(
+        STAGE,
+        Some(table.name),
+        &[
+            (utils::metrics::ROWS, rows as f64),
+            (utils::metrics::BYTES, bytes as f64),
+            (utils::metrics::CHANGED_ROWS, changed as f64),
+        ],
     );
     Ok(Some(changed))
 }

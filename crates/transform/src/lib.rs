@@ -96,11 +96,23 @@ pub struct Output {
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
-    let request = parse_event(&event.payload)?;
+    let started = std::time::Instant::now();
     let deadline = Deadline::from_context_ms(event.context.deadline, deps.deadline_margin);
-    // Boxed: the future is deep (S3 SDK calls inside Parquet I/O inside the batch).
-    Box::pin(run(&deps.raw, &deps.processed, request, deadline)).await
+    let result = match parse_event(&event.payload) {
+        // Boxed: the future is deep (S3 SDK calls inside Parquet I/O inside the batch).
+        Ok(request) => Box::pin(run(&deps.raw, &deps.processed, request, deadline)).await,
+        Err(e) => Err(e),
+    };
+    utils::metrics::emit(
+        STAGE,
+        None,
+        &[(utils::metrics::DURATION, started.elapsed().as_secs_f64())],
+    );
+    result
 }
+
+/// The `Stage` of this Lambda's metrics.
+pub(crate) const STAGE: &str = "transform";
 
 /// Transforms what `request` names from `raw` into `processed` in [`event::batches`]; once
 /// `deadline` is reached no new batch starts (one always runs).

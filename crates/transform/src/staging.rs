@@ -71,6 +71,11 @@ impl Staged {
                     key = written.key.as_str(),
                     "fact rows quarantined"
                 );
+                utils::metrics::emit(
+                    crate::STAGE,
+                    Some(&name),
+                    &[(utils::metrics::QUARANTINED_ROWS, written.rows as f64)],
+                );
                 *output.quarantined.entry(name).or_default() += written.rows;
             } else {
                 info!(
@@ -79,6 +84,14 @@ impl Staged {
                     bytes = written.bytes,
                     key = written.key.as_str(),
                     "transformed"
+                );
+                utils::metrics::emit(
+                    crate::STAGE,
+                    Some(&name),
+                    &[
+                        (utils::metrics::ROWS, written.rows as f64),
+                        (utils::metrics::BYTES, written.bytes as f64),
+                    ],
                 );
                 *output.row_counts.entry(name.clone()).or_default() += written.rows;
                 output.files.entry(name).or_default().push(written.key);

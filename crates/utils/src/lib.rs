@@ -8,6 +8,7 @@ pub mod file_list;
 pub mod keys;
 pub mod lambda;
 pub mod logging;
+pub mod metrics;
 pub mod parquet_io;
 pub mod query;
 pub mod s3_event;

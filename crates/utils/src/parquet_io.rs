@@ -481,6 +481,8 @@ pub struct ParquetStream {
     pub schema: SchemaRef,
     pub metadata: Vec<(String, String)>,
     pub rows: u64,
+    /// The row groups' compressed bytes: the file's data, without its footer.
+    pub bytes: u64,
     pub stream: ParquetRecordBatchStream<S3ParquetReader>,
 }
 
@@ -512,6 +514,12 @@ async fn open(reader: S3ParquetReader) -> Result<ParquetStream> {
             file.num_rows()
         )))
     })?;
+    let bytes = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| u64::try_from(g.compressed_size()).unwrap_or(0))
+        .sum();
     let schema = builder.schema().clone();
     let stream = builder
         .with_batch_size(BATCH_ROWS)
@@ -521,6 +529,7 @@ async fn open(reader: S3ParquetReader) -> Result<ParquetStream> {
         schema,
         metadata,
         rows,
+        bytes,
         stream,
     })
 }
