@@ -311,3 +311,25 @@ variable "athena_results_days" {
     error_message = "athena_results_days is a whole number of days, at least 1."
   }
 }
+
+variable "freshness_alarm_multiple" {
+  description = "A source table counts as behind, and its freshness alarm fires, when its watermark is older than this many schedule periods (a rate() schedule_expression), or when no ingest has reported it for that long while the schedule is on."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.freshness_alarm_multiple >= 1
+    error_message = "freshness_alarm_multiple is at least 1 (one schedule period)."
+  }
+}
+
+variable "freshness_alarm_seconds" {
+  description = "The freshness alarm's threshold in seconds, instead of freshness_alarm_multiple schedule periods; required when schedule_expression is a cron expression. null: the multiple."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.freshness_alarm_seconds == null ? can(regex("^rate\\(\\d+ (minutes?|hours?|days?)\\)$", var.schedule_expression)) : var.freshness_alarm_seconds >= 60 && var.freshness_alarm_seconds <= 86400
+    error_message = "freshness_alarm_seconds is from 60 to 86400, and must be set when schedule_expression is not a rate() expression (a cron schedule has no single period to multiply)."
+  }
+}

@@ -153,6 +153,18 @@ def test_query_results_are_kept_whole_days(variables, days):
     assert plan(variables, athena_results_days=1) is None
 
 
+def test_the_freshness_alarm_needs_a_period_it_can_count(variables):
+    assert "freshness_alarm_multiple is at least 1" in plan(variables, freshness_alarm_multiple=0.5)
+    # A cron schedule has no single period: the threshold must be given in seconds.
+    cron = "cron(0/20 * * * ? *)"
+    assert "must be set when schedule_expression is not a rate() expression" in plan(
+        variables, schedule_expression=cron)
+    assert plan(variables, schedule_expression=cron, freshness_alarm_seconds=3600) is None
+    assert "freshness_alarm_seconds is from 60 to 86400" in plan(
+        variables, schedule_expression=cron, freshness_alarm_seconds=30)
+    assert plan(variables, schedule_expression="rate(1 hour)", freshness_alarm_multiple=2) is None
+
+
 @pytest.mark.parametrize("target", ["plan", "deploy", "destroy"])
 def test_make_refuses_to_put_the_state_in_a_local_file_unasked(target, tmp_path):
     # A stand-in terraform on PATH records whether it was run at all.

@@ -848,3 +848,104 @@ fn partition_projection_finds_every_file_the_code_writes() {
         "${var.lake_first_day},NOW"
     );
 }
+
+/// The identifiers that follow each occurrence of `prefix` in `text`.
+fn identifiers_after(text: &str, prefix: &str) -> Vec<String> {
+    text.match_indices(prefix)
+        .map(|(i, _)| {
+            text[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+fn metric(name: &str) -> utils::metrics::Metric {
+    *utils::metrics::METRICS
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("the dashboard or an alarm reads {name}, which no Lambda emits"))
+}
+
+#[test]
+fn the_dashboard_and_the_freshness_alarm_read_the_metrics_the_lambdas_emit() {
+    use utils::metrics::{BY_STAGE, BY_TABLE, FRESHNESS_LAG, METRICS, STAGES};
+    // Every Lambda writes its metrics into the deployment's namespace.
+    for (name, function) in object(&local("lambda.tf", "functions")) {
+        let env = object(object(function)["environment"]);
+        assert_eq!(
+            env[utils::metrics::NAMESPACE_VAR].to_string(),
+            "var.project",
+            "{name}"
+        );
+    }
+
+    let widgets = local_text("dashboard.tf", "dashboard_widgets");
+    // SEARCH expressions over {namespace,Stage,Table}: metrics reported by stage and table.
+    assert_eq!(
+        template(&local("dashboard.tf", "by_table")),
+        format!("{{${{var.project}},{}}}", BY_TABLE.join(","))
+    );
+    let searched = identifiers_after(&widgets, "MetricName=\"");
+    assert!(searched.len() >= 5, "{searched:?}");
+    for name in &searched {
+        assert_eq!(metric(name).dimensions, BY_TABLE, "{name}");
+    }
+    // Metrics named in full: [namespace, name, "Stage", stage], reported by stage alone.
+    let by_stage = identifiers_after(&widgets, "[var.project, \"");
+    assert!(!by_stage.is_empty());
+    for name in &by_stage {
+        assert_eq!(metric(name).dimensions, BY_STAGE, "{name}");
+    }
+    assert!(
+        widgets.contains(&format!("for stage in [\"{}\"]", STAGES.join("\", \""))),
+        "the durations of every stage"
+    );
+    for stage in identifiers_after(&widgets, "Stage=\"") {
+        assert!(STAGES.contains(&stage.as_str()), "{stage}");
+    }
+    // Every metric the Lambdas emit is on the dashboard.
+    for m in METRICS {
+        assert!(
+            searched.iter().chain(&by_stage).any(|n| n == m.name),
+            "{} is not on the dashboard",
+            m.name
+        );
+    }
+
+    // The freshness alarm: one per source table, on ingest's lag by stage and table.
+    let body = parse("dashboard.tf");
+    let alarm = labelled(
+        &body,
+        "resource",
+        &["aws_cloudwatch_metric_alarm", "freshness"],
+    );
+    assert_eq!(
+        attribute(&alarm.body, "for_each").to_string(),
+        "toset(local.source_tables)"
+    );
+    assert_eq!(
+        attribute(&alarm.body, "namespace").to_string(),
+        "var.project"
+    );
+    assert_eq!(
+        template(attribute(&alarm.body, "metric_name")),
+        FRESHNESS_LAG.name
+    );
+    let dimensions = object(attribute(&alarm.body, "dimensions"));
+    assert_eq!(dimensions.keys().map(String::as_str).collect::<Vec<_>>(), {
+        let mut d = FRESHNESS_LAG.dimensions.to_vec();
+        d.sort();
+        d
+    });
+    assert_eq!(dimensions["Stage"].to_string(), "\"ingest\"");
+    assert_eq!(dimensions["Table"].to_string(), "each.key");
+    let Expression::Array(actions) = attribute(&alarm.body, "alarm_actions") else {
+        panic!("alarm_actions is not a list")
+    };
+    assert_eq!(
+        actions.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        ["aws_sns_topic.alarms.arn"]
+    );
+}
