@@ -414,6 +414,7 @@ pub async fn read_table(
     }
     let windows = sub_windows(client, table, window, budget.limits.max_rows_per_file).await?;
     let parts = windows.len();
+    let mut progress = utils::logging::Progress::new(STAGE, Some(table.name), parts);
     for (i, sub) in windows.into_iter().enumerate() {
         if budget.spent() {
             info!(
@@ -437,6 +438,7 @@ pub async fn read_table(
         run.rows += file.rows;
         run.keys.extend(file.key.clone());
         run.watermark = Some(file.window.end);
+        progress.step(file.rows);
         written(file);
     }
     Ok(run)

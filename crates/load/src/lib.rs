@@ -167,6 +167,7 @@ pub async fn run(
         return Ok(output);
     }
     schema::prepare(client).await?;
+    let mut progress = utils::logging::Progress::new(STAGE, None, files.len());
     let mut files = files.into_iter();
     let mut done = 0;
     while let Some(file) = files.next() {
@@ -187,6 +188,7 @@ pub async fn run(
             .await
             .map_err(|e| in_file(e, store, &file))?;
         done += 1;
+        progress.step(changed.unwrap_or(0));
         match changed {
             Some(n) => *output.loaded.entry(table.to_owned()).or_default() += n,
             None => output.skipped_files.push(file.key),

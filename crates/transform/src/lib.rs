@@ -146,7 +146,9 @@ pub async fn run(
         info!("no raw files to transform");
         return Ok(output);
     }
-    let mut batches = event::batches(files).into_iter();
+    let batches = event::batches(files);
+    let mut progress = utils::logging::Progress::new(STAGE, None, batches.len());
+    let mut batches = batches.into_iter();
     let mut done = 0;
     while let Some(batch) = batches.next() {
         if done > 0 && deadline.reached() {
@@ -161,8 +163,10 @@ pub async fn run(
             output.remaining = Some(left);
             break;
         }
+        let rows_before = output.row_counts.values().sum::<u64>();
         Box::pin(run_batch(raw, processed, batch, &mut output)).await?;
         done += 1;
+        progress.step(output.row_counts.values().sum::<u64>() - rows_before);
     }
     output.has_new_data = !output.files.is_empty();
     Ok(output)

@@ -50,6 +50,53 @@ where
         .finish()
 }
 
+/// Progress through the units of a long run (a table's files, an invocation's batches or
+/// files), logged after each unit when there is more than one: `{"message": "progress",
+/// "stage", "done", "of", "rows", "seconds", "rows_per_second"}`, so a person watching a
+/// backfill's logs sees it move and at what rate.
+#[derive(Debug)]
+pub struct Progress {
+    stage: &'static str,
+    table: Option<&'static str>,
+    of: usize,
+    done: usize,
+    rows: u64,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new(stage: &'static str, table: Option<&'static str>, of: usize) -> Self {
+        Progress {
+            stage,
+            table,
+            of,
+            done: 0,
+            rows: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// One more unit done, of `rows` rows.
+    pub fn step(&mut self, rows: u64) {
+        self.done += 1;
+        self.rows += rows;
+        if self.of < 2 {
+            return;
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        tracing::info!(
+            stage = self.stage,
+            table = self.table.unwrap_or(""),
+            done = self.done,
+            of = self.of,
+            rows = self.rows,
+            seconds,
+            rows_per_second = (self.rows as f64 / seconds.max(1e-6)).round() as u64,
+            "progress"
+        );
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::io::Write;
@@ -82,6 +129,28 @@ pub(crate) mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))
             .collect()
+    }
+
+    #[test]
+    fn progress_is_logged_after_each_unit_of_a_run_of_several() {
+        let lines = json_lines(|| {
+            let mut one = Progress::new("load", None, 1);
+            one.step(10);
+            let mut run = Progress::new("ingest", Some("sales_order"), 2);
+            run.step(5);
+            run.step(7);
+        });
+        assert_eq!(lines.len(), 2, "nothing for a run of one: {lines:?}");
+        let last = &lines[1];
+        assert_eq!(last["message"], "progress");
+        assert_eq!(last["stage"], "ingest");
+        assert_eq!(last["table"], "sales_order");
+        assert_eq!(
+            (last["done"].as_u64(), last["of"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(last["rows"], 12);
+        assert!(last["rows_per_second"].as_u64().is_some() && last["seconds"].as_f64().is_some());
     }
 
     #[test]
