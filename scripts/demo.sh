@@ -12,7 +12,8 @@
 # 3. changes some source rows (new orders, payments paid, a staff member and a department
 #    renamed) and runs again: only those rows are picked up, the department's staff are
 #    re-emitted in dim_staff, and the load updates and appends exactly that;
-# 4. runs once more with nothing new: the state machine skips transform and load.
+# 4. runs once more with nothing new: the state machine skips transform and load;
+# 5. operates it with etl: status after each run, snapshots checked, a replay planned.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,7 +58,7 @@ EOF
 echo "ingest bucket: s3://$bucket, processed bucket: s3://$processed (on $AWS_ENDPOINT_URL)"
 
 step "Building the Lambdas and starting the runtime emulator (cargo lambda watch)"
-cargo build -q -p ingest -p transform -p load
+cargo build -q -p ingest -p transform -p load -p etl
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env_vars="SOURCE_DB_URL=$source_url,INGEST_BUCKET=$bucket,INGEST_SAFETY_LAG_SECONDS=$lag"
 env_vars+=",PROCESSED_BUCKET=$processed,WAREHOUSE_DB_URL=$warehouse_url"
@@ -83,6 +84,24 @@ LAMBDA_FORWARD_URL="http://127.0.0.1:$port" MOTO_PORT="$sfn_port" \
 sfn_pid=$!
 sfn() { AWS_ENDPOINT_URL="http://127.0.0.1:$sfn_port" python scripts/demo_state_machine.py "$@"; }
 
+# The operator's command (crates/etl), with the Lambdas' settings.
+etl() {
+  INGEST_BUCKET="$bucket" PROCESSED_BUCKET="$processed" SOURCE_DB_URL="$source_url" \
+    WAREHOUSE_DB_URL="$warehouse_url" target/debug/etl "$@"
+}
+
+# etl status; its exit code 2 (a table behind) is reported, anything else but 0 stops the demo.
+status() {
+  echo "-- etl status"
+  local rc=0
+  etl status "$@" || rc=$?
+  case $rc in
+    0) ;;
+    2) echo "   (exit 2: a table is behind)" ;;
+    *) exit "$rc" ;;
+  esac
+}
+
 pipeline() {
   local run=$1 rows=${2:-0}
   rm -rf "${build:?}/$run"
@@ -107,6 +126,7 @@ print("  materialized views refreshed:", ", ".join("%s (%.0f ms%s)" % (
     v["view"], v["seconds"] * 1000, "" if v["concurrently"] else ", plainly") for v in views) or "none")' \
       "$build/$run/load.json"
   fi
+  status
 }
 
 for p in "$port" "$sfn_port"; do
@@ -129,6 +149,8 @@ step "Changing the source: 20 new sales orders, 30 payments paid, a staff member
 psql "$source_url" -q -f sql/demo_changes.sql
 echo "waiting out the ${lag}s safety lag, so the new stamps fall inside the next window"
 sleep "$((${lag%.*} + 1))"
+echo "the source is now ahead of the watermarks of the tables it changed:"
+status --max-lag 1s
 
 step "Run 2: an incremental run picks up exactly those rows"
 pipeline run2 2
@@ -149,7 +171,19 @@ python scripts/lake_query.py "$processed" "$warehouse_url"
 step "Run 3: nothing changed"
 pipeline run3
 
+step "Operating it: etl (crates/etl) checks transform's snapshots, plans a replay, reads quarantine"
+echo "-- etl rebuild-snapshots --dry-run: each snapshot re-derived from the raw zone"
+etl rebuild-snapshots --dry-run
+echo "-- etl replay --table sales_order --since <yesterday> --dry-run"
+etl replay --table sales_order --since "$(date -u -d yesterday +%F)" --dry-run
+echo "-- etl quarantine list"
+etl quarantine list
+
 step "Structured log lines of run 2 (one per table ingested, per output transformed, per file loaded)"
 grep -h '"message":"ingested"' "$build/watch.log" | grep -v '"rows":0,' | tail -n 3 || true
 grep -h '"message":"transformed"' "$build/watch.log" | tail -n 3 || true
 grep -h '"message":"loaded"' "$build/watch.log" | tail -n 3 || true
+echo "-- progress lines of run 1 (a split table's files, a load's files) and metric lines (EMF)"
+grep -h '"message":"progress"' "$build/watch.log" | head -n 2 || true
+grep -h '"_aws"' "$build/watch.log" | grep '"FreshnessLagSeconds"' | tail -n 1 || true
+grep -h '"_aws"' "$build/watch.log" | grep '"ChangedRows"' | tail -n 1 || true

@@ -87,18 +87,17 @@ impl Status {
             .tables
             .iter()
             .map(|t| {
-                let mut state = if t.watermark.is_none() {
-                    "never ingested".to_owned()
-                } else if t.replayed_over.is_some() {
-                    "replaying".to_owned()
-                } else if t.caught_up == Some(false) {
-                    "catching up".to_owned()
-                } else {
-                    "ok".to_owned()
-                };
-                if self.behind.iter().any(|b| b == t.table) && t.watermark.is_some() {
-                    state = format!("BEHIND ({state})");
+                let behind = self.behind.iter().any(|b| b == t.table);
+                let state = match (t.watermark, behind) {
+                    (None, _) => "never ingested",
+                    (_, true) if t.replayed_over.is_some() => "BEHIND, replaying",
+                    (_, true) if t.caught_up == Some(false) => "BEHIND, catching up",
+                    (_, true) => "BEHIND",
+                    _ if t.replayed_over.is_some() => "replaying",
+                    _ if t.caught_up == Some(false) => "catching up",
+                    _ => "ok",
                 }
+                .to_owned();
                 vec![
                     t.table.to_owned(),
                     or_dash(t.watermark.map(utils::time::format_time)),

@@ -86,7 +86,7 @@ impl Progress {
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::info!(
             stage = self.stage,
-            table = self.table.unwrap_or(""),
+            table = self.table,
             done = self.done,
             of = self.of,
             rows = self.rows,
@@ -136,12 +136,15 @@ pub(crate) mod tests {
         let lines = json_lines(|| {
             let mut one = Progress::new("load", None, 1);
             one.step(10);
+            let mut files = Progress::new("load", None, 2);
+            files.step(1);
             let mut run = Progress::new("ingest", Some("sales_order"), 2);
             run.step(5);
             run.step(7);
         });
-        assert_eq!(lines.len(), 2, "nothing for a run of one: {lines:?}");
-        let last = &lines[1];
+        assert_eq!(lines.len(), 3, "nothing for a run of one: {lines:?}");
+        assert!(lines[0].get("table").is_none(), "no table: {lines:?}");
+        let last = &lines[2];
         assert_eq!(last["message"], "progress");
         assert_eq!(last["stage"], "ingest");
         assert_eq!(last["table"], "sales_order");
