@@ -33,6 +33,7 @@ lake_first_day                        = "2024/11/14"
 athena_bytes_scanned_cutoff_per_query = 1073741824
 athena_daily_bytes_scanned_alarm      = 21474836480
 athena_results_days                   = 14
+freshness_alarm_multiple              = 3
 
 vpc_subnet_ids         = ["subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"]
 vpc_security_group_ids = ["sg-0123456789abcdef0"]
