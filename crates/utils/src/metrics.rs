@@ -10,7 +10,6 @@
 //! and alarms read; the names, units and dimensions are the constants below, which
 //! `tests/tests/terraform.rs` checks against the dashboard and the alarms.
 
-use std::io::Write;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -143,7 +142,7 @@ pub fn document(
 /// Documents kept instead of written while a [`Captured`] lives (tests).
 static CAPTURED: Mutex<Option<Vec<Value>>> = Mutex::new(None);
 
-/// Writes one EMF line for `stage` (and `table`, when given) to standard output, as one write.
+/// Writes one EMF line for `stage` (and `table`, when given) to standard output.
 pub fn emit(stage: &str, table: Option<&str>, values: &[(Metric, f64)]) {
     let mut dimensions = vec![("Stage", stage)];
     if let Some(table) = table {
@@ -158,10 +157,9 @@ pub fn emit(stage: &str, table: Option<&str>, values: &[(Metric, f64)]) {
         kept.push(line);
         return;
     }
-    let mut text = line.to_string();
-    text.push('\n');
-    // Best effort: a closed standard output must not fail the invocation.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    // `println!`: a whole line at once (standard output is line-buffered), and the test
+    // harness captures it.
+    println!("{line}");
 }
 
 /// The units CloudWatch accepts (MetricDatum's `Unit`).
