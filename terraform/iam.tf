@@ -173,3 +173,45 @@ data "aws_iam_policy_document" "tls_only" {
     }
   }
 }
+
+# Operators running `etl` (crates/etl) against this deployment: read both buckets and the
+# database secrets (status, quarantine, the snapshots' comparison), and write only the state
+# objects the command moves (ingest's watermarks for a replay, transform's snapshots for a
+# rebuild). Output operator_policy_arn.
+resource "aws_iam_policy" "operator" {
+  name        = "${var.project}-operator"
+  description = "What the etl command needs: read the pipeline's buckets and database secrets, write its state objects."
+  policy      = data.aws_iam_policy_document.operator.json
+}
+
+data "aws_iam_policy_document" "operator" {
+  statement {
+    sid       = "ListBuckets"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn.ingest, local.bucket_arn.processed]
+  }
+
+  statement {
+    sid       = "ReadEverything"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.bucket_arn.ingest}/*", "${local.bucket_arn.processed}/*"]
+  }
+
+  statement {
+    sid       = "WriteStateObjects"
+    actions   = ["s3:PutObject"]
+    resources = [local.ingest_state, "${local.bucket_arn.processed}/_state/transform/*"]
+  }
+
+  statement {
+    sid       = "ReadDatabaseSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [for s in aws_secretsmanager_secret.db : s.arn]
+  }
+
+  statement {
+    sid       = "UsePipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.pipeline.arn]
+  }
+}

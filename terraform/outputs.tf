@@ -57,3 +57,8 @@ output "analyst_policy_arn" {
   description = "A read-only policy for analysts: query the lake in the workgroup. Attach it to their role or group."
   value       = aws_iam_policy.analyst.arn
 }
+
+output "operator_policy_arn" {
+  description = "What the etl command needs (read the buckets and database secrets, write the state objects): attach it to the operators' role."
+  value       = aws_iam_policy.operator.arn
+}

@@ -440,6 +440,18 @@ fn roles_may_write_where_the_code_writes_its_state() {
         local_text("iam.tf", "transform_extras").contains(&format!("/{snapshots}/*")),
         "transform's role reaches {snapshots}/"
     );
+    // The operators' policy writes what `etl replay` and `etl rebuild-snapshots` write.
+    let body = parse("iam.tf");
+    let operator = labelled(&body, "data", &["aws_iam_policy_document", "operator"]);
+    let writes = blocks(&operator.body, "statement")
+        .find(|s| strings(attribute(&s.body, "actions")) == ["s3:PutObject"])
+        .expect("the operators' write statement");
+    let resources = attribute(&writes.body, "resources").to_string();
+    assert!(resources.contains("local.ingest_state"), "{resources}");
+    assert!(
+        resources.contains(&format!("/{snapshots}/*")),
+        "{resources}"
+    );
 }
 
 #[test]
