@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
-use utils::keys::{parse_file_key, table_prefix};
+use utils::keys::table_prefix;
 use utils::parquet_io::open_parquet;
 use utils::store::S3Store;
 use utils::tables::{TABLES, TableSpec, quote_ident};
@@ -312,15 +312,13 @@ async fn source_table(
 
 /// The data files of `table` in `store`, oldest first.
 pub async fn data_keys(store: &S3Store, table: &str) -> Result<Vec<String>> {
-    let mut keys: Vec<String> = store
-        .list_keys(&table_prefix(table), None)
+    Ok(store
+        .data_files(table, None)
         .await
         .doing(|| format!("listing s3://{}/{}", store.bucket(), table_prefix(table)))?
         .into_iter()
-        .filter(|k| parse_file_key(table, k, "parquet").is_some())
-        .collect();
-    keys.sort();
-    Ok(keys)
+        .map(|(_, key)| key)
+        .collect())
 }
 
 struct Ledger {

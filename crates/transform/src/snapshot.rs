@@ -17,7 +17,6 @@ use std::collections::hash_map::Entry;
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
 use tracing::info;
-use utils::keys::{parse_file_key, table_prefix};
 use utils::parquet_io::{PARQUET_CONTENT_TYPE, parquet_bytes, read_parquet};
 use utils::store::S3Store;
 use utils::tables::{LAST_UPDATED, TableSpec};
@@ -145,13 +144,7 @@ pub fn latest_rows(raw_bucket: &str, file: &RawFile, rows: &RecordBatch) -> Resu
 /// first, merged as transform merges each run's file into the snapshot. Memory holds one file
 /// and the result (one row per entity). Also the raw files read.
 pub async fn rebuild(raw: &S3Store, table: &'static TableSpec) -> Result<(RecordBatch, usize)> {
-    let mut keys: Vec<(chrono::DateTime<chrono::Utc>, String)> = raw
-        .list_keys(&table_prefix(table.name), None)
-        .await?
-        .into_iter()
-        .filter_map(|k| parse_file_key(table.name, &k, "parquet").map(|t| (t, k)))
-        .collect();
-    keys.sort();
+    let keys = raw.data_files(table.name, None).await?;
     let mut merged = RecordBatch::new_empty(relaxed_schema(table));
     for (window_end, key) in &keys {
         let file = RawFile::new(table, key.clone(), *window_end)?;

@@ -8,9 +8,11 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use crate::error::{Error, Result};
+use crate::keys::{parse_file_key, table_prefix};
 
 /// Loads the AWS configuration the standard way (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials
 /// chain).
@@ -314,6 +316,24 @@ impl S3Store {
                 _ => return Ok(keys),
             }
         }
+    }
+
+    /// The data files of `table` (keys [`crate::keys::parquet_key`] wrote) that sort after
+    /// `start_after`, oldest first, each with its time; other objects under the table's prefix
+    /// are passed over.
+    pub async fn data_files(
+        &self,
+        table: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<(DateTime<Utc>, String)>> {
+        let mut files: Vec<(DateTime<Utc>, String)> = self
+            .list_keys(&table_prefix(table), start_after)
+            .await?
+            .into_iter()
+            .filter_map(|k| parse_file_key(table, &k, "parquet").map(|t| (t, k)))
+            .collect();
+        files.sort();
+        Ok(files)
     }
 
     pub(crate) async fn create_multipart_upload(

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::keys::{parquet_key, parse_file_key, table_prefix};
+use crate::keys::parquet_key;
 use crate::store::S3Store;
 
 /// Where a table's state object lives. `_state/` cannot collide with a table's prefix.
@@ -84,11 +84,10 @@ pub async fn last_ingest_time(store: &S3Store, table: &str) -> Result<Option<Dat
     let recorded = state.as_ref().map(|s| s.window_end);
     let after = state.as_ref().map(IngestState::accounted_through);
     let newest_file = store
-        .list_keys(&table_prefix(table), after.as_deref())
+        .data_files(table, after.as_deref())
         .await?
-        .iter()
-        .filter_map(|k| parse_file_key(table, k, "parquet"))
-        .max();
+        .pop()
+        .map(|(t, _)| t);
     Ok(recorded.max(newest_file))
 }
 
@@ -179,12 +178,9 @@ pub async fn replay(
     if before.window_end <= since {
         return Ok(None);
     }
-    let passed_over: Vec<String> = store
-        .list_keys(&table_prefix(table), Some(&parquet_key(table, since)))
-        .await?
-        .into_iter()
-        .filter(|k| parse_file_key(table, k, "parquet").is_some())
-        .collect();
+    let passed_over = store
+        .data_files(table, Some(&parquet_key(table, since)))
+        .await?;
     let after = IngestState {
         table: table.to_owned(),
         window_end: since,
@@ -192,9 +188,8 @@ pub async fn replay(
         rows: 0,
         caught_up: true,
         replayed_over: passed_over
-            .iter()
-            .max()
-            .cloned()
+            .last()
+            .map(|(_, k)| k.clone())
             .or(before.replayed_over.clone()),
     };
     if !dry_run {
@@ -237,6 +232,7 @@ fn corrupt(store: &S3Store, key: &str, reason: impl std::fmt::Display) -> Error 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::table_prefix;
 
     #[test]
     fn state_key_is_outside_every_table_prefix() {
