@@ -224,14 +224,7 @@ impl Budget {
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
-    let started = std::time::Instant::now();
-    let result = Box::pin(invoke(event, deps)).await;
-    metrics::emit(
-        STAGE,
-        None,
-        &[(metrics::DURATION, metrics::seconds(started.elapsed()))],
-    );
-    result
+    metrics::timed(STAGE, Box::pin(invoke(event, deps))).await
 }
 
 async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
@@ -321,7 +314,7 @@ pub async fn run(
             metrics::emit(
                 STAGE,
                 Some(run.table),
-                &[(metrics::FRESHNESS_LAG, metrics::seconds(lag))],
+                &[(metrics::FRESHNESS_LAG, lag.as_secs_f64())],
             );
         }
     }

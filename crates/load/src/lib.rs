@@ -112,14 +112,7 @@ pub struct Settings {
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
-    let started = std::time::Instant::now();
-    let result = Box::pin(invoke(event, deps)).await;
-    utils::metrics::emit(
-        STAGE,
-        None,
-        &[(utils::metrics::DURATION, started.elapsed().as_secs_f64())],
-    );
-    result
+    utils::metrics::timed(STAGE, Box::pin(invoke(event, deps))).await
 }
 
 /// The `Stage` of this Lambda's metrics.

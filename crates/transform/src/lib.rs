@@ -96,19 +96,14 @@ pub struct Output {
 
 /// The Lambda handler.
 pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
-    let started = std::time::Instant::now();
+    utils::metrics::timed(STAGE, invoke(event, deps)).await
+}
+
+async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
+    let request = parse_event(&event.payload)?;
     let deadline = Deadline::from_context_ms(event.context.deadline, deps.deadline_margin);
-    let result = match parse_event(&event.payload) {
-        // Boxed: the future is deep (S3 SDK calls inside Parquet I/O inside the batch).
-        Ok(request) => Box::pin(run(&deps.raw, &deps.processed, request, deadline)).await,
-        Err(e) => Err(e),
-    };
-    utils::metrics::emit(
-        STAGE,
-        None,
-        &[(utils::metrics::DURATION, started.elapsed().as_secs_f64())],
-    );
-    result
+    // Boxed: the future is deep (S3 SDK calls inside Parquet I/O inside the batch).
+    Box::pin(run(&deps.raw, &deps.processed, request, deadline)).await
 }
 
 /// The `Stage` of this Lambda's metrics.

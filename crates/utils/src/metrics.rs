@@ -163,6 +163,7 @@ pub fn emit(stage: &str, table: Option<&str>, values: &[(Metric, f64)]) {
 }
 
 /// The units CloudWatch accepts (MetricDatum's `Unit`).
+#[cfg(any(test, feature = "test-util"))]
 pub const UNITS: &[&str] = &[
     "Seconds",
     "Microseconds",
@@ -200,6 +201,7 @@ pub const UNITS: &[&str] = &[
 /// value 1 to 1024 characters) and 1 to 100 metric definitions (a `Name` of 1 to 1024
 /// characters that is a number member of the root, an optional `Unit` CloudWatch knows),
 /// and no member the specification does not define.
+#[cfg(any(test, feature = "test-util"))]
 pub fn validate(doc: &Value) -> Result<(), String> {
     let root = doc.as_object().ok_or("the root is not an object")?;
     let aws = root["_aws"].as_object().ok_or("_aws is not an object")?;
@@ -316,9 +318,12 @@ impl Drop for Captured {
     }
 }
 
-/// Seconds as a metric value.
-pub fn seconds(d: std::time::Duration) -> f64 {
-    d.as_secs_f64()
+/// Runs one invocation of `stage` and emits its `DurationSeconds`, whatever its result.
+pub async fn timed<T>(stage: &str, invocation: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let result = invocation.await;
+    emit(stage, None, &[(DURATION, started.elapsed().as_secs_f64())]);
+    result
 }
 
 #[cfg(test)]
