@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Client;
 
 use crate::NOW_MS;
-use utils::warehouse::warehouse_table;
+use utils::warehouse::{WAREHOUSE_TABLES, WarehouseTable, WhType, warehouse_table};
 
 /// Rows of a query whose columns are all cast to text, sorted.
 pub async fn sql_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
@@ -72,6 +72,29 @@ pub const EXPECTED_DIMENSIONS: &[(&str, &str)] = &[
 pub const DATE: &str = "::date::text";
 pub fn time(column: &str) -> String {
     format!("(extract(epoch FROM {column}::time) * 1000000)::int8::text")
+}
+
+/// The registry columns of a warehouse table as text, as the expectations render them: times
+/// as microseconds of the day.
+pub fn select_all(table: &WarehouseTable) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| match c.wh_type {
+            WhType::Time => time(c.name),
+            _ => format!("{}::text", c.name),
+        })
+        .collect();
+    format!("SELECT {} FROM {}", columns.join(", "), table.name)
+}
+
+/// Every warehouse table's rows in the warehouse behind `client`, rendered by [`select_all`].
+pub async fn warehouse_rows(client: &Client) -> BTreeMap<&'static str, Vec<Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for table in WAREHOUSE_TABLES {
+        out.insert(table.name, sql_rows(client, &select_all(table)).await);
+    }
+    out
 }
 
 /// The current version of each fact row, in SQL.
@@ -176,6 +199,14 @@ pub fn source_changes() -> Vec<String> {
         ),
         format!("UPDATE payment SET paid = true, last_updated = {NOW_MS} WHERE payment_id = 4;"),
     ]
+}
+
+/// A new sales order (id 4) whose agreed delivery date is `'soon'`: transform quarantines it.
+pub fn order_with_a_bad_date() -> String {
+    format!(
+        "INSERT INTO sales_order VALUES
+           (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, 'soon', '2024-12-15', 2);"
+    )
 }
 
 /// Every fact version seen so far, per fact table: the rows that must stay in the warehouse.

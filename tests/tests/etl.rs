@@ -62,20 +62,7 @@ impl Setup {
         let source = self.p.source().await;
         let mut facts = BTreeMap::new();
         record_versions(&source, &mut facts).await;
-        let warehouse = self.wh.client().await;
-        let mut tables = BTreeMap::new();
-        for table in utils::warehouse::WAREHOUSE_TABLES {
-            let columns: Vec<String> = table
-                .columns
-                .iter()
-                .map(|c| match c.wh_type {
-                    utils::warehouse::WhType::Time => time(c.name),
-                    _ => format!("{}::text", c.name),
-                })
-                .collect();
-            let sql = format!("SELECT {} FROM {}", columns.join(", "), table.name);
-            tables.insert(table.name, sql_rows(&warehouse, &sql).await);
-        }
+        let tables = warehouse_rows(&self.wh.client().await).await;
         assert_star_schema(&source, &tables, &facts, when).await;
     }
 }
@@ -430,10 +417,7 @@ async fn quarantined_rows_are_listed_and_shown_with_their_reasons() {
     let s = Setup::new().await;
     s.p.source()
         .await
-        .batch_execute(&format!(
-            "INSERT INTO sales_order VALUES
-               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, 'soon', '2024-12-15', 2);"
-        ))
+        .batch_execute(&order_with_a_bad_date())
         .await
         .unwrap();
     s.round().await;

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use totesys_tests::expected::*;
 use totesys_tests::pipeline::{Pipeline, load_deps};
 use totesys_tests::*;
-use utils::warehouse::{WAREHOUSE_TABLES, WarehouseTable, WhType};
+use utils::warehouse::WAREHOUSE_TABLES;
 
 /// The whole pipeline: a source, the two buckets and a warehouse.
 struct Stack {
@@ -101,12 +101,7 @@ impl Stack {
 
     /// Every table's rows, rendered as the expectations render them.
     async fn tables(&self) -> BTreeMap<&'static str, Vec<Vec<String>>> {
-        let client = self.warehouse().await;
-        let mut out = BTreeMap::new();
-        for table in WAREHOUSE_TABLES {
-            out.insert(table.name, sql_rows(&client, &select_all(table)).await);
-        }
-        out
+        warehouse_rows(&self.warehouse().await).await
     }
 
     async fn ledger(&self) -> Vec<(String, i64)> {
@@ -138,19 +133,6 @@ async fn assert_missing_payment_dimension(s: &Stack, e: &load::Error, event: &Va
         s.tables().await.values().all(Vec::is_empty),
         "nothing committed"
     );
-}
-
-/// The registry columns of `table` as text: times as microseconds of the day.
-fn select_all(table: &WarehouseTable) -> String {
-    let columns: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| match c.wh_type {
-            WhType::Time => time(c.name),
-            _ => format!("{}::text", c.name),
-        })
-        .collect();
-    format!("SELECT {} FROM {}", columns.join(", "), table.name)
 }
 
 /// The whole warehouse against the source: dimensions as the source is now, every fact
@@ -713,6 +695,17 @@ where
     }
 }
 
+/// Invokes the load with `deps` at a passed deadline until it reports complete: the outputs.
+async fn load_until_complete(deps: &load::Deps, event: Value) -> Vec<Value> {
+    until_complete(event, |event| async move {
+        let out = load::handler(LambdaEvent::new(event, context_at_deadline()), deps)
+            .await
+            .unwrap();
+        serde_json::to_value(out).unwrap()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_backfill_in_bounded_files_and_invocations_cut_by_their_deadline_loads_exactly() {
     let s = Stack::new(true).await;
@@ -793,16 +786,7 @@ async fn a_backfill_in_bounded_files_and_invocations_cut_by_their_deadline_loads
             if batch["has_new_data"] != json!(true) {
                 continue;
             }
-            let loaded = until_complete(batch, |event| {
-                let load = &load;
-                async move {
-                    let out = load::handler(LambdaEvent::new(event, context_at_deadline()), load)
-                        .await
-                        .unwrap();
-                    serde_json::to_value(out).unwrap()
-                }
-            })
-            .await;
+            let loaded = load_until_complete(&load, batch).await;
             loads += loaded.len();
         }
     }
@@ -1198,16 +1182,7 @@ async fn invocations_cut_by_the_deadline_leave_the_views_to_one_more_invocation(
     let s = Stack::with_views().await;
     let mut load = s.deps().await;
     load.config.deadline_margin = PAST_MARGIN;
-    let outputs = until_complete(s.transformed().await, |event| {
-        let load = &load;
-        async move {
-            let out = load::handler(LambdaEvent::new(event, context_at_deadline()), load)
-                .await
-                .unwrap();
-            serde_json::to_value(out).unwrap()
-        }
-    })
-    .await;
+    let outputs = load_until_complete(&load, s.transformed().await).await;
     // One file per invocation, then the refresh on its own.
     assert_eq!(outputs.len(), 11 + 1, "{outputs:#?}");
     let (last, before) = (&outputs[11], &outputs[10]);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
+use totesys_tests::expected::order_with_a_bad_date;
 use totesys_tests::pipeline::{Pipeline, load_deps};
 use totesys_tests::*;
 use utils::metrics::{Captured, validate};
@@ -43,10 +44,7 @@ async fn each_stage_emits_its_rows_bytes_duration_lag_and_quarantine_as_emf() {
     let wh = TestDb::warehouse().await;
     p.source()
         .await
-        .batch_execute(&format!(
-            "INSERT INTO sales_order VALUES
-               (4, {NOW_MS}, {NOW_MS}, 2, 1, 2, 5, 12.50, 1, 'soon', '2024-12-15', 2);"
-        ))
+        .batch_execute(&order_with_a_bad_date())
         .await
         .unwrap();
     let captured = Captured::start();

@@ -37,6 +37,11 @@ impl Buckets {
     }
 }
 
+/// Where `table`'s next window starts, as its state object says.
+async fn watermark(raw: &S3Store, table: &str) -> chrono::DateTime<Utc> {
+    read_state(raw, table).await.unwrap().unwrap().window_end
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -139,14 +144,7 @@ async fn a_replay_asks_first_and_a_dry_run_writes_nothing() {
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(
-        read_state(&b.raw, "staff")
-            .await
-            .unwrap()
-            .unwrap()
-            .window_end,
-        end
-    );
+    assert_eq!(watermark(&b.raw, "staff").await, end);
 
     // No terminal to ask on, no --yes: nothing changes.
     let out = b.etl(&args);
@@ -156,14 +154,7 @@ async fn a_replay_asks_first_and_a_dry_run_writes_nothing() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(
-        read_state(&b.raw, "staff")
-            .await
-            .unwrap()
-            .unwrap()
-            .window_end,
-        end
-    );
+    assert_eq!(watermark(&b.raw, "staff").await, end);
 
     let out = b.etl(&[&args[..], &["--yes"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -172,10 +163,8 @@ async fn a_replay_asks_first_and_a_dry_run_writes_nothing() {
         "{}",
         text(&out.stdout)
     );
-    let moved = read_state(&b.raw, "staff")
-        .await
-        .unwrap()
-        .unwrap()
-        .window_end;
-    assert_eq!(moved, Utc.with_ymd_and_hms(2024, 11, 1, 0, 0, 0).unwrap());
+    assert_eq!(
+        watermark(&b.raw, "staff").await,
+        Utc.with_ymd_and_hms(2024, 11, 1, 0, 0, 0).unwrap()
+    );
 }
