@@ -275,21 +275,20 @@ resource "aws_athena_workgroup" "lake" {
 }
 
 # The workgroup's total per day, beside the per-query cutoff: an alarm on the topic when the
-# queries of one day scan more than athena_daily_bytes_scanned_alarm (null: no alarm).
-resource "aws_cloudwatch_metric_alarm" "athena_daily_bytes" {
-  count               = var.athena_daily_bytes_scanned_alarm == null ? 0 : 1
-  alarm_name          = "${var.project}-athena-daily-bytes-scanned"
-  alarm_description   = "Queries in the ${aws_athena_workgroup.lake.name} workgroup scanned more than ${var.athena_daily_bytes_scanned_alarm} bytes in a day."
-  namespace           = "AWS/Athena"
-  metric_name         = "ProcessedBytes"
-  dimensions          = { WorkGroup = aws_athena_workgroup.lake.name }
-  statistic           = "Sum"
-  period              = 86400
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.athena_daily_bytes_scanned_alarm
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_sns_topic.alarms.arn]
+# queries of one day scan more than athena_daily_bytes_scanned_alarm (null: no alarm). One of
+# the pipeline's alarms (monitoring.tf).
+locals {
+  athena_alarms = var.athena_daily_bytes_scanned_alarm == null ? {} : {
+    "${var.project}-athena-daily-bytes-scanned" = {
+      description = "Queries in the ${aws_athena_workgroup.lake.name} workgroup scanned more than ${var.athena_daily_bytes_scanned_alarm} bytes in a day."
+      namespace   = "AWS/Athena"
+      metric      = "ProcessedBytes"
+      dimensions  = { WorkGroup = aws_athena_workgroup.lake.name }
+      statistic   = "Sum"
+      period      = 86400
+      threshold   = var.athena_daily_bytes_scanned_alarm
+    }
+  }
 }
 
 # Analysts: query in the workgroup, read the catalog and both zones' data files (not the

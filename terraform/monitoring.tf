@@ -134,7 +134,7 @@ locals {
       threshold   = 0
     }
   }
-  alarms = merge(local.lambda_alarms, local.execution_alarms, local.event_rule_alarms, {
+  alarms = merge(local.lambda_alarms, local.execution_alarms, local.event_rule_alarms, local.athena_alarms, {
     "${var.project}-quarantined-rows" = {
       description = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (README, Operations)."
       namespace   = var.project
