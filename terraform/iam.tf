@@ -6,6 +6,8 @@ locals {
   ingest_state     = "${local.bucket_arn.ingest}/_state/ingest/*"
   star_objects     = [for t in local.warehouse_tables : "${local.bucket_arn.processed}/${t}/*"]
   transform_extras = ["${local.bucket_arn.processed}/quarantine/*", "${local.bucket_arn.processed}/_state/transform/*"]
+  # The load's queue: transform puts a marker per processed file, load deletes it once loaded.
+  load_queue = "${local.bucket_arn.processed}/_state/pending/*"
 
   lambda_statements = {
     ingest = [
@@ -33,14 +35,20 @@ locals {
         resources = [local.bucket_arn.ingest, local.bucket_arn.processed]
       },
       {
-        sid       = "ReadRawFiles"
+        # The watermarks bound what transform takes: ingest's commit of its files.
+        sid       = "ReadRawFilesAndWatermarks"
         actions   = ["s3:GetObject"]
-        resources = local.raw_objects
+        resources = concat(local.raw_objects, [local.ingest_state])
       },
       {
-        sid       = "WriteStarSchemaQuarantineAndSnapshots"
+        sid       = "WriteStarSchemaQuarantineSnapshotsAndCursor"
         actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
         resources = concat(local.star_objects, local.transform_extras)
+      },
+      {
+        sid       = "QueueProcessedFiles"
+        actions   = ["s3:PutObject"]
+        resources = [local.load_queue]
       },
     ]
     load = [
@@ -58,6 +66,11 @@ locals {
         sid       = "ReadStarSchemaFiles"
         actions   = ["s3:GetObject"]
         resources = local.star_objects
+      },
+      {
+        sid       = "TakeFilesOffTheQueue"
+        actions   = ["s3:DeleteObject"]
+        resources = [local.load_queue]
       },
     ]
   }

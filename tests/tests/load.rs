@@ -46,6 +46,19 @@ impl Stack {
         load_deps(&self.p.processed, url, bulk_min_rows).await
     }
 
+    /// Takes the files `event` lists off the load's queue, as if transform had not queued
+    /// them: only an event naming them then loads them.
+    async fn unqueue(&self, event: &Value) {
+        for keys in event["files"].as_object().unwrap().values() {
+            for key in keys.as_array().unwrap() {
+                let key = key.as_str().unwrap();
+                utils::cursor::clear_pending(&self.p.processed, key)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     async fn load(&self, event: Value) -> Result<load::Output, load::Error> {
         load::handler(
             LambdaEvent::new(event, Context::default()),
@@ -247,22 +260,39 @@ async fn concurrent_invocations_apply_each_file_once() {
 }
 
 #[tokio::test]
-async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_its_run() {
+async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_the_queue() {
     let s = Stack::new(true).await;
     let event = s.transformed().await;
     let facts_only = json!({
         "bucket": event["bucket"],
         "files": {"fact_payment": event["files"]["fact_payment"]},
     });
+    // Nothing queued (with the dimension files queued, an event naming the facts alone loads
+    // those first).
+    s.unqueue(&event).await;
     let e = s.load(facts_only.clone()).await.unwrap_err();
     assert_missing_payment_dimension(&s, &e, &event).await;
 
-    // The fact file's own notification arrives first: the load takes the whole run,
-    // dimensions before facts.
+    // Queued again (as a re-run of their batch queues them), the fact file's own notification
+    // loads the queue, dimensions before facts.
+    for keys in event["files"].as_object().unwrap().values() {
+        for key in keys.as_array().unwrap() {
+            utils::cursor::mark_pending(&s.p.processed, key.as_str().unwrap())
+                .await
+                .unwrap();
+        }
+    }
     let key = event["files"]["fact_payment"][0].as_str().unwrap();
     let notification = json!({"Records": [{"s3": {
         "bucket": {"name": s.p.processed.bucket()}, "object": {"key": key}}}]});
     let out = s.load(notification).await.unwrap();
+    assert!(
+        utils::cursor::pending(&s.p.processed)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the queue is empty once every file is in the ledger"
+    );
     assert_eq!(out.loaded.len(), 11);
     let mut facts = BTreeMap::new();
     record_versions(&s.p.source().await, &mut facts).await;
@@ -294,7 +324,9 @@ async fn a_late_dimension_file_is_applied_as_if_in_order() {
         .await
         .unwrap();
     let third = s.transformed().await;
-    // The third run's files load first; the second's arrive late.
+    // The third run's files load first; the second's arrive late (not queued: named by an
+    // event alone).
+    s.unqueue(&second).await;
     s.load(third).await.unwrap();
     let late = s.load(second).await.unwrap();
     assert!(late.loaded.contains_key("dim_currency"), "{late:?}");
@@ -584,6 +616,7 @@ async fn a_missing_dimension_on_the_bulk_path_fails_the_file_and_commits_nothing
         "bucket": event["bucket"],
         "files": {"fact_payment": event["files"]["fact_payment"]},
     });
+    s.unqueue(&event).await;
     let e = s.bulk_load(facts_only).await.unwrap_err();
     assert_missing_payment_dimension(&s, &e, &event).await;
     assert!(s.ledger().await.is_empty());

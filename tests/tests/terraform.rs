@@ -440,6 +440,27 @@ fn roles_may_write_where_the_code_writes_its_state() {
         local_text("iam.tf", "transform_extras").contains(&format!("/{snapshots}/*")),
         "transform's role reaches {snapshots}/"
     );
+    let cursor = folder(utils::cursor::TRANSFORM_CURSOR_KEY).to_owned();
+    assert!(
+        local_text("iam.tf", "transform_extras").contains(&format!("/{cursor}/*")),
+        "transform's role reaches {cursor}/"
+    );
+    // Transform queues processed files there, load takes them off.
+    let queue = local_text("iam.tf", "load_queue");
+    assert!(
+        queue.contains(&format!("/{}*", utils::cursor::PENDING_PREFIX)),
+        "{queue}"
+    );
+    let iam = std::fs::read_to_string(terraform_dir().join("iam.tf")).unwrap();
+    for (sid, action) in [
+        ("QueueProcessedFiles", "s3:PutObject"),
+        ("TakeFilesOffTheQueue", "s3:DeleteObject"),
+    ] {
+        let at = iam.find(&format!("\"{sid}\"")).expect(sid);
+        let statement = &iam[at..at + iam[at..].find('}').unwrap()];
+        assert!(statement.contains(action), "{statement}");
+        assert!(statement.contains("local.load_queue"), "{statement}");
+    }
     // The operators' policy writes what `etl replay` and `etl rebuild-snapshots` write.
     let body = parse("iam.tf");
     let operator = labelled(&body, "data", &["aws_iam_policy_document", "operator"]);
@@ -452,6 +473,7 @@ fn roles_may_write_where_the_code_writes_its_state() {
         resources.contains(&format!("/{snapshots}/*")),
         "{resources}"
     );
+    assert!(resources.contains(&format!("/{cursor}/*")), "{resources}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `etl replay`: moves tables' watermarks back, so that the next run reads from a past time
-//! again (after fixing a transform bug, say). The raw files written since stay (the bucket
+//! again (after fixing a transform bug, say), and transform's cursor with them, so that the
+//! files that run writes are transformed whatever their keys. The raw files written since stay (the bucket
 //! keeps versions); the state object records the newest of them, so that they do not move the
 //! window forward again (`utils::watermark::replay`). The warehouse gains nothing twice:
 //! dimensions are upserted only where different, fact versions are unique.
@@ -43,6 +44,13 @@ pub async fn replay(
                     spec.name
                 )
             })?;
+        if let (Some(_), false) = (&replay, dry_run) {
+            // The files the next run writes may sort before those transformed already.
+            let from = utils::keys::parquet_key(spec.name, since);
+            utils::cursor::rewind_transform_cursor(&pipeline.processed, spec.name, &from)
+                .await
+                .doing(|| format!("moving back transform's cursor for {}", spec.name))?;
+        }
         let rows_to_read = match (&source, &replay) {
             (Some(client), Some(_)) => Some(count_since(client, spec, since).await?),
             _ => None,

@@ -117,10 +117,8 @@ pub struct Limits {
     pub deadline: Deadline,
 }
 
-/// The source tables that become fact tables. Their rows reference rows of every other table
-/// (through the warehouse's foreign keys), so they are never read past the dimension tables:
-/// see [`Hold`].
-pub const FACT_TABLES: [&str; 3] = ["sales_order", "purchase_order", "payment"];
+/// The source tables that become fact tables, from the registry.
+pub use utils::tables::FACT_TABLES;
 
 /// How far a fact table may be read in an invocation that does not read the dimension tables
 /// itself: to the earliest watermark among them (rows past it could reference dimension rows

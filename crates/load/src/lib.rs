@@ -28,22 +28,19 @@ pub mod views;
 use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
-use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use utils::deadline::Deadline;
 use utils::file_list::FileList;
-use utils::keys::parquet_key;
 use utils::parquet_io::{ParquetStream, open_parquet_version, schema_difference, unwrap_external};
 use utils::store::S3Store;
 use utils::tables::quote_ident;
-use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
+use utils::warehouse::{Kind, WarehouseTable};
 
 use crate::bulk::Bulk;
 pub use crate::config::Config;
@@ -132,54 +129,58 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     Box::pin(run(&mut client, &deps.store, request, settings)).await
 }
 
-/// Loads what `request` names from `store` into the warehouse behind `client`.
+/// Loads every processed file queued for the load (see [`utils::cursor`]) and any `request`
+/// names, from `store` into the warehouse behind `client`: dimensions first, each table's files
+/// in key order. Each file's marker is cleared once the ledger holds it.
 pub async fn run(
     client: &mut Client,
     store: &S3Store,
     request: Request,
-    mut settings: Settings,
+    settings: Settings,
 ) -> Result<Output> {
-    // A list of no files is what an invocation leaves when only its views' refresh is left.
+    // A list of no files is what an invocation leaves when only queued files, or its views'
+    // refresh, are left.
     let listed = matches!(request, Request::Files { .. });
-    let files = match request {
-        Request::Nothing => Vec::new(),
+    let named = match request {
+        Request::Nothing => return Ok(Output::default()),
         Request::Files { bucket, files } => {
             store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
             files
         }
-        Request::Run { bucket, at } => {
+        // S3 mode: the notification stands for whatever is queued.
+        Request::Run { bucket, .. } => {
             store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
-            // S3 mode: nothing would invoke the load again for the files left, so a run's
-            // files (at most one per table, each within the file bound) load in one go.
-            settings.deadline = Deadline::NONE;
-            run_files(store, at).await?
+            Vec::new()
         }
     };
+    let files = queued(store, named).await?;
     let mut output = Output::default();
     if files.is_empty() && !listed {
         return Ok(output);
     }
+    let Settings { deadline, mut bulk } = settings;
     schema::prepare(client).await?;
     let mut progress = utils::logging::Progress::new(STAGE, None, files.len());
     let mut files = files.into_iter();
     let mut done = 0;
     while let Some(file) = files.next() {
-        if done > 0 && settings.deadline.reached() {
-            let files = std::iter::once(file).chain(files);
-            let left = FileList::of(store.bucket(), files.map(|f| (f.table.name, f.key)));
+        if done > 0 && deadline.reached() {
+            let left = 1 + files.len();
             info!(
                 files_done = done,
-                files_left = left.len(),
+                files_left = left,
                 "deadline margin reached: the files left are for the next invocation"
             );
             output.complete = false;
-            output.remaining = Some(left);
+            // The files left stay queued: the next invocation finds them itself.
+            output.remaining = Some(FileList::new(store.bucket()));
             break;
         }
         let table = file.table.name;
-        let changed = load_file(client, store, &file, &mut settings.bulk)
+        let changed = load_file(client, store, &file, &mut bulk)
             .await
             .map_err(|e| in_file(e, store, &file))?;
+        utils::cursor::clear_pending(store, &file.key).await?;
         done += 1;
         progress.step(changed.unwrap_or(0));
         match changed {
@@ -190,7 +191,7 @@ pub async fn run(
     // The views are refreshed once the files are: by this invocation if it has time left,
     // else by one more, handed a list of no files.
     if output.complete {
-        if done > 0 && settings.deadline.reached() && views::any_pending(client).await? {
+        if done > 0 && deadline.reached() && views::any_pending(client).await? {
             info!(
                 files_done = done,
                 "deadline margin reached: the materialized views are refreshed by the next \
@@ -205,15 +206,26 @@ pub async fn run(
     Ok(output)
 }
 
-/// Every processed data file of the transform run at `at`, dimensions first.
-pub async fn run_files(store: &S3Store, at: DateTime<Utc>) -> Result<Vec<ProcessedFile>> {
-    let found = try_join_all(WAREHOUSE_TABLES.iter().map(|table| async move {
-        let key = parquet_key(table.name, at);
-        let exists = store.etag(&key).await?.is_some();
-        Ok::<_, Error>(exists.then_some(ProcessedFile { table, key }))
-    }))
-    .await?;
-    Ok(found.into_iter().flatten().collect())
+/// The files to load: every one queued and every one of `named` (the ledger skips those it
+/// holds), dimensions first, each table's in key order.
+pub async fn queued(store: &S3Store, named: Vec<ProcessedFile>) -> Result<Vec<ProcessedFile>> {
+    let mut files = named;
+    for key in utils::cursor::pending(store).await? {
+        match ProcessedFile::from_key(&key) {
+            Some((file, _)) if !files.iter().any(|f| f.key == file.key) => files.push(file),
+            Some(_) => {}
+            None => {
+                warn!(
+                    key = key.as_str(),
+                    "a queued key is not a processed data key; ignored"
+                );
+            }
+        }
+    }
+    files.sort_by(|a, b| {
+        (event::position(a.table), &a.key).cmp(&(event::position(b.table), &b.key))
+    });
+    Ok(files)
 }
 
 /// Names the file in an error that does not already.

@@ -3,20 +3,17 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, Date32Array, Int32Array, RecordBatch, StringArray};
+use arrow::array::{Date32Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::Date32Type;
 use arrow::error::ArrowError;
 use chrono::{Datelike, NaiveDate};
-use utils::parquet_io::read_parquet;
-use utils::store::S3Store;
 use utils::warehouse::warehouse_table;
 
 use crate::error::Result;
 
 /// dim_date rows for `dates` (days since 1970-01-01), in date order: ISO day of week
 /// (1 = Monday), English day and month names, quarter 1-4. Fact rows whose dates chrono cannot
-/// name were quarantined and [`dates_in`] refuses such a file, so none should reach here; one
-/// that does is an error, not a panic.
+/// name were quarantined, so none should reach here; one that does is an error, not a panic.
 pub fn dim_date(dates: &BTreeSet<i32>) -> Result<RecordBatch> {
     let days: Vec<NaiveDate> = dates
         .iter()
@@ -53,39 +50,11 @@ pub fn dim_date(dates: &BTreeSet<i32>) -> Result<RecordBatch> {
     .map_err(utils::Error::from)?)
 }
 
-/// The dates of the dim_date file at `key`, if there is one.
-pub async fn dates_in(store: &S3Store, key: &str) -> Result<BTreeSet<i32>> {
-    let Some(bytes) = store.get(key).await? else {
-        return Ok(BTreeSet::new());
-    };
-    let corrupt = |reason: String| utils::Error::CorruptState {
-        bucket: store.bucket().to_owned(),
-        key: key.to_owned(),
-        reason,
-    };
-    let contents = read_parquet(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut dates = BTreeSet::new();
-    for batch in &contents.batches {
-        let column = batch
-            .column_by_name("date_id")
-            .and_then(|c| c.as_primitive_opt::<Date32Type>())
-            .ok_or_else(|| corrupt("no date_id date column".into()))?;
-        if let Some(day) = column
-            .values()
-            .iter()
-            .find(|&&d| Date32Type::to_naive_date_opt(d).is_none())
-        {
-            return Err(corrupt(format!("date_id {day} is not a calendar date")).into());
-        }
-        dates.extend(column.values().iter().copied());
-    }
-    Ok(dates)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::facts::parse_date;
+    use arrow::array::AsArray;
     use arrow::datatypes::Int32Type;
 
     #[test]

@@ -40,6 +40,7 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
+use utils::cursor::TransformCursor;
 use utils::deadline::Deadline;
 use utils::file_list::FileList;
 use utils::keys::parquet_key;
@@ -54,9 +55,7 @@ use crate::event::{RawFile, Request, parse_event};
 use crate::facts::{FactSpec, quarantine_schema, transform_batch};
 use crate::raw::{OpenFile, ints};
 use crate::route::{Direct, Joined, Route, Streamed};
-use crate::staging::{
-    LazyUpload, Sources, Staged, latest, plain_columns, stage_batch, stage_stream,
-};
+use crate::staging::{LazyUpload, Sources, Staged, plain_columns, stage_batch, stage_stream};
 
 /// What the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
@@ -109,23 +108,24 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
 /// The `Stage` of this Lambda's metrics.
 pub(crate) const STAGE: &str = "transform";
 
-/// Transforms what `request` names from `raw` into `processed` in [`event::batches`]; once
-/// `deadline` is reached no new batch starts (one always runs).
+/// Transforms every raw file after transform's cursor (and any file `request` names that the
+/// cursor does not cover) from `raw` into `processed` in [`event::batches`], moving the cursor
+/// after each batch; once `deadline` is reached no new batch starts (one always runs).
 pub async fn run(
     raw: &S3Store,
     processed: &S3Store,
     request: Request,
     deadline: Deadline,
 ) -> Result<Output> {
-    let files = match request {
-        Request::Nothing => Vec::new(),
+    let named = match request {
+        Request::Nothing => None,
         Request::Files { bucket, files } => {
             raw.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
-            files
+            Some(files)
         }
         Request::Window { bucket, window_end } => {
             raw.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
-            window_files(raw, window_end).await?
+            Some(window_files(raw, window_end).await?)
         }
     };
     let mut output = Output {
@@ -137,34 +137,141 @@ pub async fn run(
         complete: true,
         remaining: None,
     };
+    let Some(named) = named else {
+        info!("no raw data files in the event");
+        return Ok(output);
+    };
+    let (cursor, _) = utils::cursor::read_transform_cursor(processed).await?;
+    let files = untransformed(raw, &cursor, named).await?;
     if files.is_empty() {
         info!("no raw files to transform");
-        return Ok(output);
     }
+    let mut place = Place::new(cursor, &files);
     let batches = event::batches(files);
     let mut progress = utils::logging::Progress::new(STAGE, None, batches.len());
     let mut batches = batches.into_iter();
     let mut done = 0;
     while let Some(batch) = batches.next() {
         if done > 0 && deadline.reached() {
-            let files = std::iter::once(batch).chain(batches).flatten();
-            let left = FileList::of(raw.bucket(), files.map(|f| (f.table.name, f.key)));
+            let left = 1 + batches.len();
             info!(
                 batches_done = done,
-                files_left = left.len(),
+                batches_left = left,
                 "deadline margin reached: the files left are for the next invocation"
             );
             output.complete = false;
-            output.remaining = Some(left);
+            // The files left are after the cursor: the next invocation finds them itself.
+            output.remaining = Some(FileList::new(raw.bucket()));
             break;
         }
         let rows_before = output.row_counts.values().sum::<u64>();
+        let keys: Vec<String> = batch.iter().map(|f| f.key.clone()).collect();
         Box::pin(run_batch(raw, processed, batch, &mut output)).await?;
+        place.done(keys);
+        utils::cursor::advance_transform_cursor(processed, &place.through).await?;
         done += 1;
         progress.step(output.row_counts.values().sum::<u64>() - rows_before);
     }
-    output.has_new_data = !output.files.is_empty();
+    // Files a lost or failed result left queued count too: the load has work.
+    output.has_new_data = !output.files.is_empty()
+        || !processed
+            .list_page(utils::cursor::PENDING_PREFIX, 1)
+            .await?
+            .is_empty();
     Ok(output)
+}
+
+/// The raw files to transform: every data file after the cursor up to the table's ingest
+/// watermark, and those of `named` that the cursor does not cover (an event may add files,
+/// never hide one). The watermark is ingest's commit: a file is complete before it moves past
+/// its key, and no later run writes a key at or before it (but a replay, which moves the
+/// cursor back too), so the cursor never passes a file still to come. A file past the
+/// watermark (a crash before the watermark moved, or the files a replay passes over) waits for
+/// the run that moves the watermark past it; a table with no watermark (never ingested: files
+/// put by hand) has no such bound. The fact tables are listed before the dimension tables, so
+/// every dimension file a listed fact file's rows reference (written before it, see ingest's
+/// hold) is listed too.
+async fn untransformed(
+    raw: &S3Store,
+    cursor: &TransformCursor,
+    named: Vec<RawFile>,
+) -> Result<Vec<RawFile>> {
+    let (facts, dimensions): (Vec<_>, Vec<_>) = TABLES.iter().partition(|t| t.is_fact());
+    let mut files = Vec::new();
+    for group in [facts, dimensions] {
+        let listed = try_join_all(group.into_iter().map(|t| async move {
+            let watermark = utils::watermark::read_state(raw, t.name).await?;
+            let horizon = watermark.map(|s| parquet_key(t.name, s.window_end));
+            let mut found = raw.data_files(t.name, cursor.through(t.name)).await?;
+            if let Some(horizon) = horizon {
+                found.retain(|(_, key)| *key <= horizon);
+            }
+            Ok::<_, Error>((t, found))
+        }))
+        .await?;
+        for (t, found) in listed {
+            for (window_end, key) in found {
+                files.push(RawFile::new(t, key, window_end)?);
+            }
+        }
+    }
+    for file in named {
+        if cursor.covers(file.table.name, &file.key) {
+            info!(
+                table = file.table.name,
+                key = file.key.as_str(),
+                "named in the event and transformed already; skipped"
+            );
+        } else if !files.iter().any(|f| f.key == file.key) {
+            files.push(file);
+        }
+    }
+    Ok(files)
+}
+
+/// Where the cursor can move as batches finish: per table, through the newest key before which
+/// every file of this invocation's table is done (batches do not take a table's files in key
+/// order when a fact file waits for a newer dimension file).
+struct Place {
+    /// Each table's files of this invocation, in key order, and whether each is done.
+    files: BTreeMap<&'static str, Vec<(String, bool)>>,
+    through: BTreeMap<String, String>,
+}
+
+impl Place {
+    fn new(cursor: TransformCursor, files: &[RawFile]) -> Self {
+        let mut by_table: BTreeMap<&'static str, Vec<(String, bool)>> = BTreeMap::new();
+        for f in files {
+            by_table
+                .entry(f.table.name)
+                .or_default()
+                .push((f.key.clone(), false));
+        }
+        for keys in by_table.values_mut() {
+            keys.sort();
+        }
+        Place {
+            files: by_table,
+            through: cursor.through,
+        }
+    }
+
+    fn done(&mut self, keys: Vec<String>) {
+        for (table, files) in &mut self.files {
+            for (key, done) in files.iter_mut() {
+                *done |= keys.contains(key);
+            }
+            if let Some((key, _)) = files.iter().take_while(|(_, done)| *done).last() {
+                let newer = self
+                    .through
+                    .get(*table)
+                    .is_none_or(|through| key.as_str() > through.as_str());
+                if newer {
+                    self.through.insert((*table).to_owned(), key.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Transforms one batch (at most one file per table) into `output`.
@@ -225,10 +332,6 @@ async fn run_batch(
         }
         if !dates.is_empty() {
             let table = utils::warehouse::warehouse_table("dim_date")?;
-            let key = parquet_key(table.name, latest(&fact_times));
-            // A date, once written for a window, stays: a later batch for the same window
-            // with fewer fact files (a hand-made event, a partial re-run) only adds to it.
-            dates.extend(dates::dates_in(processed, &key).await?);
             let batch = dates::dim_date(&dates)?;
             stage_batch(processed, &mut staged, table, &batch, &fact_times).await?;
         }
@@ -239,7 +342,8 @@ async fn run_batch(
         staged.abort().await;
         return Err(e);
     }
-    staged.finish(output).await?;
+    let written = staged.finish(output).await?;
+    staging::queue(processed, &written).await?;
     dims.save(processed).await?;
     let seconds = started.elapsed().as_secs_f64();
     let rows = output.row_counts.values().sum::<u64>() - rows_in;

@@ -6,7 +6,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
-use utils::keys::parquet_key;
+use utils::keys::suffixed_parquet_key;
 use utils::parquet_io::{PIPELINE_VERSION, ParquetUpload};
 use utils::store::S3Store;
 use utils::warehouse::{WarehouseTable, WhType};
@@ -42,7 +42,9 @@ impl Staged {
         }
     }
 
-    pub(crate) async fn finish(self, output: &mut Output) -> Result<()> {
+    /// Completes every output into `output`: the data files' keys (not quarantine's).
+    pub(crate) async fn finish(self, output: &mut Output) -> Result<Vec<String>> {
+        let mut data = Vec::new();
         let mut uploads = self.uploads.into_iter();
         while let Some(StagedUpload {
             name,
@@ -64,6 +66,15 @@ impl Staged {
                     return Err(e.into());
                 }
             };
+            if written.existed {
+                // The same batch ran before (a retry, a repeated event) and wrote this output;
+                // it stays as it was, what the load may have applied already.
+                info!(
+                    table = name.as_str(),
+                    key = written.key.as_str(),
+                    "written by an earlier run of this batch; kept"
+                );
+            }
             if quarantine {
                 warn!(
                     table = name.as_str(),
@@ -94,12 +105,26 @@ impl Staged {
                     ],
                 );
                 *output.row_counts.entry(name.clone()).or_default() += written.rows;
+                data.push(written.key.clone());
                 output.files.entry(name).or_default().push(written.key);
             }
         }
-        Ok(())
+        Ok(data)
     }
 }
+
+/// Queues the data files `keys` for the load (see [`utils::cursor`]): after they are complete,
+/// before the cursor moves past their raw files.
+pub(crate) async fn queue(processed: &S3Store, keys: &[String]) -> Result<()> {
+    futures_util::future::try_join_all(
+        keys.iter()
+            .map(|key| utils::cursor::mark_pending(processed, key)),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Staged {}
 
 fn file_metadata(table: &str, sources: &Sources) -> Vec<(String, String)> {
     let keys: Vec<&str> = sources.iter().map(|(_, k)| k.as_str()).collect();
@@ -131,7 +156,19 @@ pub(crate) fn latest(sources: &Sources) -> DateTime<Utc> {
         .expect("at least one source file")
 }
 
-/// Stages a whole in-memory batch as `table`'s output (nothing for an empty batch).
+/// The source tables of `sources`' raw keys, sorted, joined by `-`: what an output built from
+/// several files is named after besides its window end, so that two batches of one window end
+/// with different files never write the same key.
+fn source_tables(sources: &Sources) -> String {
+    let tables: std::collections::BTreeSet<&str> = sources
+        .iter()
+        .filter_map(|(_, key)| key.split_once('/').map(|(table, _)| table))
+        .collect();
+    tables.into_iter().collect::<Vec<_>>().join("-")
+}
+
+/// Stages a whole in-memory batch as `table`'s output (nothing for an empty batch), named
+/// after its window end and its source tables.
 pub(crate) async fn stage_batch(
     processed: &S3Store,
     staged: &mut Staged,
@@ -142,8 +179,9 @@ pub(crate) async fn stage_batch(
     if batch.num_rows() == 0 {
         return Ok(());
     }
-    let key = parquet_key(table.name, latest(sources));
-    let mut upload = ParquetUpload::create(processed, &key, batch.schema(), plain_columns(table))?;
+    let key = suffixed_parquet_key(table.name, latest(sources), &source_tables(sources));
+    let mut upload =
+        ParquetUpload::create_new(processed, &key, batch.schema(), plain_columns(table))?;
     upload.write(batch).await?;
     staged.uploads.push(StagedUpload {
         name: table.name.to_owned(),
@@ -179,7 +217,7 @@ impl LazyUpload {
         }
         let upload = match &mut self.upload {
             Some(upload) => upload,
-            None => self.upload.insert(ParquetUpload::create(
+            None => self.upload.insert(ParquetUpload::create_new(
                 processed,
                 &self.key,
                 self.schema.clone(),

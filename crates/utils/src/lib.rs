@@ -1,6 +1,7 @@
 //! What the ToteSys ETL Lambdas share.
 
 pub mod catalog;
+pub mod cursor;
 pub mod db;
 pub mod deadline;
 pub mod error;

@@ -73,6 +73,11 @@ pub struct S3UploadWriter {
     key: String,
     buffer: Vec<u8>,
     upload: Option<Multipart>,
+    /// Write only where no object is at the key yet (`If-None-Match: *`).
+    create_only: bool,
+    /// Set by the finish of a `create_only` writer that found an object at the key: that
+    /// object stays as it is, this one is dropped.
+    existed: bool,
 }
 
 struct Multipart {
@@ -105,7 +110,17 @@ impl S3UploadWriter {
             key: key.into(),
             buffer: Vec::new(),
             upload: None,
+            create_only: false,
+            existed: false,
         }
+    }
+
+    /// A writer that never replaces an object: where one is at the key when it finishes, that
+    /// object is kept and this one dropped (see [`WrittenFile::existed`]).
+    pub fn create_only(store: S3Store, key: impl Into<String>) -> Self {
+        let mut writer = Self::new(store, key);
+        writer.create_only = true;
+        writer
     }
 
     /// Starts uploading `body` as the next part, once the previous part is done.
@@ -134,7 +149,14 @@ impl S3UploadWriter {
     async fn finish(&mut self) -> Result<()> {
         let body = Bytes::from(mem::take(&mut self.buffer));
         if self.upload.is_none() {
-            return self.store.put(&self.key, body, PARQUET_CONTENT_TYPE).await;
+            if !self.create_only {
+                return self.store.put(&self.key, body, PARQUET_CONTENT_TYPE).await;
+            }
+            let created = self
+                .store
+                .put_if(&self.key, body, PARQUET_CONTENT_TYPE, None)
+                .await?;
+            return self.found_existing(created).await;
         }
         if !body.is_empty() {
             self.send_part(body).await?;
@@ -142,10 +164,33 @@ impl S3UploadWriter {
         let upload = self.upload.as_mut().expect("multipart upload");
         upload.settle(&self.store, &self.key).await?;
         let parts = mem::take(&mut upload.parts);
-        self.store
-            .complete_multipart_upload(&self.key, &upload.id, parts)
+        let created = self
+            .store
+            .complete_multipart_upload(&self.key, &upload.id, parts, self.create_only)
             .await?;
-        self.upload = None;
+        let upload = self.upload.take().expect("multipart upload");
+        if !created {
+            upload.abort(&self.store, &self.key).await;
+        }
+        self.found_existing(created).await
+    }
+
+    /// After a create-only write that did not `create`: the object in the way must be there
+    /// (a conditional write that lost to one still in progress finds none, and is tried again).
+    async fn found_existing(&mut self, created: bool) -> Result<()> {
+        if created {
+            return Ok(());
+        }
+        if self.store.etag(&self.key).await?.is_none() {
+            return Err(Error::Storage {
+                operation: "PutObject",
+                bucket: self.store.bucket().to_owned(),
+                key: self.key.clone(),
+                message: "another write of this object was in progress".into(),
+                transient: true,
+            });
+        }
+        self.existed = true;
         Ok(())
     }
 
@@ -214,6 +259,8 @@ pub struct WrittenFile {
     pub key: String,
     pub rows: u64,
     pub bytes: u64,
+    /// A create-only upload found an object at its key and left it as it was.
+    pub existed: bool,
 }
 
 /// A Parquet file being written to S3. It aborts itself when a write or the finish fails, so
@@ -235,7 +282,27 @@ impl ParquetUpload {
         schema: SchemaRef,
         plain: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self> {
-        let sink = S3UploadWriter::new(store.clone(), key);
+        Self::with_sink(S3UploadWriter::new(store.clone(), key), key, schema, plain)
+    }
+
+    /// [`ParquetUpload::create`] that never replaces an object at `key`: where one is there
+    /// when the file finishes, it is kept and [`WrittenFile::existed`] says so.
+    pub fn create_new<'a>(
+        store: &S3Store,
+        key: &str,
+        schema: SchemaRef,
+        plain: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self> {
+        let sink = S3UploadWriter::create_only(store.clone(), key);
+        Self::with_sink(sink, key, schema, plain)
+    }
+
+    fn with_sink<'a>(
+        sink: S3UploadWriter,
+        key: &str,
+        schema: SchemaRef,
+        plain: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self> {
         let writer = AsyncArrowWriter::try_new(sink, schema, Some(writer_properties(plain)))?;
         Ok(ParquetUpload {
             writer: Some(writer),
@@ -269,6 +336,7 @@ impl ParquetUpload {
         match writer.finish().await {
             Ok(_) => Ok(WrittenFile {
                 bytes: writer.bytes_written() as u64,
+                existed: writer.into_inner().existed,
                 key: self.key,
                 rows: self.rows,
             }),

@@ -58,6 +58,11 @@ pub fn is_transient_sdk_error<E: ProvideErrorMetadata>(e: &SdkError<E, HttpRespo
 }
 
 /// `Code: message (HTTP status)` for service errors, the full cause chain otherwise.
+/// Whether a conditional request failed its condition (412 Precondition Failed).
+fn precondition_failed<E>(e: &SdkError<E, HttpResponse>) -> bool {
+    e.raw_response().map(|r| r.status().as_u16()) == Some(412)
+}
+
 pub fn describe_sdk_error<E>(e: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -180,8 +185,8 @@ impl S3Store {
             Err(e)
                 if matches!(
                     e.raw_response().map(|r| r.status().as_u16()),
-                    Some(404 | 409 | 412)
-                ) =>
+                    Some(404 | 409)
+                ) || precondition_failed(&e) =>
             {
                 Ok(false)
             }
@@ -274,7 +279,6 @@ impl S3Store {
             .body(ByteStream::from(body))
     }
 
-    #[cfg(any(test, feature = "test-util"))]
     #[instrument(skip(self), fields(bucket = %self.bucket))]
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.count();
@@ -286,6 +290,26 @@ impl S3Store {
             .await
             .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
+    }
+
+    /// At most `max` keys under `prefix`, in order: one ListObjectsV2 request.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn list_page(&self, prefix: &str, max: i32) -> Result<Vec<String>> {
+        self.count();
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max)
+            .send()
+            .await
+            .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
     }
 
     /// Every key under `prefix` that sorts after `start_after`, in order, following
@@ -387,14 +411,19 @@ impl S3Store {
             .build())
     }
 
+    /// Completes a multipart upload; with `if_absent`, only if no object is at `key`
+    /// (`If-None-Match: *`): `Ok(false)` when one is (the upload is left for the caller to
+    /// abort).
     pub(crate) async fn complete_multipart_upload(
         &self,
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
-    ) -> Result<()> {
+        if_absent: bool,
+    ) -> Result<bool> {
         self.count();
-        self.client
+        let sent = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -404,10 +433,14 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .set_if_none_match(if_absent.then(|| "*".to_owned()))
             .send()
-            .await
-            .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if if_absent && precondition_failed(&e) => Ok(false),
+            Err(e) => Err(self.error("CompleteMultipartUpload", key, e)),
+        }
     }
 
     pub(crate) async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<()> {

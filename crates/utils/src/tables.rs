@@ -259,6 +259,11 @@ pub static TABLES: &[TableSpec] = &[
     },
 ];
 
+/// The source tables that become fact tables. Their rows reference rows of every other table
+/// (through the warehouse's foreign keys): ingest never reads them past the other tables, and
+/// transform takes their files after those the other tables have at the time.
+pub const FACT_TABLES: [&str; 3] = ["sales_order", "purchase_order", "payment"];
+
 /// Looks a table up by name. A name that is not in the registry is an error; it is never
 /// interpolated anywhere.
 pub fn table(name: &str) -> Result<&'static TableSpec> {
@@ -298,6 +303,11 @@ impl TableSpec {
                     || matches!(c.pg_type, PgType::Timestamp3 | PgType::Money)
             })
             .map(|c| c.name)
+    }
+
+    /// Whether this is one of the [`FACT_TABLES`].
+    pub fn is_fact(&self) -> bool {
+        FACT_TABLES.contains(&self.name)
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {
