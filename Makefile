@@ -1,6 +1,6 @@
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help test check demo bench fuzz build watch invoke-ingest invoke-transform invoke-load \
+.PHONY: help test check demo bench chaos fuzz build watch invoke-ingest invoke-transform invoke-load \
   plan deploy destroy clean
 
 # Runs a command with PostgreSQL and a local S3 API started if need be (see scripts/env.sh).
@@ -33,6 +33,12 @@ demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
 
 bench: ## Ingest, transform and load throughput and peak memory beside raw COPY (BENCH_SCALE=21, about 1M rows)
 	$(WITH_SERVICES) scripts/bench.sh
+
+SEED ?= 1
+RUNS ?= 3
+chaos: ## Seeded fault runs over a ~240k-row source (SEED=1 RUNS=3; CHAOS_SCALE, CHAOS_EXECUTIONS)
+	$(WITH_SERVICES) env CHAOS_SEED=$(SEED) CHAOS_RUNS=$(RUNS) \
+	  cargo test --release -p totesys-tests --test chaos -- --ignored --nocapture chaos
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := events raw_parquet copy_values

@@ -1,6 +1,7 @@
 //! Support for the integration tests: a fresh source database and a fresh bucket per test, on
 //! the real PostgreSQL server and S3 API that `scripts/env.sh` provides.
 
+pub mod chaos;
 pub mod expected;
 pub mod pipeline;
 

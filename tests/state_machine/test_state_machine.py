@@ -99,6 +99,8 @@ def map_results(*outputs):
 
 TRANSFORM_OUTPUT = transform_output()
 LOAD_OUTPUT = load_output()
+# Transform finding no raw file after its cursor and nothing queued for the load.
+NOTHING = {**TRANSFORM_OUTPUT, "files": {}, "row_counts": {}, "has_new_data": False}
 
 
 def resume_input(notification):
@@ -130,20 +132,29 @@ def test_happy_path_passes_each_output_on():
     assert p.notifications() == []
 
 
-def test_no_new_data_skips_transform_and_load():
+def test_no_new_data_still_runs_transform_and_skips_load_when_nothing_waits():
     p = Pipeline()
-    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0), NOTHING)
     execution, history = p.run()
     assert execution["status"] == "SUCCEEDED", execution
-    assert json.loads(execution["output"])["skipped"] == "no new data"
-    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"]
+    assert json.loads(execution["output"])["skipped"] == "transform wrote no files"
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
     assert p.lock_item() is None
+
+
+def test_files_a_lost_result_left_are_transformed_and_loaded_in_a_run_with_no_new_data():
+    # Transform takes every raw file after its cursor, whatever ingest reported.
+    p = Pipeline()
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0), TRANSFORM_OUTPUT, LOAD_OUTPUT)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform", "load"]
+    assert json.loads(execution["output"])["load"]["Payload"] == LOAD_OUTPUT
 
 
 def test_transform_writing_nothing_skips_load():
     p = Pipeline()
-    nothing = {**TRANSFORM_OUTPUT, "files": {}, "row_counts": {}, "has_new_data": False}
-    p.queue_results(ingest_output("sales_order", 3), ingest_output("payment", 0), nothing)
+    p.queue_results(ingest_output("sales_order", 3), ingest_output("payment", 0), NOTHING)
     execution, history = p.run()
     assert execution["status"] == "SUCCEEDED", execution
     assert json.loads(execution["output"])["skipped"] == "transform wrote no files"
@@ -407,17 +418,17 @@ def test_a_run_while_another_holds_the_lock_does_nothing():
 
 def test_a_lock_left_by_an_execution_that_ended_is_taken_over():
     p = Pipeline()
-    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0), NOTHING)
     # A run that timed out or was aborted never released its lock.
     finished, _ = p.run(name="ended-without-releasing")
     p.dynamodb.put_item(
         TableName=p.lock_table,
         Item={"lock_id": {"S": "pipeline"}, "owner": {"S": finished["executionArn"]}},
     )
-    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0), NOTHING)
     execution, history = p.run()
     assert execution["status"] == "SUCCEEDED", execution
-    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"]
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
     assert p.lock_item() is None
 
 
@@ -440,10 +451,10 @@ def test_a_lock_released_before_its_owner_is_read_is_acquired_again():
     # AWS a path into the missing item fails the execution (States.Runtime) with the lock
     # free and nothing notified; instead the run tries to acquire it again.
     p = Pipeline(start_at="ReadLockOwner")
-    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0))
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0), NOTHING)
     execution, history = p.run()
     assert execution["status"] == "SUCCEEDED", (execution, history)
-    assert [f for f, _ in invocations(history)] == ["ingest", "ingest"]
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
     assert p.lock_item() is None
     assert p.notifications() == []
 

@@ -21,6 +21,7 @@ use futures_util::future::try_join_all;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tracing::{info, instrument, warn};
@@ -122,26 +123,29 @@ pub use utils::tables::FACT_TABLES;
 
 /// How far a fact table may be read in an invocation that does not read the dimension tables
 /// itself: to the earliest watermark among them (rows past it could reference dimension rows
-/// not ingested yet, which the load would refuse). `waiting_for` names the dimension tables
-/// that stopped short of their own window end (mid-backfill): the fact table then reports
-/// itself incomplete, so the state machine runs another round. A dimension table never
+/// not ingested yet, which the load would refuse). A dimension table that stopped short of its
+/// own window end (mid-backfill) and whose watermark is still behind this run's end makes the
+/// fact table report itself incomplete, so the state machine runs another round; one whose
+/// watermark reached the run's end holds nothing back, whatever its last run said (so a table
+/// that is not read again cannot hold the facts back for ever). A dimension table never
 /// ingested holds nothing back (a fact table may be ingested alone); one read in the same
 /// invocation needs no hold (one snapshot, one window end).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hold {
     pub until: Option<DateTime<Utc>>,
-    pub waiting_for: Vec<&'static str>,
+    /// The dimension tables mid-backfill, each with its watermark.
+    pub backfilling: Vec<(&'static str, DateTime<Utc>)>,
 }
 
 impl Hold {
     /// The hold on the fact tables of an invocation reading `tables`, from the state objects
     /// of the dimension tables it does not read.
     pub async fn for_invocation(store: &S3Store, tables: &[&'static TableSpec]) -> Result<Hold> {
-        let reads_facts = tables.iter().any(|t| FACT_TABLES.contains(&t.name));
+        let reads_facts = tables.iter().any(|t| t.is_fact());
         let others: Vec<&'static str> = utils::tables::TABLES
             .iter()
+            .filter(|t| !t.is_fact())
             .map(|t| t.name)
-            .filter(|name| !FACT_TABLES.contains(name))
             .filter(|name| !tables.iter().any(|t| t.name == *name))
             .collect();
         if !reads_facts || others.is_empty() {
@@ -161,25 +165,31 @@ impl Hold {
                     .map_or(state.window_end, |u| u.min(state.window_end)),
             );
             if !state.caught_up {
-                hold.waiting_for.push(name);
+                hold.backfilling.push((name, state.window_end));
             }
         }
         Ok(hold)
     }
 
     /// `table`'s window end under this hold (a dimension table is not held), and whether it
-    /// waits for a dimension table that is mid-backfill.
+    /// waits for a dimension table that is mid-backfill and behind `end`.
     fn apply(&self, table: &TableSpec, end: DateTime<Utc>) -> (DateTime<Utc>, bool) {
-        if !FACT_TABLES.contains(&table.name) {
+        if !table.is_fact() {
             return (end, false);
         }
-        let waiting = !self.waiting_for.is_empty();
+        let waiting_for: Vec<&str> = self
+            .backfilling
+            .iter()
+            .filter(|(_, watermark)| *watermark < end)
+            .map(|(name, _)| *name)
+            .collect();
+        let waiting = !waiting_for.is_empty();
         match self.until.filter(|until| *until < end) {
             Some(until) => {
                 info!(
                     table = table.name,
                     until = format_time(until),
-                    waiting_for = self.waiting_for.join(", "),
+                    waiting_for = waiting_for.join(", "),
                     "read only up to the dimension tables' watermark"
                 );
                 (until, waiting)
@@ -268,21 +278,25 @@ pub async fn run(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
     let mut runs = Vec::with_capacity(tables.len());
-    // A watermark is written as soon as its file is complete, while the next file is read;
-    // the run reports success only once every watermark is written.
+    // A watermark is written as soon as its file is complete, while the next file is read, by
+    // one writer per table that always writes the newest file completed (the files of a table
+    // complete faster than their watermarks could be written one by one); the run reports
+    // success only once every watermark is written.
     let mut watermarks = JoinSet::new();
     let mut failure = None;
     let mut budget = Budget::new(limits);
     for (&table, start) in tables.iter().zip(starts) {
         let (end, held) = hold.apply(table, end);
         let window = Window { start, end };
+        let mut newest: Option<watch::Sender<FileRun>> = None;
         let read = read_table(client, store, (table, window, held), &mut budget, |file| {
-            let store = store.clone();
-            watermarks.spawn(async move {
-                record_watermark(&store, &file)
-                    .await
-                    .map_err(|e| e.in_table(file.table))
-            });
+            if let Some(sender) = &newest {
+                sender.send_replace(file);
+            } else {
+                let (sender, receiver) = watch::channel(file);
+                watermarks.spawn(write_watermarks(store.clone(), receiver));
+                newest = Some(sender);
+            }
         })
         .await;
         match read {
@@ -513,6 +527,21 @@ pub async fn extract_table(
         key,
         caught_up: false,
     })
+}
+
+/// Writes the watermark of the newest file `files` holds until its sender is gone and the
+/// last one is written.
+async fn write_watermarks(store: S3Store, mut files: watch::Receiver<FileRun>) -> Result<()> {
+    loop {
+        let file = files.borrow_and_update().clone();
+        record_watermark(&store, &file)
+            .await
+            .map_err(|e| e.in_table(file.table))?;
+        // An error only once the sender is gone and its last file was seen.
+        if files.changed().await.is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// Moves the table's watermark to the end of the window `file` read. Only after its file (if
