@@ -12,6 +12,7 @@ use totesys_tests::chaos::{Chaos, Settings};
 use totesys_tests::expected::*;
 use totesys_tests::pipeline::*;
 use totesys_tests::*;
+use utils::db::DbSource;
 use utils::tables::TABLES;
 
 struct Setup {
@@ -62,6 +63,19 @@ impl Setup {
         let out = self.p.transform(event).await.expect("transform");
         self.load(serde_json::to_value(&out).unwrap()).await;
         out
+    }
+
+    async fn status(&self) -> etl::status::Status {
+        let config = etl::Config {
+            ingest_bucket: self.p.raw.bucket().to_owned(),
+            processed_bucket: self.p.processed.bucket().to_owned(),
+            source: Some(DbSource::Url(self.p.db.url.clone())),
+            warehouse: Some(DbSource::Url(self.wh.url.clone())),
+        };
+        let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
+        etl::status::status(&pipeline, Duration::ZERO)
+            .await
+            .unwrap()
     }
 
     async fn assert_exact(&self, facts: &mut FactVersions, when: &str) {
@@ -149,10 +163,20 @@ async fn raw_files_whose_ingest_result_was_lost_are_transformed_and_loaded() {
         // reached transform; the next one finds nothing new and says so.
         let lost = s.ingest(&all, 1_000, false).await;
         assert_eq!(lost["has_new_data"], json!(true), "{lost}");
+        // etl status shows the files waiting, and their tables behind.
+        let status = s.status().await;
+        for (table, keys) in lost["files"].as_object().unwrap() {
+            let t = status.tables.iter().find(|t| t.table == table).unwrap();
+            assert_eq!(json!(t.not_transformed), *keys, "{table}");
+            assert!(status.behind.contains(table), "{:?}", status.behind);
+        }
         let next = s.ingest(&all, 1_000, false).await;
         assert_eq!(next["has_new_data"], json!(false), "{next}");
         s.transform_and_load(next).await;
         s.assert_exact(&mut facts, &format!("after {change}")).await;
+        let status = s.status().await;
+        assert!(status.tables.iter().all(|t| t.not_transformed.is_empty()));
+        assert!(status.warehouse_tables.iter().all(|t| t.queued.is_empty()));
     }
 }
 
@@ -172,6 +196,11 @@ async fn processed_files_whose_transform_result_was_lost_are_loaded_by_the_next_
             .unwrap();
     assert!(nothing.files.is_empty(), "{nothing:?}");
     assert!(nothing.has_new_data, "files wait in the load's queue");
+    let status = s.status().await;
+    for t in &status.warehouse_tables {
+        assert_eq!(t.queued.len(), 1, "{}", t.table);
+        assert!(status.behind.iter().any(|b| b == t.table), "{}", t.table);
+    }
     let loaded = s.load(serde_json::to_value(&nothing).unwrap()).await;
     assert_eq!(loaded.loaded.len(), 11, "{loaded:?}");
     s.assert_exact(&mut facts, "after the queued files").await;

@@ -52,6 +52,10 @@ pub struct SourceTable {
     pub lag_seconds: Option<f64>,
     /// Now minus the watermark: how old the newest window end is.
     pub watermark_age_seconds: Option<f64>,
+    /// Raw data files after transform's cursor: written, not transformed yet.
+    pub not_transformed: Vec<String>,
+    /// Now minus the window end of the oldest of them.
+    pub oldest_not_transformed_seconds: Option<f64>,
 }
 
 /// A warehouse table: its processed files and what the load made of them.
@@ -61,6 +65,10 @@ pub struct WarehouseTable {
     pub processed_files: usize,
     /// Processed files the load ledger does not hold (when the warehouse was reached).
     pub not_loaded: Option<Vec<String>>,
+    /// Files in the load's queue (transformed, not loaded yet).
+    pub queued: Vec<String>,
+    /// Now minus the window end of the oldest of them.
+    pub oldest_queued_seconds: Option<f64>,
     /// The newest file in the ledger and when it was loaded.
     pub last_loaded_file: Option<String>,
     pub last_loaded_at: Option<DateTime<Utc>>,
@@ -104,6 +112,7 @@ impl Status {
                     or_dash(t.watermark_age_seconds.map(duration)),
                     or_dash(t.last_file.as_deref().map(file_name)),
                     or_dash(t.last_file_rows),
+                    waiting(t.not_transformed.len(), t.oldest_not_transformed_seconds),
                     or_dash(t.lag_seconds.map(duration)),
                     state,
                 ]
@@ -116,6 +125,7 @@ impl Status {
                 "age",
                 "last raw file",
                 "rows",
+                "to transform",
                 "lag",
                 "state",
             ],
@@ -129,6 +139,7 @@ impl Status {
                 vec![
                     t.table.to_owned(),
                     t.processed_files.to_string(),
+                    waiting(t.queued.len(), t.oldest_queued_seconds),
                     or_dash(t.not_loaded.as_ref().map(Vec::len)),
                     or_dash(t.last_loaded_file.as_deref().map(file_name)),
                     or_dash(
@@ -147,6 +158,7 @@ impl Status {
             &[
                 "warehouse table",
                 "files",
+                "queued",
                 "not loaded",
                 "last loaded file",
                 "loaded at (UTC)",
@@ -171,34 +183,64 @@ impl Status {
     }
 }
 
+/// Files waiting for a stage: how many, and how old the oldest is.
+fn waiting(files: usize, oldest_seconds: Option<f64>) -> String {
+    match (files, oldest_seconds) {
+        (0, _) => "-".into(),
+        (n, Some(age)) => format!("{n} (oldest {})", duration(age)),
+        (n, None) => n.to_string(),
+    }
+}
+
 /// `table/2024/11/14/093005123456.parquet` → `2024/11/14/093005123456.parquet`.
 fn file_name(key: &str) -> String {
     key.split_once('/').map_or(key, |(_, rest)| rest).to_owned()
 }
 
-/// Reads the state of every table. A table counts as behind when the source holds changes
-/// more than `max_lag` newer than its watermark; where the source cannot be reached, when its
-/// watermark is older than `max_lag`; and when it was never ingested.
+/// Reads the state of every table. A source table counts as behind when the source holds
+/// changes more than `max_lag` newer than what has reached the warehouse (its watermark, or the
+/// oldest raw file not transformed yet); where the source cannot be reached, when that point is
+/// older than `max_lag`; and when it was never ingested. A warehouse table counts as behind
+/// when a file has waited in the load's queue for more than `max_lag`.
 pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result<Status> {
     let now = Utc::now();
     let (source, source_error) = split(pipeline.source().await);
     let (warehouse, warehouse_error) = split(pipeline.warehouse().await);
     let max_lag_seconds = max_lag.as_secs_f64();
+    let (cursor, _) = utils::cursor::read_transform_cursor(&pipeline.processed)
+        .await
+        .doing(|| "reading transform's cursor".into())?;
 
     let mut tables = Vec::new();
     let mut behind = Vec::new();
     for spec in TABLES {
-        let t = source_table(pipeline, spec, source.as_ref(), now).await?;
+        let t = source_table(pipeline, spec, &cursor, source.as_ref(), now).await?;
         let late = match (t.watermark, t.lag_seconds, t.watermark_age_seconds) {
             (None, _, _) => true,
             (_, Some(lag), _) => lag > max_lag_seconds,
-            (_, None, Some(age)) => age > max_lag_seconds,
+            // Raw files waiting and nothing of the table transformed yet.
+            _ if source.is_some() && !t.not_transformed.is_empty() => true,
+            (_, None, Some(age)) => {
+                age.max(t.oldest_not_transformed_seconds.unwrap_or(0.0)) > max_lag_seconds
+            }
             _ => false,
         };
         if late {
             behind.push(spec.name.to_owned());
         }
         tables.push(t);
+    }
+    let mut queued: BTreeMap<&'static str, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
+    for key in utils::cursor::pending(&pipeline.processed)
+        .await
+        .doing(|| "listing the load's queue".into())?
+    {
+        let found = WAREHOUSE_TABLES.iter().find_map(|t| {
+            utils::keys::parse_file_key(t.name, &key, "parquet").map(|at| (t.name, at))
+        });
+        if let Some((table, at)) = found {
+            queued.entry(table).or_default().push((at, key));
+        }
     }
 
     let ledger = match &warehouse {
@@ -227,9 +269,16 @@ pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result
             None => (None, None),
         };
         let (rows, count) = quarantine.get(spec.name).copied().unwrap_or((0, 0));
+        let waiting = queued.remove(spec.name).unwrap_or_default();
+        let oldest_queued_seconds = waiting.iter().map(|(at, _)| age(now, *at)).reduce(f64::max);
+        if oldest_queued_seconds.is_some_and(|age| age > max_lag_seconds) {
+            behind.push(spec.name.to_owned());
+        }
         warehouse_tables.push(WarehouseTable {
             table: spec.name,
             processed_files: files.len(),
+            queued: waiting.into_iter().map(|(_, key)| key).collect(),
+            oldest_queued_seconds,
             not_loaded,
             last_loaded_file: last.as_ref().map(|l| l.0.clone()),
             last_loaded_at: last.map(|l| l.1),
@@ -255,13 +304,24 @@ fn split(reach: crate::Reach) -> (Option<Client>, Option<String>) {
     }
 }
 
+/// Seconds from `at` to `now`.
+fn age(now: DateTime<Utc>, at: DateTime<Utc>) -> f64 {
+    (now - at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+}
+
 async fn source_table(
     pipeline: &Pipeline,
     spec: &'static TableSpec,
+    cursor: &utils::cursor::TransformCursor,
     source: Option<&Client>,
     now: DateTime<Utc>,
 ) -> Result<SourceTable> {
     let raw = &pipeline.raw;
+    let not_transformed = raw
+        .data_files(spec.name, cursor.through(spec.name))
+        .await
+        .doing(|| format!("listing the raw files of {} to transform", spec.name))?;
+    let oldest_not_transformed = not_transformed.first().map(|(at, _)| *at);
     let state = read_state(raw, spec.name)
         .await
         .doing(|| format!("reading the watermark of {}", spec.name))?;
@@ -294,6 +354,15 @@ async fn source_table(
         }
         None => None,
     };
+    // What the warehouse can hold of the table: up to the watermark, or, with raw files still
+    // to transform, up to where the oldest of them starts: the end of the last file
+    // transformed (none: nothing of the table has gone further than the raw zone).
+    let reached = match oldest_not_transformed {
+        None => watermark,
+        Some(_) => cursor
+            .through(spec.name)
+            .and_then(|key| utils::keys::parse_file_key(spec.name, key, "parquet")),
+    };
     let seconds = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
     Ok(SourceTable {
         table: spec.name,
@@ -303,10 +372,12 @@ async fn source_table(
         last_file,
         last_file_rows,
         source_newest,
-        lag_seconds: watermark
+        lag_seconds: reached
             .zip(source_newest)
             .map(|(w, newest)| seconds(newest - w).max(0.0)),
         watermark_age_seconds: watermark.map(|w| seconds(now - w)),
+        oldest_not_transformed_seconds: oldest_not_transformed.map(|at| age(now, at)),
+        not_transformed: not_transformed.into_iter().map(|(_, key)| key).collect(),
     })
 }
 
