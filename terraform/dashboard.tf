@@ -2,7 +2,8 @@
 #
 # The pipeline's own figures come from the Lambdas' Embedded Metric Format log lines
 # (utils::metrics), in the namespace var.project (METRICS_NAMESPACE): Rows, Bytes, ChangedRows,
-# QuarantinedRows and FreshnessLagSeconds by Stage and Table, DurationSeconds by Stage.
+# QuarantinedRows, FreshnessLagSeconds and FilesWaiting by Stage and Table, DurationSeconds by
+# Stage.
 # tests/tests/terraform.rs checks every name and dimension used here against the code.
 locals {
   # The schedule's period, from a rate() expression (a cron schedule sets
@@ -12,10 +13,11 @@ locals {
     { minute = 60, minutes = 60, hour = 3600, hours = 3600, day = 86400, days = 86400 },
     local.schedule_rate[1],
   )
-  # A table is behind when its watermark is older than this: a number of schedule periods.
+  # A table is behind when the warehouse has been this far behind it: a number of schedule
+  # periods.
   freshness_threshold = var.freshness_alarm_seconds != null ? var.freshness_alarm_seconds : local.schedule_seconds * var.freshness_alarm_multiple
   # The alarm looks at the best freshness over the threshold's length (a whole number of
-  # minutes, at most a day): behind when even that is too old, or when no ingest reported.
+  # minutes, at most a day): behind when even that is too old, or when no transform reported.
   freshness_period = min(86400, max(60, ceil(local.freshness_threshold / 60) * 60))
 
   # SEARCH expressions over the pipeline's metrics by stage and table.
@@ -25,7 +27,7 @@ locals {
       {
         type = "text", x = 0, y = 0, width = 24, height = 2
         properties = {
-          markdown = "## ${var.project}: rows, time, freshness and failures per stage\nFreshness: now minus each table's watermark after every ingest (alarm above ${local.freshness_threshold} s). `etl status` gives the same per table from a shell."
+          markdown = "## ${var.project}: rows, time, freshness and failures per stage\nFreshness: how far the warehouse is behind each source table after every transform (its files loaded or waiting in the load's queue; alarm above ${local.freshness_threshold} s); the watermark's age after every ingest. Files waiting: raw files transform left, files left in the load's queue. `etl status` gives the same per table from a shell."
         }
       },
       {
@@ -75,10 +77,13 @@ locals {
       {
         type = "metric", x = 0, y = 14, width = 12, height = 6
         properties = {
-          title   = "Freshness: watermark age per source table (s)"
-          region  = local.region
-          view    = "timeSeries"
-          metrics = [[{ expression = "SEARCH('${local.by_table} MetricName=\"FreshnessLagSeconds\" Stage=\"ingest\"', 'Maximum', 300)", id = "freshness" }]]
+          title  = "Freshness: the warehouse's lag (transform) and the watermark's age (ingest) per source table (s)"
+          region = local.region
+          view   = "timeSeries"
+          metrics = [
+            [{ expression = "SEARCH('${local.by_table} MetricName=\"FreshnessLagSeconds\" Stage=\"transform\"', 'Maximum', 300)", id = "freshness" }],
+            [{ expression = "SEARCH('${local.by_table} MetricName=\"FreshnessLagSeconds\" Stage=\"ingest\"', 'Maximum', 300)", id = "watermark_age" }],
+          ]
           annotations = {
             horizontal = [{ label = "alarm", value = local.freshness_threshold }]
           }
@@ -92,6 +97,19 @@ locals {
           view    = "timeSeries"
           stacked = true
           metrics = [[{ expression = "SEARCH('${local.by_table} MetricName=\"QuarantinedRows\" Stage=\"transform\"', 'Sum', 3600)", id = "quarantined" }]]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 26, width = 12, height = 6
+        properties = {
+          title   = "Files waiting: raw files transform left (per source table), files in the load's queue (per warehouse table)"
+          region  = local.region
+          view    = "timeSeries"
+          stacked = true
+          metrics = [
+            [{ expression = "SEARCH('${local.by_table} MetricName=\"FilesWaiting\" Stage=\"transform\"', 'Maximum', 300)", id = "raw_waiting" }],
+            [{ expression = "SEARCH('${local.by_table} MetricName=\"FilesWaiting\" Stage=\"load\"', 'Maximum', 300)", id = "queued" }],
+          ]
         }
       },
       {
@@ -133,15 +151,16 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
   dashboard_body = jsonencode({ widgets = local.dashboard_widgets })
 }
 
-# One alarm per source table: its watermark is older than freshness_threshold (a number of
-# schedule periods), or no ingest reported it for that long while the schedule is on.
+# One alarm per source table: the warehouse has been behind it by more than freshness_threshold
+# (a number of schedule periods), or no transform reported it for that long while the schedule
+# is on.
 resource "aws_cloudwatch_metric_alarm" "freshness" {
   for_each            = toset(local.source_tables)
   alarm_name          = "${var.project}-freshness-${each.key}"
-  alarm_description   = "Source table ${each.key} is behind: its watermark has been older than ${local.freshness_threshold} s, or no ingest has reported it. Run `etl status` to see how far, and the pipeline's failure messages for why."
+  alarm_description   = "Source table ${each.key} is behind: the warehouse has lagged it by more than ${local.freshness_threshold} s (not read, not transformed, or waiting in the load's queue), or no transform has reported it. Run `etl status` to see where, and the pipeline's failure messages for why."
   namespace           = var.project
   metric_name         = "FreshnessLagSeconds"
-  dimensions          = { Stage = "ingest", Table = each.key }
+  dimensions          = { Stage = "transform", Table = each.key }
   statistic           = "Minimum"
   period              = local.freshness_period
   evaluation_periods  = 1

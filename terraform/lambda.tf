@@ -14,10 +14,12 @@ locals {
         INGEST_BUCKET             = aws_s3_bucket.data["ingest"].id
         INGEST_SAFETY_LAG_SECONDS = tostring(var.ingest_safety_lag_seconds)
         INGEST_MAX_ROWS_PER_FILE  = tostring(var.ingest_max_rows_per_file)
-        DEADLINE_MARGIN_SECONDS   = tostring(var.deadline_margin_seconds)
-        DB_SSL_ROOT_CERT          = var.db_ssl_root_cert
-        AWS_LAMBDA_LOG_FORMAT     = "JSON"
-        METRICS_NAMESPACE         = var.project
+        # The deployed tables: what {} ingests, and whose watermarks hold the fact tables.
+        INGEST_TABLES           = join(",", var.tables)
+        DEADLINE_MARGIN_SECONDS = tostring(var.deadline_margin_seconds)
+        DB_SSL_ROOT_CERT        = var.db_ssl_root_cert
+        AWS_LAMBDA_LOG_FORMAT   = "JSON"
+        METRICS_NAMESPACE       = var.project
       }
     }
     transform = {

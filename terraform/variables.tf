@@ -96,12 +96,28 @@ variable "schedule_enabled" {
 }
 
 variable "tables" {
-  description = "The source tables the state machine ingests, one Map iteration each."
+  description = "The source tables the pipeline ingests (one Map iteration each); a fact table needs every dimension table."
   type        = list(string)
   default = [
     "address", "counterparty", "currency", "department", "design", "payment", "payment_type",
     "purchase_order", "sales_order", "staff", "transaction",
   ]
+
+  validation {
+    condition = alltrue([for t in var.tables : contains([
+      "address", "counterparty", "currency", "department", "design", "payment", "payment_type",
+      "purchase_order", "sales_order", "staff", "transaction",
+    ], t)])
+    error_message = "tables may list only ToteSys source tables (utils::tables::TABLES)."
+  }
+
+  validation {
+    # Fact rows reference every dimension table: the hold and the warehouse's keys need them.
+    condition = length(setintersection(var.tables, ["payment", "purchase_order", "sales_order"])) == 0 || length(setsubtract([
+      "address", "counterparty", "currency", "department", "design", "payment_type", "staff", "transaction",
+    ], var.tables)) == 0
+    error_message = "tables lists a fact table (payment, purchase_order, sales_order) without every dimension table."
+  }
 }
 
 variable "map_concurrency" {

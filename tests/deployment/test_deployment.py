@@ -54,6 +54,20 @@ def test_map_concurrency_is_a_whole_number_from_one(variables, value):
     assert plan(variables, map_concurrency=1) is None
 
 
+DIMENSIONS = ["address", "counterparty", "currency", "department", "design", "payment_type", "staff", "transaction"]
+
+
+@pytest.mark.parametrize("tables", [["staff", "staf"], ["sales_order", "staff"], ["payment", *DIMENSIONS[1:]]])
+def test_tables_are_source_tables_and_facts_come_with_every_dimension(variables, tables):
+    # Leaving out a dimension table would freeze the fact tables at its old watermark.
+    error = plan(variables, tables=tables)
+    assert error is not None
+    assert "only ToteSys source tables" in error or "without every dimension table" in error, error
+    assert plan(variables, tables=DIMENSIONS) is None
+    assert plan(variables, tables=[*DIMENSIONS, "payment"]) is None
+    assert plan(variables, tables=["currency"]) is None
+
+
 @pytest.mark.parametrize(
     "subnets, groups",
     [(["subnet-0a1b2c3d4e5f60718"], []), ([], ["sg-0123456789abcdef0"])],

@@ -56,6 +56,7 @@ impl Pipeline {
                 safety_lag: Duration::ZERO,
                 max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
                 deadline_margin: utils::deadline::DEFAULT_MARGIN,
+                tables: utils::tables::TABLES.iter().collect(),
             },
             store: self.raw.clone(),
         }

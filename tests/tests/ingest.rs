@@ -29,6 +29,7 @@ async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
             safety_lag: lag,
             max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
             deadline_margin: utils::deadline::DEFAULT_MARGIN,
+            tables: TABLES.iter().collect(),
         },
         store: store.clone(),
     }

@@ -105,6 +105,14 @@ async fn each_stage_emits_its_rows_bytes_duration_lag_and_quarantine_as_emf() {
         of_stage(&sums(&docs_transform, "QuarantinedRows"), "transform"),
         BTreeMap::from([("fact_sales_order".to_owned(), 1)])
     );
+    // Per source table, nothing left to transform, and the warehouse's lag: up to the files
+    // queued for the load, which are as old as the watermarks.
+    let waiting = sums(&docs_transform, "FilesWaiting");
+    assert_eq!(waiting.len(), 11, "{waiting:?}");
+    assert!(waiting.values().all(|n| *n == 0.0), "{waiting:?}");
+    let lags = sums(&docs_transform, "FreshnessLagSeconds");
+    assert_eq!(lags.len(), 11, "{lags:?}");
+    assert!(lags.values().all(|s| (0.0..60.0).contains(s)), "{lags:?}");
 
     // load: rows read and rows changed per table.
     assert_eq!(
@@ -120,4 +128,8 @@ async fn each_stage_emits_its_rows_bytes_duration_lag_and_quarantine_as_emf() {
             .values()
             .all(|b| *b > 0)
     );
+    // Nothing left in the load's queue, per warehouse table.
+    let waiting = sums(&docs_load, "FilesWaiting");
+    assert_eq!(waiting.len(), 11, "{waiting:?}");
+    assert!(waiting.values().all(|n| *n == 0.0), "{waiting:?}");
 }

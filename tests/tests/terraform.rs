@@ -101,6 +101,8 @@ fn variables_read(config: impl FnOnce(&dyn Fn(&str) -> Option<String>)) -> BTree
         Some(
             if name.ends_with("_SECONDS") || name.ends_with("_ROWS") || name.ends_with("_FILE") {
                 "5".into()
+            } else if name.ends_with("_TABLES") {
+                "staff".into()
             } else {
                 name.to_lowercase()
             },
@@ -375,6 +377,33 @@ fn table_lists_match_the_registries() {
         sorted(ingest::FACT_TABLES.iter().map(|t| t.to_string())),
         "local.fact_tables and ingest::FACT_TABLES"
     );
+    // var.tables' validations name the registry's tables, and its fact tables.
+    let variables = std::fs::read_to_string(terraform_dir().join("variables.tf")).unwrap();
+    let start = variables.find("variable \"tables\"").unwrap();
+    let block = &variables[start..start + variables[start..].find("\n}\n").unwrap()];
+    let quoted = |names: &mut dyn Iterator<Item = &str>| {
+        names.map(|n| format!("\"{n}\"")).collect::<Vec<_>>()
+    };
+    let validations: Vec<&str> = block.split("validation {").skip(1).collect();
+    assert_eq!(validations.len(), 2, "{block}");
+    for name in quoted(&mut utils::tables::TABLES.iter().map(|t| t.name)) {
+        assert!(
+            validations[0].contains(&name),
+            "{name} in {}",
+            validations[0]
+        );
+    }
+    let (fact, dimension): (Vec<_>, Vec<_>) =
+        utils::tables::TABLES.iter().partition(|t| t.is_fact());
+    let second = validations[1];
+    let (facts_part, dimensions_part) = second.split_once("setsubtract").unwrap();
+    for name in quoted(&mut fact.iter().map(|t| t.name)) {
+        assert!(facts_part.contains(&name), "{name}");
+        assert!(!dimensions_part.contains(&name), "{name}");
+    }
+    for name in quoted(&mut dimension.iter().map(|t| t.name)) {
+        assert!(dimensions_part.contains(&name), "{name}");
+    }
 }
 
 #[test]
@@ -948,7 +977,8 @@ fn the_dashboard_and_the_freshness_alarm_read_the_metrics_the_lambdas_emit() {
         );
     }
 
-    // The freshness alarm: one per source table, on ingest's lag by stage and table.
+    // The freshness alarm: one per source table, on transform's end-to-end lag by stage and
+    // table.
     let body = parse("dashboard.tf");
     let alarm = labelled(
         &body,
@@ -973,7 +1003,7 @@ fn the_dashboard_and_the_freshness_alarm_read_the_metrics_the_lambdas_emit() {
         d.sort();
         d
     });
-    assert_eq!(dimensions["Stage"].to_string(), "\"ingest\"");
+    assert_eq!(dimensions["Stage"].to_string(), "\"transform\"");
     assert_eq!(dimensions["Table"].to_string(), "each.key");
     let Expression::Array(actions) = attribute(&alarm.body, "alarm_actions") else {
         panic!("alarm_actions is not a list")

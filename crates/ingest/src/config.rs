@@ -3,6 +3,7 @@ use std::time::Duration;
 use utils::Error::Configuration;
 use utils::db::DbSource;
 use utils::deadline::{margin_from, seconds_setting};
+use utils::tables::{TABLES, TableSpec, table};
 
 use crate::error::Result;
 
@@ -30,6 +31,10 @@ pub struct Config {
     pub max_rows_per_file: u64,
     /// `DEADLINE_MARGIN_SECONDS` (default 60): no new file is started with less time left.
     pub deadline_margin: Duration,
+    /// `INGEST_TABLES` (comma-separated; default every table of the registry): the tables
+    /// deployed, which `{}` ingests and whose watermarks hold the fact tables back. Listing a
+    /// fact table requires every dimension table.
+    pub tables: Vec<&'static TableSpec>,
 }
 
 impl Config {
@@ -63,8 +68,48 @@ impl Config {
             safety_lag,
             max_rows_per_file,
             deadline_margin: margin_from(&env)?,
+            tables: deployed_tables(env("INGEST_TABLES").as_deref())?,
         })
     }
+}
+
+/// The tables `INGEST_TABLES` names, in registry order (all for none).
+pub fn deployed_tables(names: Option<&str>) -> Result<Vec<&'static TableSpec>> {
+    let names: Vec<&str> = names
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(TABLES.iter().collect());
+    }
+    for name in &names {
+        if table(name).is_err() {
+            return Err(Configuration(format!(
+                "INGEST_TABLES names {name:?}, which is not a source table"
+            ))
+            .into());
+        }
+    }
+    let tables: Vec<&'static TableSpec> =
+        TABLES.iter().filter(|t| names.contains(&t.name)).collect();
+    if tables.iter().any(|t| t.is_fact()) {
+        let missing: Vec<&str> = TABLES
+            .iter()
+            .filter(|t| !t.is_fact() && !names.contains(&t.name))
+            .map(|t| t.name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Configuration(format!(
+                "INGEST_TABLES lists fact tables without {}: fact rows reference every \
+                 dimension table",
+                missing.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(tables)
 }
 
 #[cfg(test)]
@@ -139,5 +184,31 @@ mod tests {
         assert_eq!(c.safety_lag, DEFAULT_SAFETY_LAG);
         assert_eq!(c.max_rows_per_file, DEFAULT_MAX_ROWS_PER_FILE);
         assert_eq!(c.deadline_margin, utils::deadline::DEFAULT_MARGIN);
+        assert_eq!(c.tables.len(), TABLES.len());
+    }
+
+    #[test]
+    fn the_deployed_tables_are_source_tables_and_facts_come_with_every_dimension() {
+        let names = |tables: Vec<&'static TableSpec>| -> Vec<&str> {
+            tables.iter().map(|t| t.name).collect()
+        };
+        assert_eq!(
+            names(deployed_tables(Some(" staff, department ,")).unwrap()),
+            ["department", "staff"]
+        );
+        assert_eq!(deployed_tables(Some("")).unwrap().len(), TABLES.len());
+        let all: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+        assert_eq!(names(deployed_tables(Some(&all.join(","))).unwrap()), all);
+        let e = deployed_tables(Some("staff,staf")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: INGEST_TABLES names \"staf\", which is not a source table"
+        );
+        let e = deployed_tables(Some("sales_order,staff")).unwrap_err();
+        assert!(
+            e.to_string().contains("without address, counterparty"),
+            "{e}"
+        );
+        assert_eq!(e.error_type(), "Configuration");
     }
 }

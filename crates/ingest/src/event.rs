@@ -5,11 +5,14 @@ use utils::tables::{TABLES, TableSpec, table};
 
 use crate::error::{Error, Result};
 
-/// Accepts `{}` (all tables), an EventBridge scheduled event (all tables), or
+/// Accepts `{}` (the `deployed` tables), an EventBridge scheduled event (the same), or
 /// `{"tables_to_query": ["sales_order", ...]}`. Tables come back in registry order (parents
 /// first), each once. Anything else is an `InvalidEvent`; a name not in the registry is an
 /// `UnknownTable`.
-pub fn tables_from_event(event: &Value) -> Result<Vec<&'static TableSpec>> {
+pub fn tables_from_event(
+    event: &Value,
+    deployed: &[&'static TableSpec],
+) -> Result<Vec<&'static TableSpec>> {
     let Value::Object(fields) = event else {
         return Err(Error::InvalidEvent(format!(
             "expected a JSON object, got {}",
@@ -19,7 +22,7 @@ pub fn tables_from_event(event: &Value) -> Result<Vec<&'static TableSpec>> {
     let scheduled = fields.get("source").and_then(Value::as_str) == Some("aws.events")
         && fields.contains_key("detail-type");
     if scheduled {
-        return Ok(TABLES.iter().collect());
+        return Ok(deployed.to_vec());
     }
     if let Some(unexpected) = fields.keys().find(|k| *k != "tables_to_query") {
         return Err(Error::InvalidEvent(format!(
@@ -28,7 +31,7 @@ pub fn tables_from_event(event: &Value) -> Result<Vec<&'static TableSpec>> {
         )));
     }
     let Some(requested) = fields.get("tables_to_query") else {
-        return Ok(TABLES.iter().collect());
+        return Ok(deployed.to_vec());
     };
     let Value::Array(names) = requested else {
         return Err(Error::InvalidEvent(format!(
@@ -73,8 +76,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn all() -> Vec<&'static TableSpec> {
+        TABLES.iter().collect()
+    }
+
     fn names(v: Value) -> Vec<&'static str> {
-        tables_from_event(&v)
+        tables_from_event(&v, &all())
             .unwrap()
             .iter()
             .map(|t| t.name)
@@ -91,6 +98,10 @@ mod tests {
             "detail": {}
         });
         assert_eq!(names(scheduled).len(), 11);
+        // The deployed tables, where fewer are.
+        let deployed = [table("currency").unwrap(), table("design").unwrap()];
+        let got = tables_from_event(&json!({}), &deployed).unwrap();
+        assert_eq!(got, deployed);
     }
 
     #[test]
@@ -130,7 +141,7 @@ mod tests {
                  EventBridge scheduled event, or {\"tables_to_query\": [table, ...]}",
             ),
         ] {
-            let e = tables_from_event(&event).unwrap_err();
+            let e = tables_from_event(&event, &all()).unwrap_err();
             assert_eq!(e.error_type(), "InvalidEvent");
             assert_eq!(e.to_string(), message);
         }
@@ -139,7 +150,8 @@ mod tests {
     #[test]
     fn unknown_and_injection_shaped_names_are_unknown_tables() {
         for name in ["staffs", "staff\"; DROP TABLE staff; --"] {
-            let e = tables_from_event(&json!({"tables_to_query": ["staff", name]})).unwrap_err();
+            let e = tables_from_event(&json!({"tables_to_query": ["staff", name]}), &all())
+                .unwrap_err();
             assert_eq!(e.error_type(), "UnknownTable");
             assert!(e.to_string().contains(&format!("{name:?}")), "{e}");
         }

@@ -139,10 +139,15 @@ pub struct Hold {
 
 impl Hold {
     /// The hold on the fact tables of an invocation reading `tables`, from the state objects
-    /// of the dimension tables it does not read.
-    pub async fn for_invocation(store: &S3Store, tables: &[&'static TableSpec]) -> Result<Hold> {
+    /// of the `deployed` dimension tables it does not read (a table taken out of the
+    /// deployment holds nothing back).
+    pub async fn for_invocation(
+        store: &S3Store,
+        tables: &[&'static TableSpec],
+        deployed: &[&'static TableSpec],
+    ) -> Result<Hold> {
         let reads_facts = tables.iter().any(|t| t.is_fact());
-        let others: Vec<&'static str> = utils::tables::TABLES
+        let others: Vec<&'static str> = deployed
             .iter()
             .filter(|t| !t.is_fact())
             .map(|t| t.name)
@@ -236,20 +241,25 @@ pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
 }
 
 async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
-    let tables = tables_from_event(&event.payload)?;
+    let tables = tables_from_event(&event.payload, &deps.config.tables)?;
     let client = deps.db.connect("totesys-ingest").await?;
     let limits = Limits {
         max_rows_per_file: deps.config.max_rows_per_file,
         deadline: Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin),
     };
-    run(
-        &client,
-        &deps.store,
-        &tables,
-        deps.config.safety_lag,
-        limits,
-    )
-    .await
+    let tables = Tables {
+        read: &tables,
+        deployed: &deps.config.tables,
+    };
+    run(&client, &deps.store, tables, deps.config.safety_lag, limits).await
+}
+
+/// The tables an invocation reads, and those deployed (whose watermarks hold the fact tables
+/// back).
+#[derive(Debug, Clone, Copy)]
+pub struct Tables<'a> {
+    pub read: &'a [&'static TableSpec],
+    pub deployed: &'a [&'static TableSpec],
 }
 
 /// Ingests `tables` from `client` into `store`: one window end for all tables, then each table
@@ -258,7 +268,10 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
 pub async fn run(
     client: &Client,
     store: &S3Store,
-    tables: &[&'static TableSpec],
+    Tables {
+        read: tables,
+        deployed,
+    }: Tables<'_>,
     safety_lag: Duration,
     limits: Limits,
 ) -> Result<Output> {
@@ -270,7 +283,7 @@ pub async fn run(
             .map_err(|e| Error::from(e).in_table(table.name))
     }))
     .await?;
-    let hold = Hold::for_invocation(store, tables).await?;
+    let hold = Hold::for_invocation(store, tables, deployed).await?;
     let end = window_end(client, safety_lag).await?;
     // Every read after this point sees every transaction that can hold a row stamped before
     // `end` (see `window_end`); one snapshot keeps the tables of a run consistent.

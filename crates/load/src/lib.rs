@@ -40,7 +40,7 @@ use utils::file_list::FileList;
 use utils::parquet_io::{ParquetStream, open_parquet_version, schema_difference, unwrap_external};
 use utils::store::S3Store;
 use utils::tables::quote_ident;
-use utils::warehouse::{Kind, WarehouseTable};
+use utils::warehouse::{Kind, WAREHOUSE_TABLES, WarehouseTable};
 
 use crate::bulk::Bulk;
 pub use crate::config::Config;
@@ -163,14 +163,17 @@ pub async fn run(
     let mut progress = utils::logging::Progress::new(STAGE, None, files.len());
     let mut files = files.into_iter();
     let mut done = 0;
+    let mut left: BTreeMap<&str, usize> = WAREHOUSE_TABLES.iter().map(|t| (t.name, 0)).collect();
     while let Some(file) = files.next() {
         if done > 0 && deadline.reached() {
-            let left = 1 + files.len();
             info!(
                 files_done = done,
-                files_left = left,
+                files_left = 1 + files.len(),
                 "deadline margin reached: the files left are for the next invocation"
             );
+            for f in std::iter::once(file).chain(files) {
+                *left.entry(f.table.name).or_default() += 1;
+            }
             output.complete = false;
             // The files left stay queued: the next invocation finds them itself.
             output.remaining = Some(FileList::new(store.bucket()));
@@ -187,6 +190,13 @@ pub async fn run(
             Some(n) => *output.loaded.entry(table.to_owned()).or_default() += n,
             None => output.skipped_files.push(file.key),
         }
+    }
+    for (table, n) in left {
+        utils::metrics::emit(
+            STAGE,
+            Some(table),
+            &[(utils::metrics::FILES_WAITING, n as f64)],
+        );
     }
     // The views are refreshed once the files are: by this invocation if it has time left,
     // else by one more, handed a list of no files.

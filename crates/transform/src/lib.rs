@@ -142,7 +142,7 @@ pub async fn run(
         return Ok(output);
     };
     let (cursor, _) = utils::cursor::read_transform_cursor(processed).await?;
-    let files = untransformed(raw, &cursor, named).await?;
+    let (files, watermarks) = untransformed(raw, &cursor, named).await?;
     if files.is_empty() {
         info!("no raw files to transform");
     }
@@ -173,11 +173,9 @@ pub async fn run(
         progress.step(output.row_counts.values().sum::<u64>() - rows_before);
     }
     // Files a lost or failed result left queued count too: the load has work.
-    output.has_new_data = !output.files.is_empty()
-        || !processed
-            .list_page(utils::cursor::PENDING_PREFIX, 1)
-            .await?
-            .is_empty();
+    let queued = utils::cursor::pending(processed).await?;
+    output.has_new_data = !output.files.is_empty() || !queued.is_empty();
+    place.report(&watermarks, &queued);
     Ok(output)
 }
 
@@ -195,21 +193,25 @@ async fn untransformed(
     raw: &S3Store,
     cursor: &TransformCursor,
     named: Vec<RawFile>,
-) -> Result<Vec<RawFile>> {
+) -> Result<(Vec<RawFile>, Watermarks)> {
     let (facts, dimensions): (Vec<_>, Vec<_>) = TABLES.iter().partition(|t| t.is_fact());
     let mut files = Vec::new();
+    let mut watermarks = Watermarks::new();
     for group in [facts, dimensions] {
         let listed = try_join_all(group.into_iter().map(|t| async move {
-            let watermark = utils::watermark::read_state(raw, t.name).await?;
-            let horizon = watermark.map(|s| parquet_key(t.name, s.window_end));
+            let watermark = utils::watermark::read_state(raw, t.name)
+                .await?
+                .map(|s| s.window_end);
             let mut found = raw.data_files(t.name, cursor.through(t.name)).await?;
-            if let Some(horizon) = horizon {
+            if let Some(end) = watermark {
+                let horizon = parquet_key(t.name, end);
                 found.retain(|(_, key)| *key <= horizon);
             }
-            Ok::<_, Error>((t, found))
+            Ok::<_, Error>((t, watermark, found))
         }))
         .await?;
-        for (t, found) in listed {
+        for (t, watermark, found) in listed {
+            watermarks.extend(watermark.map(|end| (t.name, end)));
             for (window_end, key) in found {
                 files.push(RawFile::new(t, key, window_end)?);
             }
@@ -226,8 +228,11 @@ async fn untransformed(
             files.push(file);
         }
     }
-    Ok(files)
+    Ok((files, watermarks))
 }
+
+/// Each source table's ingest watermark, where it has one.
+type Watermarks = BTreeMap<&'static str, DateTime<Utc>>;
 
 /// Where the cursor can move as batches finish: per table, through the newest key before which
 /// every file of this invocation's table is done (batches do not take a table's files in key
@@ -253,6 +258,42 @@ impl Place {
         Place {
             files: by_table,
             through: cursor.through,
+        }
+    }
+
+    /// Emits, per source table, the raw files this invocation left and how far behind the
+    /// source the warehouse is ([`utils::metrics::FRESHNESS_LAG`]): up to the watermark when
+    /// nothing is left, else up to the last file transformed; no later than the oldest file in
+    /// the load's queue, `queued`.
+    fn report(&self, watermarks: &Watermarks, queued: &[String]) {
+        let oldest_queued = queued
+            .iter()
+            .filter_map(|key| {
+                utils::warehouse::WAREHOUSE_TABLES
+                    .iter()
+                    .find_map(|t| utils::keys::parse_file_key(t.name, key, "parquet"))
+            })
+            .min();
+        let now = Utc::now();
+        for t in TABLES {
+            let left = self
+                .files
+                .get(t.name)
+                .map_or(0, |files| files.iter().filter(|(_, done)| !*done).count());
+            let transformed = self
+                .through
+                .get(t.name)
+                .and_then(|key| utils::keys::parse_file_key(t.name, key, "parquet"));
+            let reached = match (left, watermarks.get(t.name)) {
+                (0, Some(watermark)) => Some(*watermark),
+                _ => transformed,
+            };
+            let mut values = vec![(utils::metrics::FILES_WAITING, left as f64)];
+            if let Some(reached) = reached.map(|r| oldest_queued.map_or(r, |q| r.min(q))) {
+                let lag = (now - reached).to_std().unwrap_or_default();
+                values.push((utils::metrics::FRESHNESS_LAG, lag.as_secs_f64()));
+            }
+            utils::metrics::emit(STAGE, Some(t.name), &values);
         }
     }
 

@@ -58,11 +58,21 @@ pub const QUARANTINED_ROWS: Metric = Metric {
     unit: "Count",
     dimensions: BY_TABLE,
 };
-/// How old a source table's watermark is after an ingest invocation: now minus the end of the
-/// last window read. A table caught up shows about the safety lag; one behind, how far.
+/// How far behind the source a table is. Ingest: now minus its watermark (the end of the last
+/// window read). Transform: now minus what has reached the warehouse or waits only for the
+/// load running next: the watermark, or with raw files left, the end of the last file
+/// transformed; no later than the oldest file in the load's queue (end to end: a failing load
+/// shows here too). A table caught up shows about the safety lag; one behind, how far.
 pub const FRESHNESS_LAG: Metric = Metric {
     name: "FreshnessLagSeconds",
     unit: "Seconds",
+    dimensions: BY_TABLE,
+};
+/// Files waiting for a stage after an invocation: transform, per source table, the raw files
+/// it left; load, per warehouse table, the files left in its queue.
+pub const FILES_WAITING: Metric = Metric {
+    name: "FilesWaiting",
+    unit: "Count",
     dimensions: BY_TABLE,
 };
 /// An invocation's duration, per stage.
@@ -79,6 +89,7 @@ pub const METRICS: &[Metric] = &[
     CHANGED_ROWS,
     QUARANTINED_ROWS,
     FRESHNESS_LAG,
+    FILES_WAITING,
     DURATION,
 ];
 

@@ -292,26 +292,6 @@ impl S3Store {
         Ok(())
     }
 
-    /// At most `max` keys under `prefix`, in order: one ListObjectsV2 request.
-    #[instrument(skip(self), fields(bucket = %self.bucket))]
-    pub async fn list_page(&self, prefix: &str, max: i32) -> Result<Vec<String>> {
-        self.count();
-        let out = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .max_keys(max)
-            .send()
-            .await
-            .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
-        Ok(out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect())
-    }
-
     /// Every key under `prefix` that sorts after `start_after`, in order, following
     /// continuation tokens through as many pages as there are.
     #[instrument(skip(self), fields(bucket = %self.bucket))]

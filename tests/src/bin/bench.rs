@@ -334,7 +334,11 @@ async fn source(mode: &str, url: &str, bucket: Option<&String>) -> (u64, u64, Du
             let store = utils::store::S3Store::new(s3.clone(), bucket.clone());
             let tables: Vec<_> = TABLES.iter().collect();
             let started = Instant::now();
-            let out = ingest::run(&client, &store, &tables, Duration::ZERO, ingest_limits())
+            let tables = ingest::Tables {
+                read: &tables,
+                deployed: &tables,
+            };
+            let out = ingest::run(&client, &store, tables, Duration::ZERO, ingest_limits())
                 .await
                 .unwrap();
             let elapsed = started.elapsed();
