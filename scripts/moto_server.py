@@ -22,6 +22,11 @@ IsPresent. moto binds nothing, or lets the state's Catch take it, or goes to the
 Default, so a definition that reads a field which may be missing would pass here and fail the
 execution on AWS with no notification and its lock held.
 
+4. Its timestamp comparisons (TimestampLessThan... and their Path forms) read only
+"YYYY-MM-DDThh:mm:ssZ", so a timestamp with fractional seconds, or its own $$.State.EnteredTime
+("+00:00"), never compares. AWS reads RFC 3339 timestamps with fractions; here they are read so
+too (a timestamp without a zone still is none).
+
 With LAMBDA_FORWARD_URL set (make demo), an invocation with no queued result goes to the real
 function on that Lambda runtime emulator (cargo lambda watch) instead, so the state machine
 runs the real Lambdas.
@@ -30,6 +35,7 @@ Usage: python scripts/moto_server.py [moto_server arguments]; set MOTO_PORT to t
 Step Functions executor calls the other services through it.
 """
 
+import datetime
 import json
 import os
 import sys
@@ -55,6 +61,9 @@ from moto.stepfunctions.parser.asl.component.intrinsic.argument.argument import 
 )
 from moto.stepfunctions.parser.asl.component.state.choice.comparison.comparison_operator_type import (
     ComparisonOperatorType,
+)
+from moto.stepfunctions.parser.asl.component.state.choice.comparison.operator.implementations.is_operator import (
+    IsTimestamp,
 )
 from moto.stepfunctions.parser.asl.component.state.choice.comparison.comparison_variable import (
     ComparisonVariable,
@@ -207,6 +216,16 @@ ArgumentContextPath._eval_argument = _argument_or_runtime(ArgumentContextPath._e
 ComparisonVariable._eval_body = _comparison_variable_or_runtime
 ExecutionState._evaluate_with_timeout = _evaluate_past_retry_and_catch
 ExecutionState._eval_state = _eval_state_failing_on_runtime_errors
+
+def _rfc3339(string):
+    try:
+        stamp = datetime.datetime.fromisoformat(string)
+    except (TypeError, ValueError):
+        return None
+    return stamp if stamp.tzinfo is not None else None
+
+
+IsTimestamp.string_to_timestamp = staticmethod(_rfc3339)
 
 if __name__ == "__main__":
     sys.exit(main())

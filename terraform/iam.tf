@@ -189,8 +189,9 @@ data "aws_iam_policy_document" "tls_only" {
 
 # Operators running `etl` (crates/etl) against this deployment: read both buckets and the
 # database secrets (status, quarantine, the snapshots' comparison), and write only the state
-# objects the command moves (ingest's watermarks for a replay, transform's snapshots for a
-# rebuild). Output operator_policy_arn.
+# objects the command moves (ingest's watermarks and transform's cursor for a replay,
+# transform's snapshots for a rebuild), holding the pipeline's lock. Output
+# operator_policy_arn.
 resource "aws_iam_policy" "operator" {
   name        = "${var.project}-operator"
   description = "What the etl command needs: read the pipeline's buckets and database secrets, write its state objects."
@@ -220,6 +221,13 @@ data "aws_iam_policy_document" "operator" {
     sid       = "ReadDatabaseSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [for s in aws_secretsmanager_secret.db : s.arn]
+  }
+
+  # replay and rebuild-snapshots hold the pipeline's lock while they move its state.
+  statement {
+    sid       = "TakeThePipelinesLock"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"]
+    resources = [aws_dynamodb_table.lock.arn]
   }
 
   statement {

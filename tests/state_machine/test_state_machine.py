@@ -498,3 +498,26 @@ def test_no_resource_names_a_partition_of_its_own():
     definition = render(values("aws-us-gov", "us-gov-west-1"))
     assert "arn:aws:" not in definition
     assert "arn:aws-us-gov:states:::lambda:invoke" in definition
+
+
+def test_a_lock_held_by_the_etl_command_skips_the_run_until_it_expires():
+    # etl replay / rebuild-snapshots hold the lock while they move the pipeline's state.
+    p = Pipeline()
+    owner = "etl:replay by ops at 2026-12-03T10:00:00.000Z"
+    item = {"lock_id": {"S": "pipeline"}, "owner": {"S": owner}, "expires_at": {"S": "2999-01-01T00:00:00.000Z"}}
+    p.dynamodb.put_item(TableName=p.lock_table, Item=item)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", (execution, history)
+    assert json.loads(execution["output"]) == {"skipped": "another execution holds the lock", "lock_owner": owner}
+    assert invocations(history) == []
+    assert p.lock_item() == item, "the command keeps its lock"
+    assert p.notifications() == []
+
+    # The command died holding it: once expired, the next run takes it over and runs.
+    expired = {**item, "expires_at": {"S": "2020-01-01T00:00:00.000Z"}}
+    p.dynamodb.put_item(TableName=p.lock_table, Item=expired)
+    p.queue_results(ingest_output("sales_order", 0), ingest_output("payment", 0), NOTHING)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", (execution, history)
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
+    assert p.lock_item() is None, "released at the end of the run"

@@ -71,6 +71,7 @@ impl Setup {
             processed_bucket: self.p.processed.bucket().to_owned(),
             source: Some(DbSource::Url(self.p.db.url.clone())),
             warehouse: Some(DbSource::Url(self.wh.url.clone())),
+            lock_table: None,
         };
         let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
         etl::status::status(&pipeline, Duration::ZERO)

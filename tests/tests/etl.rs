@@ -29,11 +29,16 @@ impl Setup {
 
     /// What `etl` reaches with this setup's settings; `dbs` false: no database configured.
     async fn etl(&self, dbs: bool) -> etl::Pipeline {
+        self.etl_with_lock(dbs, None).await
+    }
+
+    async fn etl_with_lock(&self, dbs: bool, lock_table: Option<&str>) -> etl::Pipeline {
         let config = etl::Config {
             ingest_bucket: self.p.raw.bucket().to_owned(),
             processed_bucket: self.p.processed.bucket().to_owned(),
             source: dbs.then(|| DbSource::Url(self.p.db.url.clone())),
             warehouse: dbs.then(|| DbSource::Url(self.wh.url.clone())),
+            lock_table: lock_table.map(str::to_owned),
         };
         etl::Pipeline::new(&config, &sdk_config().await)
     }
@@ -454,4 +459,123 @@ async fn quarantined_rows_are_listed_and_shown_with_their_reasons() {
     .await
     .unwrap_err();
     assert!(e.to_string().contains("is not a quarantine file"), "{e}");
+}
+
+/// A lock table as Terraform creates it (`aws_dynamodb_table.lock`), on the local DynamoDB API.
+async fn lock_table() -> (aws_sdk_dynamodb::Client, String) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+    let name = unique_name("lock");
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("lock_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("lock_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the lock table");
+    (client, name)
+}
+
+#[tokio::test]
+async fn replays_and_rebuilds_take_the_pipelines_lock_and_refuse_while_a_run_holds_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let s = Setup::new().await;
+    s.round().await;
+    let (client, table) = lock_table().await;
+    let etl = s.etl_with_lock(true, Some(&table)).await;
+    let sales_order = etl::source_tables(&["sales_order".into()]).unwrap();
+    let since = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let before = read_state(&s.p.raw, "sales_order").await.unwrap();
+
+    // An execution holds the lock, as the state machine's AcquireLock writes it.
+    let execution = "arn:aws:states:eu-west-2:123456789012:execution:totesys-pipeline:run";
+    client
+        .put_item()
+        .table_name(&table)
+        .item("lock_id", AttributeValue::S("pipeline".into()))
+        .item("owner", AttributeValue::S(execution.into()))
+        .send()
+        .await
+        .unwrap();
+    let e = etl::replay::replay(&etl, &sales_order, since, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, etl::Error::Locked { .. }), "{e}");
+    assert!(e.to_string().contains(execution), "{e}");
+    assert_eq!(read_state(&s.p.raw, "sales_order").await.unwrap(), before);
+    let tables = etl::snapshots::snapshot_tables();
+    let e = etl::snapshots::rebuild(&etl, &tables, true, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, etl::Error::Locked { .. }), "{e}");
+    // A dry run needs no lock.
+    etl::replay::replay(&etl, &sales_order, since, true)
+        .await
+        .unwrap();
+
+    // Released: the replay takes the lock, moves the watermark and releases it.
+    client
+        .delete_item()
+        .table_name(&table)
+        .key("lock_id", AttributeValue::S("pipeline".into()))
+        .send()
+        .await
+        .unwrap();
+    etl::replay::replay(&etl, &sales_order, since, false)
+        .await
+        .unwrap();
+    let after = read_state(&s.p.raw, "sales_order").await.unwrap().unwrap();
+    assert_eq!(after.window_end, since);
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("lock_id", AttributeValue::S("pipeline".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(item.item().is_none(), "released: {item:?}");
+
+    // A command holding it: its item says so and when it expires, for the state machine.
+    let held = etl::lock::Lock::new(&sdk_config().await, &table)
+        .acquire("replay", Utc::now())
+        .await
+        .unwrap();
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("lock_id", AttributeValue::S("pipeline".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = item.item().unwrap();
+    let owner = item["owner"].as_s().unwrap();
+    assert!(owner.starts_with(etl::lock::OWNER_PREFIX), "{owner}");
+    let expires = chrono::DateTime::parse_from_rfc3339(item["expires_at"].as_s().unwrap()).unwrap();
+    assert!(
+        expires > Utc::now() + chrono::Duration::minutes(59),
+        "{expires}"
+    );
+    let e = etl::replay::replay(&etl, &sales_order, since, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(owner.as_str()), "{e}");
+    held.release().await.unwrap();
 }

@@ -503,6 +503,22 @@ fn roles_may_write_where_the_code_writes_its_state() {
         "{resources}"
     );
     assert!(resources.contains(&format!("/{cursor}/*")), "{resources}");
+    // ... holding the pipeline's lock, the state machine's item.
+    let lock = blocks(&operator.body, "statement")
+        .find(|s| {
+            attribute(&s.body, "resources")
+                .to_string()
+                .contains("aws_dynamodb_table.lock.arn")
+        })
+        .expect("the operators' lock statement");
+    assert_eq!(
+        strings(attribute(&lock.body, "actions")),
+        [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem"
+        ]
+    );
 }
 
 #[test]

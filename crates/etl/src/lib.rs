@@ -5,6 +5,7 @@
 //! watermarks and files, the processed zone, the warehouse's load ledger, the source. A
 //! database it cannot reach is reported, not fatal, where the command can do without it.
 
+pub mod lock;
 pub mod quarantine;
 pub mod replay;
 pub mod snapshots;
@@ -32,6 +33,15 @@ pub enum Error {
         what: String,
         #[source]
         source: Box<transform::Error>,
+    },
+    #[error(
+        "the pipeline's lock (DynamoDB table {table}) is held by {}: a run is in progress; \
+         nothing was changed, try again when it has ended",
+        owner.as_deref().unwrap_or("another holder")
+    )]
+    Locked {
+        table: String,
+        owner: Option<String>,
     },
 }
 
@@ -71,6 +81,9 @@ pub struct Config {
     pub source: Option<DbSource>,
     /// `WAREHOUSE_DB_SECRET_ID` or `WAREHOUSE_DB_URL`, if set: for the load ledger.
     pub warehouse: Option<DbSource>,
+    /// `PIPELINE_LOCK_TABLE` (Terraform's output `lock_table`), if set: the commands that move
+    /// the pipeline's state take its lock.
+    pub lock_table: Option<String>,
 }
 
 impl Config {
@@ -93,6 +106,7 @@ impl Config {
             processed_bucket: bucket("PROCESSED_BUCKET")?,
             source: DbSource::from_env(&env, "SOURCE_DB_SECRET_ID", "SOURCE_DB_URL").ok(),
             warehouse: DbSource::from_env(&env, "WAREHOUSE_DB_SECRET_ID", "WAREHOUSE_DB_URL").ok(),
+            lock_table: env("PIPELINE_LOCK_TABLE").filter(|t| !t.trim().is_empty()),
         })
     }
 }
@@ -103,6 +117,7 @@ pub struct Pipeline {
     pub processed: S3Store,
     source: Option<Connector>,
     warehouse: Option<Connector>,
+    lock: Option<lock::Lock>,
 }
 
 /// A database a command could not reach, and why.
@@ -119,7 +134,33 @@ impl Pipeline {
             processed: S3Store::new(s3, config.processed_bucket.clone()),
             source: connector(&config.source),
             warehouse: connector(&config.warehouse),
+            lock: config
+                .lock_table
+                .as_ref()
+                .map(|table| lock::Lock::new(sdk, table)),
         }
+    }
+
+    /// Runs `work` holding the pipeline's lock for `command` (see [`lock`]), and releases it
+    /// however the work ends. Without a lock table configured, warns and runs it as it is.
+    pub async fn locked<T>(
+        &self,
+        command: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(lock) = &self.lock else {
+            tracing::warn!(
+                "PIPELINE_LOCK_TABLE is not set: {command} runs without the pipeline's lock; \
+                 make sure no pipeline run is in progress"
+            );
+            return work.await;
+        };
+        let held = lock.acquire(command, chrono::Utc::now()).await?;
+        let result = work.await;
+        let released = held.release().await;
+        let out = result?;
+        released?;
+        Ok(out)
     }
 
     /// The source database, or why not.

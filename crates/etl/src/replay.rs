@@ -25,8 +25,23 @@ pub struct Plan {
     pub rows_to_read: Option<i64>,
 }
 
-/// The plans for `tables`, or (with `dry_run` false) the watermarks moved.
+/// The plans for `tables`, or (with `dry_run` false) the watermarks moved, holding the
+/// pipeline's lock.
 pub async fn replay(
+    pipeline: &Pipeline,
+    tables: &[&'static TableSpec],
+    since: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<Plan>> {
+    if dry_run {
+        return plan_or_move(pipeline, tables, since, true).await;
+    }
+    pipeline
+        .locked("replay", plan_or_move(pipeline, tables, since, false))
+        .await
+}
+
+async fn plan_or_move(
     pipeline: &Pipeline,
     tables: &[&'static TableSpec],
     since: DateTime<Utc>,

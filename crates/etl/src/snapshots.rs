@@ -57,8 +57,25 @@ pub fn snapshot_tables() -> Vec<&'static TableSpec> {
 }
 
 /// Rebuilds the snapshots of `tables` (each one transform keeps); writes each that is missing,
-/// and with `force` each that differs, unless `dry_run`.
+/// and with `force` each that differs, unless `dry_run`. Writing, it holds the pipeline's lock.
 pub async fn rebuild(
+    pipeline: &Pipeline,
+    tables: &[&'static TableSpec],
+    force: bool,
+    dry_run: bool,
+) -> Result<Vec<Rebuilt>> {
+    if dry_run {
+        return rebuild_unlocked(pipeline, tables, force, true).await;
+    }
+    pipeline
+        .locked(
+            "rebuild-snapshots",
+            rebuild_unlocked(pipeline, tables, force, false),
+        )
+        .await
+}
+
+async fn rebuild_unlocked(
     pipeline: &Pipeline,
     tables: &[&'static TableSpec],
     force: bool,
@@ -76,10 +93,13 @@ pub async fn rebuild(
             )));
         }
         let what = || format!("rebuilding the snapshot of {}", spec.name);
-        let (rebuilt, raw_files) = snapshot::rebuild(&pipeline.raw, spec).await.doing(what)?;
+        // The snapshot first: a transform that merges a raw file listed after this read
+        // changes its ETag, and the conditional write below then refuses to drop that file's
+        // rows.
         let current = snapshot::load(&pipeline.processed, spec)
             .await
             .doing(what)?;
+        let (rebuilt, raw_files) = snapshot::rebuild(&pipeline.raw, spec).await.doing(what)?;
         let comparison = match &current.etag {
             None => Comparison::Missing,
             Some(_) => compare(spec, &current.batch, &rebuilt),
