@@ -327,7 +327,34 @@ async fn a_late_dimension_file_is_applied_as_if_in_order() {
     // The third run's files load first; the second's arrive late (not queued: named by an
     // event alone).
     s.unqueue(&second).await;
-    s.load(third).await.unwrap();
+    s.load(third.clone()).await.unwrap();
+    // A newer file replaced by hand since it was loaded cannot be applied again after the
+    // late one: a permanent error naming it, nothing committed; restored, the load goes on.
+    let newer = third["files"]["dim_currency"][0].as_str().unwrap();
+    let original = s.p.processed.get(newer).await.unwrap().unwrap();
+    let mut changed = original.to_vec();
+    changed.extend_from_slice(b"\n");
+    s.p.processed
+        .put(
+            newer,
+            bytes::Bytes::from(changed),
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    let e = s.load(second.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "InvalidInput", "{e}");
+    assert!(e.to_string().contains(newer), "{e}");
+    assert!(e.to_string().contains("restore that version"), "{e}");
+    let late_file = second["files"]["dim_currency"][0].as_str().unwrap();
+    assert!(
+        s.ledger().await.iter().all(|(key, _)| key != late_file),
+        "the late file's transaction committed nothing"
+    );
+    s.p.processed
+        .put(newer, original, "application/octet-stream")
+        .await
+        .unwrap();
     let late = s.load(second).await.unwrap();
     assert!(late.loaded.contains_key("dim_currency"), "{late:?}");
     let mut facts = BTreeMap::new();

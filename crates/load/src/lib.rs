@@ -350,8 +350,23 @@ async fn load_file(
                 after = file.key.as_str(),
                 "applying a newer file again after a late one"
             );
-            // The version loaded then: a file replaced since fails rather than applying rows
-            // the ledger does not describe.
+            // The version loaded then: a file replaced or deleted since cannot be applied again
+            // (processed files are never rewritten, so someone changed it by hand), and no
+            // retry will bring it back: a permanent error naming it.
+            let now = store.etag(&later.key).await?;
+            if now.as_deref() != Some(later_etag.as_str()) {
+                return Err(invalid(
+                    store,
+                    &later,
+                    format!(
+                        "the ledger holds this file as loaded with ETag {later_etag}, and it is \
+                         now {}: it must be applied again after the older file {}, and cannot \
+                         be; restore that version (the bucket keeps versions)",
+                        now.map_or("deleted".to_owned(), |e| format!("ETag {e}")),
+                        file.key
+                    ),
+                ));
+            }
             let opened = open(store, &later, &later_etag).await?;
             // Its rows are in the table: straight to the upsert.
             changed += apply(&tx, store, (&later, &later_etag), opened, false).await?;
