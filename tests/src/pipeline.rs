@@ -14,6 +14,7 @@ use utils::db::{Connector, DbSource};
 use utils::store::S3Store;
 use utils::warehouse::warehouse_table;
 
+use crate::expected::{FactVersions, assert_star_schema, record_versions, warehouse_rows};
 use crate::{TestDb, bucket, read_object, sdk_config, tick};
 
 /// A source database, its raw bucket and a processed bucket.
@@ -91,6 +92,55 @@ impl Pipeline {
     pub async fn round(&self) -> Output {
         let event = self.ingest().await;
         self.transform(event).await.expect("transform")
+    }
+}
+
+/// A seeded source, its buckets and a warehouse: the whole pipeline.
+pub struct Setup {
+    pub p: Pipeline,
+    pub wh: TestDb,
+}
+
+impl Setup {
+    pub async fn new() -> Self {
+        Setup {
+            p: Pipeline::new(true).await,
+            wh: TestDb::warehouse().await,
+        }
+    }
+
+    /// The real load Lambda over this warehouse; its output.
+    pub async fn load(&self, event: Value) -> load::Output {
+        let deps = load_deps(
+            &self.p.processed,
+            &self.wh.url,
+            load::bulk::DEFAULT_MIN_ROWS,
+        )
+        .await;
+        load::handler(LambdaEvent::new(event, Context::default()), &deps)
+            .await
+            .expect("load")
+    }
+
+    /// What `etl` reaches with this setup's settings; `dbs` false: no database configured.
+    pub async fn etl(&self, dbs: bool, lock_table: Option<&str>) -> etl::Pipeline {
+        let config = etl::Config {
+            ingest_bucket: self.p.raw.bucket().to_owned(),
+            processed_bucket: self.p.processed.bucket().to_owned(),
+            source: dbs.then(|| DbSource::Url(self.p.db.url.clone())),
+            warehouse: dbs.then(|| DbSource::Url(self.wh.url.clone())),
+            lock_table: lock_table.map(str::to_owned),
+        };
+        etl::Pipeline::new(&config, &sdk_config().await)
+    }
+
+    /// The warehouse against the source: `facts` gains the source's current fact versions
+    /// first.
+    pub async fn assert_exact(&self, facts: &mut FactVersions, when: &str) {
+        let source = self.p.source().await;
+        record_versions(&source, facts).await;
+        let tables = warehouse_rows(&self.wh.client().await).await;
+        assert_star_schema(&source, &tables, facts, when).await;
     }
 }
 

@@ -12,79 +12,38 @@ use totesys_tests::chaos::{Chaos, Settings};
 use totesys_tests::expected::*;
 use totesys_tests::pipeline::*;
 use totesys_tests::*;
-use utils::db::DbSource;
 use utils::tables::TABLES;
 
-struct Setup {
-    p: Pipeline,
-    wh: TestDb,
+/// One ingest invocation for `tables`, files of at most `max_rows`; `one_file`: its deadline
+/// margin is reached from the start, so it writes one file and stops.
+async fn ingest(s: &Setup, tables: &[&str], max_rows: u64, one_file: bool) -> Value {
+    tick().await;
+    let mut deps = s.p.ingest_deps().await;
+    deps.config.max_rows_per_file = max_rows;
+    let context = if one_file {
+        deps.config.deadline_margin = PAST_MARGIN;
+        context_at_deadline()
+    } else {
+        Context::default()
+    };
+    let event = json!({"tables_to_query": tables});
+    let out = ingest::handler(LambdaEvent::new(event, context), &deps)
+        .await
+        .expect("ingest");
+    serde_json::to_value(out).unwrap()
 }
 
-impl Setup {
-    async fn new() -> Self {
-        Setup {
-            p: Pipeline::new(true).await,
-            wh: TestDb::warehouse().await,
-        }
-    }
+async fn transform_and_load(s: &Setup, event: Value) -> transform::Output {
+    let out = s.p.transform(event).await.expect("transform");
+    s.load(serde_json::to_value(&out).unwrap()).await;
+    out
+}
 
-    /// One ingest invocation for `tables`, files of at most `max_rows`; `one_file`: its
-    /// deadline margin is reached from the start, so it writes one file and stops.
-    async fn ingest(&self, tables: &[&str], max_rows: u64, one_file: bool) -> Value {
-        tick().await;
-        let mut deps = self.p.ingest_deps().await;
-        deps.config.max_rows_per_file = max_rows;
-        let context = if one_file {
-            deps.config.deadline_margin = PAST_MARGIN;
-            context_at_deadline()
-        } else {
-            Context::default()
-        };
-        let event = json!({"tables_to_query": tables});
-        let out = ingest::handler(LambdaEvent::new(event, context), &deps)
-            .await
-            .expect("ingest");
-        serde_json::to_value(out).unwrap()
-    }
-
-    async fn load(&self, event: Value) -> load::Output {
-        let deps = load_deps(
-            &self.p.processed,
-            &self.wh.url,
-            load::bulk::DEFAULT_MIN_ROWS,
-        )
-        .await;
-        load::handler(LambdaEvent::new(event, Context::default()), &deps)
-            .await
-            .expect("load")
-    }
-
-    async fn transform_and_load(&self, event: Value) -> transform::Output {
-        let out = self.p.transform(event).await.expect("transform");
-        self.load(serde_json::to_value(&out).unwrap()).await;
-        out
-    }
-
-    async fn status(&self) -> etl::status::Status {
-        let config = etl::Config {
-            ingest_bucket: self.p.raw.bucket().to_owned(),
-            processed_bucket: self.p.processed.bucket().to_owned(),
-            source: Some(DbSource::Url(self.p.db.url.clone())),
-            warehouse: Some(DbSource::Url(self.wh.url.clone())),
-            lock_table: None,
-        };
-        let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
-        etl::status::status(&pipeline, Duration::ZERO)
-            .await
-            .unwrap()
-    }
-
-    async fn assert_exact(&self, facts: &mut FactVersions, when: &str) {
-        let source = self.p.source().await;
-        record_versions(&source, facts).await;
-        let tables = warehouse_rows(&self.wh.client().await).await;
-        assert_star_schema(&source, &tables, facts, when).await;
-    }
+/// `etl status` with no lag allowed: every table with anything waiting is behind.
+async fn etl_status(s: &Setup) -> etl::status::Status {
+    etl::status::status(&s.etl(true, None).await, Duration::ZERO)
+        .await
+        .unwrap()
 }
 
 fn dimension_tables() -> Vec<&'static str> {
@@ -104,16 +63,14 @@ async fn a_fact_table_finishing_in_a_later_round_never_rewrites_a_processed_file
     // which the load had applied (and then refused to apply anything of the table again).
     let s = Setup::new().await;
     let mut facts = BTreeMap::new();
-    let dimensions = s.ingest(&dimension_tables(), 1_000, false).await;
-    let payment = s.ingest(&["payment", "purchase_order"], 1_000, false).await;
-    let sales = s.ingest(&["sales_order"], 1, true).await;
+    let dimensions = ingest(&s, &dimension_tables(), 1_000, false).await;
+    let payment = ingest(&s, &["payment", "purchase_order"], 1_000, false).await;
+    let sales = ingest(&s, &["sales_order"], 1, true).await;
     assert_eq!(sales["complete"], json!(false), "{sales}");
-    let first = s
-        .transform_and_load(json!([dimensions, payment, sales]))
-        .await;
+    let first = transform_and_load(&s, json!([dimensions, payment, sales])).await;
     let before = contents(&s.p.processed).await;
 
-    let sales = s.ingest(&["sales_order"], 1_000, false).await;
+    let sales = ingest(&s, &["sales_order"], 1_000, false).await;
     assert_eq!(sales["complete"], json!(true), "{sales}");
     let end = |out: &Value, table: &str| {
         let keys = out["files"][table].as_array().unwrap().clone();
@@ -131,7 +88,7 @@ async fn a_fact_table_finishing_in_a_later_round_never_rewrites_a_processed_file
         end(&payment, "payment"),
         "the same window end as the other fact tables' files"
     );
-    let second = s.transform_and_load(sales).await;
+    let second = transform_and_load(&s, sales).await;
     assert!(second.files.contains_key("dim_date"), "{second:?}");
     for key in &second.files["dim_date"] {
         assert!(
@@ -153,8 +110,7 @@ async fn raw_files_whose_ingest_result_was_lost_are_transformed_and_loaded() {
     let s = Setup::new().await;
     let mut facts = BTreeMap::new();
     let all: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
-    s.transform_and_load(s.ingest(&all, 1_000, false).await)
-        .await;
+    transform_and_load(&s, ingest(&s, &all, 1_000, false).await).await;
     s.assert_exact(&mut facts, "after the first round").await;
     let source = s.p.source().await;
     for change in source_changes() {
@@ -162,20 +118,20 @@ async fn raw_files_whose_ingest_result_was_lost_are_transformed_and_loaded() {
         record_versions(&source, &mut facts).await;
         // The invocation did its work (files written, watermarks moved) and its result never
         // reached transform; the next one finds nothing new and says so.
-        let lost = s.ingest(&all, 1_000, false).await;
+        let lost = ingest(&s, &all, 1_000, false).await;
         assert_eq!(lost["has_new_data"], json!(true), "{lost}");
         // etl status shows the files waiting, and their tables behind.
-        let status = s.status().await;
+        let status = etl_status(&s).await;
         for (table, keys) in lost["files"].as_object().unwrap() {
             let t = status.tables.iter().find(|t| t.table == table).unwrap();
             assert_eq!(json!(t.not_transformed), *keys, "{table}");
             assert!(status.behind.contains(table), "{:?}", status.behind);
         }
-        let next = s.ingest(&all, 1_000, false).await;
+        let next = ingest(&s, &all, 1_000, false).await;
         assert_eq!(next["has_new_data"], json!(false), "{next}");
-        s.transform_and_load(next).await;
+        transform_and_load(&s, next).await;
         s.assert_exact(&mut facts, &format!("after {change}")).await;
-        let status = s.status().await;
+        let status = etl_status(&s).await;
         assert!(status.tables.iter().all(|t| t.not_transformed.is_empty()));
         assert!(status.warehouse_tables.iter().all(|t| t.queued.is_empty()));
     }
@@ -188,16 +144,16 @@ async fn processed_files_whose_transform_result_was_lost_are_loaded_by_the_next_
     let all: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
     // Transform's result lost: the load of the next execution gets a transform output with no
     // files.
-    s.p.transform(s.ingest(&all, 1_000, false).await)
+    s.p.transform(ingest(&s, &all, 1_000, false).await)
         .await
         .unwrap();
     let nothing =
-        s.p.transform(s.ingest(&all, 1_000, false).await)
+        s.p.transform(ingest(&s, &all, 1_000, false).await)
             .await
             .unwrap();
     assert!(nothing.files.is_empty(), "{nothing:?}");
     assert!(nothing.has_new_data, "files wait in the load's queue");
-    let status = s.status().await;
+    let status = etl_status(&s).await;
     for t in &status.warehouse_tables {
         assert_eq!(t.queued.len(), 1, "{}", t.table);
         assert!(status.behind.iter().any(|b| b == t.table), "{}", t.table);

@@ -6,70 +6,24 @@ use std::time::Duration;
 
 use arrow::array::Array;
 use chrono::{TimeZone, Utc};
-use lambda_runtime::{Context, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use totesys_tests::expected::*;
-use totesys_tests::pipeline::{Pipeline, load_deps};
+use totesys_tests::pipeline::Setup;
 use totesys_tests::*;
-use utils::db::DbSource;
 use utils::watermark::read_state;
 
-struct Setup {
-    p: Pipeline,
-    wh: TestDb,
+/// Ingest, transform and load; ingest's output.
+async fn round(s: &Setup) -> Value {
+    let ingested = s.p.ingest().await;
+    let transformed = s.p.transform(ingested.clone()).await.expect("transform");
+    s.load(serde_json::to_value(transformed).unwrap()).await;
+    ingested
 }
 
-impl Setup {
-    async fn new() -> Self {
-        Setup {
-            p: Pipeline::new(true).await,
-            wh: TestDb::warehouse().await,
-        }
-    }
-
-    /// What `etl` reaches with this setup's settings; `dbs` false: no database configured.
-    async fn etl(&self, dbs: bool) -> etl::Pipeline {
-        self.etl_with_lock(dbs, None).await
-    }
-
-    async fn etl_with_lock(&self, dbs: bool, lock_table: Option<&str>) -> etl::Pipeline {
-        let config = etl::Config {
-            ingest_bucket: self.p.raw.bucket().to_owned(),
-            processed_bucket: self.p.processed.bucket().to_owned(),
-            source: dbs.then(|| DbSource::Url(self.p.db.url.clone())),
-            warehouse: dbs.then(|| DbSource::Url(self.wh.url.clone())),
-            lock_table: lock_table.map(str::to_owned),
-        };
-        etl::Pipeline::new(&config, &sdk_config().await)
-    }
-
-    async fn load(&self, event: Value) -> load::Output {
-        let deps = load_deps(
-            &self.p.processed,
-            &self.wh.url,
-            load::bulk::DEFAULT_MIN_ROWS,
-        )
-        .await;
-        load::handler(LambdaEvent::new(event, Context::default()), &deps)
-            .await
-            .expect("load")
-    }
-
-    /// Ingest, transform and load; ingest's output.
-    async fn round(&self) -> Value {
-        let ingested = self.p.ingest().await;
-        let transformed = self.p.transform(ingested.clone()).await.expect("transform");
-        self.load(serde_json::to_value(transformed).unwrap()).await;
-        ingested
-    }
-
-    async fn assert_exact(&self, when: &str) {
-        let source = self.p.source().await;
-        let mut facts = BTreeMap::new();
-        record_versions(&source, &mut facts).await;
-        let tables = warehouse_rows(&self.wh.client().await).await;
-        assert_star_schema(&source, &tables, &facts, when).await;
-    }
+/// The warehouse against the source as it is now.
+async fn assert_exact(s: &Setup, when: &str) {
+    s.assert_exact(&mut BTreeMap::new(), when).await;
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -77,7 +31,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 #[tokio::test]
 async fn status_follows_each_stage_and_says_which_tables_are_behind() {
     let s = Setup::new().await;
-    let etl = s.etl(true).await;
+    let etl = s.etl(true, None).await;
 
     // Nothing ingested yet: every table is behind, nothing is processed.
     let status = etl::status::status(&etl, HOUR).await.unwrap();
@@ -146,7 +100,7 @@ async fn status_follows_each_stage_and_says_which_tables_are_behind() {
     assert!(json["tables"][0]["watermark"].is_string());
 
     // Without the databases: the watermarks' age stands in for the lag.
-    let blind = s.etl(false).await;
+    let blind = s.etl(false, None).await;
     let status = etl::status::status(&blind, HOUR).await.unwrap();
     assert!(
         status
@@ -177,8 +131,8 @@ async fn status_follows_each_stage_and_says_which_tables_are_behind() {
 #[tokio::test]
 async fn a_replay_reads_the_window_again_and_the_warehouse_stays_exact() {
     let s = Setup::new().await;
-    s.round().await;
-    let etl = s.etl(true).await;
+    round(&s).await;
+    let etl = s.etl(true, None).await;
     let sales_order = etl::source_tables(&["sales_order".into()]).unwrap();
     let since = Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap();
     let before = read_state(&s.p.raw, "sales_order").await.unwrap().unwrap();
@@ -212,13 +166,13 @@ async fn a_replay_reads_the_window_again_and_the_warehouse_stays_exact() {
     );
 
     // The next run reads from there, though a later file exists; the warehouse is unchanged.
-    let ingested = s.round().await;
+    let ingested = round(&s).await;
     assert_eq!(ingested["row_counts"]["sales_order"], 1, "{ingested}");
     assert_eq!(ingested["row_counts"]["staff"], 0, "other tables untouched");
-    s.assert_exact("after the replay").await;
+    assert_exact(&s, "after the replay").await;
     let after = read_state(&s.p.raw, "sales_order").await.unwrap().unwrap();
     assert_eq!(after.replayed_over, None, "the replay is over");
-    let next = s.round().await;
+    let next = round(&s).await;
     assert_eq!(next["row_counts"]["sales_order"], 0, "{next}");
     assert!(etl::replay::render(&done, since, true).contains("moved back"));
 
@@ -228,7 +182,7 @@ async fn a_replay_reads_the_window_again_and_the_warehouse_stays_exact() {
     let plans = etl::replay::replay(&etl, &all, later, false).await.unwrap();
     assert!(plans.iter().all(|p| p.replay.is_none()));
     let fresh = Setup::new().await;
-    let plans = etl::replay::replay(&fresh.etl(true).await, &sales_order, since, false)
+    let plans = etl::replay::replay(&fresh.etl(true, None).await, &sales_order, since, false)
         .await
         .unwrap();
     assert!(plans[0].replay.is_none());
@@ -239,7 +193,7 @@ async fn a_replay_in_bounded_files_goes_through_every_file_it_passes_over() {
     // Split windows: the replay's own files are named before the file it passes over, so its
     // state must keep skipping that file until the window passes it.
     let s = Setup::new().await;
-    s.round().await;
+    round(&s).await;
     let source = s.p.source().await;
     source
         .batch_execute(
@@ -253,8 +207,8 @@ async fn a_replay_in_bounded_files_goes_through_every_file_it_passes_over() {
         )
         .await
         .unwrap();
-    s.round().await;
-    let etl = s.etl(true).await;
+    round(&s).await;
+    let etl = s.etl(true, None).await;
     let sales_order = etl::source_tables(&["sales_order".into()]).unwrap();
     let since = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     etl::replay::replay(&etl, &sales_order, since, false)
@@ -284,17 +238,17 @@ async fn a_replay_in_bounded_files_goes_through_every_file_it_passes_over() {
     }
     assert_eq!(read, 12, "every row since the replay's start, once");
     assert!(files > 2, "{files} files");
-    s.assert_exact("after a replay in bounded files").await;
+    assert_exact(&s, "after a replay in bounded files").await;
 }
 
 #[tokio::test]
 async fn rebuilt_snapshots_equal_transforms_and_replace_a_lost_or_damaged_one() {
     let s = Setup::new().await;
-    s.round().await;
+    round(&s).await;
     let source = s.p.source().await;
     source.batch_execute(&source_changes()[1]).await.unwrap();
-    s.round().await;
-    let etl = s.etl(true).await;
+    round(&s).await;
+    let etl = s.etl(true, None).await;
     let tables = etl::snapshots::snapshot_tables();
     let comparisons = |rebuilt: &[etl::snapshots::Rebuilt]| {
         rebuilt
@@ -425,8 +379,8 @@ async fn quarantined_rows_are_listed_and_shown_with_their_reasons() {
         .batch_execute(&order_with_a_bad_date())
         .await
         .unwrap();
-    s.round().await;
-    let etl = s.etl(true).await;
+    round(&s).await;
+    let etl = s.etl(true, None).await;
     let files = etl::quarantine::list(&etl.processed).await.unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0].table, "fact_sales_order");
@@ -496,9 +450,9 @@ async fn lock_table() -> (aws_sdk_dynamodb::Client, String) {
 async fn replays_and_rebuilds_take_the_pipelines_lock_and_refuse_while_a_run_holds_it() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let s = Setup::new().await;
-    s.round().await;
+    round(&s).await;
     let (client, table) = lock_table().await;
-    let etl = s.etl_with_lock(true, Some(&table)).await;
+    let etl = s.etl(true, Some(&table)).await;
     let sales_order = etl::source_tables(&["sales_order".into()]).unwrap();
     let since = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     let before = read_state(&s.p.raw, "sales_order").await.unwrap();
@@ -542,14 +496,17 @@ async fn replays_and_rebuilds_take_the_pipelines_lock_and_refuse_while_a_run_hol
         .unwrap();
     let after = read_state(&s.p.raw, "sales_order").await.unwrap().unwrap();
     assert_eq!(after.window_end, since);
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("lock_id", AttributeValue::S("pipeline".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
+    let lock_item = || async {
+        client
+            .get_item()
+            .table_name(&table)
+            .key("lock_id", AttributeValue::S("pipeline".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+    };
+    let item = lock_item().await;
     assert!(item.item().is_none(), "released: {item:?}");
 
     // A command holding it: its item says so and when it expires, for the state machine.
@@ -557,14 +514,7 @@ async fn replays_and_rebuilds_take_the_pipelines_lock_and_refuse_while_a_run_hol
         .acquire("replay", Utc::now())
         .await
         .unwrap();
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("lock_id", AttributeValue::S("pipeline".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
+    let item = lock_item().await;
     let item = item.item().unwrap();
     let owner = item["owner"].as_s().unwrap();
     assert!(owner.starts_with(etl::lock::OWNER_PREFIX), "{owner}");

@@ -977,15 +977,18 @@ async fn a_fact_table_read_alone_waits_for_its_dimension_tables() {
     // read up to its watermark and reports itself incomplete, for another round.
     let state = store.get(&state_key("transaction")).await.unwrap().unwrap();
     let mut state: Value = serde_json::from_slice(&state).unwrap();
+    let put_state = |state: &Value| {
+        let body = Bytes::from(serde_json::to_vec(state).unwrap());
+        let store = store.clone();
+        async move {
+            store
+                .put(&state_key("transaction"), body, "application/json")
+                .await
+                .unwrap()
+        }
+    };
     state["caught_up"] = json!(false);
-    store
-        .put(
-            &state_key("transaction"),
-            Bytes::from(serde_json::to_vec(&state).unwrap()),
-            "application/json",
-        )
-        .await
-        .unwrap();
+    put_state(&state).await;
     let out = invoke(&deps, sales.clone()).await.unwrap();
     assert!(!out.complete);
     assert_eq!(
@@ -995,14 +998,7 @@ async fn a_fact_table_read_alone_waits_for_its_dimension_tables() {
     // One whose watermark is at or past the run's end (its next window was empty, so its run
     // recorded nothing) holds nothing back: otherwise the rounds never end.
     state["window_end"] = json!("2100-01-01T00:00:00.000000Z");
-    store
-        .put(
-            &state_key("transaction"),
-            Bytes::from(serde_json::to_vec(&state).unwrap()),
-            "application/json",
-        )
-        .await
-        .unwrap();
+    put_state(&state).await;
     assert!(invoke(&deps, sales).await.unwrap().complete);
     // Read on its own, in one snapshot with the dimension tables, nothing holds it back.
     assert!(invoke(&deps, json!({})).await.unwrap().complete);

@@ -47,7 +47,7 @@ pub async fn read_transform_cursor(store: &S3Store) -> Result<(TransformCursor, 
     match store.get_version(TRANSFORM_CURSOR_KEY).await? {
         Some((bytes, etag)) => {
             let cursor = serde_json::from_slice(&bytes)
-                .map_err(|e| corrupt(store, TRANSFORM_CURSOR_KEY, e))?;
+                .map_err(|e| store.corrupt(TRANSFORM_CURSOR_KEY, e))?;
             Ok((cursor, Some(etag)))
         }
         None => Ok((TransformCursor::default(), None)),
@@ -149,14 +149,6 @@ pub async fn pending(store: &S3Store) -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|k| k.strip_prefix(PENDING_PREFIX).map(str::to_owned))
         .collect())
-}
-
-fn corrupt(store: &S3Store, key: &str, reason: impl std::fmt::Display) -> Error {
-    Error::CorruptState {
-        bucket: store.bucket().to_owned(),
-        key: key.to_owned(),
-        reason: reason.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,15 @@ impl S3Store {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A state object at `key` that cannot be read as what it should hold.
+    pub fn corrupt(&self, key: &str, reason: impl std::fmt::Display) -> Error {
+        Error::CorruptState {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
     fn error<E>(&self, operation: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -64,13 +64,9 @@ pub async fn read_state(store: &S3Store, table: &str) -> Result<Option<IngestSta
     match store.get(&key).await? {
         Some(bytes) => {
             let state: IngestState =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(store, &key, e))?;
+                serde_json::from_slice(&bytes).map_err(|e| store.corrupt(&key, e))?;
             if state.table != table {
-                return Err(corrupt(
-                    store,
-                    &key,
-                    format!("it names table {:?}", state.table),
-                ));
+                return Err(store.corrupt(&key, format!("it names table {:?}", state.table)));
             }
             Ok(Some(state))
         }
@@ -116,7 +112,7 @@ pub async fn record_ingest(
         let current = store.get_version(&state_key).await?;
         if let Some((bytes, _)) = &current {
             let recorded: IngestState =
-                serde_json::from_slice(bytes).map_err(|e| corrupt(store, &state_key, e))?;
+                serde_json::from_slice(bytes).map_err(|e| store.corrupt(&state_key, e))?;
             if recorded.window_end >= window_end {
                 return Ok(());
             }
@@ -173,8 +169,7 @@ pub async fn replay(
     let Some((bytes, etag)) = store.get_version(&key).await? else {
         return Ok(None);
     };
-    let before: IngestState =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(store, &key, e))?;
+    let before: IngestState = serde_json::from_slice(&bytes).map_err(|e| store.corrupt(&key, e))?;
     if before.window_end <= since {
         return Ok(None);
     }
@@ -220,14 +215,6 @@ pub async fn replay(
 /// How often a run that lost the race to record its watermark reads it again. Every lost race
 /// is another run's win, so n runs meeting need at most n attempts.
 const RECORD_ATTEMPTS: usize = 16;
-
-fn corrupt(store: &S3Store, key: &str, reason: impl std::fmt::Display) -> Error {
-    Error::CorruptState {
-        bucket: store.bucket().to_owned(),
-        key: key.to_owned(),
-        reason: reason.to_string(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
