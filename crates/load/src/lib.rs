@@ -141,15 +141,23 @@ pub async fn run(
     // A list of no files is what an invocation leaves when only queued files, or its views'
     // refresh, are left.
     let listed = matches!(request, Request::Files { .. });
+    let Settings {
+        mut deadline,
+        mut bulk,
+    } = settings;
     let named = match request {
         Request::Nothing => return Ok(Output::default()),
         Request::Files { bucket, files } => {
             store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
             files
         }
-        // S3 mode: the notification stands for whatever is queued.
+        // S3 mode: the notification stands for whatever is queued, and nothing would invoke
+        // the load again for files left at a deadline: the queue loads in one go. Each file
+        // commits on its own, so a timeout loses at most the file in hand, and Lambda's
+        // asynchronous retry goes on from there.
         Request::Run { bucket, .. } => {
             store.expect_bucket(&bucket).map_err(Error::InvalidEvent)?;
+            deadline = Deadline::NONE;
             Vec::new()
         }
     };
@@ -158,7 +166,6 @@ pub async fn run(
     if files.is_empty() && !listed {
         return Ok(output);
     }
-    let Settings { deadline, mut bulk } = settings;
     schema::prepare(client).await?;
     let mut progress = utils::logging::Progress::new(STAGE, None, files.len());
     let mut files = files.into_iter();
