@@ -275,20 +275,12 @@ resource "aws_athena_workgroup" "lake" {
 }
 
 # The workgroup's total per day, beside the per-query cutoff: an alarm on the topic when the
-# queries of one day scan more than athena_daily_bytes_scanned_alarm (null: no alarm). One of
-# the pipeline's alarms (monitoring.tf).
+# queries of one day scan more than athena_daily_bytes_scanned_alarm (null: no alarm), below.
 locals {
-  athena_alarms = var.athena_daily_bytes_scanned_alarm == null ? {} : {
-    "${var.project}-athena-daily-bytes-scanned" = {
-      description = "Queries in the ${aws_athena_workgroup.lake.name} workgroup scanned more than ${var.athena_daily_bytes_scanned_alarm} bytes in a day."
-      namespace   = "AWS/Athena"
-      metric      = "ProcessedBytes"
-      dimensions  = { WorkGroup = aws_athena_workgroup.lake.name }
-      statistic   = "Sum"
-      period      = 86400
-      threshold   = var.athena_daily_bytes_scanned_alarm
-    }
-  }
+  # The final states of a query that read data: a cancelled one may have hit the cutoff.
+  # Athena's API spells it CANCELLED and its metrics documentation CANCELED: both are summed
+  # (a series that does not exist adds 0).
+  athena_query_states = ["SUCCEEDED", "FAILED", "CANCELLED", "CANCELED"]
 }
 
 # Analysts: query in the workgroup, read the catalog and both zones' data files (not the
@@ -319,6 +311,14 @@ data "aws_iam_policy_document" "analyst" {
     resources = ["arn:${local.partition}:athena:${local.region}:${local.account_id}:datacatalog/AwsDataCatalog"]
   }
 
+  # The console lists workgroups, catalogs and engine versions before any query; these take
+  # no resource-level permission.
+  statement {
+    sid       = "OpenTheConsole"
+    actions   = ["athena:ListWorkGroups", "athena:ListDataCatalogs", "athena:ListEngineVersions"]
+    resources = ["*"]
+  }
+
   statement {
     sid = "ReadTheGlueTables"
     actions = [
@@ -332,15 +332,36 @@ data "aws_iam_policy_document" "analyst" {
     ]
   }
 
+  # Athena asks for the catalog's default database (and may try to create it) in every query's
+  # region, and SHOW DATABASES lists every database: both are refused otherwise.
+  statement {
+    sid       = "AthenasDefaultDatabase"
+    actions   = ["glue:GetDatabase", "glue:CreateDatabase"]
+    resources = ["arn:${local.partition}:glue:${local.region}:${local.account_id}:database/default"]
+  }
+
+  statement {
+    sid       = "ShowDatabases"
+    actions   = ["glue:GetDatabases"]
+    resources = ["arn:${local.partition}:glue:${local.region}:${local.account_id}:database/*"]
+  }
+
   statement {
     sid       = "ListTheDataFiles"
-    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    actions   = ["s3:ListBucket"]
     resources = [local.bucket_arn.ingest, local.bucket_arn.processed]
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
       values   = [for t in values(local.lake_tables) : "${t.prefix}/*"]
     }
+  }
+
+  # GetBucketLocation requests carry no s3:prefix: under the condition above it never applied.
+  statement {
+    sid       = "LocateTheBuckets"
+    actions   = ["s3:GetBucketLocation"]
+    resources = [local.bucket_arn.ingest, local.bucket_arn.processed]
   }
 
   statement {
@@ -368,5 +389,42 @@ data "aws_iam_policy_document" "analyst" {
       variable = "kms:ViaService"
       values   = ["s3.${local.region}.amazonaws.com"]
     }
+  }
+}
+
+# A day's scanned bytes in the workgroup. Athena reports ProcessedBytes by QueryState,
+# QueryType and WorkGroup together (its CloudWatch metrics documentation), so an alarm on
+# {WorkGroup} alone matches no series: the sum over the data-reading (DML) queries' states,
+# cancelled ones included (those that hit the per-query cutoff), each missing day read as 0.
+resource "aws_cloudwatch_metric_alarm" "athena_bytes_scanned" {
+  count               = var.athena_daily_bytes_scanned_alarm == null ? 0 : 1
+  alarm_name          = "${var.project}-athena-daily-bytes-scanned"
+  alarm_description   = "Queries in the ${aws_athena_workgroup.lake.name} workgroup scanned more than ${var.athena_daily_bytes_scanned_alarm} bytes in a day."
+  evaluation_periods  = 1
+  threshold           = var.athena_daily_bytes_scanned_alarm
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+
+  dynamic "metric_query" {
+    for_each = local.athena_query_states
+    content {
+      id          = lower(metric_query.value)
+      return_data = false
+      metric {
+        namespace   = "AWS/Athena"
+        metric_name = "ProcessedBytes"
+        dimensions  = { QueryState = metric_query.value, QueryType = "DML", WorkGroup = aws_athena_workgroup.lake.name }
+        stat        = "Sum"
+        period      = 86400
+      }
+    }
+  }
+
+  metric_query {
+    id          = "scanned"
+    label       = "bytes scanned in a day"
+    expression  = join(" + ", [for state in local.athena_query_states : "FILL(${lower(state)}, 0)"])
+    return_data = true
   }
 }

@@ -1,5 +1,6 @@
 # Everything that needs a person goes to one topic: alarms, the state machine's own failure
-# message (with the error and its cause), and every execution's final status.
+# message (with the error and its cause), and every execution that failed, timed out or was
+# aborted.
 resource "aws_sns_topic" "alarms" {
   name              = "${var.project}-alarms"
   kms_master_key_id = aws_kms_key.pipeline.arn
@@ -16,17 +17,30 @@ data "aws_iam_policy_document" "alarms_topic" {
   source_policy_documents = [data.aws_iam_policy_document.tls_only["sns"].json]
 
   statement {
-    sid       = "AlarmsAndEventsPublish"
+    sid       = "AlarmsPublish"
     actions   = ["sns:Publish"]
     resources = [aws_sns_topic.alarms.arn]
     principals {
       type        = "Service"
-      identifiers = ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
+      identifiers = ["cloudwatch.amazonaws.com"]
     }
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
+    }
+  }
+
+  # EventBridge's execution-status messages. Its user guide: condition blocks are not
+  # supported in SNS topic policies for EventBridge, so this statement has none (with one,
+  # every message is refused, retried for an hour and dead-lettered).
+  statement {
+    sid       = "EventsPublish"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.alarms.arn]
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
     }
   }
 
@@ -134,7 +148,7 @@ locals {
       threshold   = 0
     }
   }
-  alarms = merge(local.lambda_alarms, local.execution_alarms, local.event_rule_alarms, local.athena_alarms, {
+  alarms = merge(local.lambda_alarms, local.execution_alarms, local.event_rule_alarms, {
     "${var.project}-quarantined-rows" = {
       description = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (README, Operations)."
       namespace   = var.project
@@ -172,17 +186,18 @@ resource "aws_cloudwatch_metric_alarm" "pipeline" {
   alarm_actions       = [aws_sns_topic.alarms.arn]
 }
 
-# Each run's final status, pushed to the topic so nobody polls.
+# Each run that did not succeed, pushed to the topic so nobody polls (a success every few
+# minutes would bury them).
 resource "aws_cloudwatch_event_rule" "execution_status" {
   count       = local.use_step_functions ? 1 : 0
   name        = "${var.project}-execution-status"
-  description = "Final status of every ${local.state_machine_name} execution"
+  description = "Every ${local.state_machine_name} execution that failed, timed out or was aborted"
   event_pattern = jsonencode({
     source        = ["aws.states"]
     "detail-type" = ["Step Functions Execution Status Change"]
     detail = {
       stateMachineArn = [aws_sfn_state_machine.pipeline[0].arn]
-      status          = ["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]
+      status          = ["FAILED", "TIMED_OUT", "ABORTED"]
     }
   })
 }

@@ -19,6 +19,13 @@ variable "bucket_suffix" {
   description = "Appended to the bucket names to make them globally unique (for example the account id). Empty: the account id."
   type        = string
   default     = ""
+
+  validation {
+    # S3 bucket names: lowercase letters, digits and dashes, at most 63 characters (the
+    # longest name here is <project>-athena-results-<suffix>).
+    condition     = can(regex("^([a-z0-9][a-z0-9-]*[a-z0-9])?$", var.bucket_suffix)) && length("${var.project}-athena-results-${var.bucket_suffix}") <= 63
+    error_message = "bucket_suffix must be lowercase letters, digits and dashes (not at either end), short enough for <project>-athena-results-<suffix> to fit S3's 63 characters."
+  }
 }
 
 variable "lambda_architecture" {
@@ -49,6 +56,13 @@ variable "lambda_settings" {
     ingest    = { memory = 256, timeout = 300 }
     transform = { memory = 512, timeout = 600 }
     load      = { memory = 256, timeout = 900 }
+  }
+
+  validation {
+    condition = alltrue([
+      for f in values(var.lambda_settings) : f.memory >= 128 && f.memory <= 10240 && floor(f.memory) == f.memory && f.timeout >= 1 && f.timeout <= 900 && floor(f.timeout) == f.timeout
+    ])
+    error_message = "lambda_settings: memory is a whole number of MB from 128 to 10240, timeout a whole number of seconds from 1 to 900 (Lambda's limits)."
   }
 
   validation {
@@ -139,6 +153,12 @@ variable "transient_retry" {
     backoff_rate     = number
   })
   default = { interval_seconds = 5, max_attempts = 4, backoff_rate = 2 }
+
+  validation {
+    # A Retrier as the States Language takes it: CreateStateMachine refuses anything else.
+    condition     = var.transient_retry.interval_seconds >= 1 && floor(var.transient_retry.interval_seconds) == var.transient_retry.interval_seconds && var.transient_retry.max_attempts >= 0 && floor(var.transient_retry.max_attempts) == var.transient_retry.max_attempts && var.transient_retry.backoff_rate >= 1
+    error_message = "transient_retry: interval_seconds is a whole number of at least 1, max_attempts a whole number of at least 0, backoff_rate at least 1."
+  }
 }
 
 variable "missing_dimension_retry" {
@@ -149,6 +169,12 @@ variable "missing_dimension_retry" {
     backoff_rate     = number
   })
   default = { interval_seconds = 30, max_attempts = 3, backoff_rate = 2 }
+
+  validation {
+    # A Retrier as the States Language takes it: CreateStateMachine refuses anything else.
+    condition     = var.missing_dimension_retry.interval_seconds >= 1 && floor(var.missing_dimension_retry.interval_seconds) == var.missing_dimension_retry.interval_seconds && var.missing_dimension_retry.max_attempts >= 0 && floor(var.missing_dimension_retry.max_attempts) == var.missing_dimension_retry.max_attempts && var.missing_dimension_retry.backoff_rate >= 1
+    error_message = "missing_dimension_retry: interval_seconds is a whole number of at least 1, max_attempts a whole number of at least 0, backoff_rate at least 1."
+  }
 }
 
 variable "ingest_safety_lag_seconds" {
@@ -218,6 +244,13 @@ variable "source_db" {
     sslmode  = optional(string, "require")
   })
   sensitive = true
+
+  validation {
+    # What utils::db reads: libpq's other modes (verify-ca, verify-full) would fail every
+    # connection with a Configuration error; set db_ssl_root_cert to verify the server.
+    condition     = contains(["disable", "prefer", "require"], var.source_db.sslmode)
+    error_message = "source_db.sslmode must be disable, prefer or require (to verify the server's certificate, set db_ssl_root_cert)."
+  }
 }
 
 variable "warehouse_db" {
@@ -231,6 +264,13 @@ variable "warehouse_db" {
     sslmode  = optional(string, "require")
   })
   sensitive = true
+
+  validation {
+    # What utils::db reads: libpq's other modes (verify-ca, verify-full) would fail every
+    # connection with a Configuration error; set db_ssl_root_cert to verify the server.
+    condition     = contains(["disable", "prefer", "require"], var.warehouse_db.sslmode)
+    error_message = "warehouse_db.sslmode must be disable, prefer or require (to verify the server's certificate, set db_ssl_root_cert)."
+  }
 }
 
 variable "alarm_email" {

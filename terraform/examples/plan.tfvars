@@ -51,5 +51,5 @@ warehouse_db = {
   user     = "totesys_loader"
   password = "placeholder-not-a-secret"
   database = "warehouse"
-  sslmode  = "verify-full"
+  sslmode  = "require" # with db_ssl_root_cert above, the certificate is verified too
 }

@@ -54,6 +54,39 @@ def test_map_concurrency_is_a_whole_number_from_one(variables, value):
     assert plan(variables, map_concurrency=1) is None
 
 
+@pytest.mark.parametrize("database", ["source_db", "warehouse_db"])
+def test_sslmode_is_one_the_code_reads(variables, database):
+    # verify-full planned happily and then failed every load with a Configuration error.
+    for mode in ["verify-full", "verify-ca", "allow", "REQUIRE"]:
+        error = plan(variables, **{database: {**CREDENTIALS, "sslmode": mode}})
+        assert f"{database}.sslmode must be disable, prefer or require" in error, error
+    for mode in ["disable", "prefer", "require"]:
+        assert plan(variables, **{database: {**CREDENTIALS, "sslmode": mode}}) is None
+
+
+@pytest.mark.parametrize("retry", ["transient_retry", "missing_dimension_retry"])
+@pytest.mark.parametrize("bad", [{"backoff_rate": 0.5}, {"interval_seconds": 0}, {"interval_seconds": 1.5}, {"max_attempts": -1}])
+def test_retries_are_ones_step_functions_takes(variables, retry, bad):
+    # A BackoffRate under 1 planned happily and failed only at CreateStateMachine.
+    good = {"interval_seconds": 5, "max_attempts": 4, "backoff_rate": 2}
+    assert f"{retry}: interval_seconds is a whole number" in plan(variables, **{retry: {**good, **bad}})
+    assert plan(variables, **{retry: {**good, "max_attempts": 0, "backoff_rate": 1}}) is None
+
+
+@pytest.mark.parametrize("function", [{"memory": 64, "timeout": 60}, {"memory": 20000, "timeout": 60}, {"memory": 256, "timeout": 901}, {"memory": 256, "timeout": 0}])
+def test_lambda_memory_and_timeout_are_within_lambdas_limits(variables, function):
+    settings = {name: {"memory": 256, "timeout": 300} for name in ["ingest", "transform", "load"]}
+    error = plan(variables, lambda_settings={**settings, "load": function})
+    assert "memory is a whole number of MB from 128 to 10240" in error, error
+    assert plan(variables, lambda_settings=settings) is None
+
+
+@pytest.mark.parametrize("suffix", ["Upper", "-dash", "under_score", "x" * 41])
+def test_the_bucket_suffix_makes_valid_bucket_names(variables, suffix):
+    assert "bucket_suffix must be lowercase letters" in plan(variables, bucket_suffix=suffix)
+    assert plan(variables, bucket_suffix="123456789012-dev") is None
+
+
 DIMENSIONS = ["address", "counterparty", "currency", "department", "design", "payment_type", "staff", "transaction"]
 
 

@@ -589,9 +589,53 @@ fn eventbridge_may_use_the_topic_key_and_keeps_what_it_cannot_deliver() {
         }
     }
 
+    // The topic policy too: EventBridge's user guide says condition blocks are not supported
+    // in SNS topic policies for EventBridge. CloudWatch's statement keeps its condition.
+    let events = statements_for("monitoring.tf", "alarms_topic", "events.amazonaws.com");
+    assert_eq!(events.len(), 1, "one statement lets EventBridge publish");
+    assert_eq!(
+        blocks(&events[0].body, "condition").count(),
+        0,
+        "no condition"
+    );
+    assert_eq!(
+        strings(attribute(&events[0].body, "actions")),
+        ["sns:Publish"]
+    );
+    let principals = |s: &Block| -> Vec<String> {
+        blocks(&s.body, "principals")
+            .flat_map(|p| strings(attribute(&p.body, "identifiers")))
+            .collect()
+    };
+    assert_eq!(principals(&events[0]), ["events.amazonaws.com"]);
+    let cloudwatch = statements_for("monitoring.tf", "alarms_topic", "cloudwatch.amazonaws.com");
+    assert_eq!(cloudwatch.len(), 1);
+    assert_eq!(principals(&cloudwatch[0]), ["cloudwatch.amazonaws.com"]);
+    let condition = blocks(&cloudwatch[0].body, "condition")
+        .next()
+        .expect("CloudWatch's statement keeps its condition");
+    assert_eq!(
+        attribute(&condition.body, "variable").to_string(),
+        "\"aws:SourceAccount\""
+    );
+
+    // Only the runs that did not succeed are sent (one a success every few minutes buries
+    // them).
+    let monitoring = parse("monitoring.tf");
+    let rule = labelled(
+        &monitoring,
+        "resource",
+        &["aws_cloudwatch_event_rule", "execution_status"],
+    );
+    let pattern = attribute(&rule.body, "event_pattern").to_string();
+    assert!(
+        pattern.contains("[\"FAILED\", \"TIMED_OUT\", \"ABORTED\"]"),
+        "{pattern}"
+    );
+    assert!(!pattern.contains("SUCCEEDED"), "{pattern}");
+
     // What the topic still refuses is retried, then kept in the dead-letter queue, which
     // EventBridge may write to for this rule, and the rule's failures alarm.
-    let monitoring = parse("monitoring.tf");
     let target = labelled(
         &monitoring,
         "resource",
@@ -1028,4 +1072,91 @@ fn the_dashboard_and_the_freshness_alarm_read_the_metrics_the_lambdas_emit() {
         actions.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         ["aws_sns_topic.alarms.arn"]
     );
+}
+
+#[test]
+fn the_athena_scan_alarm_sums_the_dimension_sets_athena_reports() {
+    // Athena reports ProcessedBytes by QueryState, QueryType and WorkGroup together: an alarm
+    // on {WorkGroup} alone matches no series and can never fire.
+    let body = parse("lake.tf");
+    let alarm = labelled(
+        &body,
+        "resource",
+        &["aws_cloudwatch_metric_alarm", "athena_bytes_scanned"],
+    );
+    assert!(
+        blocks(&alarm.body, "dimensions").next().is_none()
+            && !alarm
+                .body
+                .attributes()
+                .any(|a| a.key.as_str() == "dimensions"),
+        "no single-series dimensions"
+    );
+    let states = strings(&local("lake.tf", "athena_query_states"));
+    for state in ["SUCCEEDED", "FAILED", "CANCELLED"] {
+        assert!(states.contains(&state.to_owned()), "{state}");
+    }
+    let queries = blocks(&alarm.body, "dynamic")
+        .next()
+        .expect("one query per state");
+    let content = blocks(&queries.body, "content").next().unwrap();
+    let metric = blocks(&content.body, "metric").next().unwrap();
+    assert_eq!(
+        template(attribute(&metric.body, "metric_name")),
+        "ProcessedBytes"
+    );
+    let dimensions = object(attribute(&metric.body, "dimensions"));
+    assert_eq!(
+        dimensions.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["QueryState", "QueryType", "WorkGroup"]
+    );
+    assert_eq!(dimensions["QueryType"].to_string(), "\"DML\"");
+    assert_eq!(
+        attribute(&metric.body, "period").to_string(),
+        "86400",
+        "a day"
+    );
+    let total = blocks(&alarm.body, "metric_query").next().expect("the sum");
+    let expression = attribute(&total.body, "expression").to_string();
+    assert!(
+        expression.contains("FILL(${lower(state)}, 0)"),
+        "{expression}"
+    );
+    assert_eq!(attribute(&total.body, "return_data").to_string(), "true");
+}
+
+#[test]
+fn analysts_may_run_athena_queries_as_athena_asks() {
+    let body = parse("lake.tf");
+    let document = labelled(&body, "data", &["aws_iam_policy_document", "analyst"]);
+    let statements: Vec<&Block> = blocks(&document.body, "statement").collect();
+    let grants = |action: &str, resource: &str| {
+        statements.iter().any(|s| {
+            strings(attribute(&s.body, "actions")).contains(&action.to_owned())
+                && attribute(&s.body, "resources")
+                    .to_string()
+                    .contains(resource)
+                && (blocks(&s.body, "condition").next().is_none())
+        })
+    };
+    // Athena's own catalog look-ups, SHOW DATABASES, and the console.
+    assert!(grants("glue:GetDatabase", ":database/default"));
+    assert!(grants("glue:CreateDatabase", ":database/default"));
+    assert!(grants("glue:GetDatabases", ":database/*"));
+    for action in [
+        "athena:ListWorkGroups",
+        "athena:ListDataCatalogs",
+        "athena:ListEngineVersions",
+    ] {
+        assert!(grants(action, "*"), "{action}");
+    }
+    // GetBucketLocation under no s3:prefix condition (its requests carry none).
+    assert!(grants("s3:GetBucketLocation", "local.bucket_arn.processed"));
+    for s in &statements {
+        if blocks(&s.body, "condition")
+            .any(|c| attribute(&c.body, "variable").to_string() == "\"s3:prefix\"")
+        {
+            assert_eq!(strings(attribute(&s.body, "actions")), ["s3:ListBucket"]);
+        }
+    }
 }
