@@ -9,14 +9,11 @@ use utils::keys::table_prefix;
 use utils::parquet_io::open_parquet;
 use utils::store::S3Store;
 use utils::tables::{TABLES, TableSpec, quote_ident};
-use utils::warehouse::WAREHOUSE_TABLES;
+use utils::warehouse::{LEDGER, WAREHOUSE_TABLES};
 use utils::watermark::read_state;
 
 use crate::text::{duration, or_dash, table};
 use crate::{Context, Pipeline, Result};
-
-/// The load's ledger (`load::schema::LEDGER`).
-const LEDGER: &str = load::schema::LEDGER;
 
 /// Everything `etl status` reports.
 #[derive(Debug, Clone, Serialize)]

@@ -10,9 +10,7 @@ use utils::warehouse::WAREHOUSE_TABLES;
 
 use crate::error::{Error, Result};
 
-/// The load ledger: one row per processed file applied, written in the same transaction as
-/// the file's rows.
-pub const LEDGER: &str = "totesys_load_ledger";
+pub use utils::warehouse::LEDGER;
 
 const CREATE_LEDGER: &str = "
 CREATE TABLE IF NOT EXISTS totesys_load_ledger (

@@ -10,6 +10,10 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use crate::error::{Error, Result};
 use crate::tables::{MONEY_PRECISION, MONEY_SCALE};
 
+/// The load ledger: one row per processed file applied, written in the same transaction as
+/// the file's rows (the load creates it; `etl status` reads it).
+pub const LEDGER: &str = "totesys_load_ledger";
+
 /// The PostgreSQL type of a warehouse column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhType {
