@@ -302,7 +302,12 @@ pub async fn run(
         let (end, held) = hold.apply(table, end);
         let window = Window { start, end };
         let mut newest: Option<watch::Sender<FileRun>> = None;
-        let read = read_table(client, store, (table, window, held), &mut budget, |file| {
+        let read = TableRead {
+            table,
+            window,
+            held,
+        };
+        let read = read_table(client, store, read, &mut budget, |file| {
             if let Some(sender) = &newest {
                 sender.send_replace(file);
             } else {
@@ -389,14 +394,25 @@ pub async fn ingest_table(
     let mut done = Vec::new();
     let window = Window { start, end };
     let mut budget = Budget::new(limits);
-    let run = read_table(client, store, (table, window, false), &mut budget, |f| {
-        done.push(f)
-    })
-    .await?;
+    let read = TableRead {
+        table,
+        window,
+        held: false,
+    };
+    let run = read_table(client, store, read, &mut budget, |f| done.push(f)).await?;
     for file in &done {
         record_watermark(store, file).await?;
     }
     Ok(run)
+}
+
+/// One table's part of an invocation: its window, and whether a dimension table mid-backfill
+/// holds it back (see [`Hold`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TableRead {
+    pub table: &'static TableSpec,
+    pub window: Window,
+    pub held: bool,
 }
 
 /// Reads one table's window into S3, a file per sub-window, handing each completed file to
@@ -406,7 +422,11 @@ pub async fn ingest_table(
 pub async fn read_table(
     client: &Client,
     store: &S3Store,
-    (table, window, held): (&'static TableSpec, Window, bool),
+    TableRead {
+        table,
+        window,
+        held,
+    }: TableRead,
     budget: &mut Budget,
     mut written: impl FnMut(FileRun),
 ) -> Result<TableRun> {
