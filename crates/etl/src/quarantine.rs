@@ -6,10 +6,8 @@ use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use utils::keys::parse_file_key;
 use utils::parquet_io::read_parquet;
 use utils::store::S3Store;
-use utils::warehouse::WAREHOUSE_TABLES;
 
 use crate::text::table;
 use crate::{Context, Error, Result};
@@ -29,11 +27,7 @@ pub async fn keys(store: &S3Store) -> Result<Vec<String>> {
 
 /// The warehouse table a quarantine key is of: `quarantine/<table>/YYYY/MM/DD/...parquet`.
 pub fn table_of(key: &str) -> Option<&'static str> {
-    let data = key.strip_prefix(PREFIX)?;
-    WAREHOUSE_TABLES
-        .iter()
-        .find(|t| parse_file_key(t.name, data, "parquet").is_some())
-        .map(|t| t.name)
+    utils::warehouse::processed_file(key.strip_prefix(PREFIX)?).map(|(t, _)| t.name)
 }
 
 /// One quarantine file: its rows, and how many have each reason.

@@ -232,11 +232,8 @@ pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result
         .await
         .doing(|| "listing the load's queue".into())?
     {
-        let found = WAREHOUSE_TABLES.iter().find_map(|t| {
-            utils::keys::parse_file_key(t.name, &key, "parquet").map(|at| (t.name, at))
-        });
-        if let Some((table, at)) = found {
-            queued.entry(table).or_default().push((at, key));
+        if let Some((table, at)) = utils::warehouse::processed_file(&key) {
+            queued.entry(table.name).or_default().push((at, key));
         }
     }
 

@@ -29,16 +29,14 @@ impl ProcessedFile {
     /// The processed file at `key` and its time, if `key` is a data file of a warehouse
     /// table (quarantine and state objects are not).
     pub fn from_key(key: &str) -> Option<(ProcessedFile, DateTime<Utc>)> {
-        WAREHOUSE_TABLES.iter().find_map(|t| {
-            parse_file_key(t.name, key, "parquet").map(|at| {
-                (
-                    ProcessedFile {
-                        table: t,
-                        key: key.to_owned(),
-                    },
-                    at,
-                )
-            })
+        utils::warehouse::processed_file(key).map(|(table, at)| {
+            (
+                ProcessedFile {
+                    table,
+                    key: key.to_owned(),
+                },
+                at,
+            )
         })
     }
 }

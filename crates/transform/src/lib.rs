@@ -272,11 +272,7 @@ impl Place {
     fn report(&self, watermarks: &Watermarks, queued: &[String]) {
         let oldest_queued = queued
             .iter()
-            .filter_map(|key| {
-                utils::warehouse::WAREHOUSE_TABLES
-                    .iter()
-                    .find_map(|t| utils::keys::parse_file_key(t.name, key, "parquet"))
-            })
+            .filter_map(|key| utils::warehouse::processed_file(key).map(|(_, at)| at))
             .min();
         let now = Utc::now();
         for t in TABLES {

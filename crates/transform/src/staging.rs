@@ -124,8 +124,6 @@ pub(crate) async fn queue(processed: &S3Store, keys: &[String]) -> Result<()> {
     Ok(())
 }
 
-impl Staged {}
-
 fn file_metadata(table: &str, sources: &Sources) -> Vec<(String, String)> {
     let keys: Vec<&str> = sources.iter().map(|(_, k)| k.as_str()).collect();
     vec![

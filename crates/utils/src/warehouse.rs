@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
+use chrono::{DateTime, Utc};
+
 use crate::error::{Error, Result};
+use crate::keys::parse_file_key;
 use crate::tables::{MONEY_PRECISION, MONEY_SCALE};
 
 /// The load ledger: one row per processed file applied, written in the same transaction as
@@ -271,6 +274,14 @@ pub fn warehouse_table(name: &str) -> Result<&'static WarehouseTable> {
         .iter()
         .find(|t| t.name == name)
         .ok_or_else(|| Error::UnknownTable(name.to_owned()))
+}
+
+/// The warehouse table and time of a processed data key (`<table>/YYYY/MM/DD/HHMMSSffffff[-
+/// sources].parquet`), or `None` for any other key (quarantine, state, a stray object).
+pub fn processed_file(key: &str) -> Option<(&'static WarehouseTable, DateTime<Utc>)> {
+    WAREHOUSE_TABLES
+        .iter()
+        .find_map(|t| parse_file_key(t.name, key, "parquet").map(|at| (t, at)))
 }
 
 impl WarehouseTable {
