@@ -2,8 +2,8 @@
 #
 # The pipeline's own figures come from the Lambdas' Embedded Metric Format log lines
 # (utils::metrics), in the namespace var.project (METRICS_NAMESPACE): Rows, Bytes, ChangedRows,
-# QuarantinedRows, FreshnessLagSeconds and FilesWaiting by Stage and Table, DurationSeconds by
-# Stage.
+# QuarantinedRows, FreshnessLagSeconds, FilesWaiting and LockTimeouts by Stage and Table,
+# DurationSeconds and ViewRefreshFailures by Stage.
 # tests/tests/terraform.rs checks every name and dimension used here against the code.
 locals {
   # The schedule's period, from a rate() expression (a cron schedule sets
@@ -109,6 +109,19 @@ locals {
           metrics = [
             [{ expression = "SEARCH('${local.by_table} MetricName=\"FilesWaiting\" Stage=\"transform\"', 'Maximum', 300)", id = "raw_waiting" }],
             [{ expression = "SEARCH('${local.by_table} MetricName=\"FilesWaiting\" Stage=\"load\"', 'Maximum', 300)", id = "queued" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 12, y = 26, width = 12, height = 6
+        properties = {
+          title   = "The warehouse: files rolled back on a lock wait (retried), failed view refreshes (the view stays pending)"
+          region  = local.region
+          view    = "timeSeries"
+          stacked = false
+          metrics = [
+            [{ expression = "SEARCH('${local.by_table} MetricName=\"LockTimeouts\" Stage=\"load\"', 'Sum', 300)", id = "lock_timeouts" }],
+            [var.project, "ViewRefreshFailures", "Stage", "load", { stat = "Sum", period = 300, id = "view_refresh_failures", label = "failed view refreshes" }],
           ]
         }
       },

@@ -48,6 +48,7 @@ locals {
         WAREHOUSE_DB_SECRET_ID  = aws_secretsmanager_secret.db["warehouse"].arn
         PROCESSED_BUCKET        = aws_s3_bucket.data["processed"].id
         LOAD_BULK_MIN_ROWS      = tostring(var.load_bulk_min_rows)
+        LOAD_LOCK_TIMEOUT_MS    = tostring(var.load_lock_timeout_ms)
         DEADLINE_MARGIN_SECONDS = tostring(var.deadline_margin_seconds)
         DB_SSL_ROOT_CERT        = var.db_ssl_root_cert
         AWS_LAMBDA_LOG_FORMAT   = "JSON"

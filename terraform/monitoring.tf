@@ -158,6 +158,15 @@ locals {
       period      = 3600
       threshold   = var.quarantined_rows_threshold
     }
+    "${var.project}-view-refresh-failures" = {
+      description = "The load could not refresh a materialized view (its query failed on the new data, or a lock wait outlasted load_lock_timeout_ms): the files are committed, the view is stale until a refresh succeeds. The load's log and output (failed_views) name the view and the error."
+      namespace   = var.project
+      metric      = "ViewRefreshFailures"
+      dimensions  = { Stage = "load" }
+      statistic   = "Sum"
+      period      = 300
+      threshold   = 0
+    }
     "${var.project}-dead-letters" = {
       description = "An asynchronous invocation (s3 mode) failed every retry, or a status message could not be delivered: it is in the dead-letter queue."
       namespace   = "AWS/SQS"

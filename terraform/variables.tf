@@ -195,13 +195,24 @@ variable "ingest_max_rows_per_file" {
 }
 
 variable "load_bulk_min_rows" {
-  description = "Files of at least this many rows take the load's bulk path (LOAD_BULK_MIN_ROWS): copied straight into their table and, for a fact file of at least a 25th of its table (a backfill's), with the table's foreign keys dropped and added back inside the file's transaction, which locks the fact table exclusively and the dimensions it references against writes until the commit. 0 turns the bulk path off (every file staged, checked row by row, no exclusive lock)."
+  description = "Files of at least this many rows take the load's bulk path (LOAD_BULK_MIN_ROWS): copied straight into their table, the foreign keys checked set-based (one statement per key over the file's distinct values, the referenced rows locked FOR KEY SHARE as row-by-row checks would) where the load's role may set session_replication_role (superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+); no schema change and no lock a reader waits for. 0 turns the bulk path off (every file staged and checked row by row)."
   type        = number
   default     = 10000
 
   validation {
     condition     = var.load_bulk_min_rows >= 0 && floor(var.load_bulk_min_rows) == var.load_bulk_min_rows
     error_message = "load_bulk_min_rows is a whole number of rows, 0 to turn the bulk path off."
+  }
+}
+
+variable "load_lock_timeout_ms" {
+  description = "The longest any statement of the load waits for a lock (LOAD_LOCK_TIMEOUT_MS): a DBA's ALTER TABLE, a plain REFRESH of a view, another transaction changing a referenced key. A file that waits longer rolls back and is retried (TransientDatabaseError, the LockTimeouts metric); a view refresh that does is reported and done by the next load."
+  type        = number
+  default     = 10000
+
+  validation {
+    condition     = var.load_lock_timeout_ms >= 1 && floor(var.load_lock_timeout_ms) == var.load_lock_timeout_ms
+    error_message = "load_lock_timeout_ms is a whole number of milliseconds, at least 1."
   }
 }
 

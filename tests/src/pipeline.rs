@@ -158,6 +158,7 @@ pub async fn load_deps(processed: &S3Store, url: &str, bulk_min_rows: u64) -> lo
             processed_bucket: processed.bucket().to_owned(),
             deadline_margin: utils::deadline::DEFAULT_MARGIN,
             bulk_min_rows,
+            lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
         },
         store: processed.clone(),
     }

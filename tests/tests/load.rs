@@ -588,7 +588,7 @@ fn foreign_key_oids(constraints: &[(String, String, String, bool, u32)]) -> Vec<
 }
 
 #[tokio::test]
-async fn the_bulk_path_loads_exactly_and_leaves_the_schema_as_it_was() {
+async fn the_bulk_path_loads_exactly_and_never_touches_the_schema() {
     let s = Stack::new(true).await;
     let before = s.constraints().await;
     assert_eq!(
@@ -608,9 +608,13 @@ async fn the_bulk_path_loads_exactly_and_leaves_the_schema_as_it_was() {
         definitions(&before),
         "the same constraints"
     );
-    // Every foreign key was dropped and added back (new oids): the bulk path ran.
-    let (old, new) = (foreign_key_oids(&before), foreign_key_oids(&after));
-    assert!(old.iter().all(|oid| !new.contains(oid)), "{old:?} {new:?}");
+    // The fact tables' keys were checked set-based, and not one constraint was touched.
+    assert_eq!(
+        out.set_based.keys().collect::<Vec<_>>(),
+        ["fact_payment", "fact_purchase_order", "fact_sales_order"],
+        "{out:?}"
+    );
+    assert_eq!(after, before, "the same constraints, oids included");
 
     // The load's schema check passes on the schema the bulk path left: the next round loads.
     // Its dimension files hold keys the tables hold (dim_staff's renamed department, dim_date's
@@ -651,8 +655,8 @@ async fn a_missing_dimension_on_the_bulk_path_fails_the_file_and_commits_nothing
 }
 
 #[tokio::test]
-async fn a_role_that_does_not_own_the_tables_loads_row_by_row() {
-    let s = Stack::new(true).await;
+async fn a_role_that_does_not_own_the_tables_or_views_loads_them_and_leaves_the_views_alone() {
+    let s = Stack::with_views().await;
     let admin = s.warehouse().await;
     let role = unique_name("loader").replace('-', "_");
     admin
@@ -671,19 +675,50 @@ async fn a_role_that_does_not_own_the_tables_loads_row_by_row() {
     let deps = s
         .deps_for(&format!("{scheme}://{role}:loader-secret@{host}"), 1)
         .await;
-    let out = load::handler(
-        LambdaEvent::new(s.transformed().await, Context::default()),
+    let event = s.transformed().await;
+    s.unqueue(&event).await;
+    // Without the right to set session_replication_role: every check row by row.
+    let dims = load::handler(
+        LambdaEvent::new(only(&event, &dimension_tables()), Context::default()),
         &deps,
     )
     .await
     .unwrap();
-    assert_eq!(out.loaded.len(), 11);
+    assert!(dims.set_based.is_empty(), "{dims:?}");
+    let out = load::handler(
+        LambdaEvent::new(only(&event, &["fact_payment"]), Context::default()),
+        &deps,
+    )
+    .await
+    .unwrap();
+    assert!(out.set_based.is_empty(), "{out:?}");
+    // Granted it (PostgreSQL 15): the bulk path, ownership or not.
+    admin
+        .batch_execute(&format!(
+            "GRANT SET ON PARAMETER session_replication_role TO {role}"
+        ))
+        .await
+        .unwrap();
+    let out = load::handler(LambdaEvent::new(event, Context::default()), &deps)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.set_based.keys().collect::<Vec<_>>(),
+        ["fact_purchase_order", "fact_sales_order"],
+        "{out:?}"
+    );
+    // The views are the admin's: not the role's to refresh, and no failure either.
+    assert!(out.refreshed_views.is_empty(), "{out:?}");
+    assert!(out.failed_views.is_empty(), "{out:?}");
     let mut facts = BTreeMap::new();
     record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "row by row as another role").await;
+    assert_matches_source(&s, &facts, "loaded as another role").await;
     assert_eq!(s.constraints().await, before, "no constraint was touched");
     admin
-        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .batch_execute(&format!(
+            "REVOKE SET ON PARAMETER session_replication_role FROM {role};
+             DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
         .await
         .unwrap();
 }
@@ -1159,7 +1194,8 @@ async fn the_views_answer_as_their_queries_and_the_source_after_every_round() {
 }
 
 #[tokio::test]
-async fn views_users_add_are_refreshed_in_order_and_a_failed_refresh_is_done_by_the_next_load() {
+async fn views_users_add_are_refreshed_in_order_and_a_failed_refresh_is_reported_and_done_by_the_next_load()
+ {
     let s = Stack::with_views().await;
     let warehouse = s.warehouse().await;
     // A view over a view (no unique index: refreshed plainly), one over one of the project's
@@ -1209,29 +1245,45 @@ async fn views_users_add_are_refreshed_in_order_and_a_failed_refresh_is_done_by_
         .await
         .unwrap();
     let event = s.transformed().await;
-    let e = s.load(event.clone()).await.unwrap_err();
-    assert_eq!(e.error_type(), "ViewRefreshFailed", "{e}");
-    assert!(e.to_string().contains("materialized view fragile"), "{e}");
-    assert!(e.to_string().contains("division by zero"), "{e}");
+    let out = s.load(event.clone()).await.unwrap();
+    assert!(out.complete, "{out:?}");
+    assert_eq!(out.failed_views.len(), 1, "{out:?}");
+    assert_eq!(out.failed_views[0].view, "fragile");
+    assert!(
+        out.failed_views[0].error.contains("division by zero"),
+        "{out:?}"
+    );
+    // The other views over the changed tables are refreshed all the same.
+    assert!(
+        refreshed(&out).contains(&"staff_name_list".to_owned()),
+        "{out:?}"
+    );
     let mut facts = BTreeMap::new();
     record_versions(&source, &mut facts).await;
     assert_matches_source(&s, &facts, "after the failed refresh").await;
-
-    // Mended; the same event again loads nothing, and refreshes what was left stale.
-    warehouse
-        .batch_execute("DROP MATERIALIZED VIEW fragile")
-        .await
-        .unwrap();
+    // Still pending: the next load, with nothing to load, tries it again and fails again.
     let again = s.load(event.clone()).await.unwrap();
     assert!(again.loaded.is_empty(), "{again:?}");
-    assert!(
-        refreshed(&again).contains(&"orders_by_staff".to_owned()),
-        "{again:?}"
-    );
-    assert!(
-        refreshed(&again).contains(&"staff_name_list".to_owned()),
-        "{again:?}"
-    );
+    assert_eq!(refreshed(&again), Vec::<String>::new(), "{again:?}");
+    assert_eq!(again.failed_views.len(), 1, "{again:?}");
+
+    // Mended: the next load refreshes it, and only it.
+    warehouse
+        .batch_execute(
+            "UPDATE dim_staff SET last_name = 'Mended' WHERE last_name = 'Unrefreshable'",
+        )
+        .await
+        .unwrap();
+    let mended = s.load(event.clone()).await.unwrap();
+    assert_eq!(refreshed(&mended), ["fragile"], "{mended:?}");
+    assert!(mended.failed_views.is_empty(), "{mended:?}");
+    warehouse
+        .batch_execute(
+            "DROP MATERIALIZED VIEW fragile;
+             UPDATE dim_staff SET last_name = 'Unrefreshable' WHERE last_name = 'Mended'",
+        )
+        .await
+        .unwrap();
     assert_views_fresh(&warehouse, "after the retry").await;
     let last = s.load(event).await.unwrap();
     assert!(last.refreshed_views.is_empty(), "{last:?}");
@@ -1243,22 +1295,31 @@ async fn invocations_cut_by_the_deadline_leave_the_views_to_one_more_invocation(
     let mut load = s.deps().await;
     load.config.deadline_margin = PAST_MARGIN;
     let outputs = load_until_complete(&load, s.transformed().await).await;
-    // One file per invocation, then the refresh on its own.
-    assert_eq!(outputs.len(), 11 + 1, "{outputs:#?}");
-    let (last, before) = (&outputs[11], &outputs[10]);
-    assert_eq!(before["remaining"]["files"], json!({}), "{before}");
-    assert_eq!(before["refreshed_views"], json!([]), "{before}");
-    assert_eq!(
-        last["refreshed_views"].as_array().unwrap().len(),
-        5,
-        "{last}"
-    );
+    // One file per invocation, then the five views, one per invocation: the deadline is
+    // checked between views, and each invocation refreshes at least one.
+    assert_eq!(outputs.len(), 11 + 5, "{outputs:#?}");
     assert!(
         outputs[..11]
             .iter()
             .all(|o| o["refreshed_views"] == json!([])),
         "{outputs:#?}"
     );
+    assert_eq!(
+        outputs[10]["remaining"]["files"],
+        json!({}),
+        "{:#}",
+        outputs[10]
+    );
+    let mut views = Vec::new();
+    for o in &outputs[11..] {
+        let refreshed = o["refreshed_views"].as_array().unwrap();
+        assert_eq!(refreshed.len(), 1, "{o}");
+        views.push(refreshed[0]["view"].as_str().unwrap().to_owned());
+    }
+    let mut distinct = views.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "each view once: {views:?}");
     assert_views_fresh(
         &s.warehouse().await,
         "after the deadline's extra invocation",
@@ -1271,4 +1332,290 @@ async fn invocations_cut_by_the_deadline_leave_the_views_to_one_more_invocation(
         .await
         .unwrap();
     assert!(out.complete && out.refreshed_views.is_empty(), "{out:?}");
+}
+
+/// `event` with only the files of `tables`.
+fn only(event: &Value, tables: &[&str]) -> Value {
+    let files: serde_json::Map<String, Value> = event["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| tables.contains(&t.as_str()))
+        .map(|(t, f)| (t.clone(), f.clone()))
+        .collect();
+    json!({"bucket": event["bucket"], "files": files})
+}
+
+/// The dimension tables of the registry.
+fn dimension_tables() -> Vec<&'static str> {
+    WAREHOUSE_TABLES
+        .iter()
+        .filter(|t| t.kind == utils::warehouse::Kind::Dimension)
+        .map(|t| t.name)
+        .collect()
+}
+
+/// Waits until some session of the warehouse's database waits for a lock; panics after 20 s.
+async fn until_a_lock_wait(client: &Client) {
+    for _ in 0..200 {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no session ever waited for a lock");
+}
+
+/// A session holding one dim_design row that the sales orders reference `FOR UPDATE`, as a
+/// transaction changing its key would: a bulk load of fact_sales_order waits for it at the
+/// set-based check, having copied its rows.
+async fn hold_a_design_row(s: &Stack) -> Client {
+    let design: i32 =
+        s.p.source()
+            .await
+            .query_one("SELECT min(design_id) FROM sales_order", &[])
+            .await
+            .unwrap()
+            .get(0);
+    let blocker = s.warehouse().await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM dim_design WHERE design_id = {design} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    blocker
+}
+
+#[tokio::test]
+async fn a_bulk_load_blocks_no_reader_refresh_or_other_load_and_commits_exactly() {
+    let s = Stack::with_views().await;
+    let event = s.transformed().await;
+    s.unqueue(&event).await;
+    s.load(only(&event, &dimension_tables())).await.unwrap();
+    // (a) An analyst's long query holds dim_date (and the fact table) for the whole test.
+    let analyst = s.warehouse().await;
+    analyst
+        .batch_execute(
+            "BEGIN; SELECT count(*) FROM dim_date; SELECT count(*) FROM fact_sales_order",
+        )
+        .await
+        .unwrap();
+    // The bulk load of fact_sales_order, held mid-transaction (rows copied, checks waiting).
+    let blocker = hold_a_design_row(&s).await;
+    let mut bulk = s.deps_for(&s.wh.url, 1).await;
+    // Held for as long as the test takes, on a slow machine too.
+    bulk.config.lock_timeout = Duration::from_secs(120);
+    let sales = only(&event, &["fact_sales_order"]);
+    let loading = tokio::spawn(async move {
+        load::handler(LambdaEvent::new(sales, Context::default()), &bulk).await
+    });
+    let watcher = s.warehouse().await;
+    until_a_lock_wait(&watcher).await;
+
+    // (d) A BI query joining the fact table to its dimensions waits for no lock.
+    let reader = s.warehouse().await;
+    reader
+        .batch_execute("SET lock_timeout = '500ms'")
+        .await
+        .unwrap();
+    reader
+        .query_one(
+            "SELECT count(*) FROM fact_sales_order f
+             JOIN dim_date d ON d.date_id = f.created_date
+             JOIN dim_design g ON g.design_id = f.design_id
+             JOIN dim_staff st ON st.staff_id = f.sales_staff_id",
+            &[],
+        )
+        .await
+        .expect("a reader of the fact table and its dimensions during a bulk load");
+    // (b) A refresh of a view over the fact table and its dimensions.
+    reader
+        .batch_execute("REFRESH MATERIALIZED VIEW CONCURRENTLY revenue_by_design")
+        .await
+        .expect("a refresh during a bulk load");
+    // (c) A row-by-row load of another fact table, referencing the same dimensions.
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        s.load(only(&event, &["fact_payment"])),
+    )
+    .await
+    .expect("a row-by-row load during a bulk load waits for nothing")
+    .unwrap();
+    assert!(out.loaded.contains_key("fact_payment"), "{out:?}");
+    assert!(
+        !loading.is_finished(),
+        "the bulk load still waits for the row"
+    );
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), loading)
+        .await
+        .expect("the bulk load finishes once the row is free")
+        .unwrap()
+        .expect("the bulk load");
+    assert_eq!(
+        out.set_based.keys().collect::<Vec<_>>(),
+        ["fact_sales_order"]
+    );
+    analyst.batch_execute("COMMIT").await.unwrap();
+    s.load(event).await.unwrap();
+    let mut facts = BTreeMap::new();
+    record_versions(&s.p.source().await, &mut facts).await;
+    assert_matches_source(&s, &facts, "after the concurrent loads").await;
+    assert_views_fresh(&s.warehouse().await, "after the concurrent loads").await;
+}
+
+#[tokio::test]
+async fn a_load_waits_for_a_lock_no_longer_than_its_lock_timeout_and_a_retry_loads_exactly() {
+    let s = Stack::new(true).await;
+    let event = s.transformed().await;
+    s.unqueue(&event).await;
+    s.load(only(&event, &dimension_tables())).await.unwrap();
+    let blocker = hold_a_design_row(&s).await;
+    let mut bulk = s.deps_for(&s.wh.url, 1).await;
+    bulk.config.lock_timeout = Duration::from_millis(300);
+    let sales = only(&event, &["fact_sales_order"]);
+    let started = std::time::Instant::now();
+    let e = load::handler(LambdaEvent::new(sales.clone(), Context::default()), &bulk)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "{e}");
+    assert_eq!(e.error_type(), "TransientDatabaseError", "{e}");
+    assert!(e.is_lock_wait(), "{e}");
+    assert!(e.to_string().contains("fact_sales_order"), "{e}");
+    assert!(
+        !s.ledger()
+            .await
+            .iter()
+            .any(|(k, _)| k.starts_with("fact_sales_order/")),
+        "nothing of the file committed"
+    );
+    let held: i64 = s
+        .warehouse()
+        .await
+        .query_one("SELECT count(*) FROM fact_sales_order", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let out = load::handler(LambdaEvent::new(sales, Context::default()), &bulk)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.set_based.keys().collect::<Vec<_>>(),
+        ["fact_sales_order"]
+    );
+    s.load(event).await.unwrap();
+    let mut facts = BTreeMap::new();
+    record_versions(&s.p.source().await, &mut facts).await;
+    assert_matches_source(&s, &facts, "after the retry").await;
+}
+
+#[tokio::test]
+async fn constraints_of_every_kind_are_kept_as_defined_and_a_not_valid_key_still_checks_new_rows() {
+    let s = Stack::new(true).await;
+    let admin = s.warehouse().await;
+    // fact_payment's keys redefined: NOT VALID, deferrable, with a delete action, commented.
+    let keys: Vec<(String, String)> = admin
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE conrelid = 'fact_payment'::regclass AND contype = 'f' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(keys.len() >= 3, "{keys:?}");
+    let suffixes = [
+        "NOT VALID",
+        "DEFERRABLE INITIALLY DEFERRED",
+        "ON DELETE RESTRICT",
+    ];
+    for (i, (name, definition)) in keys.iter().enumerate() {
+        let suffix = suffixes[i % suffixes.len()];
+        admin
+            .batch_execute(&format!(
+                "ALTER TABLE fact_payment DROP CONSTRAINT \"{name}\",
+                   ADD CONSTRAINT \"{name}\" {definition} {suffix};
+                 COMMENT ON CONSTRAINT \"{name}\" ON fact_payment IS 'kept: {suffix}'"
+            ))
+            .await
+            .unwrap();
+    }
+    let before = s.constraints().await;
+    let comments = || async {
+        s.warehouse()
+            .await
+            .query(
+                "SELECT conname::text, obj_description(oid, 'pg_constraint')
+                 FROM pg_constraint WHERE conrelid = 'fact_payment'::regclass ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+            .collect::<Vec<_>>()
+    };
+    let commented = comments().await;
+    let event = s.transformed().await;
+    s.unqueue(&event).await;
+    // Facts before their dimensions: every key checks the file's rows, NOT VALID ones too.
+    let e = s
+        .bulk_load(only(&event, &["fact_payment"]))
+        .await
+        .unwrap_err();
+    assert_missing_payment_dimension(&s, &e, &event).await;
+    assert_eq!(s.constraints().await, before);
+    let out = s.bulk_load(event).await.unwrap();
+    assert!(out.set_based.contains_key("fact_payment"), "{out:?}");
+    let mut facts = BTreeMap::new();
+    record_versions(&s.p.source().await, &mut facts).await;
+    assert_matches_source(&s, &facts, "bulk load under redefined keys").await;
+    assert_eq!(s.constraints().await, before, "definitions, validity, oids");
+    assert_eq!(comments().await, commented);
+}
+
+#[tokio::test]
+async fn a_trigger_on_a_fact_table_keeps_its_file_on_the_row_by_row_checks() {
+    let s = Stack::new(true).await;
+    s.warehouse()
+        .await
+        .batch_execute(
+            "CREATE TABLE audit (n int);
+             CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END$$;
+             CREATE TRIGGER audited AFTER INSERT ON fact_payment
+               FOR EACH ROW EXECUTE FUNCTION audit_row();",
+        )
+        .await
+        .unwrap();
+    let out = s.bulk_load(s.transformed().await).await.unwrap();
+    assert!(!out.set_based.contains_key("fact_payment"), "{out:?}");
+    assert!(out.set_based.contains_key("fact_sales_order"), "{out:?}");
+    let audited: i64 = s
+        .warehouse()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM audit) - (SELECT count(*) FROM fact_payment)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 0, "the trigger fired for every row");
 }

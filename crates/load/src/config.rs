@@ -17,7 +17,14 @@ pub struct Config {
     /// `LOAD_BULK_MIN_ROWS` (default [`crate::bulk::DEFAULT_MIN_ROWS`]; 0 turns the bulk path
     /// off): files of at least this many rows load by the bulk path.
     pub bulk_min_rows: u64,
+    /// `LOAD_LOCK_TIMEOUT_MS` (default [`DEFAULT_LOCK_TIMEOUT`]): the longest any statement of
+    /// the load waits for a lock; a file that waits longer rolls back and is retried.
+    pub lock_timeout: Duration,
 }
+
+/// Long enough for the row locks of a concurrent load to clear, short enough that a DBA's
+/// `ALTER TABLE` or an analyst's `LOCK` costs a retry, not the invocation.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Config {
     pub fn from_env() -> Result<Self> {
@@ -39,11 +46,26 @@ impl Config {
                 ))
             })?,
         };
+        let deadline_margin = utils::deadline::margin_from(&env)?;
+        let lock_timeout = match env("LOAD_LOCK_TIMEOUT_MS") {
+            None => DEFAULT_LOCK_TIMEOUT,
+            Some(s) => match s.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Configuration(format!(
+                        "LOAD_LOCK_TIMEOUT_MS is {s:?}: expected a positive whole number of \
+                         milliseconds"
+                    ))
+                    .into());
+                }
+            },
+        };
         Ok(Config {
             warehouse,
             processed_bucket,
-            deadline_margin: utils::deadline::margin_from(&env)?,
+            deadline_margin,
             bulk_min_rows,
+            lock_timeout,
         })
     }
 }
@@ -65,13 +87,16 @@ mod tests {
         assert_eq!(c.processed_bucket, "processed");
         assert_eq!(c.bulk_min_rows, crate::bulk::DEFAULT_MIN_ROWS);
         assert_eq!(c.deadline_margin, utils::deadline::DEFAULT_MARGIN);
+        assert_eq!(c.lock_timeout, DEFAULT_LOCK_TIMEOUT);
         let c = Config::from_lookup(fixed_env(&[
             ("WAREHOUSE_DB_URL", "postgres://x"),
             ("PROCESSED_BUCKET", "processed"),
             ("LOAD_BULK_MIN_ROWS", "0"),
             ("DEADLINE_MARGIN_SECONDS", "20"),
+            ("LOAD_LOCK_TIMEOUT_MS", "250"),
         ]))
         .unwrap();
+        assert_eq!(c.lock_timeout, Duration::from_millis(250));
         assert_eq!(c.bulk_min_rows, 0);
         assert_eq!(c.deadline_margin, Duration::from_secs(20));
         let e = Config::from_lookup(fixed_env(&[
@@ -84,6 +109,16 @@ mod tests {
             e.to_string(),
             "configuration: LOAD_BULK_MIN_ROWS is \"-1\": expected a whole number of rows (0 \
              turns the bulk path off)"
+        );
+        let e = Config::from_lookup(fixed_env(&[
+            ("WAREHOUSE_DB_URL", "postgres://x"),
+            ("PROCESSED_BUCKET", "processed"),
+            ("LOAD_LOCK_TIMEOUT_MS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("LOAD_LOCK_TIMEOUT_MS is \"0\""),
+            "{e}"
         );
         let e = Config::from_lookup(fixed_env(&[("PROCESSED_BUCKET", "p")])).unwrap_err();
         assert_eq!(e.error_type(), "Configuration");

@@ -40,17 +40,6 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// A materialized view could not be refreshed. The files before it are committed; the
-    /// next load that finishes its files tries the view again.
-    #[error(
-        "materialized view {view}: the refresh failed (the loaded files are committed; the next load refreshes it again): {source}"
-    )]
-    ViewRefresh {
-        view: String,
-        #[source]
-        source: utils::Error,
-    },
-
     #[error(transparent)]
     Shared(#[from] utils::Error),
 }
@@ -65,9 +54,20 @@ impl Error {
             Error::InvalidInput { .. } => "InvalidInput",
             Error::MissingDimension { .. } => "MissingDimension",
             Error::File { source, .. } => source.error_type(),
-            Error::ViewRefresh { source, .. } if source.is_transient() => source.error_type(),
-            Error::ViewRefresh { .. } => "ViewRefreshFailed",
             Error::Shared(e) => e.error_type(),
+        }
+    }
+}
+
+impl Error {
+    /// A lock wait cut by `lock_timeout`, or a deadlock PostgreSQL broke: transient.
+    pub fn is_lock_wait(&self) -> bool {
+        match self {
+            Error::File { source, .. } => source.is_lock_wait(),
+            Error::Shared(utils::Error::Database(e)) => e
+                .code()
+                .is_some_and(|c| matches!(c.code(), "55P03" | "40P01")),
+            _ => false,
         }
     }
 }
@@ -108,10 +108,6 @@ mod tests {
                 detail: "d".into(),
             },
             file(Error::Shared(utils::Error::Configuration("x".into()))),
-            Error::ViewRefresh {
-                view: "v".into(),
-                source: utils::Error::Configuration("x".into()),
-            },
         ];
         for e in errors {
             assert!(utils::ERROR_TYPES.contains(&e.error_type()), "{e}");

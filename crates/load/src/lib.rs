@@ -85,6 +85,11 @@ pub struct Output {
     pub remaining: Option<FileList>,
     /// The materialized views refreshed after the files, in the order refreshed.
     pub refreshed_views: Vec<views::Refreshed>,
+    /// The views whose refresh failed (the files are committed; the next load tries again).
+    pub failed_views: Vec<views::Failed>,
+    /// Files copied straight into their table with its foreign keys checked set-based (the
+    /// bulk path), per table.
+    pub set_based: BTreeMap<String, u64>,
 }
 
 impl Default for Output {
@@ -95,16 +100,20 @@ impl Default for Output {
             complete: true,
             remaining: None,
             refreshed_views: Vec::new(),
+            failed_views: Vec::new(),
+            set_based: BTreeMap::new(),
         }
     }
 }
 
 /// How an invocation loads: until `deadline` (no new file once it is reached; one file always
-/// loads), and files of at least `bulk.min_rows` rows by the bulk path.
+/// loads), files of at least `bulk.min_rows` rows by the bulk path, and no lock waited for
+/// longer than `lock_timeout`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub deadline: Deadline,
     pub bulk: Bulk,
+    pub lock_timeout: std::time::Duration,
 }
 
 /// The Lambda handler.
@@ -113,7 +122,7 @@ pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
 }
 
 /// The `Stage` of this Lambda's metrics.
-const STAGE: &str = "load";
+pub(crate) const STAGE: &str = "load";
 
 async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let request = parse_event(&event.payload)?;
@@ -124,6 +133,7 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let settings = Settings {
         deadline: Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin),
         bulk: Bulk::new(deps.config.bulk_min_rows),
+        lock_timeout: deps.config.lock_timeout,
     };
     let mut client = deps.db.connect("totesys-load").await?;
     Box::pin(run(&mut client, &deps.store, request, settings)).await
@@ -144,6 +154,7 @@ pub async fn run(
     let Settings {
         mut deadline,
         mut bulk,
+        lock_timeout,
     } = settings;
     let named = match request {
         Request::Nothing => return Ok(Output::default()),
@@ -166,6 +177,12 @@ pub async fn run(
     if files.is_empty() && !listed {
         return Ok(output);
     }
+    // Every statement of the invocation waits for a lock at most this long (a DBA's ALTER
+    // TABLE, a plain REFRESH of a view over a table): a lock timeout fails the file, which
+    // rolls back and is retried, rather than queueing readers behind the load.
+    client
+        .batch_execute(&format!("SET lock_timeout = {}", lock_timeout.as_millis()))
+        .await?;
     schema::prepare(client).await?;
     let mut progress = utils::logging::Progress::new(STAGE, None, files.len());
     let mut files = files.into_iter();
@@ -187,9 +204,32 @@ pub async fn run(
             break;
         }
         let table = file.table.name;
-        let changed = load_file(client, store, &file, &mut bulk)
-            .await
-            .map_err(|e| in_file(e, store, &file))?;
+        let changed = match load_file(client, store, &file, &mut bulk).await {
+            Ok(Some((changed, set_based))) => {
+                if set_based {
+                    *output.set_based.entry(table.to_owned()).or_default() += 1;
+                }
+                Some(changed)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                if e.is_lock_wait() {
+                    warn!(
+                        table,
+                        key = file.key.as_str(),
+                        lock_timeout_ms = lock_timeout.as_millis() as u64,
+                        "the file waited too long for a lock (or deadlocked) and rolled back; \
+                         a retry loads it"
+                    );
+                    utils::metrics::emit(
+                        STAGE,
+                        Some(table),
+                        &[(utils::metrics::LOCK_TIMEOUTS, 1.0)],
+                    );
+                }
+                return Err(in_file(e, store, &file));
+            }
+        };
         utils::cursor::clear_pending(store, &file.key).await?;
         done += 1;
         progress.step(changed.unwrap_or(0));
@@ -217,7 +257,14 @@ pub async fn run(
             output.complete = false;
             output.remaining = Some(FileList::new(store.bucket()));
         } else {
-            output.refreshed_views = views::refresh_pending(client).await?;
+            let refresh = views::refresh_pending(client, deadline).await?;
+            if refresh.cut {
+                info!("deadline margin reached between views: the rest for the next invocation");
+                output.complete = false;
+                output.remaining = Some(FileList::new(store.bucket()));
+            }
+            output.refreshed_views = refresh.refreshed;
+            output.failed_views = refresh.failed;
         }
     }
     Ok(output)
@@ -276,7 +323,7 @@ async fn load_file(
     store: &S3Store,
     file: &ProcessedFile,
     bulk: &mut Bulk,
-) -> Result<Option<u64>> {
+) -> Result<Option<(u64, bool)>> {
     let started = std::time::Instant::now();
     let table = file.table;
     let etag = store
@@ -317,21 +364,9 @@ async fn load_file(
         );
         return Ok(None);
     }
-    let dropped = bulk.prepare(&tx, table, opened.rows).await?;
-    let direct = bulk.direct(opened.rows);
-    let mut changed = apply(&tx, store, (file, &etag), opened, direct).await?;
-    if let Some(keys) = &dropped {
-        let restoring = std::time::Instant::now();
-        tx.batch_execute(&bulk::restore_sql(table, keys))
-            .await
-            .map_err(|e| db_error(store, file, e))?;
-        debug!(
-            table = table.name,
-            constraints = keys.len(),
-            seconds = restoring.elapsed().as_secs_f64(),
-            "foreign keys added back and validated"
-        );
-    }
+    let checks = bulk.prepare(&tx, table, opened.rows).await?;
+    let direct = bulk.direct(opened.rows).then_some(checks);
+    let (mut changed, set_based) = apply(&tx, store, (file, &etag), opened, direct).await?;
     if table.kind == Kind::Dimension {
         // Files of this table loaded before but newer than this one: applied again, so the
         // newest version of each row wins as if the files had come in order.
@@ -376,7 +411,9 @@ async fn load_file(
             }
             let opened = open(store, &later, &later_etag).await?;
             // Its rows are in the table: straight to the upsert.
-            changed += apply(&tx, store, (&later, &later_etag), opened, false).await?;
+            changed += apply(&tx, store, (&later, &later_etag), opened, None)
+                .await?
+                .0;
         }
     }
     tx.execute(
@@ -394,7 +431,7 @@ async fn load_file(
         key = file.key.as_str(),
         rows,
         changed,
-        foreign_keys_dropped = dropped.is_some(),
+        foreign_keys_checked_set_based = set_based,
         seconds,
         rows_per_second = (rows as f64 / seconds.max(1e-6)).round() as u64,
         "loaded"
@@ -408,7 +445,7 @@ async fn load_file(
             (utils::metrics::CHANGED_ROWS, changed as f64),
         ],
     );
-    Ok(Some(changed))
+    Ok(Some((changed, set_based)))
 }
 
 /// Opens a processed file and checks its schema against the registry.
@@ -443,44 +480,83 @@ enum CopyFailure {
     Other(Error),
 }
 
-/// Applies the file's rows to the table: rows inserted or updated. A file of at least
-/// `bulk.min_rows` rows is first copied straight into the table, inside a savepoint (the
-/// temporary table and the `INSERT ... SELECT` cost more than the COPY itself); when a key is
-/// there already, the savepoint is rolled back and the file goes the usual way: staged by COPY
-/// into a temporary table, then applied by one `INSERT ... ON CONFLICT`.
+/// Applies the file's rows to the table: rows inserted or updated, and whether its foreign keys
+/// were checked set-based. A file of at least
+/// `bulk.min_rows` rows (`direct` is `Some`) is first copied straight into the table, inside a
+/// savepoint (the temporary table and the `INSERT ... SELECT` cost more than the COPY itself),
+/// with its foreign keys checked set-based where `direct` holds the checks (see [`bulk`]);
+/// when its first batch's keys are in the table already, or a later key is, the file goes the
+/// usual way: staged by COPY into a temporary table, then applied by one `INSERT ... ON
+/// CONFLICT`, with every check row by row.
 async fn apply(
     tx: &Transaction<'_>,
     store: &S3Store,
     (file, etag): (&ProcessedFile, &str),
     mut opened: ParquetStream,
-    direct: bool,
-) -> Result<u64> {
+    direct: Option<Option<bulk::Checks>>,
+) -> Result<(u64, bool)> {
     let started = std::time::Instant::now();
     let table = file.table;
-    if direct {
-        tx.batch_execute("SAVEPOINT direct_copy").await?;
-        match copy_rows(tx, store, file, opened, &quote_ident(table.name)).await {
-            Ok(rows) => {
-                tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
-                debug!(
-                    table = table.name,
-                    key = file.key.as_str(),
-                    seconds = started.elapsed().as_secs_f64(),
-                    "copied straight into the table"
-                );
-                return Ok(rows);
-            }
-            Err(CopyFailure::Conflict) => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+    let mut first = None;
+    if let Some(mut checks) = direct {
+        first = next_batch(store, file, &mut opened).await?;
+        let held = match &first {
+            Some(batch) => bulk::holds_any_key(tx, table, batch).await?,
+            None => false,
+        };
+        if !held {
+            tx.batch_execute("SAVEPOINT direct_copy").await?;
+            if checks.is_some() {
+                // Undone with the savepoint if the COPY meets a key after all.
+                tx.batch_execute("SET LOCAL session_replication_role = replica")
                     .await?;
-                info!(
-                    table = table.name,
-                    key = file.key.as_str(),
-                    "the table holds some of the file's keys: staged and applied instead"
-                );
-                opened = open(store, file, etag).await?;
             }
-            Err(CopyFailure::Other(e)) => return Err(e),
+            let target = quote_ident(table.name);
+            match copy_rows(
+                tx,
+                store,
+                file,
+                (first.take(), opened),
+                &target,
+                checks.as_mut(),
+            )
+            .await
+            {
+                Ok(rows) => {
+                    if let Some(checks) = &checks {
+                        if let Some(detail) = checks.run(tx, table.name).await? {
+                            return Err(Error::MissingDimension {
+                                table: table.name,
+                                bucket: store.bucket().to_owned(),
+                                key: file.key.clone(),
+                                detail,
+                            });
+                        }
+                        tx.batch_execute("SET LOCAL session_replication_role = origin")
+                            .await?;
+                    }
+                    tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
+                    debug!(
+                        table = table.name,
+                        key = file.key.as_str(),
+                        set_based_checks = checks.as_ref().map_or(0, bulk::Checks::len),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "copied straight into the table"
+                    );
+                    return Ok((rows, checks.is_some()));
+                }
+                Err(CopyFailure::Conflict) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+                        .await?;
+                    info!(
+                        table = table.name,
+                        key = file.key.as_str(),
+                        "the table holds some of the file's keys: staged and applied instead"
+                    );
+                    opened = open(store, file, etag).await?;
+                }
+                Err(CopyFailure::Other(e)) => return Err(e),
+            }
         }
     }
     let stage_columns: Vec<String> = table
@@ -494,10 +570,14 @@ async fn apply(
         stage_columns.join(", ")
     ))
     .await?;
-    copy_rows(tx, store, file, opened, "load_stage")
+    copy_rows(tx, store, file, (first, opened), "load_stage", None)
         .await
         .map_err(|e| match e {
-            CopyFailure::Conflict => unreachable!("the staging table has no keys"),
+            CopyFailure::Conflict => invalid(
+                store,
+                file,
+                "a unique violation copying into the staging table, which has no keys",
+            ),
             CopyFailure::Other(e) => e,
         })?;
     let staged = started.elapsed();
@@ -512,17 +592,38 @@ async fn apply(
         applied_seconds = (started.elapsed() - staged).as_secs_f64(),
         "staged and applied"
     );
-    Ok(changed)
+    Ok((changed, false))
 }
 
-/// Streams the file's rows through a binary COPY into `target` (the registry's columns of the
-/// file's table): the rows copied.
+/// The file's next batch, as the registry's schema types it.
+async fn next_batch(
+    store: &S3Store,
+    file: &ProcessedFile,
+    opened: &mut ParquetStream,
+) -> Result<Option<RecordBatch>> {
+    let Some(batch) = opened
+        .stream
+        .try_next()
+        .await
+        .map_err(|e| read_error(store, file, unwrap_external(e)))?
+    else {
+        return Ok(None);
+    };
+    RecordBatch::try_new(file.table.arrow_schema(), batch.columns().to_vec())
+        .map(Some)
+        .map_err(|e| invalid(store, file, e.to_string()))
+}
+
+/// Streams the file's rows (a batch read ahead, then the rest) through a binary COPY into
+/// `target` (the registry's columns of the file's table), gathering each batch's values for
+/// `checks`: the rows copied.
 async fn copy_rows(
     tx: &Transaction<'_>,
     store: &S3Store,
     file: &ProcessedFile,
-    mut opened: ParquetStream,
+    (mut first, mut opened): (Option<RecordBatch>, ParquetStream),
     target: &str,
+    mut checks: Option<&mut bulk::Checks>,
 ) -> Result<u64, CopyFailure> {
     let table = file.table;
     let failed = |e: tokio_postgres::Error| {
@@ -541,14 +642,22 @@ async fn copy_rows(
         .map_err(failed)?;
     let writer = BinaryCopyInWriter::new(sink, &copy::pg_types(table));
     futures_util::pin_mut!(writer);
-    while let Some(batch) = opened
-        .stream
-        .try_next()
-        .await
-        .map_err(|e| CopyFailure::Other(read_error(store, file, unwrap_external(e))))?
-    {
-        let batch = RecordBatch::try_new(table.arrow_schema(), batch.columns().to_vec())
-            .map_err(|e| CopyFailure::Other(invalid(store, file, e.to_string())))?;
+    loop {
+        let batch = match first.take() {
+            Some(batch) => batch,
+            None => match next_batch(store, file, &mut opened)
+                .await
+                .map_err(CopyFailure::Other)?
+            {
+                Some(batch) => batch,
+                None => break,
+            },
+        };
+        if let Some(checks) = checks.as_deref_mut() {
+            checks
+                .add(&batch)
+                .map_err(|reason| CopyFailure::Other(invalid(store, file, reason)))?;
+        }
         copy::write_batch(writer.as_mut(), table, &batch)
             .await
             .map_err(|e| match e {

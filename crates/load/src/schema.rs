@@ -27,6 +27,22 @@ CREATE INDEX IF NOT EXISTS totesys_load_ledger_table ON totesys_load_ledger (tab
 /// Checks the star schema, then creates the load's own tables if need be.
 pub async fn prepare(client: &Client) -> Result<()> {
     check(client).await?;
+    // Only when something is missing: CREATE INDEX IF NOT EXISTS locks the ledger SHARE before
+    // it finds the index there, which would wait for every load with a file in flight.
+    let present: bool = client
+        .query_one(
+            &format!(
+                "SELECT to_regclass('{LEDGER}_table') IS NOT NULL
+                    AND to_regclass('{}') IS NOT NULL",
+                crate::views::PENDING
+            ),
+            &[],
+        )
+        .await?
+        .get(0);
+    if present {
+        return Ok(());
+    }
     // Serialised, since two first invocations could otherwise race on CREATE TABLE.
     client
         .batch_execute(&format!(

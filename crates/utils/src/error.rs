@@ -105,7 +105,6 @@ pub const ERROR_TYPES: &[&str] = &[
     "SourceSchemaMismatch",
     "InvalidSourceData",
     "MissingDimension",
-    "ViewRefreshFailed",
 ];
 
 /// The `errorType`s worth retrying: the `Transient*` ones and `MissingDimension` (fact rows that

@@ -75,6 +75,20 @@ pub const FILES_WAITING: Metric = Metric {
     unit: "Count",
     dimensions: BY_TABLE,
 };
+/// Load: a file rolled back because a lock wait outlasted `lock_timeout` or deadlocked (the
+/// file is retried), per warehouse table.
+pub const LOCK_TIMEOUTS: Metric = Metric {
+    name: "LockTimeouts",
+    unit: "Count",
+    dimensions: BY_TABLE,
+};
+/// Load: a materialized view whose refresh failed (the files are committed; the view stays
+/// pending for the next load).
+pub const VIEW_REFRESH_FAILURES: Metric = Metric {
+    name: "ViewRefreshFailures",
+    unit: "Count",
+    dimensions: BY_STAGE,
+};
 /// An invocation's duration, per stage.
 pub const DURATION: Metric = Metric {
     name: "DurationSeconds",
@@ -90,6 +104,8 @@ pub const METRICS: &[Metric] = &[
     QUARANTINED_ROWS,
     FRESHNESS_LAG,
     FILES_WAITING,
+    LOCK_TIMEOUTS,
+    VIEW_REFRESH_FAILURES,
     DURATION,
 ];
 

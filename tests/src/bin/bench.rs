@@ -197,6 +197,7 @@ async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
     let settings = load::Settings {
         deadline: Deadline::NONE,
         bulk: load::bulk::Bulk::new(bulk_min_rows()),
+        lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
     };
     let out = load::run(&mut client, &store, request, settings)
         .await
