@@ -80,16 +80,18 @@ for scale in $scales; do
     "$bench" ingest "$url" "$bucket" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     "$bench" transform "$bucket" "$processed" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     # The load into an empty warehouse, then its baseline: the same rows by raw COPY FROM.
-    for w in "$wh" "${wh}_copy"; do
+    for w in "$wh" "${wh}_copy" "${wh}_limit"; do
       psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $w WITH (FORCE)" -c "CREATE DATABASE $w"
       psql "${TEST_DATABASE_URL%/*}/$w" -q -f sql/warehouse_schema.sql
     done
     "$bench" load "$processed" "${TEST_DATABASE_URL%/*}/$wh" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     "$bench" copyin "${TEST_DATABASE_URL%/*}/$wh" "${TEST_DATABASE_URL%/*}/${wh}_copy" "$dump" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
+    "$bench" copylimit "${TEST_DATABASE_URL%/*}/$wh" "${TEST_DATABASE_URL%/*}/${wh}_limit" "$dump" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     if [[ $i == 1 ]]; then
       views_bench "${TEST_DATABASE_URL%/*}/$wh" | sed "s/^/{\"scale\":$scale,\"run\":$i,\"r\":/; s/$/}/"
     fi
-    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)" -c "DROP DATABASE ${wh}_copy WITH (FORCE)"
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)" -c "DROP DATABASE ${wh}_copy WITH (FORCE)" \
+      -c "DROP DATABASE ${wh}_limit WITH (FORCE)"
     rm -f "$dump"/*.bin
   done
   psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
@@ -101,16 +103,21 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"{'scale':>5} {'mode':<9} {'rows':>9} {'MB I/O':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
 summary = {}
 for scale in sorted({r["scale"] for r in rows}):
-    for mode in ("copy", "ingest", "transform", "load", "copyin"):
+    for mode in ("copy", "ingest", "transform", "load", "copyin", "copylimit"):
         runs = [r["r"] for r in rows if r["scale"] == scale and r["r"]["mode"] == mode]
         secs = statistics.median(r["seconds"] for r in runs)
         rss = max(r["peak_rss_mb"] for r in runs)
         summary[(scale, mode)] = (secs, rss)
         print(f"{scale:>5} {mode:<9} {runs[0]['rows']:>9} {runs[0]['bytes']/1e6:>8.1f} {secs:>10.2f} "
               f"{runs[0]['rows']/secs:>10,.0f} {rss:>11.1f}")
-    c, i, t, l, ci = (summary[(scale, m)] for m in ("copy", "ingest", "transform", "load", "copyin"))
+    c, i, t, l, ci, cl = (summary[(scale, m)] for m in ("copy", "ingest", "transform", "load", "copyin", "copylimit"))
     print(f"      ingest / raw COPY TO wall time: {i[0]/c[0]:.2f}x; transform / raw COPY TO: {t[0]/c[0]:.2f}x; "
-          f"load / raw COPY FROM (copyin): {l[0]/ci[0]:.2f}x")
+          f"load / raw COPY FROM (copyin): {l[0]/ci[0]:.2f}x; "
+          f"load / physical limit (copylimit): {l[0]/cl[0]:.2f}x")
+    readers = [r["r"] for r in rows if r["scale"] == scale and r["r"]["mode"] == "reader"]
+    print(f"      a reader joining fact_sales_order to dim_date in a loop during the load: "
+          f"longest query {max(r['longest_seconds'] for r in readers):.3f} s "
+          f"({sum(r['queries'] for r in readers)} queries)")
 for r in rows:
     if r["r"]["mode"] == "views":
         refresh = ", ".join(f"{v} {s:.2f}" for v, s in r["r"]["refresh_seconds"].items())

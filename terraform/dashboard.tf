@@ -16,9 +16,11 @@ locals {
   # A table is behind when the warehouse has been this far behind it: a number of schedule
   # periods.
   freshness_threshold = var.freshness_alarm_seconds != null ? var.freshness_alarm_seconds : local.schedule_seconds * var.freshness_alarm_multiple
-  # The alarm looks at the best freshness over the threshold's length (a whole number of
-  # minutes, at most a day): behind when even that is too old, or when no transform reported.
-  freshness_period = min(86400, max(60, ceil(local.freshness_threshold / 60) * 60))
+  # The alarm looks at the best freshness over the threshold's length: one period of whole
+  # minutes up to a day; past a day, every hour of it (CloudWatch evaluates up to 7 days at
+  # periods of an hour or more). Behind when even the best is too old.
+  freshness_period             = local.freshness_threshold <= 86400 ? max(60, ceil(local.freshness_threshold / 60) * 60) : 3600
+  freshness_evaluation_periods = local.freshness_threshold <= 86400 ? 1 : ceil(local.freshness_threshold / 3600)
 
   # SEARCH expressions over the pipeline's metrics by stage and table.
   by_table = "{${var.project},Stage,Table}"
@@ -165,21 +167,25 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
 }
 
 # One alarm per source table: the warehouse has been behind it by more than freshness_threshold
-# (a number of schedule periods), or no transform reported it for that long while the schedule
-# is on.
+# (a number of schedule periods). Missing data is neither good nor bad: a new alarm waits in
+# INSUFFICIENT_DATA for the first run's figures instead of firing before it, and one whose
+# table no transform has reported for the whole window goes back to INSUFFICIENT_DATA, which
+# is notified while the schedule is on.
 resource "aws_cloudwatch_metric_alarm" "freshness" {
-  for_each            = toset(local.source_tables)
-  alarm_name          = "${var.project}-freshness-${each.key}"
-  alarm_description   = "Source table ${each.key} is behind: the warehouse has lagged it by more than ${local.freshness_threshold} s (not read, not transformed, or waiting in the load's queue), or no transform has reported it. Run `etl status` to see where, and the pipeline's failure messages for why."
-  namespace           = var.project
-  metric_name         = "FreshnessLagSeconds"
-  dimensions          = { Stage = "transform", Table = each.key }
-  statistic           = "Minimum"
-  period              = local.freshness_period
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = local.freshness_threshold
-  treat_missing_data  = var.schedule_enabled ? "breaching" : "notBreaching"
-  alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
+  for_each                  = toset(local.source_tables)
+  alarm_name                = "${var.project}-freshness-${each.key}"
+  alarm_description         = "Source table ${each.key} is behind: the warehouse has lagged it by more than ${local.freshness_threshold} s (not read, not transformed, or waiting in the load's queue), or (INSUFFICIENT_DATA) no transform has reported it for that long. Run `etl status` to see where, and the pipeline's failure messages for why."
+  namespace                 = var.project
+  metric_name               = "FreshnessLagSeconds"
+  dimensions                = { Stage = "transform", Table = each.key }
+  statistic                 = "Minimum"
+  period                    = local.freshness_period
+  evaluation_periods        = local.freshness_evaluation_periods
+  datapoints_to_alarm       = local.freshness_evaluation_periods
+  comparison_operator       = "GreaterThanThreshold"
+  threshold                 = local.freshness_threshold
+  treat_missing_data        = var.schedule_enabled ? "missing" : "notBreaching"
+  alarm_actions             = [aws_sns_topic.alarms.arn]
+  ok_actions                = [aws_sns_topic.alarms.arn]
+  insufficient_data_actions = var.schedule_enabled ? [aws_sns_topic.alarms.arn] : []
 }

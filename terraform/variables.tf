@@ -388,6 +388,17 @@ variable "freshness_alarm_multiple" {
     condition     = var.freshness_alarm_multiple >= 1
     error_message = "freshness_alarm_multiple is at least 1 (one schedule period)."
   }
+
+  validation {
+    condition = var.freshness_alarm_seconds != null || try(
+      tonumber(regex("^rate\\((\\d+) (minutes?|hours?|days?)\\)$", var.schedule_expression)[0]) * lookup(
+        { minute = 60, minutes = 60, hour = 3600, hours = 3600, day = 86400, days = 86400 },
+        regex("^rate\\((\\d+) (minutes?|hours?|days?)\\)$", var.schedule_expression)[1],
+      ) * var.freshness_alarm_multiple <= 604800,
+      true,
+    )
+    error_message = "freshness_alarm_multiple schedule periods come to more than 7 days, the longest window CloudWatch evaluates: lower it, or set freshness_alarm_seconds."
+  }
 }
 
 variable "freshness_alarm_seconds" {
@@ -396,7 +407,7 @@ variable "freshness_alarm_seconds" {
   default     = null
 
   validation {
-    condition     = var.freshness_alarm_seconds == null ? can(regex("^rate\\(\\d+ (minutes?|hours?|days?)\\)$", var.schedule_expression)) : var.freshness_alarm_seconds >= 60 && var.freshness_alarm_seconds <= 86400
-    error_message = "freshness_alarm_seconds is from 60 to 86400, and must be set when schedule_expression is not a rate() expression (a cron schedule has no single period to multiply)."
+    condition     = var.freshness_alarm_seconds == null ? can(regex("^rate\\(\\d+ (minutes?|hours?|days?)\\)$", var.schedule_expression)) : var.freshness_alarm_seconds >= 60 && var.freshness_alarm_seconds <= 604800
+    error_message = "freshness_alarm_seconds is from 60 to 604800 (7 days, the longest window CloudWatch evaluates), and must be set when schedule_expression is not a rate() expression (a cron schedule has no single period to multiply)."
   }
 }

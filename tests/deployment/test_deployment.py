@@ -207,9 +207,16 @@ def test_the_freshness_alarm_needs_a_period_it_can_count(variables):
     assert "must be set when schedule_expression is not a rate() expression" in plan(
         variables, schedule_expression=cron)
     assert plan(variables, schedule_expression=cron, freshness_alarm_seconds=3600) is None
-    assert "freshness_alarm_seconds is from 60 to 86400" in plan(
+    assert "freshness_alarm_seconds is from 60 to 604800" in plan(
         variables, schedule_expression=cron, freshness_alarm_seconds=30)
+    assert "freshness_alarm_seconds is from 60 to 604800" in plan(
+        variables, schedule_expression=cron, freshness_alarm_seconds=604801)
+    # Past a day: evaluated hour by hour, up to CloudWatch's 7 days.
+    assert plan(variables, schedule_expression=cron, freshness_alarm_seconds=604800) is None
     assert plan(variables, schedule_expression="rate(1 hour)", freshness_alarm_multiple=2) is None
+    assert plan(variables, schedule_expression="rate(1 day)", freshness_alarm_multiple=7) is None
+    assert "come to more than 7 days" in plan(
+        variables, schedule_expression="rate(2 days)", freshness_alarm_multiple=4)
 
 
 @pytest.mark.parametrize("target", ["plan", "deploy", "destroy"])

@@ -1072,6 +1072,16 @@ fn the_dashboard_and_the_freshness_alarm_read_the_metrics_the_lambdas_emit() {
         actions.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         ["aws_sns_topic.alarms.arn"]
     );
+    // Missing data never breaches: a new alarm waits for the first figures instead of firing
+    // before the first run; a table no transform reports goes to INSUFFICIENT_DATA, notified.
+    assert_eq!(
+        attribute(&alarm.body, "treat_missing_data").to_string(),
+        "var.schedule_enabled ? \"missing\" : \"notBreaching\""
+    );
+    assert_eq!(
+        attribute(&alarm.body, "insufficient_data_actions").to_string(),
+        "var.schedule_enabled ? [aws_sns_topic.alarms.arn] : []"
+    );
 }
 
 #[test]

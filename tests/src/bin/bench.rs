@@ -11,6 +11,9 @@
 //!                                    to DIR with binary `COPY TO` (not timed), then the timed
 //!                                    part, raw binary `COPY ... FROM STDIN` of those files
 //!                                    into the empty warehouse TO, dimensions first
+//!   bench copylimit FROM TO DIR      the load's physical limit: as copyin, into TO with its
+//!                                    foreign keys dropped first (not timed), then one set-based
+//!                                    check per key over the loaded rows (timed)
 //!   bench invoke LAMBDA SECONDS      one invocation of that Lambda's handler, configured from
 //!                                    the environment as in AWS, with the event on stdin and a
 //!                                    deadline SECONDS from now (scripts/bench_backfill.py)
@@ -63,9 +66,9 @@ async fn main() {
     let (rows, bytes, seconds) = match mode {
         "transform" => transform(url, args.get(3).expect("bench transform RAW PROCESSED")).await,
         "load" => load(url, args.get(3).expect("bench load PROCESSED WAREHOUSE")).await,
-        "copyin" => {
+        "copyin" | "copylimit" => {
             let [to, dir] = [3, 4].map(|i| args.get(i).expect("bench copyin FROM TO DIR"));
-            copy_in(url, to, dir).await
+            copy_in(url, to, dir, mode == "copylimit").await
         }
         _ => source(mode, url, args.get(3)).await,
     };
@@ -193,6 +196,36 @@ async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
         files,
     };
     let mut client = totesys_tests::connect(warehouse).await;
+    // A reader joining the fact table to a dimension in a loop while the load runs: its
+    // longest query is what the load made a reader wait (plus the query's own time).
+    // On a thread of its own, so that the load's decoding never delays its polls.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let url = warehouse.to_owned();
+    let reading = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let reader = totesys_tests::connect(&url).await;
+            let (mut longest, mut queries) = (Duration::ZERO, 0u64);
+            while stopped.try_recv().is_err() {
+                let asked = Instant::now();
+                reader
+                    .query_one(
+                        "SELECT count(*) FROM fact_sales_order f
+                         JOIN dim_date d ON d.date_id = f.created_date",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                longest = longest.max(asked.elapsed());
+                queries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (longest, queries)
+        })
+    });
     let started = Instant::now();
     let settings = load::Settings {
         deadline: Deadline::NONE,
@@ -203,6 +236,12 @@ async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
         .await
         .unwrap();
     let elapsed = started.elapsed();
+    let _ = stop.send(());
+    let (longest, queries) = reading.join().unwrap();
+    println!(
+        "{}",
+        json!({"mode": "reader", "longest_seconds": longest.as_secs_f64(), "queries": queries})
+    );
     // Every row is new to the empty warehouse, but for the dates: a window split into several
     // fact files has a dim_date file for each, and a date in two of them changes nothing the
     // second time.
@@ -219,8 +258,9 @@ async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
     (rows, bytes, elapsed)
 }
 
-/// Raw binary COPY FROM of what `from` holds into `to`, from files dumped beforehand.
-async fn copy_in(from: &str, to: &str, dir: &str) -> (u64, u64, Duration) {
+/// Raw binary COPY FROM of what `from` holds into `to`, from files dumped beforehand; with
+/// `limit`, into tables without foreign keys, then one anti-join per key.
+async fn copy_in(from: &str, to: &str, dir: &str, limit: bool) -> (u64, u64, Duration) {
     use futures_util::SinkExt;
     use tokio::io::AsyncWriteExt;
 
@@ -261,6 +301,30 @@ async fn copy_in(from: &str, to: &str, dir: &str) -> (u64, u64, Duration) {
         }
         file.flush().await.unwrap();
     }
+    // (table, column, referenced table, referenced column) of every single-column key.
+    let mut keys: Vec<(String, String, String, String)> = Vec::new();
+    if limit {
+        let found = target
+            .query(
+                "SELECT k.conrelid::regclass::text, a.attname::text, k.confrelid::regclass::text,
+                        r.attname::text, k.conname::text
+                 FROM pg_constraint k
+                 JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+                 JOIN pg_attribute r ON r.attrelid = k.confrelid AND r.attnum = k.confkey[1]
+                 WHERE k.contype = 'f' AND k.connamespace = 'public'::regnamespace",
+                &[],
+            )
+            .await
+            .unwrap();
+        for row in found {
+            let (table, name): (String, String) = (row.get(0), row.get(4));
+            target
+                .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT \"{name}\""))
+                .await
+                .unwrap();
+            keys.push((table, row.get(1), row.get(2), row.get(3)));
+        }
+    }
     let started = Instant::now();
     for table in WAREHOUSE_TABLES {
         let sink = target
@@ -280,6 +344,20 @@ async fn copy_in(from: &str, to: &str, dir: &str) -> (u64, u64, Duration) {
             sink.send(chunk).await.unwrap();
         }
         sink.close().await.unwrap();
+    }
+    for (table, column, references, referenced) in &keys {
+        let orphans: i64 = target
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {table} f WHERE NOT EXISTS \
+                     (SELECT 1 FROM {references} d WHERE d.{referenced} = f.{column})"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(orphans, 0, "{table}.{column}");
     }
     (rows, bytes, started.elapsed())
 }
