@@ -54,10 +54,12 @@ def values(partition="aws", region="eu-west-2", **settings) -> dict:
         "missing_dimension_interval_seconds": 30,
         "missing_dimension_max_attempts": 3,
         "missing_dimension_backoff_rate": 2,
+        "history_budget": 20000,
     }
     result.update(settings)
     # sfn.tf splits var.tables into the two Maps' lists as this does.
     tables = result.pop("tables")
+    result.setdefault("round_events", len(tables) * 12 + 40)
     facts = fact_tables()
     result["dimension_tables"] = json.dumps([t for t in tables if t not in facts])
     result["fact_tables"] = json.dumps([t for t in tables if t in facts])

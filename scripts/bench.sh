@@ -99,7 +99,8 @@ done | tee "$out/results.jsonl" >/dev/null
 
 [[ -z "$scales" ]] || python3 - "$out/results.jsonl" <<'PY'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+# The Lambdas' own EMF metric lines go to standard output too: only the bench's lines count.
+rows = [r for r in (json.loads(l) for l in open(sys.argv[1])) if "mode" in r["r"]]
 print(f"{'scale':>5} {'mode':<9} {'rows':>9} {'MB I/O':>8} {'s (median)':>10} {'rows/s':>10} {'peak RSS MB':>11}")
 summary = {}
 for scale in sorted({r["scale"] for r in rows}):

@@ -72,6 +72,8 @@ class StateMachine:
         }
         definition = json.loads(render(values("aws", region, **{**defaults, **settings})))
         definition["StartAt"] = start_at or definition["StartAt"]
+        # What the skipped first state (StartCounting) would have set.
+        self.first_input = {"events": {"n": 0}} if start_at else {}
         self.name = f"totesys-pipeline-{suffix}"
         self.arn = self.sfn.create_state_machine(
             name=self.name,
@@ -110,7 +112,8 @@ class StateMachine:
         # Named always: moto names an unnamed execution "None", the same every time.
         name = name or f"run-{uuid.uuid4()}"
         arn = self.sfn.start_execution(
-            stateMachineArn=self.arn, name=name, input=json.dumps(input or {})
+            stateMachineArn=self.arn, name=name,
+            input=json.dumps({**getattr(self, "first_input", {}), **(input or {})})
         )["executionArn"]
         deadline = time.monotonic() + timeout
         while True:

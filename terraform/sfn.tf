@@ -68,6 +68,10 @@ resource "aws_sfn_state_machine" "pipeline" {
     missing_dimension_interval_seconds = var.missing_dimension_retry.interval_seconds
     missing_dimension_max_attempts     = var.missing_dimension_retry.max_attempts
     missing_dimension_backoff_rate     = var.missing_dimension_retry.backoff_rate
+    # The history events a round adds, roughly (ContinueAsNew), and how many an execution
+    # spends before it hands over to a fresh one: Step Functions stops at 25,000.
+    round_events   = length(var.tables) * 12 + 40
+    history_budget = 20000
   })
 
   logging_configuration {
@@ -101,6 +105,14 @@ data "aws_iam_policy_document" "state_machine" {
     sid       = "HoldTheLock"
     actions   = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"]
     resources = [aws_dynamodb_table.lock.arn]
+  }
+
+  # Near the history limit an execution starts its own continuation (ContinueAsNew); the ARN
+  # is built from the name, as the state machine's own would make a cycle.
+  statement {
+    sid       = "StartOwnContinuation"
+    actions   = ["states:StartExecution"]
+    resources = ["arn:${local.partition}:states:${local.region}:${local.account_id}:stateMachine:${local.state_machine_name}"]
   }
 
   # Whether the execution holding the lock is still running.

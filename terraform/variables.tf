@@ -228,7 +228,7 @@ variable "deadline_margin_seconds" {
 }
 
 variable "execution_timeout_seconds" {
-  description = "How long an execution may run. null: three times one pass's Lambda timeouts (2 h with the defaults). A backfill loops through many passes in one execution: set it to what make bench's rates give for the source's size (Step Functions allows up to a year)."
+  description = "How long an execution may run. null: three times one pass's Lambda timeouts (2 h with the defaults). A backfill loops through many passes: an execution near Step Functions' 25,000-event history limit (some 150 ingest rounds) hands over to a fresh one, which gets this timeout again; set it to cover what make bench's rates give for that many rounds of the source's size."
   type        = number
   default     = null
 

@@ -521,3 +521,42 @@ def test_a_lock_held_by_the_etl_command_skips_the_run_until_it_expires():
     assert execution["status"] == "SUCCEEDED", (execution, history)
     assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform"]
     assert p.lock_item() is None, "released at the end of the run"
+
+
+def test_an_execution_near_the_history_limit_hands_over_to_a_fresh_one():
+    """A backfill of many rounds: past the history budget (here one round's worth) the
+    execution releases the lock, starts a fresh execution and succeeds; the fresh one takes
+    the lock and goes on with the next round from durable state."""
+    p = Pipeline(history_budget=60)
+    sales = ingest_output("sales_order", 20, left=True, at="090000000000")
+    payments = ingest_output("payment", 3)
+    sales_2, payments_2 = ingest_output("sales_order", 20), ingest_output("payment", 0)
+    p.queue_results(sales, payments, TRANSFORM_OUTPUT, LOAD_OUTPUT,
+                    sales_2, payments_2, TRANSFORM_OUTPUT, LOAD_OUTPUT)
+    execution, history = p.run()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [f for f, _ in invocations(history)] == ["ingest", "ingest", "transform", "load"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
+    assert entered[-3:] == ["ContinueAsNew", "ReleaseLockForContinuation", "StartContinuation"], entered
+    # The continuation: started by the first, with the lock the first released.
+    deadline = time.monotonic() + 60
+    while True:
+        others = [e for e in p.sfn.list_executions(stateMachineArn=p.arn)["executions"]
+                  if e["executionArn"] != execution["executionArn"]]
+        if others and others[0]["status"] != "RUNNING":
+            break
+        assert time.monotonic() < deadline, "no continuation ended"
+        time.sleep(0.2)
+    [continuation] = others
+    assert continuation["status"] == "SUCCEEDED", continuation
+    described = p.sfn.describe_execution(executionArn=continuation["executionArn"])
+    assert json.loads(described["input"]) == {"continued_from": execution["executionArn"]}
+    second = p.sfn.get_execution_history(executionArn=continuation["executionArn"], maxResults=1000)["events"]
+    assert invocations(second) == [
+        ("ingest", {"tables_to_query": ["sales_order"]}),
+        ("ingest", {"tables_to_query": ["payment"]}),
+        ("transform", map_results(sales_2, payments_2)),
+        ("load", TRANSFORM_OUTPUT),
+    ]
+    assert p.lock_item() is None
+    assert p.notifications() == []
