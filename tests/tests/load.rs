@@ -1619,3 +1619,38 @@ async fn a_trigger_on_a_fact_table_keeps_its_file_on_the_row_by_row_checks() {
         .get(0);
     assert_eq!(audited, 0, "the trigger fired for every row");
 }
+
+#[tokio::test]
+async fn keys_wider_than_the_row_lock_bound_are_checked_under_a_share_lock() {
+    let s = Stack::new(true).await;
+    let event = s.transformed().await;
+    s.unqueue(&event).await;
+    let run = |event: Value| {
+        let store = s.p.processed.clone();
+        let url = s.wh.url.clone();
+        async move {
+            let mut bulk = load::bulk::Bulk::new(1);
+            // Every key past the bound: the referenced tables locked SHARE, no row locks.
+            bulk.row_locks_max = 0;
+            let settings = load::Settings {
+                deadline: utils::deadline::Deadline::NONE,
+                bulk,
+                lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
+            };
+            let mut client = connect(&url).await;
+            let request = load::event::parse_event(&event).unwrap();
+            load::run(&mut client, &store, request, settings).await
+        }
+    };
+    let e = run(only(&event, &["fact_payment"])).await.unwrap_err();
+    assert_missing_payment_dimension(&s, &e, &event).await;
+    let out = run(event).await.unwrap();
+    assert_eq!(
+        out.set_based.keys().collect::<Vec<_>>(),
+        ["fact_payment", "fact_purchase_order", "fact_sales_order"],
+        "{out:?}"
+    );
+    let mut facts = BTreeMap::new();
+    record_versions(&s.p.source().await, &mut facts).await;
+    assert_matches_source(&s, &facts, "checked under SHARE locks").await;
+}

@@ -75,6 +75,8 @@ pub struct ForeignKey {
 #[derive(Debug, Clone)]
 pub struct Bulk {
     pub min_rows: u64,
+    /// [`ROW_LOCKS_MAX`], but in tests.
+    pub row_locks_max: usize,
     replica: Option<bool>,
     reported: BTreeSet<&'static str>,
 }
@@ -84,12 +86,14 @@ pub struct Bulk {
 #[derive(Debug)]
 pub struct Checks {
     keys: Vec<(ForeignKey, Tuples)>,
+    row_locks_max: usize,
 }
 
 impl Bulk {
     pub fn new(min_rows: u64) -> Self {
         Bulk {
             min_rows,
+            row_locks_max: ROW_LOCKS_MAX,
             replica: None,
             reported: BTreeSet::new(),
         }
@@ -149,7 +153,10 @@ impl Bulk {
                 Ok((k, tuples))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Checks { keys }))
+        Ok(Some(Checks {
+            keys,
+            row_locks_max: self.row_locks_max,
+        }))
     }
 
     /// Whether the role may set `session_replication_role`: tried once, inside a savepoint.
@@ -287,7 +294,7 @@ impl Checks {
             }
             let params: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            let row_locks = tuples.len() <= ROW_LOCKS_MAX;
+            let row_locks = tuples.len() <= self.row_locks_max;
             if !row_locks {
                 tx.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", key.references))
                     .await?;
