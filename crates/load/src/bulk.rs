@@ -294,22 +294,31 @@ impl Checks {
             }
             let params: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            // The values are distinct already: Arrow's text of a value is canonical.
+            let distinct = tuples.len() as i64;
             let row_locks = tuples.len() <= self.row_locks_max;
-            if !row_locks {
-                tx.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", key.references))
-                    .await?;
-            }
-            let row = tx.query_one(&check_sql(key, row_locks), &params).await?;
-            let (locked, distinct): (i64, i64) = (row.get(0), row.get(1));
+            let missing = if row_locks {
+                let locked: i64 = tx.query_one(&check_sql(key), &params).await?.get(0);
+                distinct - locked
+            } else {
+                // A hash anti-join over a file's worth of values, in memory.
+                tx.batch_execute(&format!(
+                    "LOCK TABLE {} IN SHARE MODE; SET LOCAL work_mem = '256MB'",
+                    key.references
+                ))
+                .await?;
+                tx.query_one(&count_missing_sql(key), &params).await?.get(0)
+            };
             debug!(
                 table,
                 key = key.name.as_str(),
                 values = distinct,
+                row_locks,
                 seconds = started.elapsed().as_secs_f64(),
                 "foreign key checked set-based"
             );
-            if locked < distinct {
-                let missing: Vec<String> = tx
+            if missing > 0 {
+                let shown: Vec<String> = tx
                     .query(&missing_sql(key), &params)
                     .await?
                     .iter()
@@ -320,9 +329,9 @@ impl Checks {
                      in table {} ({} of the file's {} distinct values are missing)",
                     key.name,
                     key.referenced.join(", "),
-                    missing.join("), ("),
+                    shown.join("), ("),
                     key.references,
-                    distinct - locked,
+                    missing,
                     distinct
                 )));
             }
@@ -367,17 +376,23 @@ fn referenced_sql(key: &ForeignKey) -> (String, String) {
     )
 }
 
-/// Counts the referenced rows of the gathered values beside the distinct values, locking the
-/// rows `FOR KEY SHARE` (as the trigger does for each row) with `row_locks`, else under the
-/// table's `SHARE` lock.
-fn check_sql(key: &ForeignKey, row_locks: bool) -> String {
+/// Locks the referenced rows of the gathered values `FOR KEY SHARE` (as the trigger does for
+/// each row) and counts them.
+fn check_sql(key: &ForeignKey) -> String {
     let (values, typed) = values_sql(key);
     let (from, columns) = referenced_sql(key);
-    let lock = if row_locks { " FOR KEY SHARE OF r" } else { "" };
     format!(
-        "SELECT (SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {columns} IN \
-         (SELECT {typed} FROM {values}){lock}) l), \
-         (SELECT count(*) FROM (SELECT DISTINCT {typed} FROM {values}) d)"
+        "SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {columns} IN \
+         (SELECT {typed} FROM {values}) FOR KEY SHARE OF r) l"
+    )
+}
+
+/// Counts the gathered values without their referenced row (the table locked `SHARE`).
+fn count_missing_sql(key: &ForeignKey) -> String {
+    let (values, typed) = values_sql(key);
+    let (from, columns) = referenced_sql(key);
+    format!(
+        "SELECT count(*) FROM {values} WHERE NOT EXISTS (SELECT 1 FROM {from} WHERE {columns} = ({typed}))"
     )
 }
 
@@ -554,13 +569,15 @@ mod tests {
     #[test]
     fn the_check_locks_the_referenced_rows_as_the_trigger_does_and_counts_them() {
         assert_eq!(
-            check_sql(&key(&["date"], true), true),
-            "SELECT (SELECT count(*) FROM (SELECT 1 FROM ONLY dim_date r WHERE (r.\"p0\") IN \
-             (SELECT v.c0::date FROM unnest($1::text[]) AS v(c0)) FOR KEY SHARE OF r) l), \
-             (SELECT count(*) FROM (SELECT DISTINCT v.c0::date FROM unnest($1::text[]) AS \
-             v(c0)) d)"
+            check_sql(&key(&["date"], true)),
+            "SELECT count(*) FROM (SELECT 1 FROM ONLY dim_date r WHERE (r.\"p0\") IN \
+             (SELECT v.c0::date FROM unnest($1::text[]) AS v(c0)) FOR KEY SHARE OF r) l"
         );
-        assert!(!check_sql(&key(&["date"], true), false).contains("FOR KEY SHARE"));
+        assert_eq!(
+            count_missing_sql(&key(&["date"], false)),
+            "SELECT count(*) FROM unnest($1::text[]) AS v(c0) WHERE NOT EXISTS (SELECT 1 FROM \
+             dim_date r WHERE (r.\"p0\") = (v.c0::date))"
+        );
         assert_eq!(
             missing_sql(&key(&["integer", "text"], false)),
             "SELECT concat_ws(', ', v.c0, v.c1) FROM unnest($1::text[], $2::text[]) AS v(c0, \
