@@ -714,6 +714,29 @@ async fn a_role_that_does_not_own_the_tables_or_views_loads_them_and_leaves_the_
     record_versions(&s.p.source().await, &mut facts).await;
     assert_matches_source(&s, &facts, "loaded as another role").await;
     assert_eq!(s.constraints().await, before, "no constraint was touched");
+
+    // Given one view, behind one it may not refresh (first in the order), at a passed
+    // deadline: the skipped view does not count as the invocation's one refresh.
+    admin
+        .batch_execute(&format!(
+            "ALTER MATERIALIZED VIEW orders_by_staff OWNER TO {role};
+             CREATE MATERIALIZED VIEW a_theirs AS SELECT count(*) AS n FROM fact_sales_order;
+             INSERT INTO totesys_refresh_pending (table_name) VALUES ('fact_sales_order');"
+        ))
+        .await
+        .unwrap();
+    let mut deps = deps;
+    deps.config.deadline_margin = PAST_MARGIN;
+    let outputs = load_until_complete(
+        &deps,
+        json!({"bucket": s.p.processed.bucket(), "files": {}}),
+    )
+    .await;
+    assert_eq!(outputs.len(), 1, "{outputs:#?}");
+    assert_eq!(
+        outputs[0]["refreshed_views"][0]["view"], "orders_by_staff",
+        "{outputs:#?}"
+    );
     admin
         .batch_execute(&format!(
             "REVOKE SET ON PARAMETER session_replication_role FROM {role};

@@ -167,7 +167,8 @@ pub async fn refresh_pending(client: &mut Client, deadline: Deadline) -> Result<
     tables.sort();
     tables.dedup();
     let mut undone = BTreeSet::new();
-    for (i, d) in dependents(client, &tables).await?.into_iter().enumerate() {
+    let mut attempted = 0;
+    for d in dependents(client, &tables).await? {
         if !d.ours {
             info!(
                 view = d.view.as_str(),
@@ -176,11 +177,12 @@ pub async fn refresh_pending(client: &mut Client, deadline: Deadline) -> Result<
             );
             continue;
         }
-        if out.cut || (i > 0 && deadline.reached()) {
+        if out.cut || (attempted > 0 && deadline.reached()) {
             out.cut = true;
             undone.insert(d.view);
             continue;
         }
+        attempted += 1;
         if !d.concurrently {
             warn!(
                 view = d.view.as_str(),
