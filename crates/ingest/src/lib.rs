@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, IsolationLevel};
 use tracing::{info, instrument, warn};
 use utils::deadline::Deadline;
 use utils::keys::parquet_key;
@@ -242,7 +242,7 @@ pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
 
 async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     let tables = tables_from_event(&event.payload, &deps.config.tables)?;
-    let client = deps.db.connect("totesys-ingest").await?;
+    let mut client = deps.db.connect("totesys-ingest").await?;
     let limits = Limits {
         max_rows_per_file: deps.config.max_rows_per_file,
         deadline: Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin),
@@ -251,7 +251,14 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
         read: &tables,
         deployed: &deps.config.tables,
     };
-    run(&client, &deps.store, tables, deps.config.safety_lag, limits).await
+    run(
+        &mut client,
+        &deps.store,
+        tables,
+        deps.config.safety_lag,
+        limits,
+    )
+    .await
 }
 
 /// The tables an invocation reads, and those deployed (whose watermarks hold the fact tables
@@ -266,7 +273,7 @@ pub struct Tables<'a> {
 /// in turn, a file per sub-window. The first failing table fails the run; files before it
 /// keep their progress.
 pub async fn run(
-    client: &Client,
+    client: &mut Client,
     store: &S3Store,
     Tables {
         read: tables,
@@ -287,9 +294,14 @@ pub async fn run(
     let end = window_end(client, safety_lag).await?;
     // Every read after this point sees every transaction that can hold a row stamped before
     // `end` (see `window_end`); one snapshot keeps the tables of a run consistent.
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
         .await?;
+    // The reads below run on the transaction's connection, inside it.
+    let client = tx.client();
     let mut runs = Vec::with_capacity(tables.len());
     // A watermark is written as soon as its file is complete, while the next file is read, by
     // one writer per table that always writes the newest file completed (the files of a table
@@ -332,11 +344,12 @@ pub async fn run(
         }
     }
     if let Some(e) = failure {
-        // Best effort: the connection may be the thing that failed.
-        let _ = client.batch_execute("ROLLBACK").await;
+        // Best effort: the connection may be the thing that failed (dropping the transaction
+        // would roll it back too).
+        let _ = tx.rollback().await;
         return Err(e);
     }
-    client.batch_execute("COMMIT").await?;
+    tx.commit().await?;
     let now = Utc::now();
     for run in &runs {
         if let Some(watermark) = run.watermark {

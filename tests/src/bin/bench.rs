@@ -377,7 +377,7 @@ fn file_chunks(file: tokio::fs::File) -> impl futures_util::Stream<Item = bytes:
 
 /// The raw COPY baseline or the ingest, from the source at `url`.
 async fn source(mode: &str, url: &str, bucket: Option<&String>) -> (u64, u64, Duration) {
-    let client = totesys_tests::connect(url).await;
+    let mut client = totesys_tests::connect(url).await;
     match mode {
         "copy" => {
             // Rows are counted before the clock starts: the baseline times the COPY alone.
@@ -417,7 +417,7 @@ async fn source(mode: &str, url: &str, bucket: Option<&String>) -> (u64, u64, Du
                 read: &tables,
                 deployed: &tables,
             };
-            let out = ingest::run(&client, &store, tables, Duration::ZERO, ingest_limits())
+            let out = ingest::run(&mut client, &store, tables, Duration::ZERO, ingest_limits())
                 .await
                 .unwrap();
             let elapsed = started.elapsed();
