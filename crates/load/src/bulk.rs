@@ -301,9 +301,10 @@ impl Checks {
                 let locked: i64 = tx.query_one(&check_sql(key), &params).await?.get(0);
                 distinct - locked
             } else {
-                // A hash anti-join over a file's worth of values, in memory.
+                // A hash anti-join over a file's worth of values, in memory (a 1M-value hash
+                // is about 50 MB).
                 tx.batch_execute(&format!(
-                    "LOCK TABLE {} IN SHARE MODE; SET LOCAL work_mem = '256MB'",
+                    "LOCK TABLE {} IN SHARE MODE; SET LOCAL work_mem = '128MB'",
                     key.references
                 ))
                 .await?;
