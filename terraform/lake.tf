@@ -81,18 +81,20 @@ locals {
     dim_staff = [
       ["staff_id", "int"], ["first_name", "string"], ["last_name", "string"],
       ["department_name", "string"], ["location", "string"], ["email_address", "string"],
+      ["last_updated", "timestamp"], ["department_last_updated", "timestamp"],
     ]
     dim_location = [
       ["location_id", "int"], ["address_line_1", "string"], ["address_line_2", "string"],
       ["district", "string"], ["city", "string"], ["postal_code", "string"], ["country", "string"],
-      ["phone", "string"],
+      ["phone", "string"], ["last_updated", "timestamp"],
     ]
     dim_currency = [
       ["currency_id", "int"], ["currency_code", "string"], ["currency_name", "string"],
+      ["last_updated", "timestamp"],
     ]
     dim_design = [
       ["design_id", "int"], ["design_name", "string"], ["file_location", "string"],
-      ["file_name", "string"],
+      ["file_name", "string"], ["last_updated", "timestamp"],
     ]
     dim_counterparty = [
       ["counterparty_id", "int"], ["counterparty_legal_name", "string"],
@@ -100,13 +102,14 @@ locals {
       ["counterparty_legal_address_line_2", "string"], ["counterparty_legal_district", "string"],
       ["counterparty_legal_city", "string"], ["counterparty_legal_postal_code", "string"],
       ["counterparty_legal_country", "string"], ["counterparty_legal_phone_number", "string"],
+      ["last_updated", "timestamp"], ["legal_address_last_updated", "timestamp"],
     ]
     dim_payment_type = [
-      ["payment_type_id", "int"], ["payment_type_name", "string"],
+      ["payment_type_id", "int"], ["payment_type_name", "string"], ["last_updated", "timestamp"],
     ]
     dim_transaction = [
       ["transaction_id", "int"], ["transaction_type", "string"], ["sales_order_id", "int"],
-      ["purchase_order_id", "int"],
+      ["purchase_order_id", "int"], ["last_updated", "timestamp"],
     ]
     fact_sales_order = [
       ["sales_order_id", "int"], ["created_date", "date"], ["created_time", "bigint"],

@@ -28,44 +28,50 @@ pub async fn sql_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     rows
 }
 
-/// The star schema's dimensions computed from the source's current state, in SQL.
+/// The star schema's dimensions computed from the source's current state, in SQL, with their
+/// versions (the source rows' `last_updated`).
 pub const EXPECTED_DIMENSIONS: &[(&str, &str)] = &[
     (
         "dim_staff",
         "SELECT staff_id::text, first_name, last_name, department_name,
-                COALESCE(location, 'Unknown'), email_address
-         FROM staff JOIN department USING (department_id)",
+                COALESCE(location, 'Unknown'), email_address, s.last_updated::text,
+                d.last_updated::text
+         FROM staff s JOIN department d USING (department_id)",
     ),
     (
         "dim_location",
         "SELECT address_id::text, address_line_1, address_line_2, district, city, postal_code,
-                country, phone FROM address",
+                country, phone, last_updated::text FROM address",
     ),
     (
         "dim_counterparty",
         "SELECT counterparty_id::text, counterparty_legal_name, address_line_1, address_line_2,
-                district, city, postal_code, country, phone
-         FROM counterparty JOIN address ON address_id = legal_address_id",
+                district, city, postal_code, country, phone, c.last_updated::text,
+                a.last_updated::text
+         FROM counterparty c JOIN address a ON address_id = legal_address_id",
     ),
     (
         "dim_currency",
         "SELECT currency_id::text, currency_code,
                 CASE currency_code WHEN 'GBP' THEN 'Pound Sterling' WHEN 'USD' THEN 'US Dollar'
-                     WHEN 'EUR' THEN 'Euro' WHEN 'CHF' THEN 'Swiss Franc' ELSE 'Unknown' END
+                     WHEN 'EUR' THEN 'Euro' WHEN 'CHF' THEN 'Swiss Franc' ELSE 'Unknown' END,
+                last_updated::text
          FROM currency",
     ),
     (
         "dim_design",
-        "SELECT design_id::text, design_name, file_location, file_name FROM design",
+        "SELECT design_id::text, design_name, file_location, file_name, last_updated::text
+         FROM design",
     ),
     (
         "dim_payment_type",
-        "SELECT payment_type_id::text, payment_type_name::text FROM payment_type",
+        "SELECT payment_type_id::text, payment_type_name::text, last_updated::text
+         FROM payment_type",
     ),
     (
         "dim_transaction",
         "SELECT transaction_id::text, transaction_type::text, sales_order_id::text,
-                purchase_order_id::text FROM transaction",
+                purchase_order_id::text, last_updated::text FROM transaction",
     ),
 ];
 

@@ -46,6 +46,29 @@ impl Stack {
         load_deps(&self.p.processed, url, bulk_min_rows).await
     }
 
+    /// A new role that may read and write the star schema but owns none of it, and the load's
+    /// dependencies connecting as it, taking the bulk path for every file with rows.
+    async fn loader_role(&self) -> (String, load::Deps) {
+        let role = unique_name("loader").replace('-', "_");
+        self.warehouse()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN PASSWORD 'loader-secret';
+                 GRANT CREATE, USAGE ON SCHEMA public TO {role};
+                 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role};
+                 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+            ))
+            .await
+            .unwrap();
+        // The same server and database, as the role: postgres://USER:PASSWORD@HOST...
+        let (scheme, rest) = self.wh.url.split_once("://").unwrap();
+        let (_, host) = rest.split_once('@').unwrap();
+        let deps = self
+            .deps_for(&format!("{scheme}://{role}:loader-secret@{host}"), 1)
+            .await;
+        (role, deps)
+    }
+
     /// Takes the files `event` lists off the load's queue, as if transform had not queued
     /// them: only an event naming them then loads them.
     async fn unqueue(&self, event: &Value) {
@@ -197,9 +220,10 @@ async fn an_incremental_round_updates_changed_dimension_rows_and_appends_fact_ve
     let out = s.round().await;
     record_versions(&source, &mut facts).await;
     assert_matches_source(&s, &facts, "after the changes").await;
-    // Both departments' staff are re-emitted; only the renamed one's row changes (the
-    // manager is not in the warehouse).
-    assert_eq!(out.loaded["dim_staff"], 1);
+    // Both departments' staff are re-emitted, and both rows change: the renamed department's
+    // name, and the other's version (its manager is not in the warehouse, its last_updated
+    // is, and a later file must compare with it).
+    assert_eq!(out.loaded["dim_staff"], 2);
     assert_eq!(out.loaded["fact_payment"], 1, "one new version");
     let client = s.warehouse().await;
     let payment_1: Vec<bool> = client
@@ -300,7 +324,7 @@ async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_the
 }
 
 #[tokio::test]
-async fn a_late_dimension_file_is_applied_as_if_in_order() {
+async fn a_late_dimension_file_changes_only_the_rows_it_holds_the_newest_version_of() {
     let s = Stack::new(true).await;
     s.round().await;
     let source = s.p.source().await;
@@ -308,7 +332,8 @@ async fn a_late_dimension_file_is_applied_as_if_in_order() {
         .batch_execute(&format!(
             "UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
                WHERE department_id = 2;
-             INSERT INTO currency VALUES (4, 'CHF', {NOW_MS}, {NOW_MS});"
+             INSERT INTO currency VALUES (4, 'CHF', {NOW_MS}, {NOW_MS}),
+                                         (6, 'GBP', {NOW_MS}, {NOW_MS});"
         ))
         .await
         .unwrap();
@@ -328,11 +353,10 @@ async fn a_late_dimension_file_is_applied_as_if_in_order() {
     // event alone).
     s.unqueue(&second).await;
     s.load(third.clone()).await.unwrap();
-    // A newer file replaced by hand since it was loaded cannot be applied again after the
-    // late one: a permanent error naming it, nothing committed; restored, the load goes on.
+    // The late file is applied on its own: the newer files it loses to are not read again, so
+    // one replaced by hand since (or deleted) does not stop it.
     let newer = third["files"]["dim_currency"][0].as_str().unwrap();
-    let original = s.p.processed.get(newer).await.unwrap().unwrap();
-    let mut changed = original.to_vec();
+    let mut changed = s.p.processed.get(newer).await.unwrap().unwrap().to_vec();
     changed.extend_from_slice(b"\n");
     s.p.processed
         .put(
@@ -342,24 +366,87 @@ async fn a_late_dimension_file_is_applied_as_if_in_order() {
         )
         .await
         .unwrap();
-    let e = s.load(second.clone()).await.unwrap_err();
-    assert_eq!(e.error_type(), "InvalidInput", "{e}");
-    assert!(e.to_string().contains(newer), "{e}");
-    assert!(e.to_string().contains("restore that version"), "{e}");
-    let late_file = second["files"]["dim_currency"][0].as_str().unwrap();
-    assert!(
-        s.ledger().await.iter().all(|(key, _)| key != late_file),
-        "the late file's transaction committed nothing"
-    );
-    s.p.processed
-        .put(newer, original, "application/octet-stream")
-        .await
-        .unwrap();
     let late = s.load(second).await.unwrap();
-    assert!(late.loaded.contains_key("dim_currency"), "{late:?}");
+    assert_eq!(
+        late.loaded["dim_currency"], 1,
+        "currency 6 only: the late file's currency 4 is older than the one loaded"
+    );
+    assert_eq!(
+        late.loaded["dim_staff"], 0,
+        "the late file's staff join an older name of their department"
+    );
     let mut facts = BTreeMap::new();
     record_versions(&source, &mut facts).await;
     assert_matches_source(&s, &facts, "after a late file").await;
+}
+
+#[tokio::test]
+async fn a_warehouse_without_dimension_versions_gains_them_or_is_told_what_to_run() {
+    let s = Stack::new(true).await;
+    s.round().await;
+    // A warehouse created before the versions, holding rows without them.
+    let admin = s.warehouse().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE dim_staff DROP COLUMN last_updated, DROP COLUMN department_last_updated;
+             ALTER TABLE dim_currency DROP COLUMN last_updated",
+        )
+        .await
+        .unwrap();
+    let source = s.p.source().await;
+    source
+        .batch_execute(&format!(
+            "UPDATE department SET department_name = 'Procurement', last_updated = {NOW_MS}
+               WHERE department_id = 2;"
+        ))
+        .await
+        .unwrap();
+    let event = s.transformed().await;
+    let ledger = s.ledger().await;
+    // A role that does not own the tables may not add the columns: told what to run, and
+    // nothing is written.
+    let (_, deps) = s.loader_role().await;
+    let e = load::handler(LambdaEvent::new(event.clone(), Context::default()), &deps)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Configuration", "{e}");
+    assert!(
+        e.to_string()
+            .contains("run sql/migrations/0001_dimension_versions.sql as the tables' owner"),
+        "{e}"
+    );
+    assert_eq!(s.ledger().await, ledger);
+    // The owner's load adds them and goes on; a row loaded before them has no version, and
+    // the next file of its key gives it one.
+    s.load(event).await.unwrap();
+    let versions: Vec<(String, Option<String>)> = admin
+        .query(
+            "SELECT department_name, department_last_updated::text FROM dim_staff
+             ORDER BY staff_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(!versions.is_empty());
+    for (department, version) in versions {
+        assert_eq!(
+            version.is_some(),
+            department == "Procurement",
+            "{department}"
+        );
+    }
+    let unversioned: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM dim_currency WHERE last_updated IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unversioned, 3, "the currencies no file has changed since");
 }
 
 #[tokio::test]
@@ -658,23 +745,8 @@ async fn a_missing_dimension_on_the_bulk_path_fails_the_file_and_commits_nothing
 async fn a_role_that_does_not_own_the_tables_or_views_loads_them_and_leaves_the_views_alone() {
     let s = Stack::with_views().await;
     let admin = s.warehouse().await;
-    let role = unique_name("loader").replace('-', "_");
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'loader-secret';
-             GRANT CREATE, USAGE ON SCHEMA public TO {role};
-             GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role};
-             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
-        ))
-        .await
-        .unwrap();
+    let (role, deps) = s.loader_role().await;
     let before = s.constraints().await;
-    // The same server and database, as the role: postgres://USER:PASSWORD@HOST...
-    let (scheme, rest) = s.wh.url.split_once("://").unwrap();
-    let (_, host) = rest.split_once('@').unwrap();
-    let deps = s
-        .deps_for(&format!("{scheme}://{role}:loader-secret@{host}"), 1)
-        .await;
     let event = s.transformed().await;
     s.unqueue(&event).await;
     // Without the right to set session_replication_role: every check row by row.

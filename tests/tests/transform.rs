@@ -101,7 +101,9 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
                 "Franey",
                 "Sales",
                 "Manchester",
-                "jeremie.franey@terrifictotes.com"
+                "jeremie.franey@terrifictotes.com",
+                "2022-11-03 14:20:51.563",
+                "2022-11-03 14:20:49.962"
             ],
             &[
                 "2",
@@ -109,7 +111,9 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
                 "O'Neil",
                 "Purchasing",
                 "Leds",
-                "zoe.oneil@terrifictotes.com"
+                "zoe.oneil@terrifictotes.com",
+                "2022-11-03 14:20:51.563",
+                "2022-11-03 14:20:49.962"
             ],
             &[
                 "3",
@@ -117,12 +121,14 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
                 "Beier",
                 "Dispatch",
                 "Unknown",
-                "deron.beier@terrifictotes.com"
+                "deron.beier@terrifictotes.com",
+                "2024-02-29 23:59:59.999",
+                "2022-11-03 14:20:49.962"
             ],
         ])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_location").await,
+        unversioned("dim_location", p.output_rows(&out, "dim_location").await),
         strings(&[
             &[
                 "1",
@@ -157,7 +163,10 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_counterparty").await,
+        unversioned(
+            "dim_counterparty",
+            p.output_rows(&out, "dim_counterparty").await
+        ),
         strings(&[
             &[
                 "1",
@@ -184,7 +193,7 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_currency").await,
+        unversioned("dim_currency", p.output_rows(&out, "dim_currency").await),
         strings(&[
             &["1", "GBP", "Pound Sterling"],
             &["2", "USD", "US Dollar"],
@@ -192,14 +201,17 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_design").await,
+        unversioned("dim_design", p.output_rows(&out, "dim_design").await),
         strings(&[
             &["1", "Wooden", "/usr", "wooden-20220717-npgz.json"],
             &["2", "Bronze", "/private", "bronze-20221024-4dds.json"],
         ])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_payment_type").await,
+        unversioned(
+            "dim_payment_type",
+            p.output_rows(&out, "dim_payment_type").await
+        ),
         strings(&[
             &["1", "SALES_RECEIPT"],
             &["2", "SALES_REFUND"],
@@ -208,7 +220,10 @@ async fn the_seed_becomes_the_hand_computed_star_schema() {
         ])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_transaction").await,
+        unversioned(
+            "dim_transaction",
+            p.output_rows(&out, "dim_transaction").await
+        ),
         strings(&[
             &["1", "PURCHASE", "NULL", "2"],
             &["2", "PURCHASE", "NULL", "1"],
@@ -499,8 +514,21 @@ async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counte
         ["dim_counterparty", "dim_location", "dim_staff"],
         "no staff or counterparty row changed, yet both dimensions are re-emitted"
     );
+    let renamed: String = source
+        .query_one(
+            "SELECT last_updated::text FROM department WHERE department_id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(
-        p.output_rows(&out, "dim_staff").await,
+        p.output_rows(&out, "dim_staff").await[0][6..],
+        ["2022-11-03 14:20:51.563".to_owned(), renamed],
+        "the staff row's own version, then the renamed department's"
+    );
+    assert_eq!(
+        unversioned("dim_staff", p.output_rows(&out, "dim_staff").await),
         strings(&[&[
             "1",
             "Jeremie",
@@ -511,7 +539,7 @@ async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counte
         ]])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_location").await,
+        unversioned("dim_location", p.output_rows(&out, "dim_location").await),
         strings(&[&[
             "2",
             "179 Alexie Cliffs",
@@ -524,7 +552,10 @@ async fn a_renamed_department_reemits_its_staff_and_a_changed_address_its_counte
         ]])
     );
     assert_eq!(
-        p.output_rows(&out, "dim_counterparty").await,
+        unversioned(
+            "dim_counterparty",
+            p.output_rows(&out, "dim_counterparty").await
+        ),
         strings(&[&[
             "2",
             "Leannon, Predovic and Morar",
@@ -946,7 +977,7 @@ async fn dimensions_keep_every_row_with_documented_placeholders() {
         .await
         .unwrap();
     let out = p.round().await;
-    let currencies = p.output_rows(&out, "dim_currency").await;
+    let currencies = unversioned("dim_currency", p.output_rows(&out, "dim_currency").await);
     assert_eq!(
         currencies[3..],
         strings(&[
@@ -1004,8 +1035,11 @@ async fn dimensions_keep_every_row_with_documented_placeholders() {
             "Doe",
             "Unknown",
             "Unknown",
-            "x@terrifictotes.com"
-        ]])
+            "x@terrifictotes.com",
+            "2024-11-14 09:00:00",
+            "NULL"
+        ]]),
+        "an unknown department has no version: the department's first row will be newer"
     );
 }
 
@@ -1153,7 +1187,10 @@ async fn a_dimension_file_of_many_row_groups_streams_and_fails_whole() {
     assert_eq!(out.row_counts["dim_transaction"], 5);
     // Each row group is ordered by key on its own; the file keeps the groups' order.
     assert_eq!(
-        p.output_rows(&out, "dim_transaction").await,
+        unversioned(
+            "dim_transaction",
+            p.output_rows(&out, "dim_transaction").await
+        ),
         strings(&[
             &["3", "SALE", "30", "NULL"],
             &["5", "SALE", "50", "NULL"],

@@ -5,8 +5,10 @@
 use std::pin::Pin;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type, Time64MicrosecondType};
-use chrono::{NaiveDate, NaiveTime};
+use arrow::datatypes::{
+    Date32Type, Decimal128Type, Int32Type, Time64MicrosecondType, TimestampMillisecondType,
+};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -22,6 +24,7 @@ pub fn pg_type(t: WhType) -> Type {
         WhType::Money => Type::NUMERIC,
         WhType::Varchar => Type::VARCHAR,
         WhType::Bool => Type::BOOL,
+        WhType::Timestamp => Type::TIMESTAMP,
     }
 }
 
@@ -38,6 +41,7 @@ enum Values<'a> {
     Money(Vec<Option<Decimal>>),
     Text(Vec<Option<&'a str>>),
     Bool(Vec<Option<bool>>),
+    Timestamp(Vec<Option<NaiveDateTime>>),
 }
 
 /// The values of `array` through `f`, NULLs kept; the first value `f` refuses is an error
@@ -97,6 +101,11 @@ impl<'a> Values<'a> {
             )?),
             WhType::Varchar => Values::Text(array.as_string::<i32>().iter().collect()),
             WhType::Bool => Values::Bool(array.as_boolean().iter().collect()),
+            WhType::Timestamp => Values::Timestamp(each(
+                array.as_primitive::<TimestampMillisecondType>(),
+                "a timestamp outside the calendar",
+                |a, i| chrono::DateTime::from_timestamp_millis(a.value(i)).map(|t| t.naive_utc()),
+            )?),
         })
     }
 
@@ -108,6 +117,7 @@ impl<'a> Values<'a> {
             Values::Money(v) => &v[row],
             Values::Text(v) => &v[row],
             Values::Bool(v) => &v[row],
+            Values::Timestamp(v) => &v[row],
         }
     }
 }

@@ -12,10 +12,11 @@
 //!
 //! Order: dimensions before facts. A fact file whose rows reference a dimension row the
 //! warehouse does not hold yet (the S3-trigger path can deliver it first) fails with the
-//! retryable `MissingDimension` and commits nothing. A dimension file older than one already
-//! loaded for its table (a late notification, a re-run of an old window) is applied and then
-//! the newer files of that table are applied again, in key order, in the same transaction:
-//! the table ends as if every file had arrived in order.
+//! retryable `MissingDimension` and commits nothing. Dimension files may come in any order
+//! (a late notification, a replay, a file a fault left behind newer ones): a row is updated
+//! only by a version not older than its own (the source's `last_updated`, see
+//! [`utils::warehouse::WarehouseTable::version`]), so a late file changes only the rows it
+//! holds the newest version of, and no other file is read again.
 
 pub mod bulk;
 pub mod config;
@@ -339,7 +340,8 @@ async fn load_file(
 
     let tx = client.transaction().await?;
     if table.kind == Kind::Dimension {
-        // One file of a dimension at a time, so the order check below sees every commit.
+        // One file of a dimension at a time: two upserting the same keys in different orders
+        // would deadlock. Their order does not matter (see `apply_sql`).
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
             &[&format!("{LEDGER}:{}", table.name)],
@@ -366,56 +368,7 @@ async fn load_file(
     }
     let checks = bulk.prepare(&tx, table, opened.rows).await?;
     let direct = bulk.direct(opened.rows).then_some(checks);
-    let (mut changed, set_based) = apply(&tx, store, (file, &etag), opened, direct).await?;
-    if table.kind == Kind::Dimension {
-        // Files of this table loaded before but newer than this one: applied again, so the
-        // newest version of each row wins as if the files had come in order.
-        let newer = tx
-            .query(
-                &format!(
-                    "SELECT DISTINCT ON (file_key) file_key, etag FROM {LEDGER}
-                     WHERE table_name = $1 AND file_key > $2
-                     ORDER BY file_key, loaded_at DESC"
-                ),
-                &[&table.name, &file.key],
-            )
-            .await?;
-        for row in newer {
-            let later = ProcessedFile {
-                table,
-                key: row.get(0),
-            };
-            let later_etag: String = row.get(1);
-            info!(
-                table = table.name,
-                key = later.key.as_str(),
-                after = file.key.as_str(),
-                "applying a newer file again after a late one"
-            );
-            // The version loaded then: a file replaced or deleted since cannot be applied again
-            // (processed files are never rewritten, so someone changed it by hand), and no
-            // retry will bring it back: a permanent error naming it.
-            let now = store.etag(&later.key).await?;
-            if now.as_deref() != Some(later_etag.as_str()) {
-                return Err(invalid(
-                    store,
-                    &later,
-                    format!(
-                        "the ledger holds this file as loaded with ETag {later_etag}, and it is \
-                         now {}: it must be applied again after the older file {}, and cannot \
-                         be; restore that version (the bucket keeps versions)",
-                        now.map_or("deleted".to_owned(), |e| format!("ETag {e}")),
-                        file.key
-                    ),
-                ));
-            }
-            let opened = open(store, &later, &later_etag).await?;
-            // Its rows are in the table: straight to the upsert.
-            changed += apply(&tx, store, (&later, &later_etag), opened, None)
-                .await?
-                .0;
-        }
-    }
+    let (changed, set_based) = apply(&tx, store, (file, &etag), opened, direct).await?;
     tx.execute(
         &format!("UPDATE {LEDGER} SET changed = $3 WHERE file_key = $1 AND etag = $2"),
         &[&file.key, &etag, &count(changed)?],
@@ -703,11 +656,31 @@ fn apply_sql(table: &WarehouseTable) -> String {
         .iter()
         .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
         .collect();
-    format!(
-        "{insert} DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
-        set.join(", "),
+    let changed = format!(
+        "({}) IS DISTINCT FROM ({})",
         quoted(values.iter().copied(), "t."),
         quoted(values.iter().copied(), "EXCLUDED.")
+    );
+    // A row is updated only by a version not older than its own (a version it does not have,
+    // from a warehouse older than the versions, is the oldest), so files of a dimension
+    // applied in any order leave the newest values: a late file changes nothing newer.
+    let version = |prefix: &str| -> Vec<String> {
+        table
+            .version()
+            .map(|c| format!("COALESCE({prefix}{}, '-infinity')", quote_ident(c.name)))
+            .collect()
+    };
+    let newer = match version("") {
+        v if v.is_empty() => String::new(),
+        _ => format!(
+            "({}) >= ({}) AND ",
+            version("EXCLUDED.").join(", "),
+            version("t.").join(", ")
+        ),
+    };
+    format!(
+        "{insert} DO UPDATE SET {} WHERE {newer}{changed}",
+        set.join(", ")
     )
 }
 
@@ -745,16 +718,34 @@ mod tests {
     use utils::warehouse::warehouse_table;
 
     #[test]
-    fn dimensions_update_only_what_changed_and_facts_insert_new_versions() {
+    fn dimensions_update_only_what_changed_by_a_version_not_older_and_facts_insert() {
         let sql = apply_sql(warehouse_table("dim_currency").unwrap());
         assert_eq!(
             sql,
             "INSERT INTO \"dim_currency\" AS t (\"currency_id\", \"currency_code\", \
-             \"currency_name\") SELECT \"currency_id\", \"currency_code\", \"currency_name\" \
-             FROM load_stage ON CONFLICT (\"currency_id\") DO UPDATE SET \
-             \"currency_code\" = EXCLUDED.\"currency_code\", \"currency_name\" = \
-             EXCLUDED.\"currency_name\" WHERE (t.\"currency_code\", t.\"currency_name\") IS \
-             DISTINCT FROM (EXCLUDED.\"currency_code\", EXCLUDED.\"currency_name\")"
+             \"currency_name\", \"last_updated\") SELECT \"currency_id\", \"currency_code\", \
+             \"currency_name\", \"last_updated\" FROM load_stage ON CONFLICT (\"currency_id\") \
+             DO UPDATE SET \"currency_code\" = EXCLUDED.\"currency_code\", \"currency_name\" = \
+             EXCLUDED.\"currency_name\", \"last_updated\" = EXCLUDED.\"last_updated\" WHERE \
+             (COALESCE(EXCLUDED.\"last_updated\", '-infinity')) >= \
+             (COALESCE(t.\"last_updated\", '-infinity')) AND (t.\"currency_code\", \
+             t.\"currency_name\", t.\"last_updated\") IS DISTINCT FROM \
+             (EXCLUDED.\"currency_code\", EXCLUDED.\"currency_name\", EXCLUDED.\"last_updated\")"
+        );
+        let sql = apply_sql(warehouse_table("dim_staff").unwrap());
+        assert!(
+            sql.contains(
+                "WHERE (COALESCE(EXCLUDED.\"last_updated\", '-infinity'), \
+                 COALESCE(EXCLUDED.\"department_last_updated\", '-infinity')) >= \
+                 (COALESCE(t.\"last_updated\", '-infinity'), \
+                 COALESCE(t.\"department_last_updated\", '-infinity')) AND"
+            ),
+            "{sql}"
+        );
+        let sql = apply_sql(warehouse_table("dim_date").unwrap());
+        assert!(
+            sql.contains("DO UPDATE SET") && !sql.contains("infinity"),
+            "{sql}"
         );
         let sql = apply_sql(warehouse_table("fact_payment").unwrap());
         assert!(

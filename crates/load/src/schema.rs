@@ -1,7 +1,8 @@
 //! Checks, before anything is written, that the warehouse holds every registry table with
 //! the columns, types and keys the load relies on; and creates the load's own tables (the
-//! ledger, the views' pending refreshes) when they are missing (the star schema itself is
-//! never created or altered here).
+//! ledger, the views' pending refreshes) when they are missing. The star schema itself is
+//! never created here; the one change made to it is [`MIGRATION`], on a warehouse created
+//! before the dimensions had versions.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -24,8 +25,15 @@ CREATE TABLE IF NOT EXISTS totesys_load_ledger (
 );
 CREATE INDEX IF NOT EXISTS totesys_load_ledger_table ON totesys_load_ledger (table_name, file_key)";
 
-/// Checks the star schema, then creates the load's own tables if need be.
-pub async fn prepare(client: &Client) -> Result<()> {
+/// Adds the dimensions' version columns (`sql/migrations/0001_dimension_versions.sql`).
+pub const MIGRATION: &str = include_str!("../../../sql/migrations/0001_dimension_versions.sql");
+
+/// Checks the star schema (adding the dimensions' versions to a warehouse without them), then
+/// creates the load's own tables if need be.
+pub async fn prepare(client: &mut Client) -> Result<()> {
+    if missing_versions(client).await? {
+        migrate(client).await?;
+    }
     check(client).await?;
     // Only when something is missing: CREATE INDEX IF NOT EXISTS locks the ledger SHARE before
     // it finds the index there, which would wait for every load with a file in flight.
@@ -51,6 +59,42 @@ pub async fn prepare(client: &Client) -> Result<()> {
             crate::views::CREATE_PENDING
         ))
         .await?;
+    Ok(())
+}
+
+/// Whether some dimension lacks a version column of the registry.
+async fn missing_versions(client: &Client) -> Result<bool> {
+    let names: Vec<&str> = WAREHOUSE_TABLES.iter().map(|t| t.name).collect();
+    let tables = utils::catalog::columns(client, &names).await?;
+    Ok(WAREHOUSE_TABLES.iter().any(|t| {
+        tables
+            .get(t.name)
+            .is_some_and(|found| t.version().any(|v| !found.iter().any(|c| c.name == v.name)))
+    }))
+}
+
+/// Runs [`MIGRATION`] in one transaction (each ALTER waits for its table's lock no longer
+/// than the session's `lock_timeout`); a role that does not own the tables gets an error
+/// saying what to run.
+async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {MIGRATION}"
+    ))
+    .await
+    .map_err(|e| match e.code() {
+        Some(code) if *code == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+            Error::WarehouseSchema(format!(
+                "the dimensions have no version columns (last_updated), and this role may not \
+                 add them ({}): run sql/migrations/0001_dimension_versions.sql as the tables' \
+                 owner",
+                utils::error::describe_db_error(&e)
+            ))
+        }
+        _ => Error::from(e),
+    })?;
+    tx.commit().await?;
+    tracing::info!("added the dimensions' version columns (0001_dimension_versions.sql)");
     Ok(())
 }
 

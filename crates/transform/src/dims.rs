@@ -9,12 +9,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use utils::warehouse::{WarehouseTable, warehouse_table};
 
 use crate::currency::{UNKNOWN, currency_name};
 use crate::error::Result;
-use crate::raw::{ints, opt, texts};
+use crate::raw::{ints, opt, texts, timestamps};
 
 /// What a NOT NULL dimension column holds when its source value is missing: department
 /// location is nullable in ToteSys, and a row must still be kept.
@@ -80,6 +80,19 @@ impl Builder {
             })
             .collect();
         self.columns.push(Arc::new(StringArray::from(values)));
+        self
+    }
+
+    /// A version column (see [`WarehouseTable::version`]): the `last_updated` of `rows` of
+    /// `batch`, NULL where a row has none (an unknown joined row).
+    fn version(mut self, batch: &RecordBatch, rows: &[Option<usize>]) -> Self {
+        let values = timestamps(batch, utils::tables::LAST_UPDATED);
+        let versions: Vec<Option<i64>> = rows
+            .iter()
+            .map(|r| r.and_then(|r| opt(values, r)))
+            .collect();
+        self.columns
+            .push(Arc::new(TimestampMillisecondArray::from(versions)));
         self
     }
 
@@ -208,7 +221,9 @@ pub fn dim_staff(
             &j.unjoined,
         )
         .joined_texts(text_of(departments, "location", &j.joined), &j.unjoined)
-        .texts(text_of(staff, "email_address", &j.rows));
+        .texts(text_of(staff, "email_address", &j.rows))
+        .version(staff, &j.rows)
+        .version(departments, &j.joined);
     builder.notes.extend(j.missing);
     builder.build()
 }
@@ -232,7 +247,7 @@ pub fn dim_location(addresses: &RecordBatch, address_ids: &BTreeSet<i32>) -> Res
     for column in ADDRESS_COLUMNS {
         b = b.texts(text_of(addresses, column, &rows));
     }
-    b.build()
+    b.version(addresses, &rows).build()
 }
 
 /// dim_counterparty for every counterparty in `counterparty_ids` or whose legal address is in
@@ -261,6 +276,9 @@ pub fn dim_counterparty(
     for column in ADDRESS_COLUMNS {
         b = b.joined_texts(text_of(addresses, column, &j.joined), &j.unjoined);
     }
+    b = b
+        .version(counterparties, &j.rows)
+        .version(addresses, &j.joined);
     b.notes.extend(j.missing);
     b.build()
 }
@@ -289,15 +307,21 @@ pub fn dim_currency(currencies: &RecordBatch) -> Result<Dim> {
         "currency_id",
         &["currency_code"],
     )
-    .texts(names);
+    .texts(names)
+    .version(currencies, &every_row(currencies));
     b.notes.extend(unknown);
     b.build()
 }
 
-/// A dimension that copies text columns of one source table, row for row.
+fn every_row(batch: &RecordBatch) -> Vec<Option<usize>> {
+    (0..batch.num_rows()).map(Some).collect()
+}
+
+/// A dimension that copies text columns of one source table, row for row (its version is
+/// for the caller to add, after any columns of its own).
 fn copied(name: &str, source: &RecordBatch, key: &str, columns: &[&str]) -> Builder {
     let all: Vec<usize> = (0..source.num_rows()).collect();
-    let rows: Vec<Option<usize>> = all.iter().map(|&r| Some(r)).collect();
+    let rows = every_row(source);
     columns
         .iter()
         .fold(Builder::new(name, ids_of(source, key, &all)), |b, c| {
@@ -312,6 +336,7 @@ pub fn dim_design(designs: &RecordBatch) -> Result<Dim> {
         "design_id",
         &["design_name", "file_location", "file_name"],
     )
+    .version(designs, &every_row(designs))
     .build()
 }
 
@@ -322,6 +347,7 @@ pub fn dim_payment_type(payment_types: &RecordBatch) -> Result<Dim> {
         "payment_type_id",
         &["payment_type_name"],
     )
+    .version(payment_types, &every_row(payment_types))
     .build()
 }
 
@@ -337,5 +363,6 @@ pub fn dim_transaction(transactions: &RecordBatch) -> Result<Dim> {
     )
     .ints(rows.clone().map(|r| opt(sales, r)).collect())
     .ints(rows.map(|r| opt(purchases, r)).collect())
+    .version(transactions, &every_row(transactions))
     .build()
 }

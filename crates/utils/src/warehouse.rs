@@ -26,6 +26,9 @@ pub enum WhType {
     Money,
     Varchar,
     Bool,
+    /// A source `last_updated`, in a dimension: the row's version (see
+    /// [`WarehouseTable::version`]).
+    Timestamp,
 }
 
 impl WhType {
@@ -38,6 +41,7 @@ impl WhType {
             WhType::Money => format!("numeric({MONEY_PRECISION},{MONEY_SCALE})"),
             WhType::Varchar => "character varying".into(),
             WhType::Bool => "boolean".into(),
+            WhType::Timestamp => "timestamp(3) without time zone".into(),
         }
     }
 
@@ -49,6 +53,7 @@ impl WhType {
             WhType::Money => DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE),
             WhType::Varchar => DataType::Utf8,
             WhType::Bool => DataType::Boolean,
+            WhType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
         }
     }
 }
@@ -100,7 +105,7 @@ const fn n(name: &'static str, wh_type: WhType) -> WhColumn {
     }
 }
 
-use WhType::{Bool, Date, Int, Money, Time, Varchar};
+use WhType::{Bool, Date, Int, Money, Time, Timestamp, Varchar};
 
 /// Every warehouse table, dimensions before the facts that reference them.
 pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
@@ -130,6 +135,8 @@ pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
             c("department_name", Varchar),
             c("location", Varchar),
             c("email_address", Varchar),
+            n("last_updated", Timestamp),
+            n("department_last_updated", Timestamp),
         ],
     },
     WarehouseTable {
@@ -145,6 +152,7 @@ pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
             c("postal_code", Varchar),
             c("country", Varchar),
             c("phone", Varchar),
+            n("last_updated", Timestamp),
         ],
     },
     WarehouseTable {
@@ -155,6 +163,7 @@ pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
             c("currency_id", Int),
             c("currency_code", Varchar),
             c("currency_name", Varchar),
+            n("last_updated", Timestamp),
         ],
     },
     WarehouseTable {
@@ -166,6 +175,7 @@ pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
             c("design_name", Varchar),
             c("file_location", Varchar),
             c("file_name", Varchar),
+            n("last_updated", Timestamp),
         ],
     },
     WarehouseTable {
@@ -182,13 +192,19 @@ pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
             c("counterparty_legal_postal_code", Varchar),
             c("counterparty_legal_country", Varchar),
             c("counterparty_legal_phone_number", Varchar),
+            n("last_updated", Timestamp),
+            n("legal_address_last_updated", Timestamp),
         ],
     },
     WarehouseTable {
         name: "dim_payment_type",
         kind: Kind::Dimension,
         key: &["payment_type_id"],
-        columns: &[c("payment_type_id", Int), c("payment_type_name", Varchar)],
+        columns: &[
+            c("payment_type_id", Int),
+            c("payment_type_name", Varchar),
+            n("last_updated", Timestamp),
+        ],
     },
     WarehouseTable {
         name: "dim_transaction",
@@ -199,6 +215,7 @@ pub static WAREHOUSE_TABLES: &[WarehouseTable] = &[
             c("transaction_type", Varchar),
             n("sales_order_id", Int),
             n("purchase_order_id", Int),
+            n("last_updated", Timestamp),
         ],
     },
     WarehouseTable {
@@ -285,6 +302,18 @@ pub fn processed_file(key: &str) -> Option<(&'static WarehouseTable, DateTime<Ut
 }
 
 impl WarehouseTable {
+    /// A dimension row's version: the source `last_updated` of the row it copies, then of the
+    /// row it joins (dim_staff's department, dim_counterparty's legal address), compared in
+    /// that order. The load updates a row only with a version not older than the one it
+    /// holds, so files applied in any order leave the newest; the join's own version decides
+    /// only between two of the same main row's version, which join the same row. Empty for
+    /// dim_date, whose rows are a function of their key, and for the facts.
+    pub fn version(&self) -> impl Iterator<Item = &WhColumn> {
+        self.columns
+            .iter()
+            .filter(move |c| self.kind == Kind::Dimension && c.wh_type == Timestamp)
+    }
+
     /// Arrow schema of the processed zone's Parquet; each field records its warehouse type
     /// under the `pg_type` metadata key.
     pub fn arrow_schema(&self) -> Arc<Schema> {
@@ -344,5 +373,18 @@ mod tests {
         let staff = warehouse_table("dim_staff").unwrap().arrow_schema();
         assert_eq!(staff.field(1).data_type(), &DataType::Utf8);
         assert_eq!(staff.field(1).metadata()["pg_type"], "character varying");
+        let version: Vec<&str> = warehouse_table("dim_staff")
+            .unwrap()
+            .version()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(version, ["last_updated", "department_last_updated"]);
+        for t in WAREHOUSE_TABLES {
+            let versions = t.version().count();
+            match (t.kind, t.name) {
+                (Kind::Fact, _) | (_, "dim_date") => assert_eq!(versions, 0, "{t}"),
+                _ => assert!(versions >= 1, "{t}"),
+            }
+        }
     }
 }
