@@ -148,19 +148,27 @@ struct Join {
     missing: Vec<String>,
 }
 
-/// Joins the rows of `main` (keyed by `key`) whose key is in `ids`, or whose reference
-/// `foreign` is in `joined_ids`, to the rows of `other` (keyed by `other_key`).
-#[allow(clippy::too_many_arguments)]
-fn join(
-    dim: &str,
-    main: &RecordBatch,
-    key: &str,
-    foreign: &str,
-    other: &RecordBatch,
-    other_key: &str,
-    ids: &BTreeSet<i32>,
-    joined_ids: &BTreeSet<i32>,
-) -> Join {
+/// A table of a join: its rows, the key column, and the keys whose rows are wanted (for the
+/// referenced table: the keys whose referencing rows are wanted).
+struct Side<'a> {
+    rows: &'a RecordBatch,
+    key: &'a str,
+    ids: &'a BTreeSet<i32>,
+}
+
+/// Joins the rows of `main` whose key is in its `ids`, or whose reference `foreign` is in
+/// `other`'s `ids`, to the rows of `other`.
+fn join(dim: &str, main: Side<'_>, foreign: &str, other: Side<'_>) -> Join {
+    let Side {
+        rows: main,
+        key,
+        ids,
+    } = main;
+    let Side {
+        rows: other,
+        key: other_key,
+        ids: joined_ids,
+    } = other;
     let keys = ints(main, key);
     let refs = ints(main, foreign);
     let rows: Vec<usize> = (0..main.num_rows())
@@ -205,13 +213,17 @@ pub fn dim_staff(
 ) -> Result<Dim> {
     let j = join(
         "dim_staff",
-        staff,
-        "staff_id",
+        Side {
+            rows: staff,
+            key: "staff_id",
+            ids: staff_ids,
+        },
         "department_id",
-        departments,
-        "department_id",
-        staff_ids,
-        department_ids,
+        Side {
+            rows: departments,
+            key: "department_id",
+            ids: department_ids,
+        },
     );
     let mut builder = Builder::new("dim_staff", j.ids)
         .texts(text_of(staff, "first_name", &j.rows))
@@ -260,13 +272,17 @@ pub fn dim_counterparty(
 ) -> Result<Dim> {
     let j = join(
         "dim_counterparty",
-        counterparties,
-        "counterparty_id",
+        Side {
+            rows: counterparties,
+            key: "counterparty_id",
+            ids: counterparty_ids,
+        },
         "legal_address_id",
-        addresses,
-        "address_id",
-        counterparty_ids,
-        address_ids,
+        Side {
+            rows: addresses,
+            key: "address_id",
+            ids: address_ids,
+        },
     );
     let mut b = Builder::new("dim_counterparty", j.ids).texts(text_of(
         counterparties,

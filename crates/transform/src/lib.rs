@@ -349,7 +349,8 @@ async fn run_batch(
                         processed,
                         file,
                         &mut staged,
-                        (dim, target),
+                        dim,
+                        target,
                     ))
                     .await?;
                 }
@@ -360,7 +361,8 @@ async fn run_batch(
                         processed,
                         file,
                         &mut staged,
-                        (spec, target),
+                        spec,
+                        target,
                         &mut dates,
                     ))
                     .await?;
@@ -415,7 +417,8 @@ async fn stage_fact(
     processed: &S3Store,
     file: OpenFile,
     staged: &mut Staged,
-    (spec, table): (&'static FactSpec, &'static WarehouseTable),
+    spec: &'static FactSpec,
+    table: &'static WarehouseTable,
     dates: &mut BTreeSet<i32>,
 ) -> Result<()> {
     let key = parquet_key(table.name, file.file.window_end);
@@ -460,7 +463,8 @@ async fn stage_direct(
     processed: &S3Store,
     file: OpenFile,
     staged: &mut Staged,
-    (dim, table): (Direct, &'static WarehouseTable),
+    dim: Direct,
+    table: &'static WarehouseTable,
 ) -> Result<()> {
     let key = parquet_key(table.name, file.file.window_end);
     let outputs = [(
