@@ -447,6 +447,51 @@ async fn a_warehouse_without_dimension_versions_gains_them_or_is_told_what_to_ru
         .unwrap()
         .get(0);
     assert_eq!(unversioned, 3, "the currencies no file has changed since");
+    // A file written before the versions, still queued at the upgrade, loads too: without
+    // versions, so older than any.
+    source
+        .batch_execute(&format!(
+            "UPDATE currency SET last_updated = {NOW_MS} WHERE currency_id = 2"
+        ))
+        .await
+        .unwrap();
+    s.round().await;
+    let table = utils::warehouse::warehouse_table("dim_currency").unwrap();
+    let schema = table.arrow_schema();
+    let old = arrow::datatypes::Schema::new(schema.fields()[..3].to_vec());
+    let batch = arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(old),
+        vec![
+            std::sync::Arc::new(arrow::array::Int32Array::from(vec![2, 7])),
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["XXX", "JPY"])),
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["Old", "Yen"])),
+        ],
+    )
+    .unwrap();
+    let key = "dim_currency/2024/11/14/000000000001.parquet";
+    s.p.processed
+        .put(
+            key,
+            utils::parquet_io::parquet_bytes(&batch, []).unwrap(),
+            "application/vnd.apache.parquet",
+        )
+        .await
+        .unwrap();
+    let old_file = json!({"bucket": s.p.processed.bucket(), "files": {"dim_currency": [key]}});
+    let out = s.load(old_file).await.unwrap();
+    assert_eq!(
+        out.loaded["dim_currency"], 1,
+        "currency 7 only: currency 2 has a version, which a row without one never overwrites"
+    );
+    let code: String = admin
+        .query_one(
+            "SELECT currency_code FROM dim_currency WHERE currency_id = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(code, "USD");
 }
 
 #[tokio::test]

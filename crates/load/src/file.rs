@@ -2,7 +2,8 @@
 //! [`crate::apply`]), its rows changed recorded, committed; and the file as it is read, which
 //! names itself in every error its bytes or values cause.
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, new_null_array};
+use arrow::datatypes::Schema;
 use futures_util::TryStreamExt;
 use tokio_postgres::Client;
 use tracing::info;
@@ -30,12 +31,22 @@ impl Loading<'_> {
         invalid(self.store, self.file, reason)
     }
 
-    /// Opens the file and checks its schema against the registry.
+    /// Opens the file and checks its schema against the registry. A dimension file written
+    /// before the dimensions had versions (their columns come last) is taken too, its rows
+    /// without a version (see [`Loading::next_batch`]): such files may still be queued when
+    /// the pipeline is upgraded.
     pub(crate) async fn open(&self) -> Result<ParquetStream> {
         let opened = open_parquet_version(self.store, &self.file.key, self.etag)
             .await
             .map_err(|e| self.read_error(e))?;
-        match schema_difference(&opened.schema, &self.file.table.arrow_schema()) {
+        let expected = self.file.table.arrow_schema();
+        let problem = schema_difference(&opened.schema, &expected);
+        let unversioned = || {
+            let kept = expected.fields().len() - self.file.table.version().count();
+            Schema::new(expected.fields()[..kept].to_vec())
+        };
+        match problem {
+            Some(_) if schema_difference(&opened.schema, &unversioned()).is_none() => Ok(opened),
             Some(p) => {
                 Err(self.invalid(format!("schema does not match the warehouse registry: {p}")))
             }
@@ -64,7 +75,13 @@ impl Loading<'_> {
         else {
             return Ok(None);
         };
-        RecordBatch::try_new(self.file.table.arrow_schema(), batch.columns().to_vec())
+        let schema = self.file.table.arrow_schema();
+        let mut columns = batch.columns().to_vec();
+        // A file without the versions: NULL, older than any version (see `apply_sql`).
+        for field in &schema.fields()[columns.len()..] {
+            columns.push(new_null_array(field.data_type(), batch.num_rows()));
+        }
+        RecordBatch::try_new(schema, columns)
             .map(Some)
             .map_err(|e| self.invalid(e.to_string()))
     }
