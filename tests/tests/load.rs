@@ -381,6 +381,101 @@ async fn a_late_dimension_file_changes_only_the_rows_it_holds_the_newest_version
 }
 
 #[tokio::test]
+async fn a_dimension_row_takes_the_newest_version_whatever_the_order_of_its_files() {
+    // In key order in one invocation, then in reverse key order one file an invocation.
+    for reverse in [false, true] {
+        newest_version_wins(reverse).await;
+    }
+}
+
+async fn newest_version_wins(reverse: bool) {
+    let s = Stack::new(true).await;
+    s.round().await;
+    // Four files of staff 1, named so that key order is not version order (two batches of one
+    // window end are named after their source tables). Versions: (staff, department).
+    let at = |day: u32| {
+        chrono::NaiveDate::from_ymd_opt(2030, 1, day)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    let files = [
+        ("000000000000-department-staff", "Renamed", at(1), at(3)),
+        ("000000000000-staff", "Before the rename", at(1), at(2)),
+        // A newer staff row (moved to another department) beats every version of the old
+        // department's, even a later one: the staff row says which department it joins.
+        ("000000000001-staff", "Moved", at(4), at(1)),
+        (
+            "000000000002-department-staff",
+            "Old department renamed again",
+            at(1),
+            at(20),
+        ),
+    ];
+    let table = utils::warehouse::warehouse_table("dim_staff").unwrap();
+    let mut keys = Vec::new();
+    for (name, department, staff_version, department_version) in files {
+        let text = |v: &str| -> arrow::array::ArrayRef {
+            std::sync::Arc::new(arrow::array::StringArray::from(vec![v]))
+        };
+        let stamp = |ms: i64| -> arrow::array::ArrayRef {
+            std::sync::Arc::new(arrow::array::TimestampMillisecondArray::from(vec![ms]))
+        };
+        let batch = arrow::array::RecordBatch::try_new(
+            table.arrow_schema(),
+            vec![
+                std::sync::Arc::new(arrow::array::Int32Array::from(vec![1])),
+                text("Jeremie"),
+                text("Franey"),
+                text(department),
+                text("Manchester"),
+                text("jeremie.franey@terrifictotes.com"),
+                stamp(staff_version),
+                stamp(department_version),
+            ],
+        )
+        .unwrap();
+        let key = format!("dim_staff/2030/01/01/{name}.parquet");
+        s.p.processed
+            .put(
+                &key,
+                utils::parquet_io::parquet_bytes(&batch, []).unwrap(),
+                "application/vnd.apache.parquet",
+            )
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let department = async || -> String {
+        s.warehouse()
+            .await
+            .query_one(
+                "SELECT department_name FROM dim_staff WHERE staff_id = 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let bucket = s.p.processed.bucket();
+    if reverse {
+        for key in keys.iter().rev() {
+            s.load(json!({"bucket": bucket, "files": {"dim_staff": [key]}}))
+                .await
+                .unwrap();
+        }
+    } else {
+        s.load(json!({"bucket": bucket, "files": {"dim_staff": keys}}))
+            .await
+            .unwrap();
+    }
+    // The newest version, not the last file applied.
+    assert_eq!(department().await, "Moved", "reverse: {reverse}");
+}
+
+#[tokio::test]
 async fn a_warehouse_without_dimension_versions_gains_them_or_is_told_what_to_run() {
     let s = Stack::new(true).await;
     s.round().await;
