@@ -177,13 +177,18 @@ async fn assert_matches_source(s: &Stack, facts: &FactVersions, when: &str) {
     assert_star_schema(&s.p.source().await, &s.tables().await, facts, when).await;
 }
 
+/// The warehouse against the source, every fact in its current version only.
+async fn assert_matches_source_now(s: &Stack, when: &str) {
+    let mut facts = BTreeMap::new();
+    record_versions(&s.p.source().await, &mut facts).await;
+    assert_matches_source(s, &facts, when).await;
+}
+
 #[tokio::test]
 async fn a_full_load_matches_the_source_row_for_row() {
     let s = Stack::new(true).await;
     let out = s.round().await;
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "first load").await;
+    assert_matches_source_now(&s, "first load").await;
 
     // Every row of every file is new to an empty warehouse.
     let counts: BTreeMap<&str, u64> = out.loaded.iter().map(|(t, n)| (t.as_str(), *n)).collect();
@@ -278,9 +283,7 @@ async fn concurrent_invocations_apply_each_file_once() {
     let (a, b) = tokio::join!(s.load(event.clone()), s.load(event.clone()));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.skipped_files.len() + b.skipped_files.len(), 11);
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "after two concurrent loads").await;
+    assert_matches_source_now(&s, "after two concurrent loads").await;
 }
 
 #[tokio::test]
@@ -318,9 +321,7 @@ async fn facts_before_their_dimensions_are_deferred_and_a_notification_loads_the
         "the queue is empty once every file is in the ledger"
     );
     assert_eq!(out.loaded.len(), 11);
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "after the run's notification").await;
+    assert_matches_source_now(&s, "after the run's notification").await;
 }
 
 #[tokio::test]
@@ -655,9 +656,7 @@ async fn a_killed_connection_mid_copy_leaves_nothing_half_loaded() {
 
     let out = s.load(event).await.unwrap();
     assert_eq!(out.skipped_files.len(), ledger.len());
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "after the re-run").await;
+    assert_matches_source_now(&s, "after the re-run").await;
 }
 
 #[tokio::test]
@@ -743,9 +742,7 @@ async fn a_corrupt_or_mismatched_file_is_invalid_input_and_commits_nothing() {
         .await
         .unwrap();
     s.load(event).await.unwrap();
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "after the repair").await;
+    assert_matches_source_now(&s, "after the repair").await;
 }
 
 #[tokio::test]
@@ -922,9 +919,7 @@ async fn a_role_that_does_not_own_the_tables_or_views_loads_them_and_leaves_the_
     // The views are the admin's: not the role's to refresh, and no failure either.
     assert!(out.refreshed_views.is_empty(), "{out:?}");
     assert!(out.failed_views.is_empty(), "{out:?}");
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "loaded as another role").await;
+    assert_matches_source_now(&s, "loaded as another role").await;
     assert_eq!(s.constraints().await, before, "no constraint was touched");
 
     // Given one view, behind one it may not refresh (first in the order), at a passed
@@ -1704,9 +1699,7 @@ async fn a_bulk_load_blocks_no_reader_refresh_or_other_load_and_commits_exactly(
     );
     analyst.batch_execute("COMMIT").await.unwrap();
     s.load(event).await.unwrap();
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "after the concurrent loads").await;
+    assert_matches_source_now(&s, "after the concurrent loads").await;
     assert_views_fresh(&s.warehouse().await, "after the concurrent loads").await;
 }
 
@@ -1753,9 +1746,7 @@ async fn a_load_waits_for_a_lock_no_longer_than_its_lock_timeout_and_a_retry_loa
         ["fact_sales_order"]
     );
     s.load(event).await.unwrap();
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "after the retry").await;
+    assert_matches_source_now(&s, "after the retry").await;
 }
 
 #[tokio::test]
@@ -1818,9 +1809,7 @@ async fn constraints_of_every_kind_are_kept_as_defined_and_a_not_valid_key_still
     assert_eq!(s.constraints().await, before);
     let out = s.bulk_load(event).await.unwrap();
     assert!(out.set_based.contains_key("fact_payment"), "{out:?}");
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "bulk load under redefined keys").await;
+    assert_matches_source_now(&s, "bulk load under redefined keys").await;
     assert_eq!(s.constraints().await, before, "definitions, validity, oids");
     assert_eq!(comments().await, commented);
 }
@@ -1885,7 +1874,5 @@ async fn keys_wider_than_the_row_lock_bound_are_checked_under_a_share_lock() {
         ["fact_payment", "fact_purchase_order", "fact_sales_order"],
         "{out:?}"
     );
-    let mut facts = BTreeMap::new();
-    record_versions(&s.p.source().await, &mut facts).await;
-    assert_matches_source(&s, &facts, "checked under SHARE locks").await;
+    assert_matches_source_now(&s, "checked under SHARE locks").await;
 }
