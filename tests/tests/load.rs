@@ -141,18 +141,27 @@ impl Stack {
     }
 
     async fn ledger(&self) -> Vec<(String, i64)> {
-        self.warehouse()
-            .await
-            .query(
-                "SELECT file_key, rows FROM totesys_load_ledger ORDER BY file_key",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
+        pairs(
+            &self.warehouse().await,
+            "SELECT file_key, rows FROM totesys_load_ledger ORDER BY file_key",
+        )
+        .await
     }
+}
+
+/// The rows of a two-column query.
+async fn pairs<A, B>(client: &Client, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// `e` is the fact_payment file of `event` refused for a dimension row it references, and
@@ -515,17 +524,12 @@ async fn a_warehouse_without_dimension_versions_gains_them_or_is_told_what_to_ru
     // The owner's load adds them and goes on; a row loaded before them has no version, and
     // the next file of its key gives it one.
     s.load(event).await.unwrap();
-    let versions: Vec<(String, Option<String>)> = admin
-        .query(
-            "SELECT department_name, department_last_updated::text FROM dim_staff
-             ORDER BY staff_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let versions: Vec<(String, Option<String>)> = pairs(
+        &admin,
+        "SELECT department_name, department_last_updated::text FROM dim_staff
+         ORDER BY staff_id",
+    )
+    .await;
     assert!(!versions.is_empty());
     for (department, version) in versions {
         assert_eq!(
@@ -1754,17 +1758,12 @@ async fn constraints_of_every_kind_are_kept_as_defined_and_a_not_valid_key_still
     let s = Stack::new(true).await;
     let admin = s.warehouse().await;
     // fact_payment's keys redefined: NOT VALID, deferrable, with a delete action, commented.
-    let keys: Vec<(String, String)> = admin
-        .query(
-            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
-             WHERE conrelid = 'fact_payment'::regclass AND contype = 'f' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let keys: Vec<(String, String)> = pairs(
+        &admin,
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conrelid = 'fact_payment'::regclass AND contype = 'f' ORDER BY 1",
+    )
+    .await;
     assert!(keys.len() >= 3, "{keys:?}");
     let suffixes = [
         "NOT VALID",
