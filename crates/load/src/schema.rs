@@ -31,10 +31,12 @@ pub const MIGRATION: &str = include_str!("../../../sql/migrations/0001_dimension
 /// Checks the star schema (adding the dimensions' versions to a warehouse without them), then
 /// creates the load's own tables if need be.
 pub async fn prepare(client: &mut Client) -> Result<()> {
-    if missing_versions(client).await? {
+    let mut tables = star_schema_columns(client).await?;
+    if missing_versions(&tables) {
         migrate(client).await?;
+        tables = star_schema_columns(client).await?;
     }
-    check(client).await?;
+    check(client, &tables).await?;
     // Only when something is missing: CREATE INDEX IF NOT EXISTS locks the ledger SHARE before
     // it finds the index there, which would wait for every load with a file in flight.
     let present: bool = client
@@ -62,15 +64,21 @@ pub async fn prepare(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// Whether some dimension lacks a version column of the registry.
-async fn missing_versions(client: &Client) -> Result<bool> {
+/// The columns of every registry table the warehouse holds.
+async fn star_schema_columns(client: &Client) -> Result<Columns> {
     let names: Vec<&str> = WAREHOUSE_TABLES.iter().map(|t| t.name).collect();
-    let tables = utils::catalog::columns(client, &names).await?;
-    Ok(WAREHOUSE_TABLES.iter().any(|t| {
+    Ok(utils::catalog::columns(client, &names).await?)
+}
+
+type Columns = HashMap<String, Vec<utils::catalog::Column>>;
+
+/// Whether some dimension lacks a version column of the registry.
+fn missing_versions(tables: &Columns) -> bool {
+    WAREHOUSE_TABLES.iter().any(|t| {
         tables
             .get(t.name)
             .is_some_and(|found| t.version().any(|v| !found.iter().any(|c| c.name == v.name)))
-    }))
+    })
 }
 
 /// Runs [`MIGRATION`] in one transaction (each ALTER waits for its table's lock no longer
@@ -98,9 +106,8 @@ async fn migrate(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-async fn check(client: &Client) -> Result<()> {
+async fn check(client: &Client, tables: &Columns) -> Result<()> {
     let names: Vec<&str> = WAREHOUSE_TABLES.iter().map(|t| t.name).collect();
-    let tables = utils::catalog::columns(client, &names).await?;
     let keys = client
         .query(
             "SELECT c.relname::text, array_agg(a.attname::text)
