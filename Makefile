@@ -23,7 +23,7 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-17s %s\n", $$1, $$2}'
 
 test: check ## Lint, then every test against a real PostgreSQL and local AWS APIs (moto)
-	$(WITH_SERVICES) sh -c 'cargo test --workspace && .venv/bin/python -m pytest -q tests/state_machine tests/deployment'
+	$(WITH_SERVICES) scripts/test.sh
 
 check: ## cargo fmt --check and clippy -D warnings, beside the deployment checks (terraform validate, asl-validator, checkov, zizmor)
 	scripts/check.sh

@@ -25,7 +25,11 @@ log() { printf '[env] %s\n' "$*" >&2; }
 
 cleanup() {
   local status=$?
-  if [[ -n "$started_moto" ]]; then kill "$started_moto" 2>/dev/null || true; fi
+  if [[ -n "$started_moto" ]]; then
+    kill "$started_moto" 2>/dev/null || true
+    # Kept for a failed run only.
+    if [[ "$status" == 0 ]]; then rm -f "$moto_log"; fi
+  fi
   if [[ -n "$started_pg" ]]; then
     as_pg "$pg_bin/pg_ctl" -D "$workdir/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
@@ -129,9 +133,10 @@ fi
 # --- moto server ---------------------------------------------------------------------------
 if [[ -z "${AWS_ENDPOINT_URL:-}" ]]; then
   moto_port=$(free_port)
+  moto_log="$build/moto-$moto_port.log"
   # MOTO_PORT: where moto's Step Functions executor calls Lambda, DynamoDB and SNS.
   MOTO_PORT="$moto_port" "$root/.venv/bin/python" "$root/scripts/moto_server.py" \
-    -H 127.0.0.1 -p "$moto_port" >"$build/moto.log" 2>&1 &
+    -H 127.0.0.1 -p "$moto_port" >"$moto_log" 2>&1 &
   started_moto=$!
   export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
   for _ in $(seq 1 100); do

@@ -603,11 +603,11 @@ async fn a_killed_connection_mid_copy_leaves_nothing_half_loaded() {
         .await
         .batch_execute(&format!(
             "INSERT INTO \"transaction\"
-             SELECT i, 'SALE', NULL, NULL, {NOW_MS}, {NOW_MS} FROM generate_series(10, 200009) i;
+             SELECT i, 'SALE', NULL, NULL, {NOW_MS}, {NOW_MS} FROM generate_series(10, 130009) i;
              INSERT INTO payment
              SELECT i, {NOW_MS}, {NOW_MS}, i, 1 + i % 2, (i % 100000) / 100.0, 1 + i % 3,
                     1 + i % 4, i % 2 = 0, '2024-11-14', i, i
-             FROM generate_series(10, 200009) i"
+             FROM generate_series(10, 130009) i"
         ))
         .await
         .unwrap();
