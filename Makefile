@@ -1,6 +1,6 @@
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help test check demo bench chaos fuzz build watch invoke-ingest invoke-transform invoke-load \
+.PHONY: help test check docs demo bench chaos fuzz build watch invoke-ingest invoke-transform invoke-load \
   plan deploy destroy clean
 
 # Runs a command with PostgreSQL and a local S3 API started if need be (see scripts/env.sh).
@@ -25,8 +25,11 @@ help: ## List the targets
 test: check ## Lint, then every test against a real PostgreSQL and local AWS APIs (moto)
 	$(WITH_SERVICES) scripts/test.sh
 
-check: ## cargo fmt --check and clippy -D warnings, beside the deployment checks (terraform validate, asl-validator, checkov, zizmor)
+check: ## cargo fmt --check and clippy -D warnings, beside the deployment checks (terraform validate, asl-validator, checkov, zizmor) and the docs' links
 	scripts/check.sh
+
+docs: ## Build the documentation (docs/, mdBook) into docs/book and check its links
+	scripts/docs.sh
 
 demo: ## Run the pipeline end to end on generated data (DEMO_SCALE=1)
 	$(WITH_SERVICES) scripts/demo.sh
@@ -82,4 +85,4 @@ destroy: ## terraform destroy (as plan; the buckets must be emptied first, the l
 
 clean: ## Remove build output, the venvs, the checks' node_modules and leftover local clusters
 	cargo clean
-	rm -rf .build .venv .venv-check tools/asl/node_modules fuzz/target
+	rm -rf .build .venv .venv-check tools/asl/node_modules fuzz/target docs/book

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make check: cargo fmt --check and clippy -D warnings, with the deployment checks
-# (scripts/check-terraform.sh, whose first run installs checkov) running beside them, as they
-# share no inputs. Fails if any check fails; the Terraform checks' output follows the Rust ones.
+# make check: the documentation's links (scripts/check-docs.py), then cargo fmt --check and
+# clippy -D warnings, with the deployment checks (scripts/check-terraform.sh, whose first run
+# installs checkov) running beside them, as they share no inputs. Fails if any check fails; the
+# Terraform checks' output follows the Rust ones. (make docs builds the book with mdBook as
+# well: its install would add a minute to every cold make test.)
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +14,7 @@ terraform_checks=$!
 trap 'kill "$terraform_checks" 2>/dev/null || true' INT TERM
 
 status=0
+python3 "$root/scripts/check-docs.py" "$root" || status=1
 (cd "$root" && cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check &&
   cargo clippy --workspace --all-targets -- -D warnings) ||
   status=1

@@ -6,7 +6,7 @@ The lake keeps every file transform wrote: a fact row per version of a source ro
 dimension row each time it changed. So the current order is the newest last_updated per
 sales_order_id, and the current currency row the one in the newest file (file keys sort in
 time order). Athena runs the same query over the Glue tables, with "$path" for the file name
-(README, "Asking the data").
+(docs/src/asking.md).
 
 Usage: lake_query.py PROCESSED_BUCKET WAREHOUSE_URL"""
 import os

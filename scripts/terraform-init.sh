@@ -25,7 +25,7 @@ else
 Where should the Terraform state live? It holds the database passwords in plain text.
   TF_BACKEND_CONFIG=terraform/backend.hcl make ...   an encrypted S3 bucket (copy terraform/backend.hcl.example)
   TF_LOCAL_STATE=1 make ...                          a local file, for a trial on a machine you trust
-See the README, Deploying.
+See docs/src/deploying.md.
 MSG
   exit 1
 fi

@@ -10,7 +10,7 @@
 # MSCK REPAIR TABLE.
 #
 # Each zone keeps every file ever written: a fact row per version of a source row, a dimension
-# row each time it changed. README ("Asking the data") shows how to read the current rows.
+# row each time it changed. docs/src/asking.md shows how to read the current rows.
 locals {
   lake_database = replace("${var.project}_lake", "-", "_")
 

@@ -150,7 +150,7 @@ locals {
   }
   alarms = merge(local.lambda_alarms, local.execution_alarms, local.event_rule_alarms, {
     "${var.project}-quarantined-rows" = {
-      description = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (README, Operations)."
+      description = "transform quarantined fact rows: read them under quarantine/ in the processed bucket (docs/src/operations.md, Reading quarantine)."
       namespace   = var.project
       metric      = "QuarantinedRows"
       dimensions  = {}

@@ -46,7 +46,7 @@ variable "lambda_zip_dir" {
 }
 
 variable "lambda_settings" {
-  description = "Memory (MB), timeout (s) and reserved concurrency per function. Reserved concurrency is null (none) by default: a new account's quota is often 10 and Lambda keeps 100 unreserved, so reserving any fails there, and the state machine's lock already runs one pipeline at a time. In s3 mode ingest and transform are always reserved at 1 (see the README, S3-trigger mode)."
+  description = "Memory (MB), timeout (s) and reserved concurrency per function. Reserved concurrency is null (none) by default: a new account's quota is often 10 and Lambda keeps 100 unreserved, so reserving any fails there, and the state machine's lock already runs one pipeline at a time. In s3 mode ingest and transform are always reserved at 1 (see docs/src/orchestration.md, S3-trigger mode)."
   type = object({
     ingest    = object({ memory = number, timeout = number, concurrency = optional(number) })
     transform = object({ memory = number, timeout = number, concurrency = optional(number) })

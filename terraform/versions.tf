@@ -5,7 +5,7 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # The releases whose schema make check validates against (6.69.x, see the README,
+      # The releases whose schema make check validates against (6.69.x, see docs/src/orchestration.md,
       # "Checked without AWS"); widen it only together with that check.
       version = "~> 6.69.0"
     }

@@ -18,11 +18,11 @@ lambda_architecture = "arm64"
 lambda_settings = {
   ingest    = { memory = 256, timeout = 300 }
   transform = { memory = 512, timeout = 600 }
-  # No reserved concurrency by default (see the README, Before the first deploy).
+  # No reserved concurrency by default (see docs/src/deploying.md).
   load = { memory = 256, timeout = 900 }
 }
 # A backfill: files of at most 1M rows, a Lambda stops starting work with 60 s left and the
-# state machine invokes it again, large files load by the bulk path (see README, Backfills).
+# state machine invokes it again, large files load by the bulk path (see docs/src/operations.md, Backfills).
 ingest_max_rows_per_file    = 1000000
 deadline_margin_seconds     = 60
 load_bulk_min_rows          = 10000

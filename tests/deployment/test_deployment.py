@@ -1,7 +1,7 @@
 """What a user deploying meets before AWS does: Terraform's variable validations (run by
 Terraform itself, scripts/terraform.sh, over a copy of terraform/variables.tf: no provider
 needed), make plan refusing to put the state in a local file unasked, and the GitHub deploy
-workflow agreeing with the Terraform and the README.
+workflow agreeing with the Terraform and the docs.
 """
 
 import json
@@ -244,7 +244,7 @@ def test_the_deploy_workflow_sets_only_variables_terraform_declares():
     given = {name.removeprefix("TF_VAR_") for step in steps for name in step.get("env", {})
              if name.startswith("TF_VAR_")}
     assert given <= declared, given - declared
-    # The first backfill runs with the schedule off (README, Deploying): a repository variable.
+    # The first backfill runs with the schedule off (docs/src/deploying.md): a repository variable.
     assert "schedule_enabled" in given
 
 
@@ -252,6 +252,6 @@ def test_the_documented_trust_policy_matches_the_deploy_jobs_token():
     # A job that names an environment gets sub = repo:ORG/REPO:environment:NAME, without the
     # branch; a trust policy on the branch's subject never matches it.
     environment = deploy_workflow()["jobs"]["deploy"]["environment"]
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "src" / "deploying.md").read_text()
     subjects = re.findall(r'"token\.actions\.githubusercontent\.com:sub": "([^"]+)"', readme)
     assert subjects == [f"repo:ORG/REPO:environment:{environment}"]

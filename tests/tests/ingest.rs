@@ -693,7 +693,7 @@ async fn a_value_the_raw_zone_cannot_hold_fails_the_table_and_writes_nothing_for
 }
 
 /// The guard can wait only for transactions it can see: other users' are visible to a member of
-/// pg_read_all_stats, and hidden otherwise (the README's documented degradation).
+/// pg_read_all_stats, and hidden otherwise (the documented degradation, docs/src/ingest.md).
 #[tokio::test]
 async fn the_guard_sees_other_users_transactions_only_with_pg_read_all_stats() {
     let db = TestDb::source(true).await;
