@@ -27,6 +27,15 @@ execution on AWS with no notification and its lock held.
 ("+00:00"), never compares. AWS reads RFC 3339 timestamps with fractions; here they are read so
 too (a timestamp without a zone still is none).
 
+And two that change only its speed: moto's dispatcher, under one lock for every request, lists
+moto's package directory and tries its few hundred URL patterns for each request to find the
+service; here both answers are kept, as neither changes while the server runs. The service
+model an error response is written from is looked up once per service before serving: its
+first lookup lists botocore's data, and the threads of the first errors answered at once (a
+test's first HEAD of a missing key, say) each did it. And the request log line werkzeug writes
+for each request is off (errors are still logged). Together they took about half of moto's CPU
+time under make test.
+
 With LAMBDA_FORWARD_URL set (make demo), an invocation with no queued result goes to the real
 function on that Lambda runtime emulator (cargo lambda watch) instead, so the state machine
 runs the real Lambdas.
@@ -36,14 +45,19 @@ Step Functions executor calls the other services through it.
 """
 
 import datetime
+import functools
 import json
+import logging
 import os
 import sys
 import urllib.error
 import urllib.request
 
 import botocore.session
+from moto import backends
+from moto.core.utils import get_service_model, service_name_from_moto_package_name
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
@@ -227,5 +241,22 @@ def _rfc3339(string):
 
 IsTimestamp.string_to_timestamp = staticmethod(_rfc3339)
 
+_modules = backends.list_of_moto_modules
+backends.list_of_moto_modules = functools.cache(lambda: tuple(_modules()))
+_backend_for_host = DomainDispatcherApplication.get_backend_for_host
+_backends_by_host = {}
+
+
+def _cached_backend_for_host(self, host):
+    if host not in _backends_by_host:
+        _backends_by_host[host] = _backend_for_host(self, host)
+    return _backends_by_host[host]
+
+
+DomainDispatcherApplication.get_backend_for_host = _cached_backend_for_host
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
 if __name__ == "__main__":
+    for package in ("s3", "secretsmanager", "stepfunctions", "dynamodb", "sns", "sqs"):
+        get_service_model(service_name_from_moto_package_name(package))
     sys.exit(main())
