@@ -20,8 +20,9 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 INCLUDE = re.compile(r"\{\{#include\s+([^}:\s]+)(?::([A-Za-z0-9_-]+))?\s*\}\}")
 
 
-def prose_lines(text):
-    """(line number, line) outside fenced code blocks, with code spans blanked out."""
+def prose_lines(text, spans=False):
+    """(line number, line) outside fenced code blocks, with code spans blanked out unless
+    `spans`."""
     fence = None
     for number, line in enumerate(text.split("\n"), 1):
         marker = re.match(r"^\s*(```|~~~)", line)
@@ -29,7 +30,7 @@ def prose_lines(text):
             fence = None if fence == marker.group(1) else (fence or marker.group(1))
             continue
         if fence is None:
-            yield number, re.sub(r"`[^`]*`", lambda m: " " * len(m.group(0)), line)
+            yield number, line if spans else re.sub(r"`[^`]*`", lambda m: " " * len(m.group(0)), line)
 
 
 def slug(heading):
@@ -43,7 +44,7 @@ def slug(heading):
 
 def anchors(path):
     ids, seen = set(), {}
-    for _, line in prose_lines(path.read_text()):
+    for _, line in prose_lines(path.read_text(), spans=True):
         m = HEADING.match(line)
         if m:
             base = slug(m.group(2))
