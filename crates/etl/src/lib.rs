@@ -5,6 +5,7 @@
 //! watermarks and files, the processed zone, the warehouse's load ledger, the source. A
 //! database it cannot reach is reported, not fatal, where the command can do without it.
 
+pub mod dataset;
 pub mod lock;
 pub mod quarantine;
 pub mod replay;

@@ -80,6 +80,31 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// Datasets declared in datasets/*.json.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Reads a landed file on this machine under its dataset's declaration, as the pipeline
+    /// will: how many rows are typed, which are quarantined and why. Exits 2 when any row is
+    /// quarantined, 1 when the file cannot be read or its columns break the declaration.
+    Check {
+        /// The dataset's declaration, e.g. datasets/trips.json.
+        #[arg(long)]
+        declaration: std::path::PathBuf,
+        /// The file (CSV or JSON Lines as declared, gzip-compressed if the declaration says so).
+        file: std::path::PathBuf,
+        /// Also write the typed rows to this Parquet file, with the declared field and table
+        /// metadata.
+        #[arg(long)]
+        parquet: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +124,8 @@ enum QuarantineCommand {
 
 /// What `status` exits with when a table is behind.
 const BEHIND: u8 = 2;
+/// What `dataset check` exits with when rows were quarantined.
+const QUARANTINED: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -121,6 +148,24 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Dataset {
+        command:
+            DatasetCommand::Check {
+                declaration,
+                file,
+                parquet,
+                json,
+            },
+    } = &cli.command
+    {
+        let checked = etl::dataset::check(declaration, file, parquet.as_deref())?;
+        emit(*json, &checked, || checked.render());
+        return Ok(if checked.quarantined.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(QUARANTINED)
+        });
+    }
     let config = Config::from_env()?;
     let sdk = utils::store::aws_config().await;
     let pipeline = Pipeline::new(&config, &sdk);
@@ -180,6 +225,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             emit(json, &rebuilt, || etl::snapshots::render(&rebuilt));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dataset { .. } => unreachable!("needs no configuration: run before it is read"),
         Command::Quarantine { command } => {
             match command {
                 QuarantineCommand::List { json } => {

@@ -168,3 +168,85 @@ async fn a_replay_asks_first_and_a_dry_run_writes_nothing() {
         Utc.with_ymd_and_hms(2024, 11, 1, 0, 0, 0).unwrap()
     );
 }
+
+/// A trips file of good rows, a bad value, a short record and a row twice over.
+const TRIPS: &str = "region,origin_coord,destination_coord,datetime,datasource
+Prague,POINT (14.49 50.07),POINT (14.66 50.03),2018-05-28 09:03:40,funny_car
+Turin,POINT (7.67 45.06),POINT (7.53 45.04),2018-05-21 02:54:04,cheap_mobile
+Turin,POINT (7.67 45.06),POINT (7.53 45.04),21/05/2018,cheap_mobile
+Hamburg,POINT (9.99 53.55)
+Prague,POINT (14.49 50.07),POINT (14.66 50.03),2018-05-28 09:03:40,funny_car
+";
+
+#[test]
+fn dataset_check_types_good_rows_names_bad_ones_and_writes_the_parquet() {
+    let dir = std::env::temp_dir().join(totesys_tests::unique_name("dataset-check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("trips.csv");
+    std::fs::write(&csv, TRIPS).unwrap();
+    let declaration = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/trips.json");
+    let parquet = dir.join("trips.parquet");
+    let check = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_etl"))
+            .args(["dataset", "check", "--declaration", declaration])
+            .arg(&csv)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    let out = check(&["--parquet", parquet.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("trips.csv: 3 rows typed, 2 quarantined (dataset trips)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "line 4, column datetime: not a timestamp in any of the formats \
+             [\"%Y-%m-%d %H:%M:%S\"]: \"21/05/2018\""
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 5: 2 fields, expected 5: \"Hamburg,POINT (9.99 53.55)\""),
+        "{stdout}"
+    );
+
+    // The typed rows as the raw zone would hold them: declared types and metadata.
+    let file = std::fs::File::open(&parquet).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 3);
+    assert_eq!(schema.metadata()["licence"], "Internal use");
+    let datetime = schema.field_with_name("datetime").unwrap();
+    assert_eq!(
+        datetime.data_type(),
+        &arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None)
+    );
+    assert!(datetime.metadata()["description"].starts_with("When the trip started"));
+
+    let json: serde_json::Value = serde_json::from_slice(&check(&["--json"]).stdout).unwrap();
+    assert_eq!(json["rows"], 3);
+    assert_eq!(json["quarantined"][0]["column"], "datetime");
+
+    // A file whose header breaks the declaration: exit 1, the column named, no Parquet left.
+    std::fs::remove_file(&parquet).unwrap();
+    std::fs::write(
+        &csv,
+        "region,origin_coord,destination_coord,datetime,source\n",
+    )
+    .unwrap();
+    let out = check(&["--parquet", parquet.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("column \"source\": in the file but not declared"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!parquet.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,404 @@
+//! Text to typed values, a column at a time: what a CSV field becomes under its declared type,
+//! or the reason it cannot. A row is appended only when all of its fields parse, so one bad
+//! value quarantines its row and never a batch.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int16Builder,
+    Int32Builder, Int64Builder, StringBuilder, StructArray, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::buffer::NullBuffer;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use rust_decimal::Decimal;
+
+use crate::decl::{Column, Kind, point_fields};
+
+/// One parsed field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    /// The unscaled value at the column's scale.
+    Decimal(i128),
+    Text(&'a str),
+    Bool(bool),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01 00:00 (UTC for timestamptz).
+    Micros(i64),
+    /// Microseconds since midnight.
+    Time(i64),
+    Point(f64, f64),
+}
+
+const DATE_FORMATS: &[&str] = &["%Y-%m-%d"];
+const TIMESTAMP_FORMATS: &[&str] = &["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"];
+const TIMESTAMPTZ_FORMATS: &[&str] = &["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"];
+const TIME_FORMATS: &[&str] = &["%H:%M:%S%.f", "%H:%M"];
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+
+/// Parses one field under its column's declaration. An empty field is NULL (CSV has no other
+/// way to write one), refused where the column is not nullable.
+pub fn parse<'a>(column: &Column, text: &'a str) -> Result<Value<'a>, String> {
+    if text.is_empty() {
+        return if column.nullable {
+            Ok(Value::Null)
+        } else {
+            Err("empty, and the column is not nullable".into())
+        };
+    }
+    let trimmed = text.trim();
+    let not = |what: &str| format!("not {what}");
+    Ok(match column.kind {
+        Kind::SmallInt => Value::I16(trimmed.parse().map_err(|_| not("a smallint"))?),
+        Kind::Integer => Value::I32(trimmed.parse().map_err(|_| not("an integer"))?),
+        Kind::BigInt => Value::I64(trimmed.parse().map_err(|_| not("a bigint"))?),
+        Kind::Decimal { precision, scale } => Value::Decimal(decimal(trimmed, precision, scale)?),
+        Kind::Text => Value::Text(text),
+        Kind::Boolean => Value::Bool(
+            boolean(trimmed).ok_or_else(|| not("a boolean (true/false, t/f, yes/no, y/n, 1/0)"))?,
+        ),
+        Kind::Date => {
+            let date = first(column, DATE_FORMATS, |f| {
+                NaiveDate::parse_from_str(trimmed, f).ok()
+            })
+            .ok_or_else(|| not_in("a date", column, DATE_FORMATS))?;
+            Value::Date((date - EPOCH).num_days() as i32)
+        }
+        Kind::Timestamp => {
+            let at = first(column, TIMESTAMP_FORMATS, |f| {
+                NaiveDateTime::parse_from_str(trimmed, f).ok()
+            })
+            .ok_or_else(|| not_in("a timestamp", column, TIMESTAMP_FORMATS))?;
+            Value::Micros(at.and_utc().timestamp_micros())
+        }
+        Kind::TimestampTz => {
+            let at = first(column, TIMESTAMPTZ_FORMATS, |f| {
+                DateTime::parse_from_str(trimmed, f).ok()
+            })
+            .or_else(|| {
+                (column.formats.is_empty())
+                    .then(|| DateTime::parse_from_rfc3339(trimmed).ok())
+                    .flatten()
+            })
+            .ok_or_else(|| not_in("a timestamp with a zone", column, TIMESTAMPTZ_FORMATS))?;
+            Value::Micros(at.timestamp_micros())
+        }
+        Kind::Time => {
+            let t = first(column, TIME_FORMATS, |f| {
+                NaiveTime::parse_from_str(trimmed, f).ok()
+            })
+            .ok_or_else(|| not_in("a time", column, TIME_FORMATS))?;
+            Value::Time((t - NaiveTime::MIN).num_microseconds().unwrap_or(0))
+        }
+        Kind::Point => {
+            let (lon, lat) = point(trimmed).ok_or_else(|| not("a WKT point, POINT (lon lat)"))?;
+            Value::Point(lon, lat)
+        }
+    })
+}
+
+fn first<T>(column: &Column, defaults: &[&str], parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+    if column.formats.is_empty() {
+        defaults.iter().find_map(|f| parse(f))
+    } else {
+        column.formats.iter().find_map(|f| parse(f))
+    }
+}
+
+fn not_in(what: &str, column: &Column, defaults: &[&str]) -> String {
+    let formats: Vec<&str> = if column.formats.is_empty() {
+        defaults.to_vec()
+    } else {
+        column.formats.iter().map(String::as_str).collect()
+    };
+    format!("not {what} in any of the formats {formats:?}")
+}
+
+fn decimal(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
+    let kind = Kind::Decimal { precision, scale };
+    let d = Decimal::from_str(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| format!("not a {kind}"))?;
+    let scale = scale as u32;
+    if d.normalize().scale() > scale {
+        return Err(format!("more than {scale} decimal places for {kind}"));
+    }
+    let mut d = d;
+    d.rescale(scale);
+    let unscaled = d.mantissa();
+    if unscaled.unsigned_abs() >= 10u128.pow(u32::from(precision)) {
+        return Err(format!("out of range for {kind}"));
+    }
+    Ok(unscaled)
+}
+
+fn boolean(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// `POINT (lon lat)`, any case, any spacing; finite coordinates.
+fn point(text: &str) -> Option<(f64, f64)> {
+    let rest = text
+        .get(..5)?
+        .eq_ignore_ascii_case("point")
+        .then(|| &text[5..])?;
+    let inner = rest.trim_start().strip_prefix('(')?.strip_suffix(')')?;
+    let mut coords = inner.split_whitespace().map(f64::from_str);
+    let (lon, lat) = (coords.next()?.ok()?, coords.next()?.ok()?);
+    (coords.next().is_none() && lon.is_finite() && lat.is_finite()).then_some((lon, lat))
+}
+
+/// The column builders of one batch.
+pub struct Columns {
+    builders: Vec<Builder>,
+}
+
+enum Builder {
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    Decimal(Decimal128Builder),
+    Text(StringBuilder),
+    Bool(BooleanBuilder),
+    Date(Date32Builder),
+    Micros(TimestampMicrosecondBuilder),
+    Time(Time64MicrosecondBuilder),
+    Point {
+        lon: Float64Builder,
+        lat: Float64Builder,
+        valid: Vec<bool>,
+    },
+}
+
+impl Columns {
+    pub fn new(columns: &[Column]) -> Self {
+        let builders = columns
+            .iter()
+            .map(|c| match c.kind {
+                Kind::SmallInt => Builder::I16(Int16Builder::new()),
+                Kind::Integer => Builder::I32(Int32Builder::new()),
+                Kind::BigInt => Builder::I64(Int64Builder::new()),
+                Kind::Decimal { precision, scale } => Builder::Decimal(
+                    Decimal128Builder::new()
+                        .with_precision_and_scale(precision, scale)
+                        .expect("checked by the declaration"),
+                ),
+                Kind::Text => Builder::Text(StringBuilder::new()),
+                Kind::Boolean => Builder::Bool(BooleanBuilder::new()),
+                Kind::Date => Builder::Date(Date32Builder::new()),
+                Kind::Timestamp => Builder::Micros(TimestampMicrosecondBuilder::new()),
+                Kind::TimestampTz => {
+                    Builder::Micros(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
+                Kind::Time => Builder::Time(Time64MicrosecondBuilder::new()),
+                Kind::Point => Builder::Point {
+                    lon: Float64Builder::new(),
+                    lat: Float64Builder::new(),
+                    valid: Vec::new(),
+                },
+            })
+            .collect();
+        Columns { builders }
+    }
+
+    /// Appends one row whose values parsed, in declared order, each of its column's kind.
+    pub fn push(&mut self, row: &[Value<'_>]) {
+        for (builder, value) in self.builders.iter_mut().zip(row) {
+            let null = *value == Value::Null;
+            match (builder, *value) {
+                (Builder::I16(b), Value::I16(v)) => b.append_value(v),
+                (Builder::I32(b), Value::I32(v)) => b.append_value(v),
+                (Builder::I64(b), Value::I64(v)) => b.append_value(v),
+                (Builder::Decimal(b), Value::Decimal(v)) => b.append_value(v),
+                (Builder::Text(b), Value::Text(v)) => b.append_value(v),
+                (Builder::Bool(b), Value::Bool(v)) => b.append_value(v),
+                (Builder::Date(b), Value::Date(v)) => b.append_value(v),
+                (Builder::Micros(b), Value::Micros(v)) => b.append_value(v),
+                (Builder::Time(b), Value::Time(v)) => b.append_value(v),
+                (Builder::Point { lon, lat, valid }, v) => {
+                    let (x, y) = match v {
+                        Value::Point(x, y) => (x, y),
+                        _ => (0.0, 0.0),
+                    };
+                    lon.append_value(x);
+                    lat.append_value(y);
+                    valid.push(!null);
+                }
+                (Builder::I16(b), _) if null => b.append_null(),
+                (Builder::I32(b), _) if null => b.append_null(),
+                (Builder::I64(b), _) if null => b.append_null(),
+                (Builder::Decimal(b), _) if null => b.append_null(),
+                (Builder::Text(b), _) if null => b.append_null(),
+                (Builder::Bool(b), _) if null => b.append_null(),
+                (Builder::Date(b), _) if null => b.append_null(),
+                (Builder::Micros(b), _) if null => b.append_null(),
+                (Builder::Time(b), _) if null => b.append_null(),
+                (_, v) => unreachable!("a value of another column's kind: {v:?}"),
+            }
+        }
+    }
+
+    /// The batch's arrays, in declared order; the builders start over empty.
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        self.builders
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    Builder::I16(b) => Arc::new(b.finish()),
+                    Builder::I32(b) => Arc::new(b.finish()),
+                    Builder::I64(b) => Arc::new(b.finish()),
+                    Builder::Decimal(b) => Arc::new(b.finish()),
+                    Builder::Text(b) => Arc::new(b.finish()),
+                    Builder::Bool(b) => Arc::new(b.finish()),
+                    Builder::Date(b) => Arc::new(b.finish()),
+                    Builder::Micros(b) => Arc::new(b.finish()),
+                    Builder::Time(b) => Arc::new(b.finish()),
+                    Builder::Point { lon, lat, valid } => {
+                        let nulls = NullBuffer::from(std::mem::take(valid));
+                        let nulls = (nulls.null_count() > 0).then_some(nulls);
+                        Arc::new(StructArray::new(
+                            point_fields(),
+                            vec![Arc::new(lon.finish()), Arc::new(lat.finish())],
+                            nulls,
+                        ))
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(kind: &str, formats: &[&str]) -> Column {
+        Column {
+            name: "c".into(),
+            kind: kind.parse().unwrap(),
+            nullable: true,
+            formats: formats.iter().map(|f| f.to_string()).collect(),
+            description: None,
+            unit: None,
+        }
+    }
+
+    fn ok(kind: &str, text: &str) -> Value<'static> {
+        let text: &'static str = Box::leak(text.to_string().into_boxed_str());
+        parse(&column(kind, &[]), text).unwrap()
+    }
+
+    fn err(kind: &str, formats: &[&str], text: &str) -> String {
+        parse(&column(kind, formats), text).unwrap_err()
+    }
+
+    #[test]
+    fn each_kind_parses_its_text() {
+        assert_eq!(ok("smallint", " -7 "), Value::I16(-7));
+        assert_eq!(ok("integer", "2147483647"), Value::I32(i32::MAX));
+        assert_eq!(ok("bigint", "-9"), Value::I64(-9));
+        assert_eq!(ok("decimal(6,2)", "12.5"), Value::Decimal(1250));
+        assert_eq!(ok("decimal(6,2)", "-0.10"), Value::Decimal(-10));
+        assert_eq!(ok("decimal(6,2)", "1e2"), Value::Decimal(10000));
+        assert_eq!(ok("text", " as is "), Value::Text(" as is "));
+        assert_eq!(ok("boolean", "Yes"), Value::Bool(true));
+        assert_eq!(ok("boolean", "0"), Value::Bool(false));
+        assert_eq!(ok("date", "1970-01-02"), Value::Date(1));
+        assert_eq!(
+            ok("timestamp", "1970-01-01 00:00:01.5"),
+            Value::Micros(1_500_000)
+        );
+        assert_eq!(
+            ok("timestamp", "1970-01-01T00:00:01"),
+            Value::Micros(1_000_000)
+        );
+        assert_eq!(
+            ok("timestamptz", "1970-01-01T01:00:00+01:00"),
+            Value::Micros(0)
+        );
+        assert_eq!(ok("timestamptz", "1970-01-01 00:00:00Z"), Value::Micros(0));
+        assert_eq!(ok("time", "00:01:00"), Value::Time(60_000_000));
+        assert_eq!(ok("time", "13:30"), Value::Time(48_600_000_000));
+        assert_eq!(
+            ok("point", "POINT (14.49 53.40)"),
+            Value::Point(14.49, 53.40)
+        );
+        assert_eq!(ok("point", "point(-1 2.5)"), Value::Point(-1.0, 2.5));
+        assert_eq!(ok("integer", ""), Value::Null);
+    }
+
+    #[test]
+    fn declared_formats_replace_the_defaults() {
+        let c = column("date", &["%d/%m/%Y"]);
+        assert_eq!(parse(&c, "02/01/1970").unwrap(), Value::Date(1));
+        assert_eq!(
+            err("date", &["%d/%m/%Y"], "1970-01-02"),
+            "not a date in any of the formats [\"%d/%m/%Y\"]"
+        );
+    }
+
+    #[test]
+    fn bad_text_says_what_was_expected() {
+        for (kind, text, reason) in [
+            ("smallint", "40000", "not a smallint"),
+            ("integer", "1.5", "not an integer"),
+            ("decimal(4,2)", "123.45", "out of range for decimal(4,2)"),
+            (
+                "decimal(6,2)",
+                "1.234",
+                "more than 2 decimal places for decimal(6,2)",
+            ),
+            ("decimal(6,2)", "abc", "not a decimal(6,2)"),
+            (
+                "boolean",
+                "maybe",
+                "not a boolean (true/false, t/f, yes/no, y/n, 1/0)",
+            ),
+            (
+                "timestamp",
+                "2024-13-01 00:00:00",
+                "not a timestamp in any of the formats",
+            ),
+            (
+                "timestamptz",
+                "2024-01-01 00:00:00",
+                "not a timestamp with a zone",
+            ),
+            ("point", "POINT (1)", "not a WKT point, POINT (lon lat)"),
+            ("point", "POINT (1 2 3)", "not a WKT point"),
+            ("point", "POINT (nan 2)", "not a WKT point"),
+            ("point", "LINESTRING (1 2, 3 4)", "not a WKT point"),
+        ] {
+            let e = err(kind, &[], text);
+            assert!(e.starts_with(reason), "{kind} {text:?}: {e}");
+        }
+        let mut required = column("text", &[]);
+        required.nullable = false;
+        assert_eq!(
+            parse(&required, "").unwrap_err(),
+            "empty, and the column is not nullable"
+        );
+    }
+
+    #[test]
+    fn rows_become_arrays_with_nulls_in_place() {
+        let columns = [column("integer", &[]), column("point", &[])];
+        let mut b = Columns::new(&columns);
+        b.push(&[Value::I32(1), Value::Point(1.0, 2.0)]);
+        b.push(&[Value::Null, Value::Null]);
+        let arrays = b.finish();
+        assert_eq!(arrays[0].len(), 2);
+        assert!(arrays[0].is_null(1) && arrays[1].is_null(1) && !arrays[1].is_null(0));
+        assert_eq!(b.finish()[0].len(), 0, "the builders start over");
+    }
+}

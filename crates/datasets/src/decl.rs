@@ -1,0 +1,523 @@
+//! A dataset's declaration: `datasets/<name>.json`, the one place that says where a dataset's
+//! files land, how to read them, its typed columns and what to do with them. JSON, because
+//! Terraform reads it natively (`jsondecode(file(...))`) as well as serde.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+/// One declared dataset.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Lower-case letters, digits and `_`: it names the raw zone's prefix and the tables.
+    pub name: String,
+    pub description: String,
+    pub source: Source,
+    pub columns: Vec<Column>,
+    /// The natural key, for `merge` and `insert-ignore`: declared column names.
+    #[serde(default)]
+    pub key: Vec<String>,
+    pub write_mode: WriteMode,
+    /// What a column in the file that is not declared does.
+    #[serde(default)]
+    pub on_new_column: Policy,
+    /// What a declared column missing from the file does (`ignore`: it is NULL, so it must be
+    /// nullable).
+    #[serde(default)]
+    pub on_missing_column: Policy,
+    /// Table-level metadata (source, licence, ...), written into every Parquet file's footer.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Where the files land and how they are read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// The landing prefix, ending in `/`.
+    pub prefix: String,
+    pub format: Format,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub csv: CsvDialect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    /// JSON Lines: an object per line, its members by column name.
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    /// gzip, one member or several concatenated.
+    Gzip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvDialect {
+    pub delimiter: char,
+    pub quote: char,
+    /// The first record names the columns. Without a header, the columns are taken in their
+    /// declared order.
+    pub header: bool,
+}
+
+impl Default for CsvDialect {
+    fn default() -> Self {
+        CsvDialect {
+            delimiter: ',',
+            quote: '"',
+            header: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteMode {
+    /// Every row is added.
+    Append,
+    /// A row replaces the one with its key.
+    Merge,
+    /// A row whose key is there already is dropped (`ON CONFLICT DO NOTHING`).
+    InsertIgnore,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    #[default]
+    Fail,
+    Ignore,
+}
+
+/// One declared column.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    /// chrono formats accepted for dates, times and timestamps, tried in order (each kind has
+    /// ISO 8601 defaults).
+    #[serde(default)]
+    pub formats: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    SmallInt,
+    Integer,
+    BigInt,
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+    Text,
+    Boolean,
+    Date,
+    /// Without a zone.
+    Timestamp,
+    /// With a zone, kept as UTC.
+    TimestampTz,
+    Time,
+    /// A WKT `POINT (lon lat)`.
+    Point,
+}
+
+impl Kind {
+    /// The Arrow type it is written as.
+    pub fn data_type(self) -> DataType {
+        match self {
+            Kind::SmallInt => DataType::Int16,
+            Kind::Integer => DataType::Int32,
+            Kind::BigInt => DataType::Int64,
+            Kind::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            Kind::Text => DataType::Utf8,
+            Kind::Boolean => DataType::Boolean,
+            Kind::Date => DataType::Date32,
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Time => DataType::Time64(TimeUnit::Microsecond),
+            Kind::Point => DataType::Struct(point_fields()),
+        }
+    }
+}
+
+/// A point's fields: longitude then latitude, as WKT orders them.
+pub fn point_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("lon", DataType::Float64, false),
+        Field::new("lat", DataType::Float64, false),
+    ])
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::SmallInt => f.write_str("smallint"),
+            Kind::Integer => f.write_str("integer"),
+            Kind::BigInt => f.write_str("bigint"),
+            Kind::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            Kind::Text => f.write_str("text"),
+            Kind::Boolean => f.write_str("boolean"),
+            Kind::Date => f.write_str("date"),
+            Kind::Timestamp => f.write_str("timestamp"),
+            Kind::TimestampTz => f.write_str("timestamptz"),
+            Kind::Time => f.write_str("time"),
+            Kind::Point => f.write_str("point"),
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "smallint" => Kind::SmallInt,
+            "integer" => Kind::Integer,
+            "bigint" => Kind::BigInt,
+            "text" => Kind::Text,
+            "boolean" => Kind::Boolean,
+            "date" => Kind::Date,
+            "timestamp" => Kind::Timestamp,
+            "timestamptz" => Kind::TimestampTz,
+            "time" => Kind::Time,
+            "point" => Kind::Point,
+            _ => {
+                return decimal(s).ok_or_else(|| {
+                    format!(
+                        "unknown type {s:?}: expected smallint, integer, bigint, decimal(p,s) with \
+                     1 <= p <= 38 and 0 <= s <= p, text, boolean, date, timestamp, \
+                     timestamptz, time or point"
+                    )
+                });
+            }
+        })
+    }
+}
+
+fn decimal(s: &str) -> Option<Kind> {
+    let inner = s.strip_prefix("decimal(")?.strip_suffix(')')?;
+    let (p, s) = inner.split_once(',')?;
+    let (precision, scale): (u8, i8) = (p.trim().parse().ok()?, s.trim().parse().ok()?);
+    ((1..=38).contains(&precision) && scale >= 0 && scale as u8 <= precision)
+        .then_some(Kind::Decimal { precision, scale })
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Dataset {
+    /// Reads and checks one declaration file.
+    pub fn load(path: &Path) -> Result<Dataset> {
+        let invalid = |reason: String| Error::Declaration {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        let dataset: Dataset = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        dataset.check().map_err(invalid)?;
+        Ok(dataset)
+    }
+
+    /// Every declaration under `dir` (`*.json`), by name.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Dataset>> {
+        let unreadable = |e: std::io::Error| Error::Declaration {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(unreadable)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .map_err(unreadable)?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        paths.sort();
+        paths.iter().map(|p| Dataset::load(p)).collect()
+    }
+
+    /// What serde cannot say: names, the key, the prefix, the dialect.
+    fn check(&self) -> std::result::Result<(), String> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !plain(&self.name) {
+            return Err(format!(
+                "name {:?}: expected lower-case letters, digits and _",
+                self.name
+            ));
+        }
+        if !self.source.prefix.ends_with('/') || self.source.prefix.starts_with('/') {
+            return Err(format!(
+                "source.prefix {:?}: expected a prefix like \"landing/trips/\"",
+                self.source.prefix
+            ));
+        }
+        if self.columns.is_empty() {
+            return Err("columns: none declared".into());
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            if !plain(&c.name) {
+                return Err(format!(
+                    "column {:?}: expected lower-case letters, digits and _",
+                    c.name
+                ));
+            }
+            if self.columns[..i].iter().any(|d| d.name == c.name) {
+                return Err(format!("column {:?}: declared twice", c.name));
+            }
+            let timed = matches!(
+                c.kind,
+                Kind::Date | Kind::Timestamp | Kind::TimestampTz | Kind::Time
+            );
+            if !c.formats.is_empty() && !timed {
+                return Err(format!(
+                    "column {:?}: formats are for dates, times and timestamps, not {}",
+                    c.name, c.kind
+                ));
+            }
+        }
+        for k in &self.key {
+            if self.column(k).is_none() {
+                return Err(format!("key column {k:?} is not declared"));
+            }
+        }
+        if self.key.is_empty() && self.write_mode != WriteMode::Append {
+            return Err(format!("write_mode {:?} needs a key", self.write_mode));
+        }
+        let dialect = &self.source.csv;
+        if !dialect.delimiter.is_ascii() || !dialect.quote.is_ascii() {
+            return Err("source.csv: the delimiter and quote must be ASCII".into());
+        }
+        Ok(())
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The typed rows' schema: each field's description and unit in its metadata, the
+    /// dataset's metadata in the schema's.
+    pub fn schema(&self) -> Schema {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let metadata: std::collections::HashMap<String, String> =
+                    [("description", &c.description), ("unit", &c.unit)]
+                        .into_iter()
+                        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+                        .collect();
+                Field::new(&c.name, c.kind.data_type(), c.nullable).with_metadata(metadata)
+            })
+            .collect();
+        let mut metadata: std::collections::HashMap<String, String> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        metadata.insert("dataset".into(), self.name.clone());
+        metadata.insert("description".into(), self.description.clone());
+        Schema::new(fields).with_metadata(metadata)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn trips() -> Dataset {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+        Dataset::load(&dir.join("trips.json")).unwrap()
+    }
+
+    fn parse(v: serde_json::Value) -> std::result::Result<Dataset, String> {
+        let d: Dataset = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        d.check()?;
+        Ok(d)
+    }
+
+    fn minimal() -> serde_json::Value {
+        json!({
+            "name": "t", "description": "d",
+            "source": {"prefix": "landing/t/", "format": "csv"},
+            "columns": [{"name": "a", "type": "integer"}],
+            "write_mode": "append"
+        })
+    }
+
+    #[test]
+    fn every_declaration_in_the_repository_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+        let all = Dataset::load_dir(&dir).unwrap();
+        assert!(all.iter().any(|d| d.name == "trips"));
+        let t = trips();
+        assert_eq!(t.write_mode, WriteMode::InsertIgnore);
+        assert_eq!(t.column("origin_coord").unwrap().kind, Kind::Point);
+    }
+
+    #[test]
+    fn defaults_and_types() {
+        let d = parse(minimal()).unwrap();
+        assert_eq!(d.source.compression, Compression::None);
+        assert_eq!(d.source.csv, CsvDialect::default());
+        assert_eq!(
+            (d.on_new_column, d.on_missing_column),
+            (Policy::Fail, Policy::Fail)
+        );
+        assert!(d.columns[0].nullable);
+        for (s, kind) in [
+            (
+                "decimal(10,2)",
+                Kind::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+            (
+                "decimal(38, 0)",
+                Kind::Decimal {
+                    precision: 38,
+                    scale: 0,
+                },
+            ),
+            ("timestamptz", Kind::TimestampTz),
+            ("point", Kind::Point),
+        ] {
+            assert_eq!(s.parse::<Kind>().unwrap(), kind);
+        }
+        assert_eq!(
+            Kind::Decimal {
+                precision: 10,
+                scale: 2
+            }
+            .to_string(),
+            "decimal(10,2)"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let with = |path: &[&str], v: serde_json::Value| {
+            let mut d = minimal();
+            let mut at = &mut d;
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at[path[path.len() - 1]] = v;
+            parse(d).unwrap_err()
+        };
+        for (e, expected) in [
+            (
+                with(&["name"], json!("Trips")),
+                "name \"Trips\": expected lower-case",
+            ),
+            (
+                with(&["source", "prefix"], json!("trips")),
+                "source.prefix \"trips\"",
+            ),
+            (
+                with(&["source", "format"], json!("xml")),
+                "unknown variant `xml`",
+            ),
+            (
+                with(&["source", "delimiter"], json!(";")),
+                "unknown field `delimiter`",
+            ),
+            (
+                with(
+                    &["columns"],
+                    json!([{"name": "a", "type": "decimal(40,2)"}]),
+                ),
+                "unknown type \"decimal(40,2)\"",
+            ),
+            (
+                with(&["columns"], json!([{"name": "a", "type": "int"}])),
+                "unknown type \"int\"",
+            ),
+            (
+                with(
+                    &["columns"],
+                    json!([{"name": "a", "type": "text"}, {"name": "a", "type": "text"}]),
+                ),
+                "column \"a\": declared twice",
+            ),
+            (
+                with(
+                    &["columns"],
+                    json!([{"name": "a", "type": "text", "formats": ["%Y"]}]),
+                ),
+                "formats are for dates",
+            ),
+            (
+                with(&["key"], json!(["b"])),
+                "key column \"b\" is not declared",
+            ),
+            (
+                with(&["write_mode"], json!("merge")),
+                "write_mode Merge needs a key",
+            ),
+        ] {
+            assert!(e.contains(expected), "{e:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn a_declaration_file_that_does_not_parse_names_itself() {
+        let dir = std::env::temp_dir().join(format!("decl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.json");
+        std::fs::write(&path, r#"{"name": "t"}"#).unwrap();
+        let e = Dataset::load(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("bad.json") && e.contains("missing field"), "{e}");
+    }
+
+    #[test]
+    fn the_schema_carries_descriptions_units_and_table_metadata() {
+        let schema = trips().schema();
+        let field = schema.field_with_name("datetime").unwrap();
+        assert!(field.metadata().contains_key("description"));
+        assert_eq!(schema.metadata()["dataset"], "trips");
+        assert!(schema.metadata().contains_key("licence"));
+        assert_eq!(
+            schema.field_with_name("origin_coord").unwrap().data_type(),
+            &DataType::Struct(point_fields())
+        );
+    }
+}

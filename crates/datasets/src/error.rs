@@ -1,0 +1,33 @@
+//! What goes wrong with a declaration or a landed file, each naming the file.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A declaration that does not parse or does not hold together.
+    #[error("dataset declaration {path}: {reason}")]
+    Declaration { path: String, reason: String },
+    /// A landed file that cannot be read at all (corrupt compression, not CSV, empty):
+    /// nothing of it is kept.
+    #[error("{file}: cannot be read: {reason}")]
+    Unreadable { file: String, reason: String },
+    /// A landed file whose columns do not follow the declaration's policies.
+    #[error("{file}: column {column:?}: {reason}")]
+    Columns {
+        file: String,
+        column: String,
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The name Step Functions matches on: none of these is fixed by a retry.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::Declaration { .. } => "Configuration",
+            Error::Unreadable { .. } | Error::Columns { .. } => "InvalidInput",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

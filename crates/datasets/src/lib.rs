@@ -1,0 +1,12 @@
+//! Datasets declared once (`datasets/<name>.json`) and their landed files read as typed rows:
+//! the declaration, text to typed values, and CSV or JSON Lines files (plain or gzip) read in
+//! bounded batches whose bad rows are quarantined with their reasons, never dropped.
+
+pub mod cast;
+pub mod decl;
+pub mod error;
+pub mod read;
+
+pub use crate::decl::Dataset;
+pub use crate::error::{Error, Result};
+pub use crate::read::{Batch, BatchLimits, LandedFile, Quarantined};
