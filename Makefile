@@ -22,8 +22,8 @@ CHECK_ZIPS = @for z in $(ZIPS); do test -f $$z || { echo "$$z is missing: run ma
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-17s %s\n", $$1, $$2}'
 
-test: check ## Lint, then every test against a real PostgreSQL and local AWS APIs (moto)
-	$(WITH_SERVICES) scripts/test.sh
+test: ## make check's checks (clippy's lints applied as the tests build), then every test against a real PostgreSQL and local AWS APIs (moto)
+	scripts/test.sh
 
 check: ## cargo fmt --check and clippy -D warnings, beside the deployment checks (terraform validate, asl-validator, checkov, zizmor) and the docs' links
 	scripts/check.sh

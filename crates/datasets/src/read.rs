@@ -119,12 +119,14 @@ impl<'d> LandedFile<'d> {
         } = self;
         let mut columns = Columns::new(&dataset.columns);
         let mut quarantined = Vec::new();
-        let (mut rows, mut bytes, mut seen) = (0, 0, 0);
-        while rows < limits.rows && bytes < limits.bytes {
+        // Quarantined records count towards the limits too: a file of bad rows is bounded alike.
+        let (mut bytes, mut seen) = (0, 0);
+        while seen < limits.rows && bytes < limits.bytes {
             let Some((size, line, texts)) = records.next(dataset, file)? else {
                 break;
             };
             seen += 1;
+            bytes += size;
             let texts = match texts {
                 Ok(texts) => texts,
                 Err(q) => {
@@ -147,11 +149,7 @@ impl<'d> LandedFile<'d> {
                     },
                 );
             match bad {
-                None => {
-                    columns.push(&row);
-                    rows += 1;
-                    bytes += size;
-                }
+                None => columns.push(&row),
                 Some((column, reason, value)) => quarantined.push(Quarantined {
                     file: file.clone(),
                     line,
@@ -474,6 +472,14 @@ mod tests {
             .map(|b| b.rows.num_rows())
             .collect();
         assert_eq!(sizes, [10, 10, 5]);
+        // Bad rows fill a batch as good ones do.
+        let bad = csv.replace("POINT (1 2)", "nowhere");
+        let quarantined: Vec<_> = read_all(&trips(), bad.as_bytes(), limits)
+            .unwrap()
+            .iter()
+            .map(|b| (b.rows.num_rows(), b.quarantined.len()))
+            .collect();
+        assert_eq!(quarantined, [(0, 10), (0, 10), (0, 5)]);
         let limits = BatchLimits {
             rows: usize::MAX,
             bytes: 100,
