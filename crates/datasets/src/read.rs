@@ -412,6 +412,14 @@ mod tests {
         Ok(batches)
     }
 
+    /// Each quarantined row's line, column and value.
+    fn places(b: &Batch) -> Vec<(u64, Option<&str>, &str)> {
+        b.quarantined
+            .iter()
+            .map(|q| (q.line, q.column.as_deref(), q.value.as_str()))
+            .collect()
+    }
+
     fn gzip(members: &[&str]) -> Vec<u8> {
         let mut out = Vec::new();
         for m in members {
@@ -438,13 +446,8 @@ mod tests {
         assert_eq!(b.rows.num_rows(), 2);
         let at = b.rows.column(3).as_primitive::<TimestampMicrosecondType>();
         assert_eq!(at.value(0), 1_527_498_220_000_000);
-        let got: Vec<_> = b
-            .quarantined
-            .iter()
-            .map(|q| (q.line, q.column.as_deref(), q.value.as_str()))
-            .collect();
         assert_eq!(
-            got,
+            places(b),
             [
                 (4, Some("origin_coord"), "POINT (9.99)"),
                 (5, Some("datetime"), "yesterday"),
@@ -622,13 +625,8 @@ mod tests {
         let notes = rows.column(2).as_string::<i32>();
         assert_eq!(notes.value(0), "café \"q\"");
         assert_eq!(notes.value(2), r#"{"nested": true}"#);
-        let got: Vec<_> = b[0]
-            .quarantined
-            .iter()
-            .map(|q| (q.line, q.column.as_deref(), q.value.as_str()))
-            .collect();
         assert_eq!(
-            got,
+            places(&b[0]),
             [
                 (4, Some("id"), "x"),
                 (5, None, "not json"),
