@@ -76,7 +76,8 @@ enum Records<'d> {
     Jsonl {
         reader: BufReader<Input<'d>>,
         line: u64,
-        text: String,
+        /// The record being read, reused from one to the next.
+        raw: Vec<u8>,
     },
 }
 
@@ -97,7 +98,7 @@ impl<'d> LandedFile<'d> {
             Format::Jsonl => Records::Jsonl {
                 reader: BufReader::new(read),
                 line: 0,
-                text: String::new(),
+                raw: Vec::new(),
             },
         };
         Ok(LandedFile {
@@ -207,26 +208,24 @@ impl Records<'_> {
                     return Ok(Some((size, line, Err(quarantine(line, reason, &value)))));
                 }
                 let mut texts = Vec::with_capacity(fields.len());
-                for field in fields.iter() {
+                for (column, field) in dataset.columns.iter().zip(fields.iter()) {
                     let raw = field.map_or(&b""[..], |i| &record[i]);
                     match std::str::from_utf8(raw) {
                         Ok(text) => texts.push(Some(Cow::Borrowed(text))),
                         Err(_) => {
-                            let column = field.map(|i| dataset_column(dataset, fields, i));
                             let mut q = quarantine(line, "not UTF-8".into(), raw);
-                            q.column = column;
+                            q.column = Some(column.name.clone());
                             return Ok(Some((size, line, Err(q))));
                         }
                     }
                 }
                 Ok(Some((size, line, Ok(texts))))
             }
-            Records::Jsonl { reader, line, text } => {
-                let mut raw = Vec::new();
+            Records::Jsonl { reader, line, raw } => {
                 loop {
                     raw.clear();
                     let n = reader
-                        .read_until(b'\n', &mut raw)
+                        .read_until(b'\n', raw)
                         .map_err(|e| unreadable(e.to_string()))?;
                     if n == 0 {
                         return Ok(None);
@@ -237,24 +236,16 @@ impl Records<'_> {
                     }
                 }
                 let size = raw.len();
-                text.clear();
                 match std::str::from_utf8(raw.trim_ascii()) {
-                    Ok(t) => text.push_str(t),
+                    Ok(text) => Ok(Some((size, *line, json_texts(dataset, file, *line, text)?))),
                     Err(_) => {
-                        let q = quarantine(*line, "not UTF-8".into(), &raw);
-                        return Ok(Some((size, *line, Err(q))));
+                        let q = quarantine(*line, "not UTF-8".into(), raw);
+                        Ok(Some((size, *line, Err(q))))
                     }
                 }
-                Ok(Some((size, *line, json_texts(dataset, file, *line, text)?)))
             }
         }
     }
-}
-
-/// The declared column read from field `i`.
-fn dataset_column(dataset: &Dataset, fields: &[Option<usize>], i: usize) -> String {
-    let at = fields.iter().position(|f| *f == Some(i)).unwrap_or(0);
-    dataset.columns[at].name.clone()
 }
 
 /// One JSON Lines record's values: a member's exact text (a string unescaped), `None` for
@@ -584,6 +575,7 @@ mod tests {
         let ints = b[0].rows.column(0).as_primitive::<Int32Type>();
         assert_eq!(ints.values().to_vec(), [1, 3]);
         assert_eq!(b[0].quarantined[0].reason, "not UTF-8");
+        assert_eq!(b[0].quarantined[0].column.as_deref(), Some("region"));
         assert_eq!(b[0].quarantined[0].line, 2);
     }
 
