@@ -13,7 +13,12 @@
 #    renamed) and runs again: only those rows are picked up, the department's staff are
 #    re-emitted in dim_staff, and the load updates and appends exactly that;
 # 4. runs once more with nothing new: the state machine skips transform and load;
-# 5. operates it with etl: status after each run, snapshots checked, a replay planned.
+# 5. a declared dataset (datasets/trips.json): trip CSVs land in a landing bucket; ingest runs
+#    on one file's notification (twice: nothing doubles), the sweep finds the files whose
+#    notifications were lost, and the next execution publishes them to the lake and loads the
+#    trips table, its weekly-average view and the analysts' question; the lake and the
+#    warehouse are checked to hold the same trips;
+# 6. operates it with etl: status after each run, snapshots checked, a replay planned.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,20 +53,22 @@ echo "views (sql/warehouse_views.sql) in database $warehouse"
 stamp=$(date +%s)
 bucket="totesys-demo-ingest-$stamp"
 processed="totesys-demo-processed-$stamp"
-python - "$bucket" "$processed" <<'EOF'
+landing="totesys-demo-landing-$stamp"
+python - "$bucket" "$processed" "$landing" <<'EOF'
 import os, sys, boto3
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
 for name in sys.argv[1:]:
     s3.create_bucket(Bucket=name,
                      CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]})
 EOF
-echo "ingest bucket: s3://$bucket, processed bucket: s3://$processed (on $AWS_ENDPOINT_URL)"
+echo "ingest bucket: s3://$bucket, processed bucket: s3://$processed, landing bucket:"
+echo "s3://$landing (on $AWS_ENDPOINT_URL)"
 
 step "Building the Lambdas and starting the runtime emulator (cargo lambda watch)"
 cargo build -q -p ingest -p transform -p load -p etl
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env_vars="SOURCE_DB_URL=$source_url,INGEST_BUCKET=$bucket,INGEST_SAFETY_LAG_SECONDS=$lag"
-env_vars+=",PROCESSED_BUCKET=$processed,WAREHOUSE_DB_URL=$warehouse_url"
+env_vars+=",PROCESSED_BUCKET=$processed,WAREHOUSE_DB_URL=$warehouse_url,LANDING_BUCKET=$landing"
 env_vars+=",AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION"
 env_vars+=",AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
 env_vars+=",AWS_EC2_METADATA_DISABLED=true,AWS_LAMBDA_LOG_FORMAT=JSON"
@@ -170,6 +177,34 @@ python scripts/lake_query.py "$processed" "$warehouse_url"
 
 step "Run 3: nothing changed"
 pipeline run3
+
+step "A declared dataset: trip files landing in S3 (datasets/trips.json)"
+python scripts/demo_datasets.py land "$landing" landing/trips/ 3 2000 >"$build/landed.txt"
+echo "-- landed under s3://$landing/landing/trips/:"
+sed 's/^/   /' "$build/landed.txt"
+# One invocation of ingest, as S3 or EventBridge makes it, and a summary of what it did.
+ingest_dataset() {
+  cargo lambda invoke ingest --invoke-port "$port" --data-ascii "$1" |
+    python scripts/demo_datasets.py summary
+}
+first=$(head -n 1 "$build/landed.txt")
+echo "-- ingest on the first file's ObjectCreated notification"
+ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$first")"
+echo "-- the same notification delivered again"
+ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$first")"
+echo "-- the other files' notifications were lost: the scheduled sweep finds them"
+ingest_dataset '{"datasets": ["trips"]}'
+
+step "Run 4: transform publishes the trip files to the lake, load writes the trips table"
+pipeline run4
+echo "-- the weekly average per region (a materialized view the load refreshes), and which"
+echo "   regions have the cheap_mobile datasource"
+psql "$warehouse_url" -c "SELECT * FROM trips_weekly_average ORDER BY region" \
+  -c "SELECT DISTINCT region FROM trips WHERE datasource = 'cheap_mobile' ORDER BY region"
+echo "-- the bad rows, quarantined with their place and reason"
+python scripts/demo_datasets.py quarantine "$bucket"
+echo "-- the lake (DuckDB over the processed zone's Parquet) against the warehouse"
+python scripts/demo_datasets.py check "$processed" "$warehouse_url"
 
 step "Operating it: etl (crates/etl) checks transform's snapshots, plans a replay, reads quarantine"
 echo "-- etl rebuild-snapshots --dry-run: each snapshot re-derived from the raw zone"

@@ -8,6 +8,16 @@ locals {
   transform_extras = ["${local.bucket_arn.processed}/quarantine/*", "${local.bucket_arn.processed}/_state/transform/*"]
   # The load's queue: transform puts a marker per processed file, load deletes it once loaded.
   load_queue = "${local.bucket_arn.processed}/_state/pending/*"
+  # Declared datasets (datasets.tf): their landing prefixes, their typed files in each zone,
+  # ingest's records and quarantine, and transform's queue of their files.
+  landing_objects   = [for d in local.datasets : "${local.bucket_arn.landing}/${d.source.prefix}*"]
+  dataset_raw       = [for n in local.dataset_names : "${local.bucket_arn.ingest}/${n}/*"]
+  dataset_processed = [for n in local.dataset_names : "${local.bucket_arn.processed}/${n}/*"]
+  dataset_ingest_state = concat(
+    [for n in local.dataset_names : "${local.bucket_arn.ingest}/_state/datasets/${n}/*"],
+    [for n in local.dataset_names : "${local.bucket_arn.ingest}/quarantine/${n}/*"],
+  )
+  dataset_queue = "${local.bucket_arn.ingest}/_state/datasets/pending/*"
 
   lambda_statements = {
     ingest = [
@@ -26,6 +36,22 @@ locals {
         sid       = "WriteRawFilesAndWatermarks"
         actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
         resources = concat(local.raw_objects, [local.ingest_state])
+      },
+      {
+        sid       = "ListLandingBucket"
+        actions   = ["s3:ListBucket"]
+        resources = [local.bucket_arn.landing]
+      },
+      {
+        sid       = "ReadLandedFiles"
+        actions   = ["s3:GetObject"]
+        resources = length(local.landing_objects) > 0 ? local.landing_objects : ["${local.bucket_arn.landing}/nothing-declared"]
+      },
+      {
+        # A file that cannot be read has its parts deleted (nothing half-written stays).
+        sid       = "WriteDatasetFilesRecordsAndQuarantine"
+        actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+        resources = concat(local.dataset_raw, local.dataset_ingest_state, [local.dataset_queue])
       },
     ]
     transform = [
@@ -50,6 +76,17 @@ locals {
         actions   = ["s3:PutObject"]
         resources = [local.load_queue]
       },
+      {
+        # Dataset files are copied from the raw zone to the processed zone, off its queue.
+        sid       = "PublishDatasetFiles"
+        actions   = ["s3:GetObject", "s3:PutObject"]
+        resources = concat(local.dataset_raw, local.dataset_processed)
+      },
+      {
+        sid       = "TakeDatasetFilesOffTheQueue"
+        actions   = ["s3:DeleteObject"]
+        resources = [local.dataset_queue]
+      },
     ]
     load = [
       {
@@ -65,7 +102,7 @@ locals {
       {
         sid       = "ReadStarSchemaFiles"
         actions   = ["s3:GetObject"]
-        resources = local.star_objects
+        resources = concat(local.star_objects, local.dataset_processed)
       },
       {
         sid       = "TakeFilesOffTheQueue"

@@ -12,6 +12,7 @@ locals {
       environment = {
         SOURCE_DB_SECRET_ID       = aws_secretsmanager_secret.db["source"].arn
         INGEST_BUCKET             = aws_s3_bucket.data["ingest"].id
+        LANDING_BUCKET            = aws_s3_bucket.data["landing"].id
         INGEST_SAFETY_LAG_SECONDS = tostring(var.ingest_safety_lag_seconds)
         INGEST_MAX_ROWS_PER_FILE  = tostring(var.ingest_max_rows_per_file)
         # The deployed tables: what {} ingests, and whose watermarks hold the fact tables.

@@ -1,6 +1,8 @@
 locals {
   bucket_suffix = var.bucket_suffix != "" ? var.bucket_suffix : local.account_id
   buckets = {
+    # Where declared datasets' files land (datasets.tf).
+    landing   = "${var.project}-landing-${local.bucket_suffix}"
     ingest    = "${var.project}-ingest-${local.bucket_suffix}"
     processed = "${var.project}-processed-${local.bucket_suffix}"
   }
@@ -97,13 +99,17 @@ resource "aws_s3_bucket_policy" "tls_only" {
 
 # --- S3-trigger mode ---------------------------------------------------------------------------
 # Transform runs on each raw file (one notification per table prefix, so the watermark under
-# _state/ never triggers it); load on each processed file under dim_*/ and fact_*/, never on
-# quarantine/ or _state/.
+# _state/ never triggers it) and on each dataset file queued for it (the marker ingest puts
+# after the file); load on each processed file under dim_*/, fact_*/ and the datasets'
+# prefixes, never on quarantine/ or _state/.
 locals {
   # bucket => the function its ObjectCreated events invoke, and the prefixes that do.
   s3_triggers = {
-    ingest    = { function = "transform", prefixes = local.source_tables }
-    processed = { function = "load", prefixes = local.warehouse_tables }
+    ingest = {
+      function = "transform"
+      prefixes = concat(local.source_tables, length(local.dataset_names) > 0 ? ["_state/datasets/pending"] : [])
+    }
+    processed = { function = "load", prefixes = concat(local.warehouse_tables, local.dataset_names) }
   }
 }
 
@@ -114,7 +120,7 @@ resource "aws_s3_bucket_notification" "trigger" {
   dynamic "lambda_function" {
     for_each = toset(each.value.prefixes)
     content {
-      id                  = "${each.value.function}-${lambda_function.value}"
+      id                  = "${each.value.function}-${replace(lambda_function.value, "/", "-")}"
       lambda_function_arn = aws_lambda_function.pipeline[each.value.function].arn
       events              = ["s3:ObjectCreated:*"]
       filter_prefix       = "${lambda_function.value}/"

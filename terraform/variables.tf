@@ -103,6 +103,12 @@ variable "schedule_expression" {
   default     = "rate(20 minutes)"
 }
 
+variable "dataset_sweep_expression" {
+  description = "How often every declared dataset's landing prefix is swept for files whose notification was lost (an EventBridge rate or cron expression)."
+  type        = string
+  default     = "rate(1 hour)"
+}
+
 variable "schedule_enabled" {
   description = "Whether the schedule is on. Turn it off for the first backfill, then on."
   type        = bool

@@ -58,8 +58,11 @@ impl Pipeline {
                 max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
                 deadline_margin: utils::deadline::DEFAULT_MARGIN,
                 tables: utils::tables::TABLES.iter().collect(),
+                landing_bucket: None,
+                datasets: Vec::new(),
             },
             store: self.raw.clone(),
+            landing: None,
         }
     }
 
@@ -159,6 +162,7 @@ pub async fn load_deps(processed: &S3Store, url: &str, bulk_min_rows: u64) -> lo
             deadline_margin: utils::deadline::DEFAULT_MARGIN,
             bulk_min_rows,
             lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
+            datasets: &[],
         },
         store: processed.clone(),
     }

@@ -30,8 +30,11 @@ async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
             max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
             deadline_margin: utils::deadline::DEFAULT_MARGIN,
             tables: TABLES.iter().collect(),
+            landing_bucket: None,
+            datasets: Vec::new(),
         },
         store: store.clone(),
+        landing: None,
     }
 }
 

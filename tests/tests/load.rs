@@ -1859,6 +1859,7 @@ async fn keys_wider_than_the_row_lock_bound_are_checked_under_a_share_lock() {
                 deadline: utils::deadline::Deadline::NONE,
                 bulk,
                 lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
+                datasets: &[],
             };
             let mut client = connect(&url).await;
             let request = load::event::parse_event(&event).unwrap();

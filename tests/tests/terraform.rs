@@ -530,13 +530,24 @@ fn s3_triggers_fire_on_table_prefixes_only() {
         let t = object(triggers[bucket]);
         (t["function"].to_string(), t["prefixes"].to_string())
     };
+    // ... and the datasets' queue for transform (whose markers come after their files), and the
+    // datasets' processed prefixes for the load.
+    let queue = utils::cursor::DATASET_PENDING_PREFIX.trim_end_matches('/');
     assert_eq!(
         trigger("ingest"),
-        ("\"transform\"".to_owned(), "local.source_tables".to_owned())
+        (
+            "\"transform\"".to_owned(),
+            format!(
+                "concat(local.source_tables, length(local.dataset_names) > 0 ? [\"{queue}\"] : [])"
+            )
+        )
     );
     assert_eq!(
         trigger("processed"),
-        ("\"load\"".to_owned(), "local.warehouse_tables".to_owned())
+        (
+            "\"load\"".to_owned(),
+            "concat(local.warehouse_tables, local.dataset_names)".to_owned()
+        )
     );
     assert_eq!(local_text("s3.tf", "source_tables"), "var.tables");
 }
@@ -1169,4 +1180,37 @@ fn analysts_may_run_athena_queries_as_athena_asks() {
             assert_eq!(strings(attribute(&s.body, "actions")), ["s3:ListBucket"]);
         }
     }
+}
+
+#[test]
+fn the_glue_types_cover_every_declared_type() {
+    let types = object(&local("datasets.tf", "hive_types"))
+        .into_keys()
+        .collect::<BTreeSet<_>>();
+    let declared: BTreeSet<String> = [
+        "smallint",
+        "integer",
+        "bigint",
+        "text",
+        "boolean",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "time",
+        "point",
+    ]
+    .into_iter()
+    .map(|t| {
+        // Each is a type the declarations accept, spelled as they spell it.
+        let kind: datasets::decl::Kind = t.parse().unwrap();
+        kind.to_string()
+    })
+    .collect();
+    assert_eq!(types, declared);
+    // decimal(p,s) is taken as it is written.
+    let columns = local_text("datasets.tf", "dataset_columns");
+    assert!(
+        columns.contains("startswith(c.type, \"decimal(\")"),
+        "{columns}"
+    );
 }

@@ -34,6 +34,36 @@ pub struct Dataset {
     /// Table-level metadata (source, licence, ...), written into every Parquet file's footer.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The warehouse table the load writes, and the views over it. Without it, the dataset
+    /// goes to the lake only.
+    #[serde(default)]
+    pub warehouse: Option<Warehouse>,
+}
+
+/// The dataset's table in the warehouse and the views the load keeps over it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warehouse {
+    /// The table's name (default: the dataset's). The load creates it from the declaration
+    /// if it is missing, with a unique index on the key.
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub views: Vec<View>,
+}
+
+/// A materialized view the load creates if it is missing and refreshes after every load
+/// that changes its table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct View {
+    pub name: String,
+    /// Its query.
+    pub sql: String,
+    /// Columns unique over its rows: a unique index on them lets a refresh run
+    /// `CONCURRENTLY`, so readers of the view never wait for it.
+    #[serde(default)]
+    pub unique: Vec<String>,
 }
 
 /// Where the files land and how they are read.
@@ -242,14 +272,28 @@ impl<'de> Deserialize<'de> for Kind {
 impl Dataset {
     /// Reads and checks one declaration file.
     pub fn load(path: &Path) -> Result<Dataset> {
-        let invalid = |reason: String| Error::Declaration {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Declaration {
             path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Dataset::parse(&text, &path.display().to_string())
+    }
+
+    /// Reads and checks one declaration's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Dataset> {
+        let invalid = |reason: String| Error::Declaration {
+            path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let dataset: Dataset = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let dataset: Dataset = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         dataset.check().map_err(invalid)?;
         Ok(dataset)
+    }
+
+    /// The warehouse table the load writes, if any.
+    pub fn warehouse_table(&self) -> Option<&str> {
+        let w = self.warehouse.as_ref()?;
+        Some(w.table.as_deref().unwrap_or(&self.name))
     }
 
     /// Every declaration under `dir` (`*.json`), by name.
@@ -318,6 +362,26 @@ impl Dataset {
         }
         if self.key.is_empty() && self.write_mode != WriteMode::Append {
             return Err(format!("write_mode {:?} needs a key", self.write_mode));
+        }
+        if let Some(w) = &self.warehouse {
+            let names = w.table.iter().chain(w.views.iter().map(|v| &v.name));
+            if let Some(bad) = names.into_iter().find(|n| !plain(n)) {
+                return Err(format!(
+                    "warehouse: name {bad:?}: expected lower-case letters, digits and _"
+                ));
+            }
+            for v in &w.views {
+                if v.sql.trim().is_empty() {
+                    return Err(format!("warehouse view {:?}: its sql is empty", v.name));
+                }
+                if let Some(bad) = v.unique.iter().find(|c| !plain(c)) {
+                    return Err(format!(
+                        "warehouse view {:?}: unique column {bad:?}: expected lower-case \
+                         letters, digits and _",
+                        v.name
+                    ));
+                }
+            }
         }
         let dialect = &self.source.csv;
         if !dialect.delimiter.is_ascii() || !dialect.quote.is_ascii() {

@@ -2,11 +2,14 @@
 //! the declaration, text to typed values, and CSV or JSON Lines files (plain or gzip) read in
 //! bounded batches whose bad rows are quarantined with their reasons, never dropped.
 
+mod bundled;
 pub mod cast;
 pub mod decl;
 pub mod error;
+pub mod pg;
 pub mod read;
 
+pub use crate::bundled::{bundled, check_together};
 pub use crate::decl::Dataset;
 pub use crate::error::{Error, Result};
 pub use crate::read::{Batch, BatchLimits, LandedFile, Quarantined};

@@ -36,6 +36,8 @@ pub struct Quarantined {
 pub struct Batch {
     pub rows: RecordBatch,
     pub quarantined: Vec<Quarantined>,
+    /// The bytes of input (decompressed) the batch's records took.
+    pub bytes: usize,
 }
 
 /// Rows and bytes a batch holds at most: the bound on a reader's memory.
@@ -165,7 +167,11 @@ impl<'d> LandedFile<'d> {
         }
         let rows = RecordBatch::try_new(schema.clone(), columns.finish())
             .expect("the builders follow the declared schema");
-        Ok(Some(Batch { rows, quarantined }))
+        Ok(Some(Batch {
+            rows,
+            quarantined,
+            bytes,
+        }))
     }
 }
 

@@ -35,6 +35,10 @@ pub struct Config {
     /// deployed, which `{}` ingests and whose watermarks hold the fact tables back. Listing a
     /// fact table requires every dimension table.
     pub tables: Vec<&'static TableSpec>,
+    /// `LANDING_BUCKET`: where declared datasets' files land (unset: no datasets ingested).
+    pub landing_bucket: Option<String>,
+    /// The declared datasets (`datasets/*.json`, built in).
+    pub datasets: Vec<datasets::Dataset>,
 }
 
 impl Config {
@@ -69,6 +73,8 @@ impl Config {
             max_rows_per_file,
             deadline_margin: margin_from(&env)?,
             tables: deployed_tables(env("INGEST_TABLES").as_deref())?,
+            landing_bucket: env("LANDING_BUCKET").filter(|b| !b.trim().is_empty()),
+            datasets: datasets::bundled(&utils::tables::reserved_names())?,
         })
     }
 }

@@ -24,6 +24,10 @@ pub enum Error {
 
     #[error(transparent)]
     Shared(#[from] utils::Error),
+
+    /// A declaration or a landed file of a dataset.
+    #[error(transparent)]
+    Dataset(#[from] datasets::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -36,6 +40,7 @@ impl Error {
             Error::InvalidSourceData { .. } => "InvalidSourceData",
             Error::Table { source, .. } => source.error_type(),
             Error::Shared(e) => e.error_type(),
+            Error::Dataset(e) => e.error_type(),
         }
     }
 

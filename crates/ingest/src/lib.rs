@@ -9,6 +9,7 @@
 
 mod budget;
 pub mod config;
+pub mod dataset;
 pub mod error;
 pub mod event;
 pub mod extract;
@@ -51,18 +52,30 @@ pub use crate::table::{TableRead, extract_table, read_table, record_watermark, s
 pub struct Deps {
     pub config: Config,
     pub store: S3Store,
+    /// The landing bucket datasets' files arrive in, if any.
+    pub landing: Option<S3Store>,
     /// The database, its secret and TLS setup kept between warm invocations.
     pub db: utils::db::Connector,
 }
 
 impl Deps {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
-        let store = S3Store::new(utils::store::s3_client(sdk), config.bucket.clone());
+        let client = utils::store::s3_client(sdk);
+        let store = S3Store::new(client.clone(), config.bucket.clone());
+        let landing = config
+            .landing_bucket
+            .as_ref()
+            .map(|b| S3Store::new(client, b.clone()));
         let db = utils::db::Connector::new(
             config.source.clone(),
             aws_sdk_secretsmanager::Client::new(sdk),
         );
-        Deps { config, store, db }
+        Deps {
+            config,
+            store,
+            landing,
+            db,
+        }
     }
 }
 
@@ -80,13 +93,23 @@ pub struct Output {
     /// window end; `remaining` then says what to ask the next invocation for.
     pub complete: bool,
     pub remaining: Option<Remaining>,
+    /// Declared datasets' landed files ingested, per dataset (`files` names database tables
+    /// only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub datasets: BTreeMap<String, dataset::DatasetRun>,
+    /// Datasets: landed files named that were ingested already.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<String>,
 }
 
 /// What an incomplete invocation left: an ingest event for the tables not read to the end
-/// (each goes on from its watermark).
+/// (each goes on from its watermark), or for the datasets whose sweep it did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Remaining {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables_to_query: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<String>,
 }
 
 /// What happened to one table.
@@ -123,6 +146,23 @@ pub async fn handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
 }
 
 async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
+    let landing = deps.landing.as_ref().map(S3Store::bucket);
+    if let Some(request) =
+        dataset::request_from_event(&event.payload, landing, &deps.config.datasets)?
+    {
+        let landing = deps.landing.as_ref().expect("checked with the request");
+        let deadline =
+            Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin);
+        return dataset::run(
+            landing,
+            &deps.store,
+            &deps.config.datasets,
+            request,
+            dataset::PartLimits::default(),
+            deadline,
+        )
+        .await;
+    }
     let tables = tables_from_event(&event.payload, &deps.config.tables)?;
     let mut client = deps.db.connect("totesys-ingest").await?;
     let limits = Limits {
@@ -268,7 +308,10 @@ fn output(bucket: &str, runs: &[TableRun]) -> Output {
         complete: left.is_empty(),
         remaining: (!left.is_empty()).then_some(Remaining {
             tables_to_query: left,
+            datasets: Vec::new(),
         }),
+        datasets: BTreeMap::new(),
+        skipped_files: Vec::new(),
     }
 }
 

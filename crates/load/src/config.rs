@@ -20,6 +20,8 @@ pub struct Config {
     /// `LOAD_LOCK_TIMEOUT_MS` (default [`DEFAULT_LOCK_TIMEOUT`]): the longest any statement of
     /// the load waits for a lock; a file that waits longer rolls back and is retried.
     pub lock_timeout: Duration,
+    /// The declared datasets (`datasets/*.json`, built in), kept for the process's life.
+    pub datasets: &'static [datasets::Dataset],
 }
 
 /// Long enough for the row locks of a concurrent load to clear, short enough that a DBA's
@@ -66,6 +68,9 @@ impl Config {
             deadline_margin,
             bulk_min_rows,
             lock_timeout,
+            datasets: datasets::bundled(&utils::tables::reserved_names())
+                .map_err(|e| Configuration(e.to_string()))?
+                .leak(),
         })
     }
 }

@@ -22,6 +22,7 @@ mod apply;
 pub mod bulk;
 pub mod config;
 pub mod copy;
+pub mod dataset;
 pub mod error;
 pub mod event;
 mod file;
@@ -111,6 +112,8 @@ pub struct Settings {
     pub deadline: Deadline,
     pub bulk: Bulk,
     pub lock_timeout: std::time::Duration,
+    /// The declared datasets whose files the queue may hold.
+    pub datasets: &'static [datasets::Dataset],
 }
 
 /// The Lambda handler.
@@ -131,6 +134,7 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
         deadline: Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin),
         bulk: Bulk::new(deps.config.bulk_min_rows),
         lock_timeout: deps.config.lock_timeout,
+        datasets: deps.config.datasets,
     };
     let mut client = deps.db.connect("totesys-load").await?;
     Box::pin(run(&mut client, &deps.store, request, settings)).await
@@ -152,6 +156,7 @@ pub async fn run(
         mut deadline,
         mut bulk,
         lock_timeout,
+        datasets,
     } = settings;
     let named = match request {
         Request::Nothing => return Ok(Output::default()),
@@ -169,9 +174,9 @@ pub async fn run(
             Vec::new()
         }
     };
-    let files = queued(store, named).await?;
+    let (files, dataset_files) = queued(store, named, datasets).await?;
     let mut output = Output::default();
-    if files.is_empty() && !listed {
+    if files.is_empty() && dataset_files.is_empty() && !listed {
         return Ok(output);
     }
     // Every statement of the invocation waits for a lock at most this long (a DBA's ALTER
@@ -181,7 +186,15 @@ pub async fn run(
         .batch_execute(&format!("SET lock_timeout = {}", lock_timeout.as_millis()))
         .await?;
     schema::prepare(client).await?;
-    let mut progress = utils::logging::Progress::new(STAGE, None, files.len());
+    let mut declared: Vec<&datasets::Dataset> = Vec::new();
+    for (d, _) in &dataset_files {
+        if !declared.iter().any(|e| std::ptr::eq(*e, *d)) {
+            declared.push(d);
+        }
+    }
+    dataset::prepare(client, &declared).await?;
+    let mut progress =
+        utils::logging::Progress::new(STAGE, None, files.len() + dataset_files.len());
     let mut files = files.into_iter();
     let mut done = 0;
     let mut left: BTreeMap<&str, usize> = WAREHOUSE_TABLES.iter().map(|t| (t.name, 0)).collect();
@@ -235,6 +248,35 @@ pub async fn run(
             None => output.skipped_files.push(file.key),
         }
     }
+    // Declared datasets' files after the star schema's, in key order.
+    let mut dataset_files = dataset_files.into_iter();
+    while output.complete
+        && let Some((declared, key)) = dataset_files.next()
+    {
+        if done > 0 && deadline.reached() {
+            info!(
+                files_done = done,
+                files_left = 1 + dataset_files.len(),
+                "deadline margin reached: the files left are for the next invocation"
+            );
+            output.complete = false;
+            output.remaining = Some(FileList::new(store.bucket()));
+            break;
+        }
+        // A dataset without a warehouse table is the lake's only: nothing to load.
+        if let Some(table) = declared.warehouse_table() {
+            match dataset::load_file(client, store, declared, table, &key).await? {
+                dataset::Loaded::Changed(n) => {
+                    *output.loaded.entry(table.to_owned()).or_default() += n;
+                }
+                dataset::Loaded::Skipped => output.skipped_files.push(key.clone()),
+                dataset::Loaded::NotThereYet => continue,
+            }
+        }
+        utils::cursor::clear_pending(store, &key).await?;
+        done += 1;
+        progress.step(0);
+    }
     for (table, n) in left {
         utils::metrics::emit(
             STAGE,
@@ -268,13 +310,22 @@ pub async fn run(
 }
 
 /// The files to load: every one queued and every one of `named` (the ledger skips those it
-/// holds), dimensions first, each table's in key order.
-pub async fn queued(store: &S3Store, named: Vec<ProcessedFile>) -> Result<Vec<ProcessedFile>> {
+/// holds), dimensions first, each table's in key order; and the declared datasets' files
+/// queued, in key order.
+pub async fn queued(
+    store: &S3Store,
+    named: Vec<ProcessedFile>,
+    datasets: &'static [datasets::Dataset],
+) -> Result<(Vec<ProcessedFile>, Vec<DatasetFile>)> {
     let mut files = named;
+    let mut dataset_files = Vec::new();
     for key in utils::cursor::pending(store).await? {
         match ProcessedFile::from_key(&key) {
             Some((file, _)) if !files.iter().any(|f| f.key == file.key) => files.push(file),
             Some(_) => {}
+            None if let Some(d) = dataset::dataset_of(datasets, &key) => {
+                dataset_files.push((d, key));
+            }
             None => {
                 warn!(
                     key = key.as_str(),
@@ -286,8 +337,11 @@ pub async fn queued(store: &S3Store, named: Vec<ProcessedFile>) -> Result<Vec<Pr
     files.sort_by(|a, b| {
         (event::position(a.table), &a.key).cmp(&(event::position(b.table), &b.key))
     });
-    Ok(files)
+    Ok((files, dataset_files))
 }
+
+/// A queued file of a declared dataset.
+pub type DatasetFile = (&'static datasets::Dataset, String);
 
 /// Names the file in an error that does not already.
 fn in_file(e: Error, store: &S3Store, file: &ProcessedFile) -> Error {

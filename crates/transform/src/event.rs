@@ -76,6 +76,11 @@ struct IngestOutput {
     _complete: Option<IgnoredAny>,
     #[serde(default, rename = "remaining")]
     _remaining: Option<IgnoredAny>,
+    // Declared datasets' files: transform takes them from its queue (see `crate::publish`).
+    #[serde(default, rename = "datasets")]
+    _datasets: Option<IgnoredAny>,
+    #[serde(default, rename = "skipped_files")]
+    _skipped_files: Option<IgnoredAny>,
 }
 
 pub fn parse_event(event: &Value) -> Result<Request> {

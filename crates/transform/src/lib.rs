@@ -25,6 +25,7 @@ pub mod dims;
 pub mod error;
 pub mod event;
 pub mod facts;
+pub mod publish;
 pub mod raw;
 pub mod route;
 pub mod snapshot;
@@ -91,6 +92,9 @@ pub struct Output {
     /// the transform event for the raw files left.
     pub complete: bool,
     pub remaining: Option<FileList>,
+    /// Declared datasets' files published to the lake and queued for the load, per dataset.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub datasets: BTreeMap<String, Vec<String>>,
 }
 
 /// The Lambda handler.
@@ -140,9 +144,17 @@ pub async fn run(
         has_new_data: false,
         complete: true,
         remaining: None,
+        datasets: BTreeMap::new(),
     };
+    // Whatever the event, queued dataset files go on (a notification for one of them names
+    // no database table).
+    for key in publish::publish_datasets(raw, processed, deadline).await? {
+        let dataset = key.split('/').next().unwrap_or_default().to_owned();
+        output.datasets.entry(dataset).or_default().push(key);
+    }
     let Some(named) = named else {
         info!("no raw data files in the event");
+        output.has_new_data = !output.datasets.is_empty();
         return Ok(output);
     };
     let (cursor, _) = utils::cursor::read_transform_cursor(processed).await?;

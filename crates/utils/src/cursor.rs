@@ -8,6 +8,11 @@
 //!   transform puts an empty marker `_state/pending/<processed key>` before it moves its cursor,
 //!   and load deletes the marker once the file is in the ledger. The ledger stays the record of
 //!   exactly once; the markers only say where to look.
+//! - Datasets' raw files (see the ingest crate's `dataset` module) are queued for transform
+//!   the same way: ingest puts `_state/datasets/pending/<raw key>` in the ingest bucket for
+//!   each file before it records the landed file as ingested, and transform deletes the
+//!   marker once the file is published and queued for the load. A landed file arriving late
+//!   gets raw keys older than others already transformed, so a cursor by key would pass it by.
 
 use std::collections::BTreeMap;
 
@@ -148,6 +153,37 @@ pub async fn pending(store: &S3Store) -> Result<Vec<String>> {
         .await?
         .into_iter()
         .filter_map(|k| k.strip_prefix(PENDING_PREFIX).map(str::to_owned))
+        .collect())
+}
+
+/// Under which prefix of the ingest bucket transform's queue of dataset files lives.
+pub const DATASET_PENDING_PREFIX: &str = "_state/datasets/pending/";
+
+/// Queues the raw dataset file `key` for transform.
+pub async fn mark_dataset_pending(store: &S3Store, key: &str) -> Result<()> {
+    store
+        .put(
+            &format!("{DATASET_PENDING_PREFIX}{key}"),
+            Bytes::new(),
+            "application/octet-stream",
+        )
+        .await
+}
+
+/// Takes the raw dataset file `key` off transform's queue.
+pub async fn clear_dataset_pending(store: &S3Store, key: &str) -> Result<()> {
+    store
+        .delete(&format!("{DATASET_PENDING_PREFIX}{key}"))
+        .await
+}
+
+/// The raw dataset files queued for transform, in key order.
+pub async fn dataset_pending(store: &S3Store) -> Result<Vec<String>> {
+    Ok(store
+        .list_keys(DATASET_PENDING_PREFIX, None)
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(DATASET_PENDING_PREFIX).map(str::to_owned))
         .collect())
 }
 

@@ -14,6 +14,28 @@ use tracing::instrument;
 use crate::error::{Error, Result};
 use crate::keys::{parse_file_key, table_prefix};
 
+/// What a listing or a `HeadObject` says of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    /// As S3 gives it, quoted.
+    pub etag: String,
+    pub last_modified: DateTime<Utc>,
+    pub size: u64,
+}
+
+fn time(t: &aws_sdk_s3::primitives::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+/// A `CopySource` key is URL-encoded, its `/` kept.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Loads the AWS configuration the standard way (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials
 /// chain).
 pub async fn aws_config() -> aws_config::SdkConfig {
@@ -329,6 +351,110 @@ impl S3Store {
                 _ => return Ok(keys),
             }
         }
+    }
+
+    /// Every object under `prefix`, in key order, with its ETag, time and size (one
+    /// `ListObjectsV2` page per thousand).
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count();
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+            for o in out.contents() {
+                if let Some(key) = o.key() {
+                    objects.push(ObjectInfo {
+                        key: key.to_owned(),
+                        etag: o.e_tag().unwrap_or_default().to_owned(),
+                        last_modified: o.last_modified().map_or_else(Default::default, time),
+                        size: o.size().unwrap_or_default().max(0) as u64,
+                    });
+                }
+            }
+            match out.next_continuation_token() {
+                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(objects),
+            }
+        }
+    }
+
+    /// The object's ETag, time and size, or `None` if there is no such key.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.count();
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                etag: out.e_tag().unwrap_or_default().to_owned(),
+                last_modified: out.last_modified().map_or_else(Default::default, time),
+                size: out.content_length().unwrap_or_default().max(0) as u64,
+            })),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
+            Err(e) => Err(self.error("HeadObject", key, e)),
+        }
+    }
+
+    /// The body of the version `etag` of `key`, as a stream: an object replaced since is a
+    /// transient error, as for [`S3Store::get_range`].
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn stream(&self, key: &str, etag: &str) -> Result<ByteStream> {
+        self.count();
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await
+            .map_err(|e| match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(412) => Error::Storage {
+                    operation: "GetObject",
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    message: format!(
+                        "the object was replaced since it was listed: its ETag is no longer {etag}"
+                    ),
+                    transient: true,
+                },
+                _ => self.error("GetObject", key, e),
+            })?;
+        Ok(out.body)
+    }
+
+    /// Copies `key` of bucket `from` to the same key of this bucket, server-side.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    pub async fn copy_from(&self, from: &str, key: &str) -> Result<()> {
+        self.count();
+        let source = format!(
+            "{from}/{}",
+            percent_encoding::utf8_percent_encode(key, COPY_SOURCE)
+        );
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(source)
+            .send()
+            .await
+            .map_err(|e| self.error("CopyObject", key, e))?;
+        Ok(())
     }
 
     /// The data files of `table` (keys [`crate::keys::parquet_key`] wrote) that sort after

@@ -103,6 +103,17 @@ use PgType::{Bool, Enum, Int4, Money, Text, Timestamp3, Varchar};
 const CREATED_AT: Column = col("created_at", Timestamp3);
 const LAST_UPDATED_COL: Column = col(LAST_UPDATED, Timestamp3);
 
+/// Every table name the database pipeline uses, source and warehouse: no declared dataset
+/// may take one (its raw and processed prefixes, its warehouse table).
+pub fn reserved_names() -> Vec<&'static str> {
+    TABLES
+        .iter()
+        .map(|t| t.name)
+        .chain(crate::warehouse::WAREHOUSE_TABLES.iter().map(|t| t.name))
+        .chain([crate::warehouse::LEDGER])
+        .collect()
+}
+
 /// All eleven ToteSys business tables, parents before children.
 pub static TABLES: &[TableSpec] = &[
     TableSpec {

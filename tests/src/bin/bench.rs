@@ -231,6 +231,7 @@ async fn load(processed: &str, warehouse: &str) -> (u64, u64, Duration) {
         deadline: Deadline::NONE,
         bulk: load::bulk::Bulk::new(bulk_min_rows()),
         lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
+        datasets: &[],
     };
     let out = load::run(&mut client, &store, request, settings)
         .await

@@ -1,0 +1,331 @@
+//! A dataset in the PostgreSQL warehouse: its table as the declaration types it (with a unique
+//! index on the key), its views, the declared write mode as one statement from a staging
+//! table, and typed rows as `COPY` text.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::decl::{Dataset, Kind, View, WriteMode};
+
+/// The staging table a file is copied into, in its transaction.
+pub const STAGE: &str = "dataset_stage";
+
+/// An identifier, quoted (declared names are plain, but may be reserved words).
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The PostgreSQL type a column is stored as.
+pub fn pg_type(kind: Kind) -> String {
+    match kind {
+        Kind::SmallInt => "smallint".into(),
+        Kind::Integer => "integer".into(),
+        Kind::BigInt => "bigint".into(),
+        Kind::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
+        Kind::Text => "text".into(),
+        Kind::Boolean => "boolean".into(),
+        Kind::Date => "date".into(),
+        Kind::Timestamp => "timestamp".into(),
+        Kind::TimestampTz => "timestamptz".into(),
+        Kind::Time => "time".into(),
+        Kind::Point => "point".into(),
+    }
+}
+
+/// The declared columns, quoted, comma-separated.
+fn column_list(dataset: &Dataset, prefix: &str) -> String {
+    let names: Vec<String> = dataset
+        .columns
+        .iter()
+        .map(|c| format!("{prefix}{}", ident(&c.name)))
+        .collect();
+    names.join(", ")
+}
+
+/// The key as index expressions: a point (which has no equality operator) by its two
+/// coordinates.
+fn key_exprs(dataset: &Dataset, prefix: &str) -> String {
+    let exprs: Vec<String> = dataset
+        .key
+        .iter()
+        .flat_map(|k| {
+            let column = format!("{prefix}{}", ident(k));
+            match dataset.column(k).map(|c| c.kind) {
+                Some(Kind::Point) => vec![format!("({column}[0])"), format!("({column}[1])")],
+                _ => vec![column],
+            }
+        })
+        .collect();
+    exprs.join(", ")
+}
+
+/// Whether rows are matched on the key (and the table needs its unique index).
+fn keyed(dataset: &Dataset) -> bool {
+    dataset.write_mode != WriteMode::Append && !dataset.key.is_empty()
+}
+
+/// Creates `table` as declared if it is missing, with a unique index on the key where the
+/// write mode matches rows by it (NULLs equal, as the declaration's key means).
+pub fn create_table(dataset: &Dataset, table: &str) -> String {
+    let columns: Vec<String> = dataset
+        .columns
+        .iter()
+        .map(|c| {
+            let null = if c.nullable { "" } else { " NOT NULL" };
+            format!("{} {}{null}", ident(&c.name), pg_type(c.kind))
+        })
+        .collect();
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        ident(table),
+        columns.join(", ")
+    );
+    if keyed(dataset) {
+        write!(
+            sql,
+            "; CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({}) NULLS NOT DISTINCT",
+            ident(&format!("{table}_key")),
+            ident(table),
+            key_exprs(dataset, "")
+        )
+        .unwrap();
+    }
+    let comment = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    write!(
+        sql,
+        "; COMMENT ON TABLE {} IS {}",
+        ident(table),
+        comment(&dataset.description)
+    )
+    .unwrap();
+    for c in &dataset.columns {
+        let text = match (&c.description, &c.unit) {
+            (Some(d), Some(u)) => format!("{d} ({u})"),
+            (Some(d), None) => d.clone(),
+            (None, Some(u)) => u.clone(),
+            (None, None) => continue,
+        };
+        write!(
+            sql,
+            "; COMMENT ON COLUMN {}.{} IS {}",
+            ident(table),
+            ident(&c.name),
+            comment(&text)
+        )
+        .unwrap();
+    }
+    sql
+}
+
+/// Creates the materialized view if it is missing, with its unique index (which lets the
+/// load refresh it `CONCURRENTLY`).
+pub fn create_view(view: &View) -> String {
+    let mut sql = format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {} AS {}",
+        ident(&view.name),
+        view.sql.trim().trim_end_matches(';')
+    );
+    if !view.unique.is_empty() {
+        let columns: Vec<String> = view.unique.iter().map(|c| ident(c)).collect();
+        write!(
+            sql,
+            "; CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+            ident(&format!("{}_unique", view.name)),
+            ident(&view.name),
+            columns.join(", ")
+        )
+        .unwrap();
+    }
+    sql
+}
+
+/// Creates the staging table for one file: the table's declared columns and each row's
+/// place in the file.
+pub fn create_stage(dataset: &Dataset, table: &str) -> String {
+    format!(
+        "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA; \
+         ALTER TABLE {STAGE} ADD COLUMN stage_row bigserial",
+        column_list(dataset, ""),
+        ident(table)
+    )
+}
+
+/// The `COPY` that fills the staging table from [`copy_text`].
+pub fn copy_in(dataset: &Dataset) -> String {
+    format!("COPY {STAGE} ({}) FROM STDIN", column_list(dataset, ""))
+}
+
+/// The one statement that applies the staged rows under the declared write mode; it returns
+/// the rows inserted or updated.
+///
+/// - `append`: every row is inserted.
+/// - `insert-ignore`: a row whose key is in the table (or earlier in the file) is dropped.
+/// - `merge`: a row replaces the one with its key, the file's last for a key winning, and a
+///   row equal to the one there is not rewritten (nor counted).
+pub fn apply(dataset: &Dataset, table: &str) -> String {
+    let columns = column_list(dataset, "");
+    let staged = column_list(dataset, "s.");
+    let target = ident(table);
+    match dataset.write_mode {
+        _ if !keyed(dataset) => format!(
+            "INSERT INTO {target} ({columns}) SELECT {staged} FROM {STAGE} s ORDER BY s.stage_row"
+        ),
+        WriteMode::Append | WriteMode::InsertIgnore => format!(
+            "INSERT INTO {target} ({columns}) SELECT {staged} FROM {STAGE} s ORDER BY \
+             s.stage_row ON CONFLICT ({}) DO NOTHING",
+            key_exprs(dataset, "")
+        ),
+        WriteMode::Merge => {
+            let rest: Vec<_> = dataset
+                .columns
+                .iter()
+                .filter(|c| !dataset.key.contains(&c.name))
+                .collect();
+            let conflict = if rest.is_empty() {
+                "DO NOTHING".to_owned()
+            } else {
+                // A point has no equality operator: compared as text.
+                let compared = |prefix: &str| -> String {
+                    let parts: Vec<String> = rest
+                        .iter()
+                        .map(|c| match c.kind {
+                            Kind::Point => format!("{prefix}{}::text", ident(&c.name)),
+                            _ => format!("{prefix}{}", ident(&c.name)),
+                        })
+                        .collect();
+                    parts.join(", ")
+                };
+                let set: Vec<String> = rest
+                    .iter()
+                    .map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
+                    .collect();
+                format!(
+                    "DO UPDATE SET {} WHERE ROW({}) IS DISTINCT FROM ROW({})",
+                    set.join(", "),
+                    compared("t."),
+                    compared("EXCLUDED.")
+                )
+            };
+            format!(
+                "INSERT INTO {target} AS t ({columns}) SELECT DISTINCT ON ({key}) {staged} \
+                 FROM {STAGE} s ORDER BY {key}, s.stage_row DESC ON CONFLICT ({}) {conflict}",
+                key_exprs(dataset, ""),
+                key = key_exprs(dataset, "s."),
+            )
+        }
+    }
+}
+
+/// Appends `batch`'s rows to `out` in `COPY`'s text format, in declared column order.
+pub fn copy_text(batch: &RecordBatch, out: &mut Vec<u8>) {
+    let options = FormatOptions::new().with_null("\\N");
+    let formatters: Vec<Option<ArrayFormatter<'_>>> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8 | DataType::Struct(_) => None,
+            _ => Some(ArrayFormatter::try_new(c.as_ref(), &options).expect("a declared type")),
+        })
+        .collect();
+    for row in 0..batch.num_rows() {
+        for (i, column) in batch.columns().iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            if column.is_null(row) {
+                out.extend_from_slice(b"\\N");
+                continue;
+            }
+            match (&formatters[i], column.data_type()) {
+                (Some(f), _) => write!(out, "{}", f.value(row)).expect("writing to memory"),
+                (None, DataType::Utf8) => escape(column.as_string::<i32>().value(row), out),
+                (None, _) => {
+                    let point = column.as_struct();
+                    let lon = point.column(0).as_primitive::<Float64Type>().value(row);
+                    let lat = point.column(1).as_primitive::<Float64Type>().value(row);
+                    write!(out, "({lon},{lat})").expect("writing to memory");
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Text as `COPY`'s text format wants it: backslash, tab, newline and carriage return escaped.
+fn escape(text: &str, out: &mut Vec<u8>) {
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decl::tests::trips;
+    use crate::read::{BatchLimits, LandedFile};
+
+    #[test]
+    fn trips_table_and_insert_ignore_on_the_points_coordinates() {
+        let t = trips();
+        let create = create_table(&t, "trips");
+        assert!(
+            create.contains("\"origin_coord\" point NOT NULL"),
+            "{create}"
+        );
+        assert!(
+            create
+                .contains("ON \"trips\" (\"region\", (\"origin_coord\"[0]), (\"origin_coord\"[1])"),
+            "{create}"
+        );
+        assert!(create.contains("NULLS NOT DISTINCT"), "{create}");
+        let apply = apply(&t, "trips");
+        assert!(apply.ends_with("DO NOTHING"), "{apply}");
+    }
+
+    #[test]
+    fn merge_replaces_by_the_files_last_row_and_skips_equal_ones() {
+        let mut t = trips();
+        t.write_mode = WriteMode::Merge;
+        t.key = vec!["region".into(), "datetime".into()];
+        let sql = apply(&t, "trips");
+        assert!(
+            sql.contains("DISTINCT ON (s.\"region\", s.\"datetime\")"),
+            "{sql}"
+        );
+        assert!(sql.contains("s.stage_row DESC"), "{sql}");
+        assert!(
+            sql.contains("\"origin_coord\" = EXCLUDED.\"origin_coord\""),
+            "{sql}"
+        );
+        assert!(sql.contains("t.\"origin_coord\"::text"), "{sql}");
+        t.write_mode = WriteMode::Append;
+        assert!(!apply(&t, "trips").contains("ON CONFLICT"));
+        assert!(!create_table(&t, "trips").contains("UNIQUE"));
+    }
+
+    #[test]
+    fn rows_become_copy_text() {
+        let t = trips();
+        let csv = "region,origin_coord,destination_coord,datetime,datasource\n\
+                   Prague,POINT (14.4973794438195 50.00136875782316),POINT (14.43109483523328 50.04052930943246),2018-05-28 09:03:40,tab\there\\\n";
+        let mut file = LandedFile::open(csv.as_bytes(), &t, "f.csv").unwrap();
+        let batch = file.next_batch(BatchLimits::default()).unwrap().unwrap();
+        let mut out = Vec::new();
+        copy_text(&batch.rows, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Prague\t(14.4973794438195,50.00136875782316)\t(14.43109483523328,50.04052930943246)\t\
+             2018-05-28T09:03:40\ttab\\there\\\\\n"
+        );
+    }
+}

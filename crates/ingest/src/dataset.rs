@@ -1,0 +1,667 @@
+//! Declared datasets (see the `datasets` crate): each file landing under a dataset's prefix of
+//! the landing bucket becomes typed Parquet files in the raw zone, exactly once, whatever
+//! arrives twice, late or not at all.
+//!
+//! A landed file is known by its key and ETag. Everything ingest writes for it is named after
+//! the two (and the file's time), so a repeat writes the same objects with the same bytes:
+//!
+//! 1. the typed rows, `<dataset>/YYYY/MM/DD/HHMMSSffffff-<id>-<part>.parquet` (the file's
+//!    `LastModified`; `id` hashes key and ETag), a part per [`PartLimits`], written
+//!    create-only;
+//! 2. each part's quarantined rows, `quarantine/<part key>.jsonl`: file, line, column,
+//!    reason and the value as it was;
+//! 3. a marker per part queueing it for transform (`utils::cursor::mark_dataset_pending`);
+//! 4. last, the file's record, `_state/datasets/<dataset>/files/<id>.json`: the commit point.
+//!    A file with a record is skipped.
+//!
+//! A crash before the record leaves what a repeat writes again (create-only parts are kept
+//! as they are; markers already taken by transform come back and find their files published
+//! and loaded). A notification (`ObjectCreated`) ingests its files at once; the sweep, on a
+//! schedule, lists each dataset's prefix and ingests every file without a record, so a lost
+//! notification costs a delay, never a file. A file that cannot be read at all (corrupt gzip,
+//! a header against the declared policies) gets a record with the error and no parts (any it
+//! had are deleted), so it never blocks the sweep, and the invocation fails with
+//! `InvalidInput` naming it; landing it again (a new ETag) ingests it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use datasets::{Batch, BatchLimits, Dataset, LandedFile, Quarantined};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use utils::deadline::Deadline;
+use utils::keys::suffixed_parquet_key;
+use utils::metrics;
+use utils::parquet_io::ParquetUpload;
+use utils::store::{ObjectInfo, S3Store};
+
+use crate::error::{Error, Result};
+use crate::{Output, Remaining};
+
+/// How much of a landed file one raw file holds at most: records (typed or quarantined) and
+/// bytes of (decompressed) input. Memory is bounded by one read batch and one row group, not
+/// by the part: the part streams to S3.
+#[derive(Debug, Clone, Copy)]
+pub struct PartLimits {
+    pub records: u64,
+    pub bytes: u64,
+    pub batch: BatchLimits,
+}
+
+impl Default for PartLimits {
+    fn default() -> Self {
+        PartLimits {
+            records: 1_000_000,
+            bytes: 256 * 1024 * 1024,
+            batch: BatchLimits::default(),
+        }
+    }
+}
+
+/// What an invocation is asked to ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Every file under these datasets' prefixes that has no record.
+    Sweep(Vec<String>),
+    /// These landed keys (a notification's, a Distributed Map item's), each in the dataset
+    /// whose prefix holds it.
+    Keys(Vec<String>),
+}
+
+/// The dataset request an event makes, or `None` for a database one: `{"datasets": [name,
+/// ...]}` (a sweep), `{"landed": [key, ...]}`, or an S3 notification from `landing`.
+pub fn request_from_event(
+    event: &Value,
+    landing: Option<&str>,
+    datasets: &[Dataset],
+) -> Result<Option<Request>> {
+    let strings = |field: &str, v: &Value| -> Result<Vec<String>> {
+        let list = v.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
+            Error::InvalidEvent(format!("{field} must be a non-empty list of strings"))
+        })?;
+        list.iter()
+            .map(|s| {
+                s.as_str().map(str::to_owned).ok_or_else(|| {
+                    Error::InvalidEvent(format!("{field} must hold strings, got {s}"))
+                })
+            })
+            .collect()
+    };
+    let no_landing = || {
+        Error::Shared(utils::Error::Configuration(
+            "LANDING_BUCKET is not set: this function ingests no datasets".into(),
+        ))
+    };
+    if utils::s3_event::is_notification(event) {
+        let landing = landing.ok_or_else(no_landing)?;
+        let mut keys = Vec::new();
+        for (bucket, key) in utils::s3_event::objects(event).map_err(Error::InvalidEvent)? {
+            if bucket != landing {
+                return Err(Error::InvalidEvent(format!(
+                    "the notification names bucket {bucket:?}, but the landing bucket is \
+                     {landing:?}"
+                )));
+            }
+            keys.push(key);
+        }
+        return Ok(Some(Request::Keys(keys)));
+    }
+    let Value::Object(fields) = event else {
+        return Ok(None);
+    };
+    let request = match (fields.get("datasets"), fields.get("landed")) {
+        (None, None) => return Ok(None),
+        (Some(names), None) if fields.len() == 1 => {
+            let names = strings("datasets", names)?;
+            if let Some(unknown) = names
+                .iter()
+                .find(|n| !datasets.iter().any(|d| &d.name == *n))
+            {
+                return Err(Error::InvalidEvent(format!(
+                    "unknown dataset {unknown:?}: declared are {:?}",
+                    datasets.iter().map(|d| &d.name).collect::<Vec<_>>()
+                )));
+            }
+            Request::Sweep(names)
+        }
+        (None, Some(keys)) if fields.len() == 1 => Request::Keys(strings("landed", keys)?),
+        _ => {
+            return Err(Error::InvalidEvent(
+                "expected {\"datasets\": [name, ...]} or {\"landed\": [key, ...]} alone".into(),
+            ));
+        }
+    };
+    landing.ok_or_else(no_landing)?;
+    Ok(Some(request))
+}
+
+/// What an invocation ingested of one dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DatasetRun {
+    /// The raw files written, in order.
+    pub files: Vec<String>,
+    pub rows: u64,
+    pub quarantined: u64,
+    /// The quarantine objects written.
+    pub quarantine: Vec<String>,
+}
+
+/// Where a landed file's outputs go and what the record says of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub dataset: String,
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    /// The raw files written, in order.
+    pub parts: Vec<String>,
+    pub rows: u64,
+    pub quarantined: u64,
+    /// The quarantine objects written, in order.
+    pub quarantine: Vec<String>,
+    /// Why the file could not be read at all (it then has no parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A landed file's id: a hash of its key and ETag (64-bit FNV-1a, stable across builds).
+pub fn file_id(key: &str, etag: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key
+        .bytes()
+        .chain(std::iter::once(b'\n'))
+        .chain(etag.trim_matches('"').bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Where a dataset's file records live in the ingest bucket.
+pub fn records_prefix(dataset: &str) -> String {
+    format!("_state/datasets/{dataset}/files/")
+}
+
+pub fn record_key(dataset: &str, id: &str) -> String {
+    format!("{}{id}.json", records_prefix(dataset))
+}
+
+/// The `part`th raw file of a landed file.
+pub fn part_key(dataset: &str, landed: &ObjectInfo, part: usize) -> String {
+    let id = file_id(&landed.key, &landed.etag);
+    suffixed_parquet_key(dataset, landed.last_modified, &format!("{id}-{part:05}"))
+}
+
+/// Where the quarantined rows of a raw file go.
+pub fn quarantine_key(part_key: &str) -> String {
+    format!(
+        "quarantine/{}.jsonl",
+        part_key.strip_suffix(".parquet").unwrap_or(part_key)
+    )
+}
+
+/// The dataset whose prefix holds `key`.
+pub fn dataset_of<'d>(datasets: &'d [Dataset], key: &str) -> Option<&'d Dataset> {
+    datasets.iter().find(|d| key.starts_with(&d.source.prefix))
+}
+
+/// Runs `request`: landed files from `landing` into `raw`, until `deadline` (a sweep leaves
+/// the datasets it did not finish to the next invocation).
+pub async fn run(
+    landing: &S3Store,
+    raw: &S3Store,
+    datasets: &[Dataset],
+    request: Request,
+    limits: PartLimits,
+    deadline: Deadline,
+) -> Result<Output> {
+    let mut todo: Vec<(&Dataset, ObjectInfo)> = Vec::new();
+    match &request {
+        Request::Keys(keys) => {
+            for key in keys {
+                let Some(dataset) = dataset_of(datasets, key) else {
+                    warn!(key, "no dataset's prefix holds this landed key; ignored");
+                    continue;
+                };
+                match landing.head(key).await? {
+                    Some(object) => todo.push((dataset, object)),
+                    None => warn!(key, "the landed file is gone; nothing to ingest"),
+                }
+            }
+        }
+        Request::Sweep(names) => {
+            for name in names {
+                let dataset = datasets.iter().find(|d| &d.name == name).expect("checked");
+                todo.extend(
+                    unrecorded(landing, raw, dataset)
+                        .await?
+                        .into_iter()
+                        .map(|o| (dataset, o)),
+                );
+            }
+        }
+    }
+    let mut out = Output {
+        bucket: raw.bucket().to_owned(),
+        files: BTreeMap::new(),
+        row_counts: BTreeMap::new(),
+        has_new_data: false,
+        complete: true,
+        remaining: None,
+        datasets: BTreeMap::new(),
+        skipped_files: Vec::new(),
+    };
+    let mut done = 0;
+    let mut left = BTreeSet::new();
+    for (dataset, object) in todo {
+        if done > 0 && deadline.reached() {
+            left.insert(dataset.name.clone());
+            continue;
+        }
+        let (record, skipped) = ingest_file(landing, raw, dataset, &object, limits).await?;
+        done += 1;
+        if skipped {
+            out.skipped_files.push(object.key);
+            continue;
+        }
+        let run = out.datasets.entry(dataset.name.clone()).or_default();
+        run.files.extend(record.parts.iter().cloned());
+        run.rows += record.rows;
+        run.quarantined += record.quarantined;
+        run.quarantine.extend(record.quarantine);
+    }
+    out.has_new_data = out.datasets.values().any(|r| !r.files.is_empty());
+    if !left.is_empty() {
+        info!(
+            files_done = done,
+            "deadline margin reached: the datasets' other files are for the next invocation"
+        );
+        out.complete = false;
+        out.remaining = Some(Remaining {
+            tables_to_query: Vec::new(),
+            datasets: left.into_iter().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// The files under `dataset`'s prefix without a record, oldest first.
+pub async fn unrecorded(
+    landing: &S3Store,
+    raw: &S3Store,
+    dataset: &Dataset,
+) -> Result<Vec<ObjectInfo>> {
+    let recorded: BTreeSet<String> = raw
+        .list_keys(&records_prefix(&dataset.name), None)
+        .await?
+        .into_iter()
+        .collect();
+    let mut files: Vec<ObjectInfo> = landing
+        .list_objects(&dataset.source.prefix)
+        .await?
+        .into_iter()
+        // A "folder" made in the console is an empty object named like a prefix.
+        .filter(|o| !o.key.ends_with('/'))
+        .filter(|o| !recorded.contains(&record_key(&dataset.name, &file_id(&o.key, &o.etag))))
+        .collect();
+    files.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+    Ok(files)
+}
+
+/// Ingests one landed file (the version `landed.etag`) unless its record says it is: the
+/// record, and whether it was there already.
+pub async fn ingest_file(
+    landing: &S3Store,
+    raw: &S3Store,
+    dataset: &Dataset,
+    landed: &ObjectInfo,
+    limits: PartLimits,
+) -> Result<(FileRecord, bool)> {
+    let id = file_id(&landed.key, &landed.etag);
+    let record_at = record_key(&dataset.name, &id);
+    if let Some(bytes) = raw.get(&record_at).await? {
+        let record: FileRecord =
+            serde_json::from_slice(&bytes).map_err(|e| raw.corrupt(&record_at, e))?;
+        info!(
+            dataset = dataset.name,
+            key = landed.key,
+            "ingested already; skipped"
+        );
+        return Ok((record, true));
+    }
+    let started = std::time::Instant::now();
+    let mut record = FileRecord {
+        dataset: dataset.name.clone(),
+        key: landed.key.clone(),
+        etag: landed.etag.clone(),
+        size: landed.size,
+        parts: Vec::new(),
+        rows: 0,
+        quarantined: 0,
+        quarantine: Vec::new(),
+        error: None,
+    };
+    match write_parts(landing, raw, dataset, landed, limits, &mut record).await {
+        Ok(()) => {}
+        Err(Failure::Unreadable(e)) => {
+            // Nothing of the file is kept; the record says why, so the sweep passes it by.
+            for key in record.parts.drain(..).chain(record.quarantine.drain(..)) {
+                raw.delete(&key).await?;
+            }
+            record.rows = 0;
+            record.quarantined = 0;
+            record.error = Some(e.to_string());
+            put_record(raw, &record_at, &record).await?;
+            warn!(dataset = dataset.name, key = landed.key, error = %e, "the landed file cannot be read");
+            return Err(Error::Dataset(e));
+        }
+        Err(Failure::Other(e)) => return Err(e),
+    }
+    for part in &record.parts {
+        utils::cursor::mark_dataset_pending(raw, part).await?;
+    }
+    put_record(raw, &record_at, &record).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        dataset = dataset.name,
+        key = landed.key,
+        bytes = landed.size,
+        rows = record.rows,
+        quarantined = record.quarantined,
+        parts = record.parts.len(),
+        seconds,
+        "ingested"
+    );
+    metrics::emit(
+        STAGE,
+        Some(&dataset.name),
+        &[
+            (metrics::ROWS, record.rows as f64),
+            (metrics::BYTES, landed.size as f64),
+            (metrics::QUARANTINED_ROWS, record.quarantined as f64),
+        ],
+    );
+    Ok((record, false))
+}
+
+const STAGE: &str = "ingest";
+
+async fn put_record(raw: &S3Store, key: &str, record: &FileRecord) -> Result<()> {
+    let body = Bytes::from(serde_json::to_vec(record).expect("a record serializes"));
+    // A concurrent invocation of the same file may have recorded it first: same outputs.
+    raw.put_if(key, body, "application/json", None).await?;
+    Ok(())
+}
+
+enum Failure {
+    /// The file cannot be read as declared: nothing of it is to be kept.
+    Unreadable(datasets::Error),
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl From<utils::Error> for Failure {
+    fn from(e: utils::Error) -> Self {
+        Failure::Other(e.into())
+    }
+}
+
+/// Streams the landed file through the reader (on a blocking thread, since it reads
+/// synchronously) into parts and their quarantine objects, recording each in `record`.
+async fn write_parts(
+    landing: &S3Store,
+    raw: &S3Store,
+    dataset: &Dataset,
+    landed: &ObjectInfo,
+    limits: PartLimits,
+    record: &mut FileRecord,
+) -> std::result::Result<(), Failure> {
+    let body = landing.stream(&landed.key, &landed.etag).await?;
+    let failed = Arc::new(Mutex::new(None));
+    let source = Tracked {
+        inner: tokio_util::io::SyncIoBridge::new(body.into_async_read()),
+        failed: Arc::clone(&failed),
+    };
+    let (sender, mut batches) = mpsc::channel::<datasets::Result<Batch>>(1);
+    let reading = {
+        let dataset = dataset.clone();
+        let name = format!("s3://{}/{}", landing.bucket(), landed.key);
+        tokio::task::spawn_blocking(move || {
+            let mut file = match LandedFile::open(source, &dataset, &name) {
+                Ok(file) => file,
+                Err(e) => {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let next = file.next_batch(limits.batch).transpose();
+                let end = !matches!(next, Some(Ok(_)));
+                if let Some(next) = next
+                    && sender.blocking_send(next).is_err()
+                {
+                    return;
+                }
+                if end {
+                    return;
+                }
+            }
+        })
+    };
+    let schema = Arc::new(dataset.schema());
+    let mut part: Option<Part> = None;
+    let mut started = 0;
+    let result = async {
+        while let Some(batch) = batches.recv().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // A broken connection is not a broken file.
+                    if let Some(reason) = failed.lock().expect("not poisoned").take() {
+                        return Err(Failure::Other(Error::Shared(utils::Error::Storage {
+                            operation: "GetObject",
+                            bucket: landing.bucket().to_owned(),
+                            key: landed.key.clone(),
+                            message: format!("reading the body: {reason}"),
+                            transient: true,
+                        })));
+                    }
+                    return Err(Failure::Unreadable(e));
+                }
+            };
+            let current = match &mut part {
+                Some(p) => p,
+                None => {
+                    // Parts are numbered in the file's order; one of quarantined rows only
+                    // has no Parquet file but keeps its number.
+                    let key = part_key(&dataset.name, landed, started);
+                    started += 1;
+                    part.insert(Part {
+                        upload: ParquetUpload::create_new(raw, &key, schema.clone(), [])?,
+                        key,
+                        records: 0,
+                        bytes: 0,
+                        quarantined: Vec::new(),
+                    })
+                }
+            };
+            if batch.rows.num_rows() > 0 {
+                current.upload.write(&batch.rows).await?;
+            }
+            current.records += (batch.rows.num_rows() + batch.quarantined.len()) as u64;
+            current.bytes += batch.bytes as u64;
+            current.quarantined.extend(batch.quarantined);
+            if current.records >= limits.records || current.bytes >= limits.bytes {
+                let full = part.take().expect("a part in hand");
+                full.finish(raw, landed, record).await?;
+            }
+        }
+        if let Some(last) = part.take() {
+            last.finish(raw, landed, record).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Some(p) = part.take() {
+        p.upload.abort().await;
+    }
+    drop(batches);
+    reading.await.expect("the reader does not panic");
+    result
+}
+
+/// A raw file being written, with the quarantined rows of its records.
+struct Part {
+    upload: ParquetUpload,
+    key: String,
+    records: u64,
+    bytes: u64,
+    quarantined: Vec<Quarantined>,
+}
+
+impl Part {
+    async fn finish(
+        self,
+        raw: &S3Store,
+        landed: &ObjectInfo,
+        record: &mut FileRecord,
+    ) -> Result<()> {
+        let rows = self.upload.rows();
+        if rows > 0 {
+            let metadata = vec![
+                ("source_file".to_owned(), landed.key.clone()),
+                ("source_etag".to_owned(), landed.etag.clone()),
+            ];
+            self.upload.finish(metadata).await?;
+            record.parts.push(self.key.clone());
+        } else {
+            self.upload.abort().await;
+        }
+        record.rows += rows;
+        if !self.quarantined.is_empty() {
+            let key = quarantine_key(&self.key);
+            let mut body = Vec::new();
+            for q in &self.quarantined {
+                serde_json::to_writer(
+                    &mut body,
+                    &serde_json::json!({
+                        "file": q.file,
+                        "etag": landed.etag,
+                        "line": q.line,
+                        "column": q.column,
+                        "reason": q.reason,
+                        "value": q.value,
+                    }),
+                )
+                .expect("a quarantined row serializes");
+                body.push(b'\n');
+            }
+            raw.put(&key, Bytes::from(body), "application/x-ndjson")
+                .await?;
+            record.quarantined += self.quarantined.len() as u64;
+            record.quarantine.push(key);
+        }
+        Ok(())
+    }
+}
+
+/// The landed object's body, remembering whether reading it failed (as opposed to what it
+/// held failing to decode).
+struct Tracked<R> {
+    inner: R,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            *self.failed.lock().expect("not poisoned") = Some(e.to_string());
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn trips() -> Vec<Dataset> {
+        datasets::bundled(&[]).unwrap()
+    }
+
+    #[test]
+    fn ids_and_keys_are_stable_and_follow_the_key_convention() {
+        let landed = ObjectInfo {
+            key: "landing/trips/2024-11-14.csv".into(),
+            etag: "\"d41d8cd98f00b204e9800998ecf8427e\"".into(),
+            last_modified: chrono::Utc
+                .with_ymd_and_hms(2024, 11, 14, 9, 30, 5)
+                .unwrap(),
+            size: 10,
+        };
+        let id = file_id(&landed.key, &landed.etag);
+        assert_eq!(id, file_id(&landed.key, "d41d8cd98f00b204e9800998ecf8427e"));
+        assert_ne!(id, file_id("landing/trips/other.csv", &landed.etag));
+        let key = part_key("trips", &landed, 2);
+        assert_eq!(
+            key,
+            format!("trips/2024/11/14/093005000000-{id}-00002.parquet")
+        );
+        assert!(utils::keys::parse_file_key("trips", &key, "parquet").is_some());
+        assert_eq!(
+            quarantine_key(&key),
+            format!("quarantine/trips/2024/11/14/093005000000-{id}-00002.jsonl")
+        );
+    }
+
+    #[test]
+    fn events_name_datasets_landed_keys_or_notifications() {
+        let d = trips();
+        let landing = Some("landing");
+        assert_eq!(request_from_event(&json!({}), landing, &d).unwrap(), None);
+        assert_eq!(
+            request_from_event(&json!({"tables_to_query": ["staff"]}), landing, &d).unwrap(),
+            None
+        );
+        assert_eq!(
+            request_from_event(&json!({"datasets": ["trips"]}), landing, &d).unwrap(),
+            Some(Request::Sweep(vec!["trips".into()]))
+        );
+        assert_eq!(
+            request_from_event(&json!({"landed": ["landing/trips/a.csv"]}), landing, &d).unwrap(),
+            Some(Request::Keys(vec!["landing/trips/a.csv".into()]))
+        );
+        let n = json!({"Records": [{"s3": {"bucket": {"name": "landing"},
+                                          "object": {"key": "landing/trips/a+b.csv"}}}]});
+        assert_eq!(
+            request_from_event(&n, landing, &d).unwrap(),
+            Some(Request::Keys(vec!["landing/trips/a b.csv".into()]))
+        );
+        for (bad, says) in [
+            (json!({"datasets": ["nope"]}), "unknown dataset \"nope\""),
+            (json!({"datasets": []}), "non-empty list"),
+            (json!({"datasets": ["trips"], "landed": ["x"]}), "alone"),
+        ] {
+            let e = request_from_event(&bad, landing, &d)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let e = request_from_event(&json!({"datasets": ["trips"]}), None, &d).unwrap_err();
+        assert_eq!(e.error_type(), "Configuration");
+        let other = json!({"Records": [{"s3": {"bucket": {"name": "elsewhere"},
+                                              "object": {"key": "k"}}}]});
+        assert!(request_from_event(&other, landing, &d).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! Declared datasets' files into their warehouse tables, each file exactly once.
+//!
+//! The table (and its views) is created from the declaration if it is missing; a table that is
+//! there is the user's and is never altered. A file loads in one transaction, as a star schema
+//! file does: claimed in the ledger by key and ETag (a file the ledger holds is skipped),
+//! streamed row group by row group into a temporary staging table by `COPY`, and applied by
+//! one statement under the declared write mode (see `datasets::pg::apply`); a table whose
+//! rows changed is marked for its views' refresh in the same transaction.
+
+use bytes::Bytes;
+use datasets::Dataset;
+use datasets::pg;
+use futures_util::{SinkExt, TryStreamExt};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+use utils::parquet_io::{open_parquet_version, schema_difference, unwrap_external};
+use utils::store::S3Store;
+
+use crate::error::{Error, Result};
+use crate::schema::LEDGER;
+use crate::{STAGE, views};
+
+/// The dataset whose processed files `key` is one of.
+pub fn dataset_of<'d>(datasets: &'d [Dataset], key: &str) -> Option<&'d Dataset> {
+    let name = key.split_once('/')?.0;
+    datasets.iter().find(|d| d.name == name)
+}
+
+/// Creates the tables and views of `datasets` that are missing, one invocation at a time.
+pub async fn prepare(client: &mut Client, datasets: &[&Dataset]) -> Result<()> {
+    for dataset in datasets {
+        let Some(table) = dataset.warehouse_table() else {
+            continue;
+        };
+        let views = dataset.warehouse.iter().flat_map(|w| &w.views);
+        let names = std::iter::once(table).chain(views.clone().map(|v| v.name.as_str()));
+        // Nothing to do, and no lock taken, when all are there.
+        let mut missing = false;
+        for name in names {
+            let present: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&pg::ident(name)])
+                .await?
+                .get(0);
+            missing |= !present;
+        }
+        if !missing {
+            continue;
+        }
+        let mut sql = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {};",
+            pg::create_table(dataset, table)
+        );
+        for view in views {
+            sql.push_str(&pg::create_view(view));
+            sql.push(';');
+        }
+        sql.push_str("COMMIT");
+        client.batch_execute(&sql).await.map_err(|e| {
+            // A declaration's SQL the warehouse refuses is the deployment's to fix.
+            if e.as_db_error().is_some() {
+                Error::WarehouseSchema(format!(
+                    "dataset {}: creating its table or views: {}",
+                    dataset.name,
+                    utils::error::describe_db_error(&e)
+                ))
+            } else {
+                Error::from(e)
+            }
+        })?;
+        info!(
+            dataset = dataset.name,
+            table, "created the table and views declared"
+        );
+    }
+    Ok(())
+}
+
+/// What became of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// Rows inserted or updated.
+    Changed(u64),
+    /// The ledger holds it already.
+    Skipped,
+    /// Queued before transform copied it: it stays queued.
+    NotThereYet,
+}
+
+/// Loads one processed file of `dataset` in one transaction.
+pub async fn load_file(
+    client: &mut Client,
+    store: &S3Store,
+    dataset: &'static Dataset,
+    table: &'static str,
+    key: &str,
+) -> Result<Loaded> {
+    let started = std::time::Instant::now();
+    let invalid = |reason: String| Error::InvalidInput {
+        table,
+        bucket: store.bucket().to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let Some(etag) = store.etag(key).await? else {
+        // Transform queues a file before it copies it: it stays queued until it is there.
+        warn!(
+            dataset = dataset.name,
+            key, "queued and not published yet; left queued"
+        );
+        return Ok(Loaded::NotThereYet);
+    };
+    let read_error = |e: utils::Error| {
+        if e.is_transient() {
+            Error::Shared(e)
+        } else {
+            invalid(e.to_string())
+        }
+    };
+    let mut opened = open_parquet_version(store, key, &etag)
+        .await
+        .map_err(read_error)?;
+    if let Some(problem) = schema_difference(&opened.schema, &dataset.schema()) {
+        return Err(invalid(format!(
+            "schema does not match dataset {}'s declaration: {problem}",
+            dataset.name
+        )));
+    }
+    let rows = i64::try_from(opened.rows).map_err(|_| invalid(format!("{} rows", opened.rows)))?;
+    let refused = |e: tokio_postgres::Error| match e.as_db_error().map(|d| d.code().code()) {
+        Some(code) if code.starts_with("22") || code.starts_with("23") => {
+            invalid(utils::error::describe_db_error(&e))
+        }
+        _ => Error::from(e),
+    };
+
+    let tx = client.transaction().await?;
+    let claimed = tx
+        .execute(
+            &format!(
+                "INSERT INTO {LEDGER} (file_key, etag, table_name, rows, changed)
+                 VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING"
+            ),
+            &[&key, &etag, &table, &rows],
+        )
+        .await?;
+    if claimed == 0 {
+        tx.rollback().await?;
+        info!(dataset = dataset.name, key, "already loaded; skipped");
+        return Ok(Loaded::Skipped);
+    }
+    tx.batch_execute(&pg::create_stage(dataset, table)).await?;
+    let sink = tx.copy_in(&pg::copy_in(dataset)).await.map_err(refused)?;
+    let mut sink = std::pin::pin!(sink);
+    let mut text = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    while let Some(batch) = opened
+        .stream
+        .try_next()
+        .await
+        .map_err(|e| read_error(unwrap_external(e)))?
+    {
+        pg::copy_text(&batch, &mut text);
+        if text.len() >= COPY_CHUNK {
+            sink.send(Bytes::from(std::mem::take(&mut text)))
+                .await
+                .map_err(refused)?;
+        }
+    }
+    if !text.is_empty() {
+        sink.send(Bytes::from(text)).await.map_err(refused)?;
+    }
+    sink.as_mut().finish().await.map_err(refused)?;
+    let changed = tx
+        .execute(&pg::apply(dataset, table), &[])
+        .await
+        .map_err(refused)?;
+    tx.execute(
+        &format!("UPDATE {LEDGER} SET changed = $3 WHERE file_key = $1 AND etag = $2"),
+        &[&key, &etag, &(changed as i64)],
+    )
+    .await?;
+    if changed > 0 {
+        views::mark_changed(&tx, table).await?;
+    }
+    tx.commit().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        dataset = dataset.name,
+        table, key, rows, changed, seconds, "loaded"
+    );
+    utils::metrics::emit(
+        STAGE,
+        Some(table),
+        &[
+            (utils::metrics::ROWS, rows as f64),
+            (utils::metrics::BYTES, opened.bytes as f64),
+            (utils::metrics::CHANGED_ROWS, changed as f64),
+        ],
+    );
+    Ok(Loaded::Changed(changed))
+}
+
+/// How much `COPY` text is sent at once.
+const COPY_CHUNK: usize = 1024 * 1024;

@@ -1,0 +1,137 @@
+"""make demo's declared dataset: trip files (datasets/trips.json) generated, landed in S3, and
+the result checked from both ends.
+
+  demo_datasets.py land LANDING_BUCKET PREFIX N_FILES ROWS
+      writes N_FILES generated trips CSVs under PREFIX (a few trips reported twice, within a
+      file and across files, and two bad rows in the first file) and prints their keys;
+  demo_datasets.py notification LANDING_BUCKET KEY
+      prints the S3 ObjectCreated notification of KEY;
+  demo_datasets.py summary < INGEST_OUTPUT
+      summarises an ingest invocation's output;
+  demo_datasets.py quarantine INGEST_BUCKET
+      prints the trips' quarantined rows;
+  demo_datasets.py check PROCESSED_BUCKET WAREHOUSE_URL
+      reads the trips from the lake (the processed zone's Parquet, with DuckDB as Athena would)
+      and from the warehouse's trips table, and exits non-zero unless they hold the same trips.
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import boto3
+import duckdb
+
+REGIONS = [("Prague", 14.42, 50.08), ("Turin", 7.68, 45.07), ("Hamburg", 9.99, 53.55)]
+SOURCES = ["funny_car", "baba_car", "cheap_mobile", "pt_search_app", "bad_diesel_vehicles"]
+
+
+def s3():
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def trip(rng: random.Random) -> str:
+    region, lon, lat = rng.choice(REGIONS)
+    source = rng.choice(SOURCES)
+    if region == "Turin" and source == "cheap_mobile":
+        source = "funny_car"
+    o = (round(lon + rng.uniform(-0.5, 0.5), 6), round(lat + rng.uniform(-0.5, 0.5), 6))
+    d = (round(lon + rng.uniform(-0.5, 0.5), 6), round(lat + rng.uniform(-0.5, 0.5), 6))
+    when = f"2018-05-{rng.randint(1, 28):02} {rng.randint(0, 23):02}:{rng.randint(0, 59):02}:{rng.randint(0, 59):02}"
+    return f"{region},POINT ({o[0]} {o[1]}),POINT ({d[0]} {d[1]}),{when},{source}"
+
+
+def land(bucket: str, prefix: str, files: int, rows: int) -> None:
+    rng = random.Random(7)
+    client = s3()
+    previous: list[str] = []
+    for n in range(files):
+        lines = [trip(rng) for _ in range(rows)]
+        lines += lines[:: max(rows // 20, 1)]  # reported twice within the file
+        lines += previous[:10]  # and across files
+        if n == 0:
+            lines.append("Prague,POINT (14.4 50.0),POINT (14.4 50.1),28/05/2018 09:03,cheap_mobile")
+            lines.append("Hamburg,POINT (9.9 53.5)")
+        previous = lines
+        body = "region,origin_coord,destination_coord,datetime,datasource\n" + "\n".join(lines) + "\n"
+        key = f"{prefix}2018-05-part-{n + 1}.csv"
+        client.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="text/csv")
+        print(key)
+
+
+LAKE = """
+SELECT DISTINCT region, origin_coord.lon, origin_coord.lat, destination_coord.lon,
+       destination_coord.lat, datetime, datasource
+FROM read_parquet('{root}/trips/*/*/*/*.parquet')
+ORDER BY ALL
+"""
+
+WAREHOUSE = """
+COPY (SELECT region, origin_coord[0], origin_coord[1], destination_coord[0], destination_coord[1],
+             to_char(datetime, 'YYYY-MM-DD HH24:MI:SS'), datasource
+      FROM trips ORDER BY 1, 2, 3, 4, 5, 6, 7) TO STDOUT (FORMAT csv)
+"""
+
+
+def check(bucket: str, warehouse_url: str) -> int:
+    client = s3()
+    with tempfile.TemporaryDirectory() as root:
+        keys = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="trips/"):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        for key in keys:
+            path = os.path.join(root, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            client.download_file(bucket, key, path)
+        lake = [
+            (r[0], r[1], r[2], r[3], r[4], r[5].strftime("%Y-%m-%d %H:%M:%S"), r[6])
+            for r in duckdb.sql(LAKE.format(root=root)).fetchall()
+        ]
+    out = subprocess.run(["psql", warehouse_url, "-qAtc", WAREHOUSE], check=True, capture_output=True, text=True)
+    warehouse = []
+    for line in out.stdout.splitlines():
+        f = line.split(",")
+        warehouse.append((f[0], float(f[1]), float(f[2]), float(f[3]), float(f[4]), f[5], f[6]))
+    lake.sort()
+    warehouse.sort()
+    print(f"  lake: {len(keys)} Parquet files, {len(lake)} distinct trips; warehouse: {len(warehouse)} trips")
+    if lake != warehouse:
+        print("  the lake and the warehouse differ", file=sys.stderr)
+        return 1
+    print("  the same trips in both")
+    return 0
+
+
+def summary() -> None:
+    out = json.load(sys.stdin)
+    for name, run in out.get("datasets", {}).items():
+        print(f"   {name}: {len(run['files'])} raw files, {run['rows']} rows, {run['quarantined']} quarantined")
+    for key in out.get("skipped_files", []):
+        print(f"   {key}: ingested already, skipped")
+
+
+def quarantine(bucket: str) -> None:
+    client = s3()
+    for o in client.list_objects_v2(Bucket=bucket, Prefix="quarantine/trips/").get("Contents", []):
+        for line in client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().splitlines():
+            q = json.loads(line)
+            where = f"column {q['column']}" if q["column"] else "the record"
+            print(f"   {q['file'].rsplit('/', 1)[-1]} line {q['line']}, {where}: {q['reason']}: {q['value']!r}")
+
+
+if __name__ == "__main__":
+    match sys.argv[1:]:
+        case ["notification", bucket, key]:
+            print(json.dumps({"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}))
+        case ["summary"]:
+            summary()
+        case ["quarantine", bucket]:
+            quarantine(bucket)
+        case ["land", bucket, prefix, files, rows]:
+            land(bucket, prefix, int(files), int(rows))
+        case ["check", bucket, url]:
+            sys.exit(check(bucket, url))
+        case _:
+            sys.exit(__doc__)
