@@ -14,6 +14,13 @@
 # (sql/warehouse_views.sql): the time to create them over the loaded warehouse, and each one's
 # REFRESH ... CONCURRENTLY, what a load adds after its files when the view's tables changed.
 #
+# Then a declared dataset (datasets/trips.json): a generated trips CSV of BENCH_CSV_MB (default
+# 1024; empty skips it) through the dataset reader alone (local file to local Parquet, beside
+# DuckDB's COPY (FROM read_csv(...)) TO '...parquet' on the same file), through ingest (landing
+# bucket to raw zone, S3 to S3), and through the load into the trips table, beside psql's \copy
+# of the same rows (exported from the loaded table) into an identical empty table;
+# BENCH_CSV_REPEATS (default 3) runs, medians reported.
+#
 # Then the backfill (scripts/bench_backfill.py): sources of about 1M and 25M rows
 # (BENCH_BACKFILL_SCALES, default "21 525"), each ingested, transformed and loaded into an
 # empty warehouse as the state machine runs it, with each invocation's deadline 15 minutes and
@@ -130,6 +137,69 @@ if len(scales) > 1:
         a, b = summary[(scales[0], mode)][1], summary[(scales[-1], mode)][1]
         print(f"{mode} peak RSS at scale {scales[-1]} vs {scales[0]}: {b:.1f} MB vs {a:.1f} MB ({b/a:.2f}x)")
 PY
+
+csv_mb=${BENCH_CSV_MB-1024}
+if [[ -n "$csv_mb" ]]; then
+  "$root/scripts/venv.sh" requirements-dev.txt requirements-demo.txt
+  csv="$out/trips.csv"
+  echo "== trips: generating a ${csv_mb} MB CSV" >&2
+  "$bench" gencsv "$csv" "$csv_mb" >/dev/null
+  landing="bench-landing-$(date +%s%N)"
+  buckets "$landing"
+  "$root/.venv/bin/python" -c "import os,sys,boto3; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).upload_file(sys.argv[1], sys.argv[2], 'landing/trips/bench.csv')" "$csv" "$landing"
+  for i in $(seq 1 "${BENCH_CSV_REPEATS:-3}"); do
+    echo "== trips: run $i" >&2
+    "$root/.venv/bin/python" - "$csv" "$out/duckdb.parquet" <<'PY2'
+import json, os, resource, sys, time
+import duckdb
+csv, parquet = sys.argv[1:]
+started = time.time()
+duckdb.sql(f"COPY (FROM read_csv('{csv}')) TO '{parquet}' (FORMAT parquet)")
+seconds = time.time() - started
+rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchone()[0]
+print(json.dumps({"mode": "duckdb", "rows": rows, "bytes": os.path.getsize(csv), "seconds": seconds,
+                  "rows_per_s": rows / seconds,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+PY2
+    "$bench" csvlocal "$csv" "$out/trips.parquet"
+    raw="bench-trips-$i-$(date +%s%N)"
+    buckets "$raw" "$raw-processed"
+    "$bench" csvingest "$landing" "$raw" landing/trips/bench.csv
+    wh="totesys_bench_trips_$i"
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $wh WITH (FORCE)" -c "CREATE DATABASE $wh"
+    whurl="${TEST_DATABASE_URL%/*}/$wh"
+    psql "$whurl" -q -f sql/warehouse_schema.sql
+    "$bench" csvload "$raw" "$raw-processed" "$whurl"
+    # The baseline: the same rows, exported as CSV (not timed), by \copy into an identical table.
+    psql "$whurl" -qc "CREATE TABLE trips_copy (LIKE trips INCLUDING ALL)" \
+      -c "\\copy trips TO '$out/trips-export.csv' (FORMAT csv)"
+    start=$(date +%s%N)
+    psql "$whurl" -qc "\\copy trips_copy FROM '$out/trips-export.csv' (FORMAT csv)"
+    seconds=$(since "$start")
+    rows=$(psql "$whurl" -XAtc "SELECT count(*) FROM trips_copy")
+    echo "{\"mode\":\"copycsv\",\"rows\":$rows,\"bytes\":$(stat -c %s "$out/trips-export.csv"),\"seconds\":$seconds,\"peak_rss_mb\":0}"
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE $wh WITH (FORCE)"
+    rm -f "$out/trips-export.csv" "$out/duckdb.parquet" "$out/trips.parquet"
+  done | grep '^{"mode"' | tee "$out/trips.jsonl" >/dev/null
+  rm -f "$csv"
+  python3 - "$out/trips.jsonl" <<'PY2'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print(f"{'trips CSV':<10} {'rows':>10} {'MB in':>8} {'s (median)':>10} {'rows/s':>10} {'MB/s':>7} {'peak RSS MB':>11}")
+med = {}
+for mode in ("duckdb", "csvlocal", "csvingest", "csvload", "copycsv"):
+    rs = [r for r in runs if r["mode"] == mode]
+    secs = statistics.median(r["seconds"] for r in rs)
+    med[mode] = secs
+    rss = max(r["peak_rss_mb"] for r in rs)
+    print(f"{mode:<10} {rs[0]['rows']:>10} {rs[0]['bytes']/1e6:>8.1f} {secs:>10.2f} {rs[0]['rows']/secs:>10,.0f} "
+          f"{rs[0]['bytes']/1e6/secs:>7.1f} {rss if rss else float('nan'):>11.1f}")
+print(f"           reader / DuckDB (local file to Parquet): {med['csvlocal']/med['duckdb']:.2f}x; "
+      f"ingest (S3 to S3) / DuckDB: {med['csvingest']/med['duckdb']:.2f}x; "
+      f"load / \\copy csv: {med['csvload']/med['copycsv']:.2f}x")
+PY2
+fi
 
 backfill_scales=${BENCH_BACKFILL_SCALES-21 525}
 deadlines=${BENCH_BACKFILL_DEADLINES:-900 60}

@@ -184,7 +184,7 @@ echo "-- landed under s3://$landing/landing/trips/:"
 sed 's/^/   /' "$build/landed.txt"
 # One invocation of ingest, as S3 or EventBridge makes it, and a summary of what it did.
 ingest_dataset() {
-  cargo lambda invoke ingest --invoke-port "$port" --data-ascii "$1" |
+  cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" --data-ascii "$1" |
     python scripts/demo_datasets.py summary
 }
 first=$(head -n 1 "$build/landed.txt")
@@ -192,8 +192,14 @@ echo "-- ingest on the first file's ObjectCreated notification"
 ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$first")"
 echo "-- the same notification delivered again"
 ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$first")"
-echo "-- the other files' notifications were lost: the scheduled sweep finds them"
-ingest_dataset '{"datasets": ["trips"]}'
+echo "-- the other files' notifications were lost: the scheduled sweep finds them (the"
+echo "   emulator's deadline is past at once, so each invocation takes one file)"
+while :; do
+  rc=0
+  ingest_dataset '{"datasets": ["trips"]}' || rc=$?
+  [[ $rc == 3 ]] || break
+done
+[[ $rc == 0 ]] || exit "$rc"
 
 step "Run 4: transform publishes the trip files to the lake, load writes the trips table"
 pipeline run4

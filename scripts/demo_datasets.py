@@ -7,7 +7,7 @@ the result checked from both ends.
   demo_datasets.py notification LANDING_BUCKET KEY
       prints the S3 ObjectCreated notification of KEY;
   demo_datasets.py summary < INGEST_OUTPUT
-      summarises an ingest invocation's output;
+      summarises an ingest invocation's output; exits 3 when it left files for another;
   demo_datasets.py quarantine INGEST_BUCKET
       prints the trips' quarantined rows;
   demo_datasets.py check PROCESSED_BUCKET WAREHOUSE_URL
@@ -110,6 +110,9 @@ def summary() -> None:
         print(f"   {name}: {len(run['files'])} raw files, {run['rows']} rows, {run['quarantined']} quarantined")
     for key in out.get("skipped_files", []):
         print(f"   {key}: ingested already, skipped")
+    if not out["complete"]:
+        print(f"   (deadline margin reached: {out['remaining']} for the next invocation)")
+        sys.exit(3)
 
 
 def quarantine(bucket: str) -> None:

@@ -50,3 +50,10 @@ for out in outs:
         assert total == rows, (table, total, rows)
     for table, rows in sorted(out.get("quarantined", {}).items()):
         print(f"  {table:<20}{rows:>8}  quarantined under s3://{out['bucket']}/quarantine/{table}/")
+    # Transform's output: the declared datasets' files it published to the lake.
+    for dataset, keys in sorted(out.get("datasets", {}).items()):
+        if not isinstance(keys, list):
+            continue  # ingest's output: its dataset runs, shown by the demo itself
+        for key in keys:
+            size = s3.head_object(Bucket=out["bucket"], Key=key)["ContentLength"]
+            print(f"  {dataset:<20}{'':>8}  {size:>9}  s3://{out['bucket']}/{key} (published)")

@@ -77,36 +77,58 @@ impl Lake {
     }
 
     async fn transform(&self, event: Value) -> transform::Output {
+        self.transform_in(event, Context::default(), utils::deadline::DEFAULT_MARGIN)
+            .await
+    }
+
+    async fn transform_in(
+        &self,
+        event: Value,
+        context: Context,
+        deadline_margin: Duration,
+    ) -> transform::Output {
         let deps = transform::Deps {
             raw: self.raw.clone(),
             processed: self.processed.clone(),
-            deadline_margin: utils::deadline::DEFAULT_MARGIN,
+            deadline_margin,
         };
-        transform::handler(LambdaEvent::new(event, Context::default()), &deps)
+        transform::handler(LambdaEvent::new(event, context), &deps)
             .await
             .expect("transform")
     }
 
+    /// The load Lambda with `event`, as Step Functions invokes it.
+    async fn load_with(&self, event: Value) -> Result<load::Output, load::Error> {
+        let warehouse = DbSource::Url(self.wh.url.clone());
+        let sdk = sdk_config().await;
+        let deps = load::Deps {
+            db: Connector::new(warehouse.clone(), aws_sdk_secretsmanager::Client::new(&sdk)),
+            config: load::Config {
+                warehouse,
+                processed_bucket: self.processed.bucket().to_owned(),
+                deadline_margin: utils::deadline::DEFAULT_MARGIN,
+                bulk_min_rows: load::bulk::DEFAULT_MIN_ROWS,
+                lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
+                datasets: self.datasets,
+            },
+            store: self.processed.clone(),
+        };
+        load::handler(LambdaEvent::new(event, Context::default()), &deps).await
+    }
+
+    /// The load of whatever is queued.
     async fn load(&self) -> Result<load::Output, load::Error> {
-        let mut client = connect(&self.wh.url).await;
-        let settings = load::Settings {
-            deadline: utils::deadline::Deadline::NONE,
-            bulk: load::bulk::Bulk::new(load::bulk::DEFAULT_MIN_ROWS),
-            lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
-            datasets: self.datasets,
-        };
-        let request = load::event::Request::Files {
-            bucket: self.processed.bucket().to_owned(),
-            files: Vec::new(),
-        };
-        load::run(&mut client, &self.processed, request, settings).await
+        self.load_with(json!({"bucket": self.processed.bucket(), "files": {}}))
+            .await
     }
 
     /// Ingest of `event`, then transform and load as Step Functions runs them.
     async fn round(&self, event: Value) -> ingest::Output {
         let out = self.ingest(event).await.expect("ingest");
-        self.transform(serde_json::to_value(&out).unwrap()).await;
-        self.load().await.expect("load");
+        let transformed = self.transform(serde_json::to_value(&out).unwrap()).await;
+        self.load_with(serde_json::to_value(&transformed).unwrap())
+            .await
+            .expect("load");
         out
     }
 
@@ -469,4 +491,32 @@ async fn a_file_that_cannot_be_read_is_named_kept_out_and_passed_by() {
     lake.land("landing/trips/bad.csv", &fixed).await;
     let out = lake.round(json!({"datasets": ["trips"]})).await;
     assert_eq!(out.datasets["trips"].rows, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_at_its_deadline_publishes_one_file_and_says_the_rest_is_left() {
+    let lake = Lake::new().await;
+    for (n, seed) in [(1, 5), (2, 6), (3, 7)] {
+        lake.land(&format!("landing/trips/{n}.csv"), &trips_csv(seed, 50).0)
+            .await;
+    }
+    let ingested = lake.ingest(json!({"datasets": ["trips"]})).await.unwrap();
+    assert_eq!(ingested.datasets["trips"].files.len(), 3);
+    let mut published = Vec::new();
+    for expected_complete in [false, false, true] {
+        let out = lake
+            .transform_in(
+                serde_json::to_value(&ingested).unwrap(),
+                context_at_deadline(),
+                PAST_MARGIN,
+            )
+            .await;
+        assert_eq!(out.complete, expected_complete, "{out:?}");
+        assert_eq!(out.remaining.is_some(), !expected_complete, "{out:?}");
+        published.extend(out.datasets["trips"].clone());
+    }
+    let mut expected = ingested.datasets["trips"].files.clone();
+    published.sort();
+    expected.sort();
+    assert_eq!(published, expected);
 }

@@ -72,6 +72,9 @@ struct TransformOutput {
     _complete: Option<IgnoredAny>,
     #[serde(default, rename = "remaining")]
     _remaining: Option<IgnoredAny>,
+    // Declared datasets' files published: the load takes them from its queue.
+    #[serde(default, rename = "datasets")]
+    _datasets: Option<IgnoredAny>,
 }
 
 pub fn parse_event(event: &Value) -> Result<Request> {

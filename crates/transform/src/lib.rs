@@ -148,9 +148,15 @@ pub async fn run(
     };
     // Whatever the event, queued dataset files go on (a notification for one of them names
     // no database table).
-    for key in publish::publish_datasets(raw, processed, deadline).await? {
+    let published = publish::publish_datasets(raw, processed, deadline).await?;
+    for key in published.keys {
         let dataset = key.split('/').next().unwrap_or_default().to_owned();
         output.datasets.entry(dataset).or_default().push(key);
+    }
+    if published.left > 0 {
+        // They stay queued: the next invocation finds them itself.
+        output.complete = false;
+        output.remaining = Some(FileList::new(raw.bucket()));
     }
     let Some(named) = named else {
         info!("no raw data files in the event");

@@ -15,19 +15,29 @@ use utils::store::S3Store;
 
 use crate::error::Result;
 
-/// Publishes the queued dataset files until `deadline` (one always goes); the keys published.
+/// What an invocation published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    pub keys: Vec<String>,
+    /// Files the deadline left queued, for the next invocation.
+    pub left: usize,
+}
+
+/// Publishes the queued dataset files until `deadline` (one always goes).
 pub async fn publish_datasets(
     raw: &S3Store,
     processed: &S3Store,
     deadline: Deadline,
-) -> Result<Vec<String>> {
+) -> Result<Published> {
     let queued = utils::cursor::dataset_pending(raw).await?;
     let mut published = Vec::with_capacity(queued.len());
     let total = queued.len();
+    let mut left = 0;
     for (done, key) in queued.into_iter().enumerate() {
         if done > 0 && deadline.reached() {
+            left = total - done;
             info!(
-                files_left = total - done,
+                files_left = left,
                 "deadline margin reached: the datasets' files left stay queued"
             );
             break;
@@ -55,5 +65,8 @@ pub async fn publish_datasets(
     if !published.is_empty() {
         info!(files = published.len(), "dataset files published");
     }
-    Ok(published)
+    Ok(Published {
+        keys: published,
+        left,
+    })
 }

@@ -14,6 +14,15 @@
 //!   bench copylimit FROM TO DIR      the load's physical limit: as copyin, into TO with its
 //!                                    foreign keys dropped first (not timed), then one set-based
 //!                                    check per key over the loaded rows (timed)
+//!   bench gencsv PATH MB             a trips CSV (datasets/trips.json) of about MB megabytes,
+//!                                    every row distinct (not timed)
+//!   bench csvlocal CSV PARQUET       the dataset reader alone: the trips CSV file read, typed
+//!                                    and written as Parquet, local file to local file (DuckDB's
+//!                                    conditions)
+//!   bench csvingest LANDING RAW KEY  ingest of the landed trips file KEY, from the landing
+//!                                    bucket into RAW (S3 to S3)
+//!   bench csvload RAW PROCESSED WAREHOUSE  the files ingest wrote published (not timed), then
+//!                                    the load of them into the trips table of WAREHOUSE
 //!   bench invoke LAMBDA SECONDS      one invocation of that Lambda's handler, configured from
 //!                                    the environment as in AWS, with the event on stdin and a
 //!                                    deadline SECONDS from now (scripts/bench_backfill.py)
@@ -64,6 +73,22 @@ async fn main() {
         return invoke(url, seconds).await;
     }
     let (rows, bytes, seconds) = match mode {
+        "gencsv" => gen_csv(
+            url,
+            args.get(3)
+                .and_then(|m| m.parse().ok())
+                .expect("bench gencsv PATH MB"),
+        ),
+        "csvlocal" => csv_local(url, args.get(3).expect("bench csvlocal CSV PARQUET")),
+        "csvingest" => {
+            let [raw, key] = [3, 4].map(|i| args.get(i).expect("bench csvingest LANDING RAW KEY"));
+            csv_ingest(url, raw, key).await
+        }
+        "csvload" => {
+            let [processed, warehouse] =
+                [3, 4].map(|i| args.get(i).expect("bench csvload RAW PROCESSED WAREHOUSE"));
+            csv_load(url, processed, warehouse).await
+        }
         "transform" => transform(url, args.get(3).expect("bench transform RAW PROCESSED")).await,
         "load" => load(url, args.get(3).expect("bench load PROCESSED WAREHOUSE")).await,
         "copyin" | "copylimit" => {
@@ -84,6 +109,145 @@ async fn main() {
             "peak_rss_mb": peak_rss_mb(),
         })
     );
+}
+
+/// The trips declaration, as the Lambdas are built with it.
+fn trips() -> datasets::Dataset {
+    datasets::bundled(&utils::tables::reserved_names())
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == "trips")
+        .expect("datasets/trips.json")
+}
+
+/// Writes a trips CSV of about `mb` MB, every row distinct: rows, bytes.
+fn gen_csv(path: &str, mb: u64) -> (u64, u64, Duration) {
+    use std::io::Write;
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut rng = fastrand::Rng::with_seed(42);
+    let regions = [
+        ("Prague", 14.42, 50.08),
+        ("Turin", 7.68, 45.07),
+        ("Hamburg", 9.99, 53.55),
+    ];
+    let sources = [
+        "funny_car",
+        "baba_car",
+        "cheap_mobile",
+        "pt_search_app",
+        "bad_diesel_vehicles",
+    ];
+    writeln!(
+        out,
+        "region,origin_coord,destination_coord,datetime,datasource"
+    )
+    .unwrap();
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    while bytes < mb * 1_000_000 {
+        let (region, lon, lat) = regions[rng.usize(..regions.len())];
+        let c = |rng: &mut fastrand::Rng, v: f64| v + rng.f64() - 0.5;
+        let line = format!(
+            "{region},POINT ({} {}),POINT ({} {}),2018-{:02}-{:02} {:02}:{:02}:{:02},{}\n",
+            c(&mut rng, lon),
+            c(&mut rng, lat),
+            c(&mut rng, lon),
+            c(&mut rng, lat),
+            1 + rng.u32(..12),
+            1 + rng.u32(..28),
+            rng.u32(..24),
+            rng.u32(..60),
+            rng.u32(..60),
+            sources[rng.usize(..sources.len())],
+        );
+        out.write_all(line.as_bytes()).unwrap();
+        rows += 1;
+        bytes += line.len() as u64;
+    }
+    out.flush().unwrap();
+    (rows, bytes, started.elapsed())
+}
+
+/// The dataset reader and a Parquet writer alone, local file to local file.
+fn csv_local(csv: &str, parquet: &str) -> (u64, u64, Duration) {
+    let dataset = trips();
+    let started = Instant::now();
+    let file = std::fs::File::open(csv).unwrap();
+    let bytes = file.metadata().unwrap().len();
+    let mut landed = datasets::LandedFile::open(file, &dataset, csv).unwrap();
+    let schema = std::sync::Arc::new(dataset.schema());
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(parquet).unwrap(),
+        schema,
+        Some(utils::parquet_io::writer_properties([])),
+    )
+    .unwrap();
+    let mut rows = 0;
+    while let Some(batch) = landed.next_batch(datasets::BatchLimits::default()).unwrap() {
+        rows += batch.rows.num_rows() as u64;
+        writer.write(&batch.rows).unwrap();
+    }
+    writer.close().unwrap();
+    (rows, bytes, started.elapsed())
+}
+
+/// The ingest of one landed trips file, S3 to S3.
+async fn csv_ingest(landing: &str, raw: &str, key: &str) -> (u64, u64, Duration) {
+    let sdk = utils::store::aws_config().await;
+    let s3 = utils::store::s3_client(&sdk);
+    let (landing, raw) = (S3Store::new(s3.clone(), landing), S3Store::new(s3, raw));
+    let object = landing.head(key).await.unwrap().expect("the landed file");
+    let started = Instant::now();
+    let (record, _) = ingest::dataset::ingest_file(
+        &landing,
+        &raw,
+        &trips(),
+        &object,
+        ingest::dataset::PartLimits::default(),
+    )
+    .await
+    .unwrap();
+    (record.rows, object.size, started.elapsed())
+}
+
+/// The load of the trips files ingest wrote in `raw`, into `warehouse`'s trips table.
+async fn csv_load(raw: &str, processed: &str, warehouse: &str) -> (u64, u64, Duration) {
+    let sdk = utils::store::aws_config().await;
+    let s3 = utils::store::s3_client(&sdk);
+    let (raw, store) = (
+        S3Store::new(s3.clone(), raw),
+        S3Store::new(s3.clone(), processed),
+    );
+    transform::publish::publish_datasets(&raw, &store, Deadline::NONE)
+        .await
+        .unwrap();
+    let (mut rows, mut bytes) = (0, 0);
+    for key in store.list_keys("trips/", None).await.unwrap() {
+        bytes += object_size(&s3, processed, &key).await;
+        rows += utils::parquet_io::open_parquet(&store, &key)
+            .await
+            .unwrap()
+            .rows;
+    }
+    let declared: &'static [datasets::Dataset] = vec![trips()].leak();
+    let mut client = totesys_tests::connect(warehouse).await;
+    let started = Instant::now();
+    let settings = load::Settings {
+        deadline: Deadline::NONE,
+        bulk: load::bulk::Bulk::new(bulk_min_rows()),
+        lock_timeout: load::config::DEFAULT_LOCK_TIMEOUT,
+        datasets: declared,
+    };
+    let request = load::event::Request::Files {
+        bucket: processed.to_owned(),
+        files: Vec::new(),
+    };
+    let out = load::run(&mut client, &store, request, settings)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(out.loaded.get("trips").copied(), Some(rows));
+    (rows, bytes, elapsed)
 }
 
 /// One invocation of `lambda`'s handler with the event on stdin and a deadline `seconds` away.
