@@ -520,3 +520,31 @@ async fn transform_at_its_deadline_publishes_one_file_and_says_the_rest_is_left(
     expected.sort();
     assert_eq!(published, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_s3_mode_each_notification_moves_the_file_on() {
+    let lake = Lake::new().await;
+    let (csv, rows) = trips_csv(8, 300);
+    lake.land("landing/trips/s3.csv", &csv).await;
+    let ingested = lake
+        .ingest(lake.notification(&["landing/trips/s3.csv"]))
+        .await
+        .unwrap();
+    let part = ingested.datasets["trips"].files[0].clone();
+    let record = |bucket: &S3Store, key: &str| {
+        json!({"Records": [{"s3": {"bucket": {"name": bucket.bucket()},
+                                   "object": {"key": key}}}]})
+    };
+    // The marker ingest put after the file notifies transform, which publishes the file.
+    let marker = format!("{}{part}", utils::cursor::DATASET_PENDING_PREFIX);
+    let transformed = lake.transform(record(&lake.raw, &marker)).await;
+    assert_eq!(transformed.datasets["trips"], [part.clone()]);
+    // The published file notifies the load, which loads the queue.
+    let loaded = lake
+        .load_with(record(&lake.processed, &part))
+        .await
+        .unwrap();
+    let expected: BTreeSet<String> = rows.into_iter().collect();
+    assert_eq!(loaded.loaded["trips"], expected.len() as u64);
+    same_rows("trips", lake.trips().await, expected.into_iter().collect());
+}

@@ -121,7 +121,12 @@ fn s3_request(event: &Value) -> Result<Request> {
     let mut run: Option<(String, DateTime<Utc>)> = None;
     for (bucket, key) in s3_event::objects(event).map_err(Error::InvalidEvent)? {
         let Some((_, at)) = ProcessedFile::from_key(&key) else {
-            // quarantine/, _state/ and anything else that is not a data file.
+            // A declared dataset's file, `<dataset>/YYYY/MM/DD/HHMMSSffffff-<id>-<n>.parquet`,
+            // stands for the queue as well (datasets are not in the registry: any such key
+            // outside quarantine/ and _state/ is one); anything else is nothing to load.
+            if let Some(at) = dataset_file_time(&key) {
+                run.get_or_insert((bucket, at));
+            }
             continue;
         };
         match &run {
@@ -138,6 +143,18 @@ fn s3_request(event: &Value) -> Result<Request> {
         Some((bucket, at)) => Request::Run { bucket, at },
         None => Request::Nothing,
     })
+}
+
+/// The time of a key laid out as a declared dataset's processed files are.
+fn dataset_file_time(key: &str) -> Option<DateTime<Utc>> {
+    let (name, _) = key.split_once('/')?;
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    (plain && name != "quarantine")
+        .then(|| parse_file_key(name, key, "parquet"))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -211,11 +228,21 @@ mod tests {
         );
         for key in [
             "quarantine/fact_payment/2024/11/14/093005123456.parquet",
+            "quarantine/trips/2024/11/14/093005000000-09ad468e385f8ce8-00000.parquet",
             "_state/transform/staff.parquet",
+            "_state/pending/trips/2024/11/14/093005000000-09ad468e385f8ce8-00000.parquet",
         ] {
             let event = json!({"Records": [record(key)]});
             assert_eq!(parse_event(&event).unwrap(), Request::Nothing, "{key}");
         }
+        // A declared dataset's file stands for the queue.
+        let event = json!({"Records": [record(
+            "trips/2024/11/14/093005000000-09ad468e385f8ce8-00000.parquet"
+        )]});
+        assert!(matches!(
+            parse_event(&event).unwrap(),
+            Request::Run { bucket, .. } if bucket == "processed"
+        ));
     }
 
     #[test]
