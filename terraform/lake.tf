@@ -356,7 +356,7 @@ data "aws_iam_policy_document" "analyst" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = [for t in values(local.lake_tables) : "${t.prefix}/*"]
+      values   = concat([for t in values(local.lake_tables) : "${t.prefix}/*"], [for n in local.dataset_names : "${n}/*"])
     }
   }
 
@@ -370,7 +370,7 @@ data "aws_iam_policy_document" "analyst" {
   statement {
     sid       = "ReadTheDataFiles"
     actions   = ["s3:GetObject"]
-    resources = concat(local.raw_objects, local.star_objects)
+    resources = concat(local.raw_objects, local.star_objects, local.dataset_processed)
   }
 
   statement {

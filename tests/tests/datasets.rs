@@ -538,7 +538,7 @@ async fn in_s3_mode_each_notification_moves_the_file_on() {
     // The marker ingest put after the file notifies transform, which publishes the file.
     let marker = format!("{}{part}", utils::cursor::DATASET_PENDING_PREFIX);
     let transformed = lake.transform(record(&lake.raw, &marker)).await;
-    assert_eq!(transformed.datasets["trips"], [part.clone()]);
+    assert_eq!(transformed.datasets["trips"], std::slice::from_ref(&part));
     // The published file notifies the load, which loads the queue.
     let loaded = lake
         .load_with(record(&lake.processed, &part))
