@@ -18,6 +18,12 @@ locals {
   }
   dataset_names = sort(keys(local.datasets))
 
+  # The master keys encrypted fields are declared under: ingest may decrypt with these only
+  # (iam.tf), named by ARN or by alias.
+  dataset_kms_keys    = distinct([for d in values(local.datasets) : d.source.encryption.kms_key if try(d.source.encryption.kms_key, null) != null])
+  dataset_kms_arns    = [for k in local.dataset_kms_keys : k if startswith(k, "arn:")]
+  dataset_kms_aliases = [for k in local.dataset_kms_keys : k if startswith(k, "alias/")]
+
   # A declared type as Glue (Hive) types it: as the Parquet files ingest writes are read.
   # Hive has no time type: a time is a bigint of microseconds since midnight, as for the
   # database's tables; a point is the struct ingest writes.

@@ -154,6 +154,31 @@ data "aws_iam_policy_document" "lambda" {
     resources = ["${aws_cloudwatch_log_group.lambda[each.key].arn}:*"]
   }
 
+  # Declared datasets' encrypted fields (datasets.tf): ingest decrypts their data keys with
+  # the declared master keys only, each named by its ARN or by its alias.
+  dynamic "statement" {
+    for_each = each.key == "ingest" && length(local.dataset_kms_arns) > 0 ? [1] : []
+    content {
+      sid       = "DecryptDatasetDataKeys"
+      actions   = ["kms:Decrypt", "kms:DescribeKey"]
+      resources = local.dataset_kms_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "ingest" && length(local.dataset_kms_aliases) > 0 ? [1] : []
+    content {
+      sid       = "DecryptDatasetDataKeysByAlias"
+      actions   = ["kms:Decrypt", "kms:DescribeKey"]
+      resources = ["arn:${local.partition}:kms:${local.region}:${local.account_id}:key/*"]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:RequestAlias"
+        values   = local.dataset_kms_aliases
+      }
+    }
+  }
+
   # S3 objects, the secret and the dead-letter queue are encrypted with the pipeline's key.
   statement {
     sid       = "UsePipelineKey"

@@ -63,6 +63,7 @@ impl Pipeline {
             },
             store: self.raw.clone(),
             landing: None,
+            kms: aws_sdk_kms::Client::new(&sdk),
         }
     }
 

@@ -72,6 +72,7 @@ impl Lake {
             },
             store: self.raw.clone(),
             landing: Some(self.landing.clone()),
+            kms: aws_sdk_kms::Client::new(&sdk),
         };
         ingest::handler(LambdaEvent::new(event, Context::default()), &deps).await
     }
@@ -547,4 +548,272 @@ async fn in_s3_mode_each_notification_moves_the_file_on() {
     let expected: BTreeSet<String> = rows.into_iter().collect();
     assert_eq!(loaded.loaded["trips"], expected.len() as u64);
     same_rows("trips", lake.trips().await, expected.into_iter().collect());
+}
+
+/// The declared key's alias in moto's KMS, made once per moto (tests share it), and another
+/// key: the declared key's id and the other's.
+async fn export_keys(kms: &aws_sdk_kms::Client) -> (String, String) {
+    let alias = "alias/totesys-exports";
+    let listed = kms.list_aliases().send().await.unwrap();
+    let declared = match listed
+        .aliases()
+        .iter()
+        .find(|a| a.alias_name() == Some(alias))
+        .and_then(|a| a.target_key_id())
+    {
+        Some(id) => id.to_owned(),
+        None => {
+            let key = kms.create_key().send().await.unwrap();
+            let id = key.key_metadata().unwrap().key_id().to_owned();
+            kms.create_alias()
+                .alias_name(alias)
+                .target_key_id(&id)
+                .send()
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let other = kms.create_key().send().await.unwrap();
+    (declared, other.key_metadata().unwrap().key_id().to_owned())
+}
+
+/// A data key under `key`: its plaintext and its encrypted blob.
+async fn data_key(kms: &aws_sdk_kms::Client, key: &str) -> (Vec<u8>, Vec<u8>) {
+    let out = kms
+        .generate_data_key()
+        .key_id(key)
+        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+        .send()
+        .await
+        .unwrap();
+    (
+        out.plaintext().unwrap().as_ref().to_vec(),
+        out.ciphertext_blob().unwrap().as_ref().to_vec(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the_corrupt_ones() {
+    use base64::Engine;
+    use datasets::crypt::{Mode, encrypt};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let lake = Lake::new().await;
+    let kms = aws_sdk_kms::Client::new(&sdk_config().await);
+    let (declared, other) = export_keys(&kms).await;
+    // Two export batches, the older in CTR mode; and a data key under another master key.
+    let (gcm_key, gcm_blob) = data_key(&kms, &declared).await;
+    let (ctr_key, ctr_blob) = data_key(&kms, &declared).await;
+    let (other_key, other_blob) = data_key(&kms, &other).await;
+    let mut rng = fastrand::Rng::with_seed(11);
+    let record = |payload: &Value,
+                  mode: Mode,
+                  key: &[u8],
+                  blob: &[u8],
+                  key_id: &str,
+                  rng: &mut fastrand::Rng| {
+        let iv: Vec<u8> = match mode {
+            Mode::Aes256Gcm => (0..12).map(|_| rng.u8(..)).collect(),
+            Mode::Aes256Ctr => (0..16).map(|_| rng.u8(..)).collect(),
+        };
+        let sealed = encrypt(mode, key, &iv, payload.to_string().as_bytes());
+        json!({
+            "payload": b64(&sealed),
+            "encryption": {
+                "encrypted_key": b64(blob),
+                "iv": b64(&iv),
+                "key_id": key_id,
+                "algorithm": if mode == Mode::Aes256Gcm { "AES-256-GCM" } else { "AES-256-CTR" },
+            },
+            "exported_at": "2024-11-14T09:30:05Z",
+        })
+    };
+    let alias = "alias/totesys-exports";
+    let mut lines: Vec<String> = Vec::new();
+    // order_id -> the order's values as the warehouse renders them (the file's last wins).
+    let mut expected: BTreeMap<i64, String> = BTreeMap::new();
+    for i in 0..300i64 {
+        let status = ["placed", "paid", "shipped"][(i % 3) as usize];
+        let order_id = if i % 50 == 49 { i - 1 } else { i }; // an amendment: the same order again
+        let (created, created_utc) = if i % 2 == 0 {
+            (
+                format!("2024-11-{:02}T10:{:02}:00+02:00", 1 + i % 28, i % 60),
+                format!("2024-11-{:02} 08:{:02}:00+00", 1 + i % 28, i % 60),
+            )
+        } else {
+            (
+                format!("{:02}/11/2024 10:{:02}:00 +0000", 1 + i % 28, i % 60),
+                format!("2024-11-{:02} 10:{:02}:00+00", 1 + i % 28, i % 60),
+            )
+        };
+        let payload = json!({
+            "order_id": order_id, "customer": format!("customer-{}", i % 17),
+            "amount": format!("{}.{:02}", 10 + i, i % 100), "currency": "GBP",
+            "status": status, "created_at": created,
+        });
+        let (mode, key, blob) = if i < 100 {
+            (Mode::Aes256Ctr, &ctr_key, &ctr_blob)
+        } else {
+            (Mode::Aes256Gcm, &gcm_key, &gcm_blob)
+        };
+        lines.push(record(&payload, mode, key, blob, alias, &mut rng).to_string());
+        expected.insert(
+            order_id,
+            format!(
+                "{order_id}|customer-{}|{}.{:02}|GBP|{status}|{created_utc}",
+                i % 17,
+                10 + i,
+                i % 100
+            ),
+        );
+    }
+    let good = lines.len();
+    let payload = json!({"order_id": 9001, "customer": "c", "amount": "1.00", "currency": "GBP",
+                         "status": "paid", "created_at": "2024-11-01T10:00:00+00:00"});
+    let mut corrupt: Vec<(Value, &str)> = Vec::new();
+    let mut missing = record(
+        &payload,
+        Mode::Aes256Gcm,
+        &gcm_key,
+        &gcm_blob,
+        alias,
+        &mut rng,
+    );
+    missing.as_object_mut().unwrap().remove("payload");
+    corrupt.push((missing, "missing field payload"));
+    let mut tampered = record(
+        &payload,
+        Mode::Aes256Gcm,
+        &gcm_key,
+        &gcm_blob,
+        alias,
+        &mut rng,
+    );
+    tampered["payload"] = json!(b64(b"not the sealed payload at all"));
+    corrupt.push((tampered, "tag does not match"));
+    corrupt.push((
+        record(
+            &payload,
+            Mode::Aes256Gcm,
+            &other_key,
+            &other_blob,
+            "alias/someone-else",
+            &mut rng,
+        ),
+        "not the declared key",
+    ));
+    corrupt.push((
+        record(
+            &payload,
+            Mode::Aes256Gcm,
+            &other_key,
+            &other_blob,
+            alias,
+            &mut rng,
+        ),
+        "the data key does not decrypt",
+    ));
+    corrupt.push((
+        record(
+            &payload,
+            Mode::Aes256Ctr,
+            &gcm_key,
+            &ctr_blob,
+            alias,
+            &mut rng,
+        ),
+        "does not decrypt to a JSON object",
+    ));
+    let mut late = payload.clone();
+    late["created_at"] = json!("yesterday");
+    corrupt.push((
+        record(&late, Mode::Aes256Gcm, &gcm_key, &gcm_blob, alias, &mut rng),
+        "not a timestamp with a zone",
+    ));
+    let first_corrupt_line = good as u64 + 1;
+    lines.extend(corrupt.iter().map(|(r, _)| r.to_string()));
+
+    // Gzip in two members, as exports written in chunks are.
+    let mut body = Vec::new();
+    for chunk in lines.chunks(lines.len() / 2 + 1) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, (chunk.join("\n") + "\n").as_bytes()).unwrap();
+        body.extend(gz.finish().unwrap());
+    }
+    let key = "landing/exports/orders/2024-11-14.jsonl.gz";
+    lake.landing
+        .put(key, Bytes::from(body), "application/gzip")
+        .await
+        .unwrap();
+
+    // Ingest with a key service of its own, to count what KMS was asked.
+    let keys = ingest::dataset::KmsKeys::new(kms.clone());
+    let out = ingest::dataset::run(
+        &lake.landing,
+        &lake.raw,
+        lake.datasets,
+        ingest::dataset::Request::Keys(vec![key.to_owned()]),
+        ingest::dataset::PartLimits::default(),
+        utils::deadline::Deadline::NONE,
+        Some(&keys),
+    )
+    .await
+    .unwrap();
+    let run = &out.datasets["exported_orders"];
+    assert_eq!(
+        (run.rows, run.quarantined),
+        (good as u64, corrupt.len() as u64)
+    );
+    // Each data key once, for 300 records: the two of the export and the refused one.
+    assert_eq!(keys.decrypted(), 3);
+    let transformed = lake.transform(serde_json::to_value(&out).unwrap()).await;
+    lake.load_with(serde_json::to_value(&transformed).unwrap())
+        .await
+        .unwrap();
+
+    let rows: Vec<String> = lake
+        .wh
+        .client()
+        .await
+        .query(
+            "SELECT concat_ws('|', order_id, customer, amount, currency, status,
+                              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS+00'))
+             FROM exported_orders ORDER BY order_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    same_rows("exported_orders", rows, expected.into_values().collect());
+
+    // Every corrupt record, by line and reason; the value kept is the record as it was
+    // (ciphertext), never a decrypted payload.
+    let mut found = Vec::new();
+    for q in lake
+        .raw
+        .list_keys("quarantine/exported_orders/", None)
+        .await
+        .unwrap()
+    {
+        let body = lake.raw.get(&q).await.unwrap().unwrap();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: Value = serde_json::from_slice(line).unwrap();
+            assert!(!v["value"].as_str().unwrap().contains("customer"), "{v}");
+            found.push((
+                v["line"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    found.sort();
+    assert_eq!(found.len(), corrupt.len(), "{found:?}");
+    for ((line, reason), (n, (_, expected))) in found.iter().zip(corrupt.iter().enumerate()) {
+        assert_eq!(*line, first_corrupt_line + n as u64);
+        assert!(
+            reason.contains(expected),
+            "line {line}: {reason:?}, expected {expected:?}"
+        );
+    }
 }

@@ -35,6 +35,7 @@ async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
         },
         store: store.clone(),
         landing: None,
+        kms: aws_sdk_kms::Client::new(&sdk),
     }
 }
 

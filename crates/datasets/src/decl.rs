@@ -77,6 +77,9 @@ pub struct Source {
     pub compression: Compression,
     #[serde(default)]
     pub csv: CsvDialect,
+    /// For JSON Lines records with an encrypted payload: where it and its key material are.
+    #[serde(default)]
+    pub encryption: Option<crate::crypt::Encryption>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -383,6 +386,18 @@ impl Dataset {
                 }
             }
         }
+        if let Some(e) = &self.source.encryption {
+            if self.source.format != Format::Jsonl {
+                return Err(
+                    "source.encryption: only JSON Lines records carry encrypted fields".into(),
+                );
+            }
+            if let Some(c) = e.members().find(|m| self.column(m).is_some()) {
+                return Err(format!(
+                    "source.encryption: member {c:?} holds key material or the payload, not a column"
+                ));
+            }
+        }
         let dialect = &self.source.csv;
         if !dialect.delimiter.is_ascii() || !dialect.quote.is_ascii() {
             return Err("source.csv: the delimiter and quote must be ASCII".into());
@@ -453,6 +468,25 @@ pub(crate) mod tests {
         let t = trips();
         assert_eq!(t.write_mode, WriteMode::InsertIgnore);
         assert_eq!(t.column("origin_coord").unwrap().kind, Kind::Point);
+    }
+
+    #[test]
+    fn encryption_is_for_json_lines_and_its_members_are_not_columns() {
+        let encryption = json!({"field": "payload", "encrypted_key": "meta.key",
+                                "iv": "meta.iv", "key_id": "meta.key_id",
+                                "kms_key": "alias/k"});
+        let mut v = minimal();
+        v["source"]["encryption"] = encryption.clone();
+        let e = parse(v.clone()).unwrap_err();
+        assert!(e.contains("only JSON Lines"), "{e}");
+        v["source"]["format"] = json!("jsonl");
+        let d = parse(v.clone()).unwrap();
+        let e = d.source.encryption.unwrap();
+        assert_eq!(e.mode, crate::crypt::Mode::Aes256Gcm);
+        assert_eq!(e.members().collect::<Vec<_>>(), ["payload", "meta", "meta", "meta"]);
+        v["columns"] = json!([{"name": "meta", "type": "text"}]);
+        let e = parse(v).unwrap_err();
+        assert!(e.contains("member \"meta\""), "{e}");
     }
 
     #[test]

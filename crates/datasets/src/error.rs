@@ -18,14 +18,19 @@ pub enum Error {
         column: String,
         reason: String,
     },
+    /// The key service could not decrypt data keys (unreachable, throttled): nothing of the
+    /// file is kept, and a retry reads it again.
+    #[error("{file}: the key service failed: {reason}")]
+    Keys { file: String, reason: String },
 }
 
 impl Error {
-    /// The name Step Functions matches on: none of these is fixed by a retry.
+    /// The name Step Functions matches on: only the key service's failure is worth a retry.
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::Declaration { .. } => "Configuration",
             Error::Unreadable { .. } | Error::Columns { .. } => "InvalidInput",
+            Error::Keys { .. } => "TransientSecretError",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod bundled;
 pub mod cast;
+pub mod crypt;
 pub mod decl;
 pub mod error;
 pub mod pg;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type};
+use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::decl::{Dataset, Kind, View, WriteMode};
@@ -227,7 +227,9 @@ pub fn copy_text(batch: &RecordBatch, out: &mut Vec<u8>) {
         .columns()
         .iter()
         .map(|c| match c.data_type() {
-            DataType::Utf8 | DataType::Struct(_) => None,
+            // Text is escaped, a point and a zoned time (which arrow's formatter would need
+            // chrono-tz for, for "UTC") written here.
+            DataType::Utf8 | DataType::Struct(_) | DataType::Timestamp(_, Some(_)) => None,
             _ => Some(ArrayFormatter::try_new(c.as_ref(), &options).expect("a declared type")),
         })
         .collect();
@@ -243,6 +245,13 @@ pub fn copy_text(batch: &RecordBatch, out: &mut Vec<u8>) {
             match (&formatters[i], column.data_type()) {
                 (Some(f), _) => write!(out, "{}", f.value(row)).expect("writing to memory"),
                 (None, DataType::Utf8) => escape(column.as_string::<i32>().value(row), out),
+                (None, DataType::Timestamp(_, Some(_))) => {
+                    let micros = column.as_primitive::<TimestampMicrosecondType>().value(row);
+                    let at = chrono::DateTime::from_timestamp_micros(micros)
+                        .expect("a timestamp the reader made");
+                    write!(out, "{}", at.format("%Y-%m-%d %H:%M:%S%.6f+00"))
+                        .expect("writing to memory");
+                }
                 (None, _) => {
                     let point = column.as_struct();
                     let lon = point.column(0).as_primitive::<Float64Type>().value(row);

@@ -15,6 +15,7 @@ use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
 
 use crate::cast::{Columns, Value, parse};
+use crate::crypt::{self, DataKeys};
 use crate::decl::{Compression, Dataset, Format, Policy};
 use crate::error::{Error, Result};
 
@@ -80,6 +81,8 @@ enum Records<'d> {
         line: u64,
         /// The record being read, reused from one to the next.
         raw: Vec<u8>,
+        /// The key service, for encrypted payloads.
+        keys: Option<Box<dyn DataKeys + 'd>>,
     },
 }
 
@@ -101,6 +104,7 @@ impl<'d> LandedFile<'d> {
                 reader: BufReader::new(read),
                 line: 0,
                 raw: Vec::new(),
+                keys: None,
             },
         };
         Ok(LandedFile {
@@ -109,6 +113,14 @@ impl<'d> LandedFile<'d> {
             schema: Arc::new(dataset.schema()),
             records,
         })
+    }
+
+    /// Reads encrypted payloads with `keys` (a declaration with `source.encryption` needs it).
+    pub fn with_keys(mut self, service: Box<dyn DataKeys + 'd>) -> Self {
+        if let Records::Jsonl { keys, .. } = &mut self.records {
+            *keys = Some(service);
+        }
+        self
     }
 
     /// The next batch, `None` at the end of the file. A read error (a corrupt gzip stream, a
@@ -227,7 +239,12 @@ impl Records<'_> {
                 }
                 Ok(Some((size, line, Ok(texts))))
             }
-            Records::Jsonl { reader, line, raw } => {
+            Records::Jsonl {
+                reader,
+                line,
+                raw,
+                keys,
+            } => {
                 loop {
                     raw.clear();
                     let n = reader
@@ -243,7 +260,11 @@ impl Records<'_> {
                 }
                 let size = raw.len();
                 match std::str::from_utf8(raw.trim_ascii()) {
-                    Ok(text) => Ok(Some((size, *line, json_texts(dataset, file, *line, text)?))),
+                    Ok(text) => {
+                        let keys = keys.as_deref_mut().map(|k| k as &mut dyn DataKeys);
+                        let texts = json_texts(dataset, file, *line, text, keys)?;
+                        Ok(Some((size, *line, texts)))
+                    }
                     Err(_) => {
                         let q = quarantine(*line, "not UTF-8".into(), raw);
                         Ok(Some((size, *line, Err(q))))
@@ -256,21 +277,66 @@ impl Records<'_> {
 
 /// One JSON Lines record's values: a member's exact text (a string unescaped), `None` for
 /// null or absent. A member that is not declared fails the file under `on_new_column = fail`.
-fn json_texts<'r>(dataset: &Dataset, file: &str, line: u64, text: &'r str) -> Result<Texts<'r>> {
+/// An encrypted payload's members (see [`crate::crypt`]) are read as the record's own.
+fn json_texts<'r>(
+    dataset: &Dataset,
+    file: &str,
+    line: u64,
+    text: &'r str,
+    keys: Option<&mut dyn DataKeys>,
+) -> Result<Texts<'r>> {
+    let quarantine = |column: Option<&str>, reason: String, value: &str| Quarantined {
+        file: file.into(),
+        line,
+        column: column.map(str::to_owned),
+        reason,
+        value: value.into(),
+    };
     let record: HashMap<String, &'r RawValue> = match serde_json::from_str(text) {
         Ok(record) => record,
         Err(e) => {
-            return Ok(Err(Quarantined {
-                file: file.into(),
-                line,
-                column: None,
-                reason: format!("not a JSON object: {e}"),
-                value: text.into(),
-            }));
+            return Ok(Err(quarantine(
+                None,
+                format!("not a JSON object: {e}"),
+                text,
+            )));
         }
     };
+    let mut plain: HashMap<String, Box<RawValue>> = HashMap::new();
+    let mut encryption_members: Vec<&str> = Vec::new();
+    if let Some(encryption) = &dataset.source.encryption {
+        let Some(keys) = keys else {
+            return Err(Error::Keys {
+                file: file.into(),
+                reason: "no key service to decrypt the declared encrypted payload".into(),
+            });
+        };
+        encryption_members.extend(encryption.members());
+        match crypt::decrypt(encryption, &record, keys) {
+            // The value kept in quarantine is the record as it was: nothing decrypted.
+            Err(Ok(reason)) => return Ok(Err(quarantine(None, reason, text))),
+            Err(Err(reason)) => {
+                return Err(Error::Keys {
+                    file: file.into(),
+                    reason,
+                });
+            }
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(members) => plain = members,
+                Err(_) => {
+                    let reason = "the payload does not decrypt to a JSON object".to_owned();
+                    return Ok(Err(quarantine(Some(&encryption.field), reason, text)));
+                }
+            },
+        }
+    }
     // The first undeclared member by name, so the error is the same on every run.
-    let undeclared = record.keys().filter(|k| dataset.column(k).is_none()).min();
+    let undeclared = record
+        .keys()
+        .filter(|k| !encryption_members.contains(&k.as_str()))
+        .chain(plain.keys())
+        .filter(|k| dataset.column(k).is_none())
+        .min();
     if let (Some(name), Policy::Fail) = (undeclared, dataset.on_new_column) {
         return Err(Error::Columns {
             file: file.into(),
@@ -282,25 +348,31 @@ fn json_texts<'r>(dataset: &Dataset, file: &str, line: u64, text: &'r str) -> Re
     }
     let mut texts = Vec::with_capacity(dataset.columns.len());
     for column in &dataset.columns {
-        let value = record.get(&column.name).map(|v| v.get());
-        texts.push(match value {
-            None | Some("null") => None,
-            Some(v) if v.starts_with('"') => match serde_json::from_str::<Cow<'r, str>>(v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    return Ok(Err(Quarantined {
-                        file: file.into(),
-                        line,
-                        column: Some(column.name.clone()),
-                        reason: format!("not a JSON string: {e}"),
-                        value: v.into(),
-                    }));
-                }
-            },
-            Some(v) => Some(Cow::Borrowed(v)),
-        });
+        // A decrypted member is owned by this call; the line's own are borrowed from it.
+        let text = match plain.get(&column.name) {
+            Some(v) => json_text(Some(v.get())).map(|t| t.map(|t| Cow::Owned(t.into_owned()))),
+            None => json_text(record.get(&column.name).map(|v| v.get())),
+        };
+        match text {
+            Ok(text) => texts.push(text),
+            Err((reason, value)) => {
+                return Ok(Err(quarantine(Some(&column.name), reason, &value)));
+            }
+        }
     }
     Ok(Ok(texts))
+}
+
+/// A member's text: a string unescaped, anything else as written, `None` for null or absent;
+/// or why not and the value.
+fn json_text(value: Option<&str>) -> std::result::Result<Option<Cow<'_, str>>, (String, String)> {
+    match value {
+        None | Some("null") => Ok(None),
+        Some(v) if v.starts_with('"') => serde_json::from_str::<Cow<'_, str>>(v)
+            .map(Some)
+            .map_err(|e| (format!("not a JSON string: {e}"), v.to_owned())),
+        Some(v) => Ok(Some(Cow::Borrowed(v))),
+    }
 }
 
 fn open_csv<'d>(read: Input<'d>, dataset: &Dataset, file: &str) -> Result<Records<'d>> {

@@ -40,6 +40,7 @@ use utils::parquet_io::ParquetUpload;
 use utils::store::{ObjectInfo, S3Store};
 
 use crate::error::{Error, Result};
+pub use crate::keys::KmsKeys;
 use crate::{Output, Remaining};
 
 /// How much of a landed file one raw file holds at most: records (typed or quarantined) and
@@ -219,6 +220,7 @@ pub async fn run(
     request: Request,
     limits: PartLimits,
     deadline: Deadline,
+    keys: Option<&KmsKeys>,
 ) -> Result<Output> {
     let mut todo: Vec<(&Dataset, ObjectInfo)> = Vec::new();
     match &request {
@@ -263,7 +265,7 @@ pub async fn run(
             left.insert(dataset.name.clone());
             continue;
         }
-        let (record, skipped) = ingest_file(landing, raw, dataset, &object, limits).await?;
+        let (record, skipped) = ingest_file(landing, raw, dataset, &object, limits, keys).await?;
         done += 1;
         if skipped {
             out.skipped_files.push(object.key);
@@ -321,6 +323,7 @@ pub async fn ingest_file(
     dataset: &Dataset,
     landed: &ObjectInfo,
     limits: PartLimits,
+    keys: Option<&KmsKeys>,
 ) -> Result<(FileRecord, bool)> {
     let id = file_id(&landed.key, &landed.etag);
     let record_at = record_key(&dataset.name, &id);
@@ -346,7 +349,7 @@ pub async fn ingest_file(
         quarantine: Vec::new(),
         error: None,
     };
-    match write_parts(landing, raw, dataset, landed, limits, &mut record).await {
+    match write_parts(landing, raw, dataset, landed, limits, keys, &mut record).await {
         Ok(()) => {}
         Err(Failure::Unreadable(e)) => {
             // Nothing of the file is kept; the record says why, so the sweep passes it by.
@@ -424,6 +427,7 @@ async fn write_parts(
     dataset: &Dataset,
     landed: &ObjectInfo,
     limits: PartLimits,
+    keys: Option<&KmsKeys>,
     record: &mut FileRecord,
 ) -> std::result::Result<(), Failure> {
     let body = landing.stream(&landed.key, &landed.etag).await?;
@@ -436,9 +440,13 @@ async fn write_parts(
     let reading = {
         let dataset = dataset.clone();
         let name = format!("s3://{}/{}", landing.bucket(), landed.key);
+        let keys = keys.cloned();
         tokio::task::spawn_blocking(move || {
             let mut file = match LandedFile::open(source, &dataset, &name) {
-                Ok(file) => file,
+                Ok(file) => match keys {
+                    Some(keys) => file.with_keys(Box::new(keys)),
+                    None => file,
+                },
                 Err(e) => {
                     let _ = sender.blocking_send(Err(e));
                     return;
@@ -465,6 +473,10 @@ async fn write_parts(
         while let Some(batch) = batches.recv().await {
             let batch = match batch {
                 Ok(batch) => batch,
+                // The key service failing is not a broken file either.
+                Err(e @ datasets::Error::Keys { .. }) => {
+                    return Err(Failure::Other(Error::Dataset(e)));
+                }
                 Err(e) => {
                     // A broken connection is not a broken file.
                     if let Some(reason) = failed.lock().expect("not poisoned").take() {

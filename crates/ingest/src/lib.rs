@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod extract;
 mod hold;
+mod keys;
 mod source;
 mod table;
 pub mod wire;
@@ -54,6 +55,8 @@ pub struct Deps {
     pub store: S3Store,
     /// The landing bucket datasets' files arrive in, if any.
     pub landing: Option<S3Store>,
+    /// The key service for datasets' encrypted fields.
+    pub kms: aws_sdk_kms::Client,
     /// The database, its secret and TLS setup kept between warm invocations.
     pub db: utils::db::Connector,
 }
@@ -74,6 +77,7 @@ impl Deps {
             config,
             store,
             landing,
+            kms: aws_sdk_kms::Client::new(sdk),
             db,
         }
     }
@@ -160,6 +164,7 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
             request,
             dataset::PartLimits::default(),
             deadline,
+            Some(&dataset::KmsKeys::new(deps.kms.clone())),
         )
         .await;
     }

@@ -79,12 +79,12 @@ pub fn is_transient_sdk_error<E: ProvideErrorMetadata>(e: &SdkError<E, HttpRespo
     }
 }
 
-/// `Code: message (HTTP status)` for service errors, the full cause chain otherwise.
 /// Whether a conditional request failed its condition (412 Precondition Failed).
 fn precondition_failed<E>(e: &SdkError<E, HttpResponse>) -> bool {
     e.raw_response().map(|r| r.status().as_u16()) == Some(412)
 }
 
+/// `Code: message (HTTP status)` for service errors, the full cause chain otherwise.
 pub fn describe_sdk_error<E>(e: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,

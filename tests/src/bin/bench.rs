@@ -204,6 +204,7 @@ async fn csv_ingest(landing: &str, raw: &str, key: &str) -> (u64, u64, Duration)
         &trips(),
         &object,
         ingest::dataset::PartLimits::default(),
+        None,
     )
     .await
     .unwrap();
