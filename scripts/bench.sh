@@ -156,7 +156,7 @@ csv, parquet = sys.argv[1:]
 started = time.time()
 duckdb.sql(f"COPY (FROM read_csv('{csv}')) TO '{parquet}' (FORMAT parquet)")
 seconds = time.time() - started
-rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchone()[0]
+rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchall()[0][0]
 print(json.dumps({"mode": "duckdb", "rows": rows, "bytes": os.path.getsize(csv), "seconds": seconds,
                   "rows_per_s": rows / seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

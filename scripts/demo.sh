@@ -13,11 +13,13 @@
 #    renamed) and runs again: only those rows are picked up, the department's staff are
 #    re-emitted in dim_staff, and the load updates and appends exactly that;
 # 4. runs once more with nothing new: the state machine skips transform and load;
-# 5. a declared dataset (datasets/trips.json): trip CSVs land in a landing bucket; ingest runs
+# 5. declared datasets: trip CSVs (datasets/trips.json) land in a landing bucket; ingest runs
 #    on one file's notification (twice: nothing doubles), the sweep finds the files whose
-#    notifications were lost, and the next execution publishes them to the lake and loads the
-#    trips table, its weekly-average view and the analysts' question; the lake and the
-#    warehouse are checked to hold the same trips;
+#    notifications were lost; an encrypted orders export (datasets/exported_orders.json) lands
+#    too, its payloads decrypted with KMS (moto's); the next execution publishes them to the
+#    lake and loads their tables, the trips' weekly-average view and the analysts' question;
+#    the lake and the warehouse are checked to hold the same trips, and the warehouse the
+#    export's orders as decrypted, its corrupt records in quarantine;
 # 6. operates it with etl: status after each run, snapshots checked, a replay planned.
 set -euo pipefail
 
@@ -201,16 +203,27 @@ while :; do
 done
 [[ $rc == 0 ]] || exit "$rc"
 
-step "Run 4: transform publishes the trip files to the lake, load writes the trips table"
+echo "-- an encrypted export lands (datasets/exported_orders.json): each record's payload"
+echo "   encrypted with a data key KMS holds under alias/totesys-exports"
+export_key=landing/exports/orders/2024-11-14.jsonl.gz
+python scripts/demo_datasets.py export "$landing" "$export_key" "$build/export-expected.json"
+ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$export_key")"
+
+step "Run 4: transform publishes the datasets' files to the lake, load writes their tables"
 pipeline run4
 echo "-- the weekly average per region (a materialized view the load refreshes), and which"
 echo "   regions have the cheap_mobile datasource"
 psql "$warehouse_url" -c "SELECT * FROM trips_weekly_average ORDER BY region" \
   -c "SELECT DISTINCT region FROM trips WHERE datasource = 'cheap_mobile' ORDER BY region"
 echo "-- the bad rows, quarantined with their place and reason"
-python scripts/demo_datasets.py quarantine "$bucket"
+python scripts/demo_datasets.py quarantine "$bucket" trips
 echo "-- the lake (DuckDB over the processed zone's Parquet) against the warehouse"
 python scripts/demo_datasets.py check "$processed" "$warehouse_url"
+echo "-- the encrypted export: the orders as decrypted, and the corrupt records in quarantine"
+python scripts/demo_datasets.py check-export "$build/export-expected.json" "$warehouse_url"
+psql "$warehouse_url" -c "SELECT currency, status, count(*) AS orders, sum(amount) AS amount
+                          FROM exported_orders GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 6"
+python scripts/demo_datasets.py quarantine "$bucket" exported_orders
 
 step "Operating it: etl (crates/etl) checks transform's snapshots, plans a replay, reads quarantine"
 echo "-- etl rebuild-snapshots --dry-run: each snapshot re-derived from the raw zone"

@@ -4,12 +4,19 @@ the result checked from both ends.
   demo_datasets.py land LANDING_BUCKET PREFIX N_FILES ROWS
       writes N_FILES generated trips CSVs under PREFIX (a few trips reported twice, within a
       file and across files, and two bad rows in the first file) and prints their keys;
+  demo_datasets.py export LANDING_BUCKET KEY EXPECTED_JSON
+      writes an encrypted orders export (datasets/exported_orders.json) at KEY: gzipped JSON
+      Lines in two members, each record's payload encrypted (AES-256-GCM, an older batch in
+      CTR) with a data key from KMS under alias/totesys-exports (made if missing), and a few
+      corrupt records; the decrypted orders the warehouse must hold go to EXPECTED_JSON;
+  demo_datasets.py check-export EXPECTED_JSON WAREHOUSE_URL
+      exits non-zero unless the warehouse's exported_orders are the decrypted orders;
   demo_datasets.py notification LANDING_BUCKET KEY
       prints the S3 ObjectCreated notification of KEY;
   demo_datasets.py summary < INGEST_OUTPUT
       summarises an ingest invocation's output; exits 3 when it left files for another;
-  demo_datasets.py quarantine INGEST_BUCKET
-      prints the trips' quarantined rows;
+  demo_datasets.py quarantine INGEST_BUCKET DATASET
+      prints a dataset's quarantined rows;
   demo_datasets.py check PROCESSED_BUCKET WAREHOUSE_URL
       reads the trips from the lake (the processed zone's Parquet, with DuckDB as Athena would)
       and from the warehouse's trips table, and exits non-zero unless they hold the same trips.
@@ -104,6 +111,84 @@ def check(bucket: str, warehouse_url: str) -> int:
     return 0
 
 
+def kms():
+    return boto3.client("kms", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+                        region_name=os.environ.get("AWS_REGION"))
+
+
+def export(bucket: str, key: str, expected_path: str) -> None:
+    import base64
+    import gzip
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    alias = "alias/totesys-exports"
+    client = kms()
+    if not any(a["AliasName"] == alias for a in client.list_aliases()["Aliases"]):
+        key_id = client.create_key()["KeyMetadata"]["KeyId"]
+        client.create_alias(AliasName=alias, TargetKeyId=key_id)
+    b64 = lambda b: base64.b64encode(b).decode()
+    rng = random.Random(11)
+    batches = {mode: client.generate_data_key(KeyId=alias, KeySpec="AES_256") for mode in ("GCM", "CTR")}
+
+    def record(payload: dict, mode: str, key: dict, key_id: str = alias) -> dict:
+        plain = json.dumps(payload).encode()
+        if mode == "GCM":
+            iv = rng.randbytes(12)
+            sealed = AESGCM(key["Plaintext"]).encrypt(iv, plain, None)
+        else:
+            iv = rng.randbytes(16)
+            enc = Cipher(algorithms.AES(key["Plaintext"]), modes.CTR(iv)).encryptor()
+            sealed = enc.update(plain) + enc.finalize()
+        return {"payload": b64(sealed),
+                "encryption": {"encrypted_key": b64(key["CiphertextBlob"]), "iv": b64(iv),
+                               "key_id": key_id, "algorithm": f"AES-256-{mode}"},
+                "exported_at": "2024-11-14T09:30:05Z"}
+
+    lines, expected = [], {}
+    for i in range(1000):
+        mode = "CTR" if i < 300 else "GCM"
+        created = (f"2024-11-{1 + i % 28:02}T10:{i % 60:02}:00+01:00" if i % 2 == 0
+                   else f"{1 + i % 28:02}/11/2024 09:{i % 60:02}:00 +0000")
+        order = {"order_id": i, "customer": f"customer-{i % 37}", "amount": f"{10 + i}.{i % 100:02}",
+                 "currency": rng.choice(["GBP", "EUR", "USD"]), "status": rng.choice(["placed", "paid", "shipped"]),
+                 "created_at": created}
+        lines.append(record(order, mode, batches[mode]))
+        expected[i] = [i, order["customer"], order["amount"], order["currency"], order["status"],
+                       f"2024-11-{1 + i % 28:02} 09:{i % 60:02}:00+00"]
+    bad = {"order_id": 5000, "customer": "c", "amount": "1.00", "currency": "GBP", "status": "paid",
+           "created_at": "2024-11-01T10:00:00+00:00"}
+    missing = record(bad, "GCM", batches["GCM"])
+    del missing["payload"]
+    tampered = record(bad, "GCM", batches["GCM"])
+    tampered["payload"] = b64(b"tampered with on the way")
+    late = dict(bad, created_at="yesterday")
+    lines += [missing, tampered, record(bad, "GCM", batches["GCM"], "alias/someone-else"),
+              record(late, "GCM", batches["GCM"])]
+    body = b"".join(gzip.compress(("\n".join(json.dumps(r) for r in chunk) + "\n").encode())
+                    for chunk in (lines[:500], lines[500:]))
+    s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/gzip")
+    with open(expected_path, "w") as f:
+        json.dump(list(expected.values()), f)
+    print(f"   {key}: {len(lines)} records ({len(lines) - 1000} corrupt), {len(body)} bytes gzipped")
+
+
+def check_export(expected_path: str, warehouse_url: str) -> int:
+    expected = sorted(tuple(map(str, r)) for r in json.load(open(expected_path)))
+    query = ("COPY (SELECT order_id, customer, amount, currency, status, "
+             "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS+00') "
+             "FROM exported_orders ORDER BY order_id) TO STDOUT (FORMAT csv)")
+    out = subprocess.run(["psql", warehouse_url, "-qAtc", query], check=True, capture_output=True, text=True)
+    found = sorted(tuple(line.split(",")) for line in out.stdout.splitlines())
+    print(f"  warehouse: {len(found)} orders; the export: {len(expected)} decrypted orders")
+    if found != expected:
+        print("  they differ", file=sys.stderr)
+        return 1
+    print("  the same orders, decrypted, their dates in one format (UTC)")
+    return 0
+
+
 def summary() -> None:
     out = json.load(sys.stdin)
     for name, run in out.get("datasets", {}).items():
@@ -115,13 +200,14 @@ def summary() -> None:
         sys.exit(3)
 
 
-def quarantine(bucket: str) -> None:
+def quarantine(bucket: str, dataset: str) -> None:
     client = s3()
-    for o in client.list_objects_v2(Bucket=bucket, Prefix="quarantine/trips/").get("Contents", []):
+    for o in client.list_objects_v2(Bucket=bucket, Prefix=f"quarantine/{dataset}/").get("Contents", []):
         for line in client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().splitlines():
             q = json.loads(line)
             where = f"column {q['column']}" if q["column"] else "the record"
-            print(f"   {q['file'].rsplit('/', 1)[-1]} line {q['line']}, {where}: {q['reason']}: {q['value']!r}")
+            value = q["value"] if len(q["value"]) <= 60 else q["value"][:57] + "..."
+            print(f"   {q['file'].rsplit('/', 1)[-1]} line {q['line']}, {where}: {q['reason']}: {value!r}")
 
 
 if __name__ == "__main__":
@@ -130,8 +216,12 @@ if __name__ == "__main__":
             print(json.dumps({"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}))
         case ["summary"]:
             summary()
-        case ["quarantine", bucket]:
-            quarantine(bucket)
+        case ["quarantine", bucket, dataset]:
+            quarantine(bucket, dataset)
+        case ["export", bucket, key, expected]:
+            export(bucket, key, expected)
+        case ["check-export", expected, url]:
+            sys.exit(check_export(expected, url))
         case ["land", bucket, prefix, files, rows]:
             land(bucket, prefix, int(files), int(rows))
         case ["check", bucket, url]:

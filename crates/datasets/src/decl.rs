@@ -483,7 +483,10 @@ pub(crate) mod tests {
         let d = parse(v.clone()).unwrap();
         let e = d.source.encryption.unwrap();
         assert_eq!(e.mode, crate::crypt::Mode::Aes256Gcm);
-        assert_eq!(e.members().collect::<Vec<_>>(), ["payload", "meta", "meta", "meta"]);
+        assert_eq!(
+            e.members().collect::<Vec<_>>(),
+            ["payload", "meta", "meta", "meta"]
+        );
         v["columns"] = json!([{"name": "meta", "type": "text"}]);
         let e = parse(v).unwrap_err();
         assert!(e.contains("member \"meta\""), "{e}");

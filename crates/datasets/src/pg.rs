@@ -63,8 +63,9 @@ fn key_exprs(dataset: &Dataset, prefix: &str) -> String {
     exprs.join(", ")
 }
 
-/// Whether rows are matched on the key (and the table needs its unique index).
-fn keyed(dataset: &Dataset) -> bool {
+/// Whether rows are matched on the key (and the table needs its unique index); rows that
+/// are not can be copied straight into the table.
+pub fn keyed(dataset: &Dataset) -> bool {
     dataset.write_mode != WriteMode::Append && !dataset.key.is_empty()
 }
 
@@ -143,26 +144,33 @@ pub fn create_view(view: &View) -> String {
     sql
 }
 
-/// Creates the staging table for one file: the table's declared columns and each row's
-/// place in the file.
+/// Creates the staging table for one file: the table's declared columns.
+///
+/// Its rows are in file order: a temporary table is filled by one `COPY` into a fresh heap,
+/// and its sequential scans start at its first block (PostgreSQL synchronises scans only of
+/// tables in shared buffers, and runs no `INSERT` in parallel), so a scan reads the file's
+/// order and `ctid` follows it; no row number is kept (a sequence per row, and a sort).
 pub fn create_stage(dataset: &Dataset, table: &str) -> String {
     format!(
-        "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA; \
-         ALTER TABLE {STAGE} ADD COLUMN stage_row bigserial",
+        "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
         column_list(dataset, ""),
         ident(table)
     )
 }
 
-/// The `COPY` that fills the staging table from [`copy_text`].
-pub fn copy_in(dataset: &Dataset) -> String {
-    format!("COPY {STAGE} ({}) FROM STDIN", column_list(dataset, ""))
+/// The `COPY` of [`copy_text`] into `table` (the staging table, or the table itself).
+pub fn copy_in(dataset: &Dataset, table: &str) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN",
+        ident(table),
+        column_list(dataset, "")
+    )
 }
 
 /// The one statement that applies the staged rows under the declared write mode; it returns
 /// the rows inserted or updated.
 ///
-/// - `append`: every row is inserted.
+/// - `append`: every row is inserted (the load copies such rows straight in instead).
 /// - `insert-ignore`: a row whose key is in the table (or earlier in the file) is dropped.
 /// - `merge`: a row replaces the one with its key, the file's last for a key winning, and a
 ///   row equal to the one there is not rewritten (nor counted).
@@ -171,12 +179,12 @@ pub fn apply(dataset: &Dataset, table: &str) -> String {
     let staged = column_list(dataset, "s.");
     let target = ident(table);
     match dataset.write_mode {
-        _ if !keyed(dataset) => format!(
-            "INSERT INTO {target} ({columns}) SELECT {staged} FROM {STAGE} s ORDER BY s.stage_row"
-        ),
+        _ if !keyed(dataset) => {
+            format!("INSERT INTO {target} ({columns}) SELECT {staged} FROM {STAGE} s")
+        }
         WriteMode::Append | WriteMode::InsertIgnore => format!(
-            "INSERT INTO {target} ({columns}) SELECT {staged} FROM {STAGE} s ORDER BY \
-             s.stage_row ON CONFLICT ({}) DO NOTHING",
+            "INSERT INTO {target} ({columns}) SELECT {staged} FROM {STAGE} s \
+             ON CONFLICT ({}) DO NOTHING",
             key_exprs(dataset, "")
         ),
         WriteMode::Merge => {
@@ -212,7 +220,7 @@ pub fn apply(dataset: &Dataset, table: &str) -> String {
             };
             format!(
                 "INSERT INTO {target} AS t ({columns}) SELECT DISTINCT ON ({key}) {staged} \
-                 FROM {STAGE} s ORDER BY {key}, s.stage_row DESC ON CONFLICT ({}) {conflict}",
+                 FROM {STAGE} s ORDER BY {key}, s.ctid DESC ON CONFLICT ({}) {conflict}",
                 key_exprs(dataset, ""),
                 key = key_exprs(dataset, "s."),
             )
@@ -311,7 +319,7 @@ mod tests {
             sql.contains("DISTINCT ON (s.\"region\", s.\"datetime\")"),
             "{sql}"
         );
-        assert!(sql.contains("s.stage_row DESC"), "{sql}");
+        assert!(sql.contains("s.ctid DESC"), "{sql}");
         assert!(
             sql.contains("\"origin_coord\" = EXCLUDED.\"origin_coord\""),
             "{sql}"

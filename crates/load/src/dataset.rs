@@ -4,7 +4,8 @@
 //! there is the user's and is never altered. A file loads in one transaction, as a star schema
 //! file does: claimed in the ledger by key and ETag (a file the ledger holds is skipped),
 //! streamed row group by row group into a temporary staging table by `COPY`, and applied by
-//! one statement under the declared write mode (see `datasets::pg::apply`); a table whose
+//! one statement under the declared write mode (see `datasets::pg::apply`), or, for `append`,
+//! copied straight into the table; a table whose
 //! rows changed is marked for its views' refresh in the same transaction.
 
 use bytes::Bytes;
@@ -148,8 +149,18 @@ pub async fn load_file(
         info!(dataset = dataset.name, key, "already loaded; skipped");
         return Ok(Loaded::Skipped);
     }
-    tx.batch_execute(&pg::create_stage(dataset, table)).await?;
-    let sink = tx.copy_in(&pg::copy_in(dataset)).await.map_err(refused)?;
+    // Rows matched by no key (append) go straight into the table: nothing to stage.
+    let direct = !pg::keyed(dataset);
+    let into = if direct {
+        table
+    } else {
+        tx.batch_execute(&pg::create_stage(dataset, table)).await?;
+        pg::STAGE
+    };
+    let sink = tx
+        .copy_in(&pg::copy_in(dataset, into))
+        .await
+        .map_err(refused)?;
     let mut sink = std::pin::pin!(sink);
     let mut text = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
     while let Some(batch) = opened
@@ -168,11 +179,14 @@ pub async fn load_file(
     if !text.is_empty() {
         sink.send(Bytes::from(text)).await.map_err(refused)?;
     }
-    sink.as_mut().finish().await.map_err(refused)?;
-    let changed = tx
-        .execute(&pg::apply(dataset, table), &[])
-        .await
-        .map_err(refused)?;
+    let copied = sink.as_mut().finish().await.map_err(refused)?;
+    let changed = if direct {
+        copied
+    } else {
+        tx.execute(&pg::apply(dataset, table), &[])
+            .await
+            .map_err(refused)?
+    };
     tx.execute(
         &format!("UPDATE {LEDGER} SET changed = $3 WHERE file_key = $1 AND etag = $2"),
         &[&key, &etag, &(changed as i64)],
