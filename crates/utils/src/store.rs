@@ -166,6 +166,27 @@ impl S3Store {
         }
     }
 
+    /// A conditional GetObject's failure: an object replaced since its ETag was read fails
+    /// transiently (its new version is for the next run), instead of mixing two versions.
+    fn get_error<E>(&self, key: &str, etag: &str, e: SdkError<E, HttpResponse>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        if precondition_failed(&e) {
+            Error::Storage {
+                operation: "GetObject",
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                message: format!(
+                    "the object was replaced since it was read: its ETag is no longer {etag}"
+                ),
+                transient: true,
+            }
+        } else {
+            self.error("GetObject", key, e)
+        }
+    }
+
     /// The object's bytes, or `None` if there is no such key.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         Ok(self.get_version(key).await?.map(|(bytes, _)| bytes))
@@ -252,38 +273,13 @@ impl S3Store {
             .set_if_match(etag.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| match e.raw_response().map(|r| r.status().as_u16()) {
-                Some(412) => Error::Storage {
-                    operation: "GetObject",
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
-                    message: format!(
-                        "the object was replaced since it was read: its ETag is no longer {}",
-                        etag.unwrap_or_default()
-                    ),
-                    transient: true,
-                },
-                _ => self.error("GetObject", key, e),
-            })?;
+            .map_err(|e| self.get_error(key, etag.unwrap_or_default(), e))?;
         self.body(key, out.body).await
     }
 
     /// The object's ETag, or `None` if there is no such key.
-    #[instrument(skip(self), fields(bucket = %self.bucket))]
     pub async fn etag(&self, key: &str) -> Result<Option<String>> {
-        self.count();
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_owned())),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
-            Err(e) => Err(self.error("HeadObject", key, e)),
-        }
+        Ok(self.head(key).await?.map(|o| o.etag))
     }
 
     #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
@@ -325,38 +321,24 @@ impl S3Store {
 
     /// Every key under `prefix` that sorts after `start_after`, in order, following
     /// continuation tokens through as many pages as there are.
-    #[instrument(skip(self), fields(bucket = %self.bucket))]
     pub async fn list_keys(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            self.count();
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_start_after(start_after.map(str::to_owned))
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-            match out.next_continuation_token() {
-                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => return Ok(keys),
-            }
-        }
+        let objects = self.list_objects_after(prefix, start_after).await?;
+        Ok(objects.into_iter().map(|o| o.key).collect())
     }
 
     /// Every object under `prefix`, in key order, with its ETag, time and size (one
     /// `ListObjectsV2` page per thousand).
-    #[instrument(skip(self), fields(bucket = %self.bucket))]
     pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.list_objects_after(prefix, None).await
+    }
+
+    /// [`S3Store::list_objects`] of the keys that sort after `start_after`.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    async fn list_objects_after(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<ObjectInfo>> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -366,6 +348,7 @@ impl S3Store {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(prefix)
+                .set_start_after(start_after.map(str::to_owned))
                 .set_continuation_token(token.take())
                 .send()
                 .await
@@ -423,18 +406,7 @@ impl S3Store {
             .if_match(etag)
             .send()
             .await
-            .map_err(|e| match e.raw_response().map(|r| r.status().as_u16()) {
-                Some(412) => Error::Storage {
-                    operation: "GetObject",
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
-                    message: format!(
-                        "the object was replaced since it was listed: its ETag is no longer {etag}"
-                    ),
-                    transient: true,
-                },
-                _ => self.error("GetObject", key, e),
-            })?;
+            .map_err(|e| self.get_error(key, etag, e))?;
         Ok(out.body)
     }
 
