@@ -438,6 +438,18 @@ async fn trips_each_file_once_whatever_is_repeated_lost_or_killed() {
         ]
     );
 
+    // ... and as the operator's etl shows them.
+    let files = etl::quarantine::list(&lake.processed, &lake.raw)
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!((files[0].table.as_str(), files[0].rows), ("trips", 3));
+    let shown = etl::quarantine::read(&lake.processed, &lake.raw, &files[0].key)
+        .await
+        .unwrap();
+    assert_eq!(shown[0]["column"], "datetime");
+    assert!(etl::quarantine::render_list(&files).contains("2 fields, expected 5"));
+
     // The view, refreshed after the loads, and the question analysts ask.
     let view: BTreeMap<String, (i64, i64)> = wh
         .query("SELECT region, trips, weeks FROM trips_weekly_average", &[])

@@ -381,7 +381,9 @@ async fn quarantined_rows_are_listed_and_shown_with_their_reasons() {
         .unwrap();
     round(&s).await;
     let etl = s.etl(true, None).await;
-    let files = etl::quarantine::list(&etl.processed).await.unwrap();
+    let files = etl::quarantine::list(&etl.processed, &etl.raw)
+        .await
+        .unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0].table, "fact_sales_order");
     assert_eq!(files[0].rows, 1);
@@ -389,7 +391,7 @@ async fn quarantined_rows_are_listed_and_shown_with_their_reasons() {
     assert_eq!(files[0].reasons, BTreeMap::from([(reason.to_owned(), 1)]));
     assert!(etl::quarantine::render_list(&files).contains("1 x agreed_delivery_date"));
 
-    let rows = etl::quarantine::read(&etl.processed, &files[0].key)
+    let rows = etl::quarantine::read(&etl.processed, &etl.raw, &files[0].key)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -408,6 +410,7 @@ async fn quarantined_rows_are_listed_and_shown_with_their_reasons() {
 
     let e = etl::quarantine::read(
         &etl.processed,
+        &etl.raw,
         "fact_sales_order/2024/11/14/093005123456.parquet",
     )
     .await

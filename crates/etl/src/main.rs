@@ -229,11 +229,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Quarantine { command } => {
             match command {
                 QuarantineCommand::List { json } => {
-                    let files = etl::quarantine::list(&pipeline.processed).await?;
+                    let files = etl::quarantine::list(&pipeline.processed, &pipeline.raw).await?;
                     emit(json, &files, || etl::quarantine::render_list(&files));
                 }
                 QuarantineCommand::Show { key, json } => {
-                    let rows = etl::quarantine::read(&pipeline.processed, &key).await?;
+                    let rows =
+                        etl::quarantine::read(&pipeline.processed, &pipeline.raw, &key).await?;
                     emit(json, &rows, || etl::quarantine::render_rows(&rows));
                 }
             }

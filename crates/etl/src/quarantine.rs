@@ -1,4 +1,6 @@
-//! `etl quarantine list|show`: the fact rows transform set aside, with their reasons.
+//! `etl quarantine list|show`: the fact rows transform set aside (Parquet in the processed
+//! bucket), and the declared datasets' rows ingest set aside (JSON Lines in the ingest
+//! bucket, `quarantine/<dataset>/...jsonl`), with their reasons.
 
 use std::collections::BTreeMap;
 
@@ -30,27 +32,47 @@ pub fn table_of(key: &str) -> Option<&'static str> {
     utils::warehouse::processed_file(key.strip_prefix(PREFIX)?).map(|(t, _)| t.name)
 }
 
+/// The datasets' quarantine files in the ingest bucket, in key order.
+pub async fn dataset_keys(raw: &S3Store) -> Result<Vec<String>> {
+    let mut keys = raw
+        .list_keys(PREFIX, None)
+        .await
+        .doing(|| format!("listing s3://{}/{PREFIX}", raw.bucket()))?;
+    keys.retain(|k| dataset_of(k).is_some());
+    Ok(keys)
+}
+
+/// The dataset a quarantine key of ingest's is of: `quarantine/<dataset>/...jsonl`.
+pub fn dataset_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(PREFIX)?.strip_suffix(".jsonl")?;
+    rest.split_once('/').map(|(dataset, _)| dataset)
+}
+
 /// One quarantine file: its rows, and how many have each reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuarantineFile {
     pub key: String,
-    pub table: &'static str,
+    /// The fact table, or the dataset.
+    pub table: String,
     pub rows: usize,
     pub reasons: BTreeMap<String, usize>,
 }
 
-/// Every quarantine file with its reasons.
-pub async fn list(store: &S3Store) -> Result<Vec<QuarantineFile>> {
+/// Every quarantine file with its reasons: transform's in `processed`, then the datasets' in
+/// `raw`.
+pub async fn list(processed: &S3Store, raw: &S3Store) -> Result<Vec<QuarantineFile>> {
     let mut files = Vec::new();
-    for key in keys(store).await? {
-        let rows = read(store, &key).await?;
+    let keys = keys(processed).await?.into_iter();
+    for key in keys.chain(dataset_keys(raw).await?) {
+        let rows = read(processed, raw, &key).await?;
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for row in &rows {
             let reason = row.get("reason").and_then(Value::as_str).unwrap_or("-");
             *reasons.entry(reason.to_owned()).or_default() += 1;
         }
+        let table = table_of(&key).or_else(|| dataset_of(&key));
         files.push(QuarantineFile {
-            table: table_of(&key).expect("kept by keys()"),
+            table: table.expect("kept by the listings").to_owned(),
             rows: rows.len(),
             reasons,
             key,
@@ -78,14 +100,39 @@ pub fn render_list(files: &[QuarantineFile]) -> String {
 }
 
 /// The rows of one quarantine file, each a JSON object of its columns as text (`null` for
-/// NULL): the original values, as the raw file held them, and the reason.
-pub async fn read(store: &S3Store, key: &str) -> Result<Vec<Map<String, Value>>> {
+/// NULL): the original values, as the raw file held them, and the reason. A dataset's (in
+/// `raw`): each row's file, line, column, reason and value as it was.
+pub async fn read(
+    processed: &S3Store,
+    raw: &S3Store,
+    key: &str,
+) -> Result<Vec<Map<String, Value>>> {
+    if dataset_of(key).is_some() {
+        let bytes = raw
+            .get(key)
+            .await
+            .doing(|| format!("reading s3://{}/{key}", raw.bucket()))?
+            .ok_or_else(|| Error::Usage(format!("s3://{}/{key} does not exist", raw.bucket())))?;
+        return bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                serde_json::from_slice(line).map_err(|e| {
+                    Error::Usage(format!(
+                        "s3://{}/{key}: not a quarantine line: {e}",
+                        raw.bucket()
+                    ))
+                })
+            })
+            .collect();
+    }
     if table_of(key).is_none() {
         return Err(Error::Usage(format!(
-            "{key:?} is not a quarantine file (quarantine/<fact table>/YYYY/MM/DD/HHMMSSffffff.parquet; \
-             `etl quarantine list` lists them)"
+            "{key:?} is not a quarantine file (quarantine/<fact table>/YYYY/MM/DD/HHMMSSffffff.parquet, \
+             or a dataset's quarantine/<dataset>/...jsonl; `etl quarantine list` lists them)"
         )));
     }
+    let store = processed;
     let bytes = store
         .get(key)
         .await
@@ -165,5 +212,10 @@ mod tests {
             None
         );
         assert_eq!(table_of("quarantine/fact_sales_order/notes.txt"), None);
+        assert_eq!(
+            dataset_of("quarantine/trips/2024/11/14/093005000000-09ad468e385f8ce8-00000.jsonl"),
+            Some("trips")
+        );
+        assert_eq!(dataset_of("quarantine/trips/notes.txt"), None);
     }
 }
