@@ -21,7 +21,8 @@
 //! notification costs a delay, never a file. A file that cannot be read at all (corrupt gzip,
 //! a header against the declared policies) gets a record with the error and no parts (any it
 //! had are deleted), so it never blocks the sweep, and the invocation fails with
-//! `InvalidInput` naming it; landing it again (a new ETag) ingests it.
+//! `InvalidInput` naming it, once the other files it was given are in; landing it again (a
+//! new ETag) ingests it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -260,13 +261,24 @@ pub async fn run(
     };
     let mut done = 0;
     let mut left = BTreeSet::new();
+    // A file that cannot be read is recorded as such and fails the invocation, but only once
+    // the files after it are in: bad input never holds good input back.
+    let mut unreadable: Option<Error> = None;
     for (dataset, object) in todo {
         if done > 0 && deadline.reached() {
             left.insert(dataset.name.clone());
             continue;
         }
-        let (record, skipped) = ingest_file(landing, raw, dataset, &object, limits, keys).await?;
+        let ingested = ingest_file(landing, raw, dataset, &object, limits, keys).await;
         done += 1;
+        let (record, skipped) = match ingested {
+            Ok(ingested) => ingested,
+            Err(e) if e.error_type() == "InvalidInput" => {
+                unreadable.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if skipped {
             out.skipped_files.push(object.key);
             continue;
@@ -276,6 +288,9 @@ pub async fn run(
         run.rows += record.rows;
         run.quarantined += record.quarantined;
         run.quarantine.extend(record.quarantine);
+    }
+    if let Some(e) = unreadable {
+        return Err(e);
     }
     out.has_new_data = out.datasets.values().any(|r| !r.files.is_empty());
     if !left.is_empty() {
