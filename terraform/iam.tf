@@ -20,7 +20,7 @@ locals {
   dataset_queue = "${local.bucket_arn.ingest}/_state/datasets/pending/*"
 
   lambda_statements = {
-    ingest = [
+    ingest = concat([
       {
         sid       = "ReadSourceSecret"
         actions   = ["secretsmanager:GetSecretValue"]
@@ -43,17 +43,18 @@ locals {
         resources = [local.bucket_arn.landing]
       },
       {
-        sid       = "ReadLandedFiles"
-        actions   = ["s3:GetObject"]
-        resources = length(local.landing_objects) > 0 ? local.landing_objects : ["${local.bucket_arn.landing}/nothing-declared"]
-      },
-      {
         # A file that cannot be read has its parts deleted (nothing half-written stays).
         sid       = "WriteDatasetFilesRecordsAndQuarantine"
         actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
         resources = concat(local.dataset_raw, local.dataset_ingest_state, [local.dataset_queue])
       },
-    ]
+      ], length(local.landing_objects) > 0 ? [
+      {
+        sid       = "ReadLandedFiles"
+        actions   = ["s3:GetObject"]
+        resources = local.landing_objects
+      },
+    ] : [])
     transform = [
       {
         sid       = "ListBuckets"
