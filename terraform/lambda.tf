@@ -6,6 +6,7 @@ locals {
       description = "ToteSys tables changed since the last run -> Parquet in the ingest bucket"
       memory      = var.lambda_settings.ingest.memory
       timeout     = var.lambda_settings.ingest.timeout
+      storage     = var.lambda_settings.ingest.ephemeral_storage
       # s3 mode: the schedule's asynchronous invocations wait for the run before them. Under the
       # state machine its lock serialises runs and the Map holds ingest to map_concurrency.
       concurrency = local.use_s3_triggers ? 1 : var.lambda_settings.ingest.concurrency
@@ -27,6 +28,7 @@ locals {
       description = "Raw Parquet -> star schema Parquet in the processed bucket"
       memory      = var.lambda_settings.transform.memory
       timeout     = var.lambda_settings.transform.timeout
+      storage     = var.lambda_settings.transform.ephemeral_storage
       # The dimension snapshots under _state/transform/ are read, merged and written back, so
       # transforms must not overlap: in s3 mode nothing else keeps them apart; under the state
       # machine, its lock does.
@@ -43,6 +45,7 @@ locals {
       description = "Processed Parquet -> the warehouse, exactly once per file"
       memory      = var.lambda_settings.load.memory
       timeout     = var.lambda_settings.load.timeout
+      storage     = var.lambda_settings.load.ephemeral_storage
       # The load ledger and per-table locks make concurrent invocations safe.
       concurrency = var.lambda_settings.load.concurrency
       environment = {
@@ -86,6 +89,11 @@ resource "aws_lambda_function" "pipeline" {
   timeout                        = each.value.timeout
   reserved_concurrent_executions = each.value.concurrency
   kms_key_arn                    = aws_kms_key.pipeline.arn
+
+  # /tmp: ingest copies a landed Parquet file or workbook there to read it.
+  ephemeral_storage {
+    size = each.value.storage
+  }
 
   environment {
     variables = each.value.environment

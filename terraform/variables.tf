@@ -46,14 +46,14 @@ variable "lambda_zip_dir" {
 }
 
 variable "lambda_settings" {
-  description = "Memory (MB), timeout (s) and reserved concurrency per function. Reserved concurrency is null (none) by default: a new account's quota is often 10 and Lambda keeps 100 unreserved, so reserving any fails there, and the state machine's lock already runs one pipeline at a time. In s3 mode ingest and transform are always reserved at 1 (see docs/src/orchestration.md, S3-trigger mode)."
+  description = "Memory (MB), timeout (s), ephemeral storage (/tmp, MB) and reserved concurrency per function. Ingest copies a landed Parquet file or workbook to /tmp to read it, so its storage bounds the largest such file (2048 MB by default; Lambda allows 512 to 10240). Reserved concurrency is null (none) by default: a new account's quota is often 10 and Lambda keeps 100 unreserved, so reserving any fails there, and the state machine's lock already runs one pipeline at a time. In s3 mode ingest and transform are always reserved at 1 (see docs/src/orchestration.md, S3-trigger mode)."
   type = object({
-    ingest    = object({ memory = number, timeout = number, concurrency = optional(number) })
-    transform = object({ memory = number, timeout = number, concurrency = optional(number) })
-    load      = object({ memory = number, timeout = number, concurrency = optional(number) })
+    ingest    = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 512) })
+    transform = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 512) })
+    load      = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 512) })
   })
   default = {
-    ingest    = { memory = 256, timeout = 300 }
+    ingest    = { memory = 256, timeout = 300, ephemeral_storage = 2048 }
     transform = { memory = 512, timeout = 600 }
     load      = { memory = 256, timeout = 900 }
   }
@@ -63,6 +63,13 @@ variable "lambda_settings" {
       for f in values(var.lambda_settings) : f.memory >= 128 && f.memory <= 10240 && floor(f.memory) == f.memory && f.timeout >= 1 && f.timeout <= 900 && floor(f.timeout) == f.timeout
     ])
     error_message = "lambda_settings: memory is a whole number of MB from 128 to 10240, timeout a whole number of seconds from 1 to 900 (Lambda's limits)."
+  }
+
+  validation {
+    condition = alltrue([
+      for f in values(var.lambda_settings) : f.ephemeral_storage >= 512 && f.ephemeral_storage <= 10240 && floor(f.ephemeral_storage) == f.ephemeral_storage
+    ])
+    error_message = "lambda_settings: ephemeral_storage is a whole number of MB from 512 to 10240 (Lambda's limits)."
   }
 
   validation {

@@ -12,8 +12,10 @@ use chrono::{Datelike, NaiveDateTime};
 use datasets::Dataset;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
+use totesys_tests::expected::sql_rows;
 use totesys_tests::*;
 use utils::db::{Connector, DbSource};
+use utils::parquet_io::ParquetContents;
 use utils::store::S3Store;
 
 /// The landing, raw and processed buckets, a warehouse, and the Lambdas over them.
@@ -133,6 +135,49 @@ impl Lake {
         out
     }
 
+    /// Ingest, transform and load of `event` each killed at moments growing 1.6× from 1 ms
+    /// until all three get through, transform and load running between the kills on whatever
+    /// the killed ingest left; then a sweep of `datasets` finishes what the kills left, and
+    /// another finds nothing to do.
+    async fn killed_until_through(&self, event: Value, datasets: &[&str]) {
+        let mut kills = 0;
+        let mut after = Duration::from_millis(1);
+        loop {
+            let ingested = tokio::time::timeout(after, self.ingest(event.clone())).await;
+            let transformed = tokio::time::timeout(
+                after,
+                self.transform(json!({"bucket": self.raw.bucket(), "files": {}})),
+            )
+            .await;
+            let loaded = tokio::time::timeout(after, self.load()).await;
+            if ingested.is_ok() && transformed.is_ok() && loaded.is_ok() {
+                break;
+            }
+            kills += 1;
+            after = after.mul_f64(1.6);
+        }
+        assert!(kills >= 5, "the stages were killed only {kills} times");
+        self.round(json!({ "datasets": datasets })).await;
+        let last = self.round(json!({ "datasets": datasets })).await;
+        assert!(!last.has_new_data, "{last:?}");
+    }
+
+    /// Every hand-off repeated, as a lost result or a duplicate delivery would: each raw file
+    /// under `prefix` queued again for transform and for the load. The load must change
+    /// nothing; what it says it skipped.
+    async fn hand_offs_repeated(&self, prefix: &str) -> load::Output {
+        for key in self.raw.list_keys(prefix, None).await.unwrap() {
+            utils::cursor::mark_dataset_pending(&self.raw, &key)
+                .await
+                .unwrap();
+        }
+        self.transform(json!({"bucket": self.raw.bucket(), "files": {}}))
+            .await;
+        let repeated = self.load().await.unwrap();
+        assert!(repeated.loaded.is_empty(), "{repeated:?}");
+        repeated
+    }
+
     /// The warehouse's trips, as text, sorted.
     async fn trips(&self) -> Vec<String> {
         self.rows("trips").await
@@ -157,10 +202,11 @@ impl Lake {
         rows.iter().map(|r| r.get(0)).collect()
     }
 
-    /// Every quarantined row: (file, line, column, reason).
-    async fn quarantined(&self) -> BTreeSet<(String, u64, String, String)> {
+    /// Every quarantined row of `dataset`: (file, line, column, reason).
+    async fn quarantined(&self, dataset: &str) -> BTreeSet<(String, u64, String, String)> {
         let mut out = BTreeSet::new();
-        for key in self.raw.list_keys("quarantine/trips/", None).await.unwrap() {
+        let prefix = format!("quarantine/{dataset}/");
+        for key in self.raw.list_keys(&prefix, None).await.unwrap() {
             let body = self.raw.get(&key).await.unwrap().unwrap();
             for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let v: Value = serde_json::from_slice(line).unwrap();
@@ -332,38 +378,9 @@ async fn trips_each_file_once_whatever_is_repeated_lost_or_killed() {
         "landing/trips/2018-05 c.csv",
         "landing/trip_log/2018-05 c.csv",
     ]);
-    let mut kills = 0;
-    let mut after = Duration::from_millis(1);
-    loop {
-        let ingested = tokio::time::timeout(after, lake.ingest(event.clone())).await;
-        let transformed = tokio::time::timeout(
-            after,
-            lake.transform(json!({"bucket": lake.raw.bucket(), "files": {}})),
-        )
+    lake.killed_until_through(event, &["trips", "trip_log"])
         .await;
-        let loaded = tokio::time::timeout(after, lake.load()).await;
-        if ingested.is_ok() && transformed.is_ok() && loaded.is_ok() {
-            break;
-        }
-        kills += 1;
-        after = after.mul_f64(1.6);
-    }
-    assert!(kills >= 5, "the stages were killed only {kills} times");
-    // What the kills left, a round finishes; another finds nothing to do.
-    lake.round(json!({"datasets": ["trips", "trip_log"]})).await;
-    let last = lake.round(json!({"datasets": ["trips", "trip_log"]})).await;
-    assert!(!last.has_new_data);
-    // Every hand-off repeated, as a lost result or a duplicate delivery would: each file
-    // queued again for transform and for the load. Nothing changes.
-    for key in lake.raw.list_keys("trip", None).await.unwrap() {
-        utils::cursor::mark_dataset_pending(&lake.raw, &key)
-            .await
-            .unwrap();
-    }
-    lake.transform(json!({"bucket": lake.raw.bucket(), "files": {}}))
-        .await;
-    let repeated = lake.load().await.unwrap();
-    assert!(repeated.loaded.is_empty(), "{repeated:?}");
+    let repeated = lake.hand_offs_repeated("trip").await;
     assert_eq!(repeated.skipped_files.len(), 4, "{repeated:?}");
 
     let expected: BTreeSet<String> = expected.into_iter().collect();
@@ -421,7 +438,7 @@ async fn trips_each_file_once_whatever_is_repeated_lost_or_killed() {
 
     // The bad rows of A, by file, line, column and reason.
     let file_a = format!("s3://{}/landing/trips/2018-05 a.csv", lake.landing.bucket());
-    let quarantined = lake.quarantined().await;
+    let quarantined = lake.quarantined("trips").await;
     let places: Vec<(u64, &str)> = quarantined
         .iter()
         .map(|(f, line, column, _)| {
@@ -838,4 +855,304 @@ async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the
             "line {line}: {reason:?}, expected {expected:?}"
         );
     }
+}
+
+const STATIONS: &[(&str, &str)] = &[
+    ("ST01", "Town Hall"),
+    ("ST02", "Harbour"),
+    ("ST03", "Ring Road"),
+];
+
+/// The portal's air-quality workbook for `month` of 2024 (days 1 to `days`), with
+/// `amended` days of the month before published again, changed (the portal's corrections):
+/// the bytes, and its good rows as the lake renders them. Dates are date cells, every fifth
+/// day/month/year text; a value per file is "n/a" and one is Excel's `#DIV/0!`, both on known
+/// rows (returned: (row, column)).
+fn air_quality_workbook(
+    month: u32,
+    days: u32,
+    amended: u32,
+) -> (Vec<u8>, Vec<String>, Vec<(u64, &'static str)>) {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Formula, Workbook};
+    let mut rng = fastrand::Rng::with_seed(u64::from(month));
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet().set_name("Measurements").unwrap();
+    sheet
+        .write_string(0, 0, "Daily air quality by station (generated)")
+        .unwrap();
+    let header = [
+        "station_id",
+        "station_name",
+        "measured_on",
+        "pm25",
+        "no2",
+        "samples",
+        "validated",
+    ];
+    for (c, name) in header.iter().enumerate() {
+        sheet.write_string(2, c as u16, *name).unwrap();
+    }
+    let date = Format::new().set_num_format("dd/mm/yyyy");
+    let mut days_of: Vec<(u32, u32)> = (1..=days).map(|d| (month, d)).collect();
+    days_of.extend((1..=amended).map(|d| (month - 1, d)));
+    let (mut rows, mut bad) = (Vec::new(), Vec::new());
+    let mut r = 3;
+    for (m, d) in days_of {
+        for (i, (id, name)) in STATIONS.iter().enumerate() {
+            let tenths = rng.u32(30..900);
+            let no2 = (rng.u8(..6) > 0).then(|| rng.u32(50..900));
+            let samples = 18 + rng.u16(..7);
+            let validated = m < month || d < days / 2;
+            sheet.write_string(r, 0, *id).unwrap();
+            sheet.write_string(r, 1, *name).unwrap();
+            if d % 5 == 0 {
+                sheet
+                    .write_string(r, 2, format!("{d:02}/{m:02}/2024"))
+                    .unwrap();
+            } else {
+                let day = ExcelDateTime::from_ymd(2024, m as u8, d as u8).unwrap();
+                sheet.write_datetime_with_format(r, 2, &day, &date).unwrap();
+            }
+            sheet.write_number(r, 3, f64::from(tenths) / 10.0).unwrap();
+            if let Some(no2) = no2 {
+                sheet.write_number(r, 4, f64::from(no2) / 10.0).unwrap();
+            }
+            sheet.write_number(r, 5, f64::from(samples)).unwrap();
+            sheet.write_boolean(r, 6, validated).unwrap();
+            let line = u64::from(r) + 1;
+            if m == month && d == 3 && i == 1 {
+                sheet.write_string(r, 3, "n/a").unwrap();
+                bad.push((line, "pm25"));
+            } else if m == month && d == 4 && i == 2 {
+                sheet
+                    .write_formula(r, 4, Formula::new("=1/0").set_result("#DIV/0!"))
+                    .unwrap();
+                bad.push((line, "no2"));
+            } else {
+                rows.push(format!(
+                    "{id}|{name}|2024-{m:02}-{d:02}|{}.{}|{}|{samples}|{validated}",
+                    tenths / 10,
+                    tenths % 10,
+                    no2.map_or(String::new(), |v| format!("{}.{}", v / 10, v % 10))
+                ));
+            }
+            r += 1;
+        }
+    }
+    (book.save_to_buffer().unwrap(), rows, bad)
+}
+
+/// A day of the bike counters as the portal publishes it: semicolon-separated, a `weather`
+/// column the declaration does not name (`on_new_column: ignore`), times as `dd.mm.yyyy HH:MM`,
+/// one row whose count is "-": the text and its good rows as the lake renders them.
+fn bike_counts_csv(day: u32) -> (String, Vec<String>) {
+    let mut rng = fastrand::Rng::with_seed(u64::from(day) + 100);
+    let mut csv = String::from("counter_id;weather;counted_at;direction;bikes;temperature\n");
+    let mut rows = Vec::new();
+    for counter in ["K01", "K02"] {
+        for hour in 0..24 {
+            for direction in ["in", "out"] {
+                let bikes = rng.u32(..400);
+                let temperature = (hour != 3).then(|| rng.i32(-50..250));
+                let shown = |t: i32| {
+                    format!(
+                        "{}{}.{}",
+                        if t < 0 { "-" } else { "" },
+                        t.abs() / 10,
+                        t.abs() % 10
+                    )
+                };
+                let bikes_text = if counter == "K02" && hour == 7 && direction == "in" {
+                    "-".to_string()
+                } else {
+                    rows.push(format!(
+                        "{counter}|2024-11-{day:02}T{hour:02}:00:00|{direction}|{bikes}|{}",
+                        temperature.map_or(String::new(), shown)
+                    ));
+                    bikes.to_string()
+                };
+                csv.push_str(&format!(
+                    "{counter};cloudy;{day:02}.11.2024 {hour:02}:00;{direction};{bikes_text};{}\n",
+                    temperature.map_or(String::new(), shown)
+                ));
+            }
+        }
+    }
+    (csv, rows)
+}
+
+/// The lake's rows of `dataset` by the landed file they came from, each rendered as arrow
+/// shows its values, joined by `|`; and one of its files' Parquet footer.
+async fn lake_rows(
+    store: &S3Store,
+    dataset: &str,
+) -> (BTreeMap<String, Vec<String>>, Option<ParquetContents>) {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut footer = None;
+    for key in store.list_keys(&format!("{dataset}/"), None).await.unwrap() {
+        let contents = read_object(store, &key).await;
+        let file = contents.metadata_value("source_file").unwrap().to_owned();
+        let rows = by_file.entry(file).or_default();
+        for batch in &contents.batches {
+            let options = FormatOptions::default();
+            let formatters: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                .collect();
+            for i in 0..batch.num_rows() {
+                let values: Vec<String> =
+                    formatters.iter().map(|f| f.value(i).to_string()).collect();
+                rows.push(values.join("|"));
+            }
+        }
+        footer = Some(contents);
+    }
+    for rows in by_file.values_mut() {
+        rows.sort();
+    }
+    (by_file, footer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_them() {
+    let lake = Lake::new().await;
+    let november = "opendata/environment/air_quality/2024-11.xlsx";
+    let december = "opendata/environment/air_quality/2024-12.xlsx";
+    let (nov, nov_rows, nov_bad) = air_quality_workbook(11, 30, 0);
+    // December's workbook publishes the first week of November again, corrected.
+    let (dec, dec_rows, dec_bad) = air_quality_workbook(12, 20, 7);
+    let counts: Vec<(String, String, Vec<String>)> = (5..8)
+        .map(|day| {
+            let (csv, rows) = bike_counts_csv(day);
+            (
+                format!("opendata/mobility/bike_counts/2024-11-{day:02}.csv"),
+                csv,
+                rows,
+            )
+        })
+        .collect();
+
+    // November's workbook and the first day's counts are notified (the workbook twice).
+    lake.landing
+        .put(november, Bytes::from(nov), "application/vnd.ms-excel")
+        .await
+        .unwrap();
+    lake.land(&counts[0].0, &counts[0].1).await;
+    lake.round(lake.notification(&[november, &counts[0].0]))
+        .await;
+    let again = lake.round(lake.notification(&[november])).await;
+    assert_eq!(again.skipped_files, [november]);
+
+    // December's workbook and the other days: notified, with every stage killed until each
+    // gets through; one day's notification is lost (the sweep finds it).
+    lake.landing
+        .put(december, Bytes::from(dec), "application/vnd.ms-excel")
+        .await
+        .unwrap();
+    for (key, csv, _) in &counts[1..] {
+        lake.land(key, csv).await;
+    }
+    lake.killed_until_through(
+        lake.notification(&[december, &counts[1].0]),
+        &["air_quality", "bike_counts"],
+    )
+    .await;
+    lake.hand_offs_repeated("air_quality/").await;
+
+    // The lake holds each landed file's good rows, as the file holds them.
+    let landed = |key: &str| format!("s3://{}/{key}", lake.landing.bucket());
+    let (air, footer) = lake_rows(&lake.processed, "air_quality").await;
+    let sorted = |mut rows: Vec<String>| {
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        air,
+        BTreeMap::from([
+            (november.to_owned(), sorted(nov_rows.clone())),
+            (december.to_owned(), sorted(dec_rows.clone())),
+        ])
+    );
+    let (bikes, _) = lake_rows(&lake.processed, "bike_counts").await;
+    let expected: BTreeMap<String, Vec<String>> = counts
+        .iter()
+        .map(|(key, _, rows)| (key.clone(), sorted(rows.clone())))
+        .collect();
+    assert_eq!(bikes, expected);
+    // Field and table metadata travel with the files.
+    let footer = footer.unwrap();
+    let pm25 = footer.schema.field_with_name("pm25").unwrap().metadata();
+    assert_eq!(pm25["unit"], "µg/m³");
+    assert!(pm25["description"].starts_with("Fine particulate matter"));
+    assert_eq!(footer.schema.metadata()["licence"], "CC BY 4.0");
+    assert_eq!(footer.schema.metadata()["source"], "environment");
+
+    // The warehouse: each station's day once, in its latest version.
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    for row in nov_rows.iter().chain(&dec_rows) {
+        let key: Vec<&str> = row.split('|').collect();
+        latest.insert(format!("{}|{}", key[0], key[2]), row.clone());
+    }
+    let wh = lake.wh.client().await;
+    let found: Vec<String> = wh
+        .query(
+            "SELECT concat_ws('|', station_id, station_name, measured_on::text, pm25::text,
+                              coalesce(no2::text, ''), samples::text, validated::text)
+             FROM air_quality ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    same_rows("air_quality", found, sorted(latest.into_values().collect()));
+    // The monthly view was refreshed after the last load.
+    let view = "SELECT station_id, month::text, days::text, pm25::text FROM air_quality_monthly";
+    let fresh = "SELECT station_id, date_trunc('month', measured_on)::date::text, count(*)::text,
+                        round(avg(pm25), 1)::text FROM air_quality GROUP BY 1, 2";
+    assert_eq!(
+        sorted(
+            sql_rows(&wh, view)
+                .await
+                .into_iter()
+                .map(|r| r.join("|"))
+                .collect()
+        ),
+        sorted(
+            sql_rows(&wh, fresh)
+                .await
+                .into_iter()
+                .map(|r| r.join("|"))
+                .collect()
+        )
+    );
+
+    // Every bad value is in quarantine with its file, row and column.
+    let quarantined: BTreeSet<(String, u64, String)> = lake
+        .quarantined("air_quality")
+        .await
+        .into_iter()
+        .map(|(file, line, column, _)| (file, line, column))
+        .collect();
+    let expected: BTreeSet<(String, u64, String)> = nov_bad
+        .iter()
+        .map(|(line, column)| (landed(november), *line, column.to_string()))
+        .chain(
+            dec_bad
+                .iter()
+                .map(|(line, column)| (landed(december), *line, column.to_string())),
+        )
+        .collect();
+    assert_eq!(quarantined, expected);
+    let counted: Vec<(String, u64, String, String)> =
+        lake.quarantined("bike_counts").await.into_iter().collect();
+    assert_eq!(counted.len(), 3, "{counted:?}");
+    assert!(
+        counted
+            .iter()
+            .all(|(_, _, column, reason)| column == "bikes" && reason == "not an integer")
+    );
 }

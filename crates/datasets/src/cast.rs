@@ -45,6 +45,16 @@ const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
 /// Parses one field under its column's declaration. An empty field is NULL (CSV has no other
 /// way to write one), refused where the column is not nullable.
 pub fn parse<'a>(column: &Column, text: &'a str) -> Result<Value<'a>, String> {
+    parse_in(column, text, &column.formats)
+}
+
+/// Parses a value the file had typed (an Excel date, a Parquet timestamp), written as ISO 8601
+/// text: the column's declared formats are for text, so only the ISO defaults apply.
+pub fn parse_typed<'a>(column: &Column, text: &'a str) -> Result<Value<'a>, String> {
+    parse_in(column, text, &[])
+}
+
+fn parse_in<'a>(column: &Column, text: &'a str, formats: &[String]) -> Result<Value<'a>, String> {
     if text.is_empty() {
         return if column.nullable {
             Ok(Value::Null)
@@ -64,36 +74,36 @@ pub fn parse<'a>(column: &Column, text: &'a str) -> Result<Value<'a>, String> {
             boolean(trimmed).ok_or_else(|| not("a boolean (true/false, t/f, yes/no, y/n, 1/0)"))?,
         ),
         Kind::Date => {
-            let date = first(column, DATE_FORMATS, |f| {
+            let date = first(formats, DATE_FORMATS, |f| {
                 NaiveDate::parse_from_str(trimmed, f).ok()
             })
-            .ok_or_else(|| not_in("a date", column, DATE_FORMATS))?;
+            .ok_or_else(|| not_in("a date", formats, DATE_FORMATS))?;
             Value::Date((date - EPOCH).num_days() as i32)
         }
         Kind::Timestamp => {
-            let at = first(column, TIMESTAMP_FORMATS, |f| {
+            let at = first(formats, TIMESTAMP_FORMATS, |f| {
                 NaiveDateTime::parse_from_str(trimmed, f).ok()
             })
-            .ok_or_else(|| not_in("a timestamp", column, TIMESTAMP_FORMATS))?;
+            .ok_or_else(|| not_in("a timestamp", formats, TIMESTAMP_FORMATS))?;
             Value::Micros(at.and_utc().timestamp_micros())
         }
         Kind::TimestampTz => {
-            let at = first(column, TIMESTAMPTZ_FORMATS, |f| {
+            let at = first(formats, TIMESTAMPTZ_FORMATS, |f| {
                 DateTime::parse_from_str(trimmed, f).ok()
             })
             .or_else(|| {
-                (column.formats.is_empty())
+                (formats.is_empty())
                     .then(|| DateTime::parse_from_rfc3339(trimmed).ok())
                     .flatten()
             })
-            .ok_or_else(|| not_in("a timestamp with a zone", column, TIMESTAMPTZ_FORMATS))?;
+            .ok_or_else(|| not_in("a timestamp with a zone", formats, TIMESTAMPTZ_FORMATS))?;
             Value::Micros(at.timestamp_micros())
         }
         Kind::Time => {
-            let t = first(column, TIME_FORMATS, |f| {
+            let t = first(formats, TIME_FORMATS, |f| {
                 NaiveTime::parse_from_str(trimmed, f).ok()
             })
-            .ok_or_else(|| not_in("a time", column, TIME_FORMATS))?;
+            .ok_or_else(|| not_in("a time", formats, TIME_FORMATS))?;
             Value::Time((t - NaiveTime::MIN).num_microseconds().unwrap_or(0))
         }
         Kind::Point => {
@@ -103,19 +113,19 @@ pub fn parse<'a>(column: &Column, text: &'a str) -> Result<Value<'a>, String> {
     })
 }
 
-fn first<T>(column: &Column, defaults: &[&str], parse: impl Fn(&str) -> Option<T>) -> Option<T> {
-    if column.formats.is_empty() {
+fn first<T>(formats: &[String], defaults: &[&str], parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+    if formats.is_empty() {
         defaults.iter().find_map(|f| parse(f))
     } else {
-        column.formats.iter().find_map(|f| parse(f))
+        formats.iter().find_map(|f| parse(f))
     }
 }
 
-fn not_in(what: &str, column: &Column, defaults: &[&str]) -> String {
-    let formats: Vec<&str> = if column.formats.is_empty() {
+fn not_in(what: &str, formats: &[String], defaults: &[&str]) -> String {
+    let formats: Vec<&str> = if formats.is_empty() {
         defaults.to_vec()
     } else {
-        column.formats.iter().map(String::as_str).collect()
+        formats.iter().map(String::as_str).collect()
     };
     format!("not {what} in any of the formats {formats:?}")
 }

@@ -77,6 +77,9 @@ pub struct Source {
     pub compression: Compression,
     #[serde(default)]
     pub csv: CsvDialect,
+    /// For an Excel workbook: the sheet and the row its header is on.
+    #[serde(default)]
+    pub xlsx: XlsxSheet,
     /// For JSON Lines records with an encrypted payload: where it and its key material are.
     #[serde(default)]
     pub encryption: Option<crate::crypt::Encryption>,
@@ -88,6 +91,10 @@ pub enum Format {
     Csv,
     /// JSON Lines: an object per line, its members by column name.
     Jsonl,
+    /// Parquet: its columns by name, each value read under the declared type.
+    Parquet,
+    /// An Excel workbook (Office Open XML): one sheet, a header row naming the columns.
+    Xlsx,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -115,6 +122,26 @@ impl Default for CsvDialect {
             delimiter: ',',
             quote: '"',
             header: true,
+        }
+    }
+}
+
+/// Which sheet of a workbook holds the rows, and where its header is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XlsxSheet {
+    /// The sheet's name (default: the workbook's first sheet).
+    pub sheet: Option<String>,
+    /// The row (1 is the first) that names the columns; the rows above it (a title, notes)
+    /// are passed over, and the rows below it are the records.
+    pub header_row: u32,
+}
+
+impl Default for XlsxSheet {
+    fn default() -> Self {
+        XlsxSheet {
+            sheet: None,
+            header_row: 1,
         }
     }
 }
@@ -397,6 +424,16 @@ impl Dataset {
                     "source.encryption: member {c:?} holds key material or the payload, not a column"
                 ));
             }
+        }
+        let packed = matches!(self.source.format, Format::Parquet | Format::Xlsx);
+        if packed && self.source.compression != Compression::None {
+            return Err(
+                "source.compression: Parquet and xlsx files are compressed within; declare \"none\""
+                    .into(),
+            );
+        }
+        if self.source.xlsx.header_row == 0 {
+            return Err("source.xlsx.header_row: rows are numbered from 1".into());
         }
         let dialect = &self.source.csv;
         if !dialect.delimiter.is_ascii() || !dialect.quote.is_ascii() {

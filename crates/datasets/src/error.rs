@@ -22,13 +22,18 @@ pub enum Error {
     /// file is kept, and a retry reads it again.
     #[error("{file}: the key service failed: {reason}")]
     Keys { file: String, reason: String },
+    /// A Parquet file or workbook could not be copied to local storage to be read (too big
+    /// for the function's ephemeral storage): nothing of the file is kept, and it stays to be
+    /// ingested once there is room.
+    #[error("{file}: cannot be copied to local storage to be read: {reason}")]
+    Scratch { file: String, reason: String },
 }
 
 impl Error {
     /// The name Step Functions matches on: only the key service's failure is worth a retry.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Error::Declaration { .. } => "Configuration",
+            Error::Declaration { .. } | Error::Scratch { .. } => "Configuration",
             Error::Unreadable { .. } | Error::Columns { .. } => "InvalidInput",
             Error::Keys { .. } => "TransientSecretError",
         }

@@ -1,7 +1,9 @@
-//! A landed file (CSV or JSON Lines, plain or gzip, one member or several) read as typed
-//! batches of bounded size, each with the rows it quarantined. Every value is taken as text and
-//! parsed under its column's declaration (arrow's CSV reader fails a whole batch on one bad
-//! value); a JSON number keeps its exact text.
+//! A landed file (CSV or JSON Lines, plain or gzip, one member or several; a Parquet file; a
+//! sheet of an Excel workbook) read as typed batches of bounded size, each with the rows it
+//! quarantined. Every value is taken as text and parsed under its column's declaration
+//! (arrow's CSV reader fails a whole batch on one bad value); a JSON number keeps its exact
+//! text, and a value the file had typed (an Excel date, a Parquet timestamp) is written as ISO
+//! 8601 text that the declared formats, being for text, do not apply to.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -14,9 +16,9 @@ use csv::{ByteRecord, ReaderBuilder};
 use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
 
-use crate::cast::{Columns, Value, parse};
+use crate::cast::{Columns, Value, parse, parse_typed};
 use crate::crypt::{self, DataKeys};
-use crate::decl::{Compression, Dataset, Format, Policy};
+use crate::decl::{Compression, Dataset, Format, Kind, Policy};
 use crate::error::{Error, Result};
 
 /// A row that could not be typed, with where it was and why.
@@ -65,7 +67,52 @@ pub struct LandedFile<'d> {
     records: Records<'d>,
 }
 
-type Input<'d> = Box<dyn Read + Send + 'd>;
+pub(crate) type Input<'d> = Box<dyn Read + Send + 'd>;
+
+/// A record of a file read row by row elsewhere (a sheet, a Parquet file): its place and its
+/// cells in the file's column order.
+#[derive(Debug, Default)]
+pub(crate) struct Row {
+    /// The sheet's row number, or the Parquet record's (1 is the first).
+    pub line: u64,
+    pub cells: Vec<Cell>,
+}
+
+/// One cell of a [`Row`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Empty,
+    /// Text as the file had it: the declared formats apply.
+    Text(String),
+    /// A typed value written as ISO 8601 text (numbers as their shortest exact decimal).
+    Typed(String),
+    /// A date and time the file had typed, written as the column's type wants it.
+    DateTime(chrono::NaiveDateTime),
+    /// An error value (Excel's `#DIV/0!`): the row is quarantined.
+    Error(String),
+}
+
+impl Cell {
+    /// The cell as text: what a header cell names, what quarantine keeps.
+    pub(crate) fn to_text(&self) -> String {
+        match self {
+            Cell::Empty => String::new(),
+            Cell::Text(t) | Cell::Typed(t) | Cell::Error(t) => t.clone(),
+            Cell::DateTime(at) => at.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Cell::Empty => 0,
+            Cell::Text(t) | Cell::Typed(t) | Cell::Error(t) => t.len(),
+            Cell::DateTime(_) => 26,
+        }
+    }
+}
+
+/// Rows read elsewhere, in order, or why the file cannot be read further.
+pub(crate) type RowSource<'d> = Box<dyn Iterator<Item = Result<Row>> + Send + 'd>;
 
 enum Records<'d> {
     Csv {
@@ -84,15 +131,44 @@ enum Records<'d> {
         /// The key service, for encrypted payloads.
         keys: Option<Box<dyn DataKeys + 'd>>,
     },
+    /// A sheet or a Parquet file.
+    Rows {
+        rows: RowSource<'d>,
+        /// For each declared column, its cell in a row (`None`: missing, read as NULL).
+        fields: Vec<Option<usize>>,
+        /// How many columns have a name: a value beyond them has no column.
+        width: usize,
+        row: Row,
+    },
+}
+
+/// A value as the record had it.
+#[derive(Debug)]
+enum Field<'r> {
+    /// Text, parsed under the declared formats.
+    Text(Cow<'r, str>),
+    /// A typed value as ISO 8601 text, parsed under the ISO defaults.
+    Typed(Cow<'r, str>),
+}
+
+impl Field<'_> {
+    fn text(&self) -> &str {
+        match self {
+            Field::Text(t) | Field::Typed(t) => t,
+        }
+    }
 }
 
 /// One record's values by declared column (`None`: NULL), or why it has none.
-type Texts<'r> = std::result::Result<Vec<Option<Cow<'r, str>>>, Quarantined>;
+type Texts<'r> = std::result::Result<Vec<Option<Field<'r>>>, Quarantined>;
 
 impl<'d> LandedFile<'d> {
     /// Starts reading `read`, the landed file named `file`: decompresses it as declared and,
     /// for a CSV file, reads the header and matches it with the declared columns under the
     /// declared policies.
+    ///
+    /// A Parquet file or a workbook is read from its end or out of order, so it is first
+    /// copied to a temporary file (on Lambda, the function's ephemeral storage).
     pub fn open(read: impl Read + Send + 'd, dataset: &'d Dataset, file: &str) -> Result<Self> {
         let read: Input<'d> = match dataset.source.compression {
             Compression::None => Box::new(read),
@@ -106,6 +182,18 @@ impl<'d> LandedFile<'d> {
                 raw: Vec::new(),
                 keys: None,
             },
+            Format::Parquet => {
+                let input = crate::parquet_file::ParquetInput::open(read, file)?;
+                let fields = match_names(dataset, file, &input.names())?;
+                let (rows, fields) = input.rows(&fields)?;
+                let width = fields.iter().flatten().count();
+                rows_records(rows, fields, width)
+            }
+            Format::Xlsx => {
+                let (names, rows) = crate::xlsx::open(read, &dataset.source.xlsx, file)?;
+                let fields = match_names(dataset, file, &names)?;
+                rows_records(rows, fields, names.len())
+            }
         };
         Ok(LandedFile {
             dataset,
@@ -154,15 +242,22 @@ impl<'d> LandedFile<'d> {
                 .columns
                 .iter()
                 .zip(&texts)
-                .find_map(
-                    |(column, text)| match parse(column, text.as_deref().unwrap_or("")) {
+                .find_map(|(column, field)| {
+                    let parsed = match field {
+                        None => parse(column, ""),
+                        Some(Field::Text(text)) => parse(column, text),
+                        Some(Field::Typed(text)) => parse_typed(column, text),
+                    };
+                    match parsed {
                         Ok(v) => {
                             row.push(v);
                             None
                         }
-                        Err(reason) => Some((column, reason, text.as_deref().unwrap_or(""))),
-                    },
-                );
+                        Err(reason) => {
+                            Some((column, reason, field.as_ref().map_or("", Field::text)))
+                        }
+                    }
+                });
             match bad {
                 None => columns.push(&row),
                 Some((column, reason, value)) => quarantined.push(Quarantined {
@@ -229,7 +324,7 @@ impl Records<'_> {
                 for (column, field) in dataset.columns.iter().zip(fields.iter()) {
                     let raw = field.map_or(&b""[..], |i| &record[i]);
                     match std::str::from_utf8(raw) {
-                        Ok(text) => texts.push(Some(Cow::Borrowed(text))),
+                        Ok(text) => texts.push(Some(Field::Text(Cow::Borrowed(text)))),
                         Err(_) => {
                             let mut q = quarantine(line, "not UTF-8".into(), raw);
                             q.column = Some(column.name.clone());
@@ -271,8 +366,83 @@ impl Records<'_> {
                     }
                 }
             }
+            Records::Rows {
+                rows,
+                fields,
+                width,
+                row,
+            } => {
+                let Some(next) = rows.next() else {
+                    return Ok(None);
+                };
+                *row = next?;
+                let line = row.line;
+                let size = row.cells.iter().map(Cell::size).sum::<usize>() + row.cells.len();
+                if let Some(i) = row.cells[(*width).min(row.cells.len())..]
+                    .iter()
+                    .position(|c| *c != Cell::Empty)
+                {
+                    let reason = format!(
+                        "a value in column {}, which the header does not name",
+                        *width + i + 1
+                    );
+                    let value = cells_text(&row.cells);
+                    return Ok(Some((
+                        size,
+                        line,
+                        Err(quarantine(line, reason, value.as_bytes())),
+                    )));
+                }
+                let mut texts = Vec::with_capacity(fields.len());
+                for (column, field) in dataset.columns.iter().zip(fields.iter()) {
+                    let cell = field.and_then(|i| row.cells.get(i)).unwrap_or(&Cell::Empty);
+                    texts.push(match cell {
+                        Cell::Empty => None,
+                        Cell::Text(t) => Some(Field::Text(Cow::Borrowed(t))),
+                        Cell::Typed(t) => Some(Field::Typed(Cow::Borrowed(t))),
+                        Cell::DateTime(at) => {
+                            Some(Field::Typed(Cow::Owned(datetime_text(*at, column.kind))))
+                        }
+                        Cell::Error(e) => {
+                            let mut q = quarantine(
+                                line,
+                                format!("the cell holds the error {e}"),
+                                e.as_bytes(),
+                            );
+                            q.column = Some(column.name.clone());
+                            return Ok(Some((size, line, Err(q))));
+                        }
+                    });
+                }
+                Ok(Some((size, line, Ok(texts))))
+            }
         }
     }
+}
+
+fn rows_records<'d>(rows: RowSource<'d>, fields: Vec<Option<usize>>, width: usize) -> Records<'d> {
+    Records::Rows {
+        rows,
+        fields,
+        width,
+        row: Row::default(),
+    }
+}
+
+/// A typed date and time as the column's type reads it: a date alone for a date column when
+/// it is midnight, the time alone for a time column, and otherwise both.
+fn datetime_text(at: chrono::NaiveDateTime, kind: Kind) -> String {
+    match kind {
+        Kind::Date if at.time() == chrono::NaiveTime::MIN => at.format("%Y-%m-%d").to_string(),
+        Kind::Time => at.format("%H:%M:%S%.f").to_string(),
+        _ => at.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+    }
+}
+
+/// A row's cells as one line of text, tab-separated: what quarantine keeps of a whole row.
+fn cells_text(cells: &[Cell]) -> String {
+    let texts: Vec<String> = cells.iter().map(Cell::to_text).collect();
+    texts.join("\t")
 }
 
 /// One JSON Lines record's values: a member's exact text (a string unescaped), `None` for
@@ -354,7 +524,7 @@ fn json_texts<'r>(
             None => json_text(record.get(&column.name).map(|v| v.get())),
         };
         match text {
-            Ok(text) => texts.push(text),
+            Ok(text) => texts.push(text.map(Field::Text)),
             Err((reason, value)) => {
                 return Ok(Err(quarantine(Some(&column.name), reason, &value)));
             }
@@ -397,7 +567,8 @@ fn open_csv<'d>(read: Input<'d>, dataset: &Dataset, file: &str) -> Result<Record
                 reason: "empty: no header".into(),
             });
         }
-        (match_header(dataset, file, &record)?, record.len())
+        let names: Vec<String> = record.iter().map(lossy).collect();
+        (match_names(dataset, file, &names)?, record.len())
     } else {
         let n = dataset.columns.len();
         ((0..n).map(Some).collect(), n)
@@ -410,20 +581,21 @@ fn open_csv<'d>(read: Input<'d>, dataset: &Dataset, file: &str) -> Result<Record
     })
 }
 
-fn match_header(dataset: &Dataset, file: &str, header: &ByteRecord) -> Result<Vec<Option<usize>>> {
+/// Matches a file's column names (a header, a Parquet schema) with the declared columns under
+/// the declared policies: for each declared column, its place in the file.
+pub(crate) fn match_names(
+    dataset: &Dataset,
+    file: &str,
+    names: &[String],
+) -> Result<Vec<Option<usize>>> {
     let column_error = |column: &str, reason: String| Error::Columns {
         file: file.into(),
         column: column.into(),
         reason,
     };
-    let names: Vec<String> = header
+    let names: Vec<&str> = names
         .iter()
-        .map(|name| {
-            lossy(name)
-                .trim()
-                .trim_start_matches('\u{feff}')
-                .to_string()
-        })
+        .map(|name| name.trim().trim_start_matches('\u{feff}'))
         .collect();
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
@@ -452,6 +624,35 @@ fn match_header(dataset: &Dataset, file: &str, header: &ByteRecord) -> Result<Ve
             None => Ok(None),
         })
         .collect()
+}
+
+/// Copies `read` to an anonymous temporary file, for a format read out of order. A failing
+/// read is the file's (`Unreadable`, or the connection's where the caller tracks it); a
+/// failing write is local storage's (`Scratch`).
+pub(crate) fn spool(mut read: Input<'_>, file: &str) -> Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let scratch = |e: std::io::Error| Error::Scratch {
+        file: file.into(),
+        reason: e.to_string(),
+    };
+    let mut local = tempfile::tempfile().map_err(scratch)?;
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let n = match read.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Unreadable {
+                    file: file.into(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        local.write_all(&buffer[..n]).map_err(scratch)?;
+    }
+    local.rewind().map_err(scratch)?;
+    Ok(local)
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -720,5 +921,281 @@ mod tests {
         lenient.on_new_column = Policy::Ignore;
         let b = read_all(&lenient, &bytes, BatchLimits::default()).unwrap();
         assert_eq!(b[0].rows.num_rows(), 1);
+    }
+}
+
+#[cfg(test)]
+mod packed_tests {
+    //! Workbooks and Parquet files: typed cells, text cells under the declared formats, and
+    //! bad values quarantined with their row.
+
+    use arrow::array::{
+        ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{Date32Type, Decimal128Type, Int16Type};
+    use rust_xlsxwriter::{ExcelDateTime, Format as Style, Formula, Workbook};
+
+    use super::*;
+
+    fn declared(name: &str) -> Dataset {
+        crate::bundled(&[])
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == name)
+            .unwrap()
+    }
+
+    fn read_all(dataset: &Dataset, bytes: &[u8]) -> Result<Vec<Batch>> {
+        let mut file = LandedFile::open(bytes, dataset, "opendata/x")?;
+        let mut batches = Vec::new();
+        while let Some(b) = file.next_batch(BatchLimits::default())? {
+            batches.push(b);
+        }
+        Ok(batches)
+    }
+
+    const HEADER: [&str; 7] = [
+        "station_id",
+        "station_name",
+        "measured_on",
+        "pm25",
+        "no2",
+        "samples",
+        "validated",
+    ];
+
+    /// A workbook like the portal's: a notes sheet first, then the measurements under a
+    /// title, a blank row and the header on row 3.
+    fn workbook(rows: impl FnOnce(&mut rust_xlsxwriter::Worksheet)) -> Vec<u8> {
+        let mut book = Workbook::new();
+        book.add_worksheet()
+            .set_name("Notes")
+            .unwrap()
+            .write_string(0, 0, "station_id is not in this sheet")
+            .unwrap();
+        let sheet = book.add_worksheet().set_name("Measurements").unwrap();
+        sheet
+            .write_string(0, 0, "Air quality, daily means")
+            .unwrap();
+        for (c, name) in HEADER.iter().enumerate() {
+            sheet.write_string(2, c as u16, *name).unwrap();
+        }
+        rows(sheet);
+        book.save_to_buffer().unwrap()
+    }
+
+    #[test]
+    fn a_sheet_reads_typed_cells_as_typed_and_text_under_the_declared_formats() {
+        let date = Style::new().set_num_format("yyyy-mm-dd");
+        let bytes = workbook(|s| {
+            // Row 4: typed cells throughout.
+            s.write_string(3, 0, "ST01").unwrap();
+            s.write_string(3, 1, "Town Hall").unwrap();
+            let day = ExcelDateTime::from_ymd(2024, 11, 5).unwrap();
+            s.write_datetime_with_format(3, 2, &day, &date).unwrap();
+            s.write_number(3, 3, 0.1 + 12.2).unwrap();
+            s.write_number(3, 4, 31.0).unwrap();
+            s.write_number(3, 5, 24.0).unwrap();
+            s.write_boolean(3, 6, true).unwrap();
+            // Row 5 is blank. Row 6: text throughout, the date day/month/year.
+            for (c, v) in ["ST02", "Harbour", "06/11/2024", "8.5", "", "23", "no"]
+                .iter()
+                .enumerate()
+            {
+                if !v.is_empty() {
+                    s.write_string(5, c as u16, *v).unwrap();
+                }
+            }
+            // Row 7: a bad value; row 8: an error cell; row 9: a value under no header.
+            for (r, pm25) in [(6, "n/a"), (7, ""), (8, "1")] {
+                s.write_string(r, 0, "ST03").unwrap();
+                s.write_string(r, 1, "Park").unwrap();
+                s.write_string(r, 2, "2024-11-07").unwrap();
+                s.write_string(r, 3, pm25).unwrap();
+                s.write_number(r, 5, 24.0).unwrap();
+                s.write_boolean(r, 6, false).unwrap();
+            }
+            s.write_formula(7, 3, Formula::new("=1/0").set_result("#DIV/0!"))
+                .unwrap();
+            s.write_string(8, 9, "stray").unwrap();
+        });
+        let batches = read_all(&declared("air_quality"), &bytes).unwrap();
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(b.rows.num_rows(), 2);
+        let days = b.rows.column(2).as_primitive::<Date32Type>();
+        assert_eq!(days.value(0), 20032);
+        assert_eq!(days.value(1), 20033);
+        let pm25 = b.rows.column(3).as_primitive::<Decimal128Type>();
+        assert_eq!((pm25.value(0), pm25.value(1)), (123, 85));
+        assert!(b.rows.column(4).is_null(1));
+        let samples = b.rows.column(5).as_primitive::<Int16Type>();
+        assert_eq!(samples.values().to_vec(), [24, 23]);
+        let validated = b.rows.column(6).as_boolean();
+        assert!(validated.value(0) && !validated.value(1));
+        let places: Vec<_> = b
+            .quarantined
+            .iter()
+            .map(|q| {
+                (
+                    q.line,
+                    q.column.as_deref(),
+                    q.value.as_str(),
+                    q.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (7, Some("pm25"), "n/a", "not a decimal(6,1)"),
+                (
+                    8,
+                    Some("pm25"),
+                    "#DIV/0!",
+                    "the cell holds the error #DIV/0!"
+                ),
+                (
+                    9,
+                    None,
+                    "ST03\tPark\t2024-11-07\t1\t\t24\tfalse\t\t\tstray",
+                    "a value in column 10, which the header does not name"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_workbook_that_is_not_one_or_lacks_its_sheet_is_unreadable() {
+        let e = read_all(&declared("air_quality"), b"PK not really").unwrap_err();
+        assert_eq!(e.error_type(), "InvalidInput");
+        assert!(
+            e.to_string()
+                .starts_with("opendata/x: cannot be read: not an xlsx"),
+            "{e}"
+        );
+
+        let mut other = declared("air_quality");
+        other.source.xlsx.sheet = Some("Summary".into());
+        let e = read_all(&other, &workbook(|_| {})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "opendata/x: cannot be read: no sheet named \"Summary\": the workbook has \
+             [\"Notes\", \"Measurements\"]"
+        );
+
+        // The first sheet, whose row 3 is empty: no header.
+        other.source.xlsx.sheet = None;
+        let e = read_all(&other, &workbook(|_| {})).unwrap_err();
+        assert!(e.to_string().contains("the header, is empty"), "{e}");
+
+        // A header naming a column the declaration does not have.
+        let bytes = workbook(|s| {
+            s.write_string(2, 7, "co2").unwrap();
+        });
+        let e = read_all(&declared("air_quality"), &bytes).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "opendata/x: column \"co2\": in the file but not declared (on_new_column is \"fail\")"
+        );
+    }
+
+    fn parquet(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut out = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_parquet_file_reads_the_declared_columns_by_name_and_quarantines_what_does_not_fit() {
+        let mut dataset = declared("air_quality");
+        dataset.source.format = Format::Parquet;
+        dataset.on_new_column = Policy::Ignore;
+        let texts = |v: [Option<&str>; 3]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+        let bytes = parquet(vec![
+            (
+                "validated",
+                Arc::new(BooleanArray::from(vec![true, false, true])),
+            ),
+            ("station_id", texts([Some("ST01"), Some("ST02"), None])),
+            ("station_name", texts([Some("a"), Some("b"), Some("c")])),
+            (
+                "measured_on",
+                Arc::new(Date32Array::from(vec![20032, 20033, 20034])),
+            ),
+            (
+                "pm25",
+                Arc::new(Float64Array::from(vec![Some(12.3), Some(8.25), None])),
+            ),
+            ("no2", texts([Some("31"), None, None])),
+            ("samples", Arc::new(Int64Array::from(vec![24, 23, 22]))),
+            (
+                "loaded_at",
+                Arc::new(TimestampMicrosecondArray::from(vec![0, 1, 2])),
+            ),
+        ]);
+        let b = &read_all(&dataset, &bytes).unwrap()[0];
+        assert_eq!(b.rows.num_rows(), 1);
+        assert_eq!(b.rows.column(0).as_string::<i32>().value(0), "ST01");
+        assert_eq!(
+            b.rows.column(2).as_primitive::<Date32Type>().value(0),
+            20032
+        );
+        assert_eq!(
+            b.rows.column(3).as_primitive::<Decimal128Type>().value(0),
+            123
+        );
+        assert_eq!(
+            b.rows.column(4).as_primitive::<Decimal128Type>().value(0),
+            310
+        );
+        let places: Vec<_> = b
+            .quarantined
+            .iter()
+            .map(|q| {
+                (
+                    q.line,
+                    q.column.as_deref(),
+                    q.value.as_str(),
+                    q.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (
+                    2,
+                    Some("pm25"),
+                    "8.25",
+                    "more than 1 decimal places for decimal(6,1)"
+                ),
+                (
+                    3,
+                    Some("station_id"),
+                    "",
+                    "empty, and the column is not nullable"
+                ),
+            ]
+        );
+
+        dataset.on_new_column = Policy::Fail;
+        let e = read_all(&dataset, &bytes).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("column \"loaded_at\": in the file but not declared"),
+            "{e}"
+        );
+        let e = read_all(&dataset, b"PAR1 not parquet").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("opendata/x: cannot be read: not a Parquet file"),
+            "{e}"
+        );
     }
 }

@@ -488,8 +488,8 @@ async fn write_parts(
         while let Some(batch) = batches.recv().await {
             let batch = match batch {
                 Ok(batch) => batch,
-                // The key service failing is not a broken file either.
-                Err(e @ datasets::Error::Keys { .. }) => {
+                // The key service failing, or local storage, is not a broken file either.
+                Err(e @ (datasets::Error::Keys { .. } | datasets::Error::Scratch { .. })) => {
                     return Err(Failure::Other(Error::Dataset(e)));
                 }
                 Err(e) => {
