@@ -19,7 +19,8 @@
 #    too, its payloads decrypted with KMS (moto's); the next execution publishes them to the
 #    lake and loads their tables, the trips' weekly-average view and the analysts' question;
 #    the lake and the warehouse are checked to hold the same trips, and the warehouse the
-#    export's orders as decrypted, its corrupt records in quarantine;
+#    export's orders as decrypted, its corrupt records in quarantine; open data lands too (an
+#    air-quality workbook, a bike-counts CSV), and the lake is checked against the files;
 # 6. operates it with etl: status after each run, snapshots checked, a replay planned.
 set -euo pipefail
 
@@ -209,6 +210,14 @@ export_key=landing/exports/orders/2024-11-14.jsonl.gz
 python scripts/demo_datasets.py export "$landing" "$export_key" "$build/export-expected.json"
 ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$export_key")"
 
+echo "-- open data lands (datasets/air_quality.json, datasets/bike_counts.json): a month's"
+echo "   air-quality workbook and a day of bike counts, each notified"
+python scripts/demo_datasets.py opendata "$landing" >"$build/opendata.txt"
+while read -r key; do
+  echo "   $key"
+  ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$key")"
+done <"$build/opendata.txt"
+
 step "Run 4: transform publishes the datasets' files to the lake, load writes their tables"
 pipeline run4
 echo "-- the weekly average per region (a materialized view the load refreshes), and which"
@@ -224,6 +233,11 @@ python scripts/demo_datasets.py check-export "$build/export-expected.json" "$war
 psql "$warehouse_url" -c "SELECT currency, status, count(*) AS orders, sum(amount) AS amount
                           FROM exported_orders GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 6"
 python scripts/demo_datasets.py quarantine "$bucket" exported_orders
+echo "-- open data: the lake (DuckDB over the processed Parquet) against the landed files"
+python scripts/demo_datasets.py check-opendata "$landing" "$processed"
+psql "$warehouse_url" -c "SELECT * FROM air_quality_monthly ORDER BY station_id, month"
+python scripts/demo_datasets.py quarantine "$bucket" air_quality
+python scripts/demo_datasets.py quarantine "$bucket" bike_counts
 
 step "Operating it: etl (crates/etl) checks transform's snapshots, plans a replay, reads quarantine"
 echo "-- etl rebuild-snapshots --dry-run: each snapshot re-derived from the raw zone"

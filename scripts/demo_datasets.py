@@ -19,8 +19,20 @@ the result checked from both ends.
       prints a dataset's quarantined rows;
   demo_datasets.py check PROCESSED_BUCKET WAREHOUSE_URL
       reads the trips from the lake (the processed zone's Parquet, with DuckDB as Athena would)
-      and from the warehouse's trips table, and exits non-zero unless they hold the same trips.
+      and from the warehouse's trips table, and exits non-zero unless they hold the same trips;
+  demo_datasets.py opendata LANDING_BUCKET
+      writes the open-data examples: a month's air-quality workbook (datasets/air_quality.json:
+      a title above the header, date cells and day/month/year text, an "n/a" and a #DIV/0!)
+      and a day of bike counts (datasets/bike_counts.json: semicolon-separated, a column the
+      declaration ignores, a count of "-"), and prints their keys;
+  demo_datasets.py check-opendata LANDING_BUCKET PROCESSED_BUCKET
+      reads each open-data file back from the landing bucket (openpyxl, csv) and its rows from
+      the lake (DuckDB over the processed Parquet, by the file each came from), and exits
+      non-zero unless the lake holds every good row of each file and nothing else.
 """
+import csv
+import datetime
+import io
 import json
 import os
 import random
@@ -30,6 +42,8 @@ import tempfile
 
 import boto3
 import duckdb
+import openpyxl
+from decimal import Decimal, InvalidOperation
 
 REGIONS = [("Prague", 14.42, 50.08), ("Turin", 7.68, 45.07), ("Hamburg", 9.99, 53.55)]
 SOURCES = ["funny_car", "baba_car", "cheap_mobile", "pt_search_app", "bad_diesel_vehicles"]
@@ -189,6 +203,102 @@ def check_export(expected_path: str, warehouse_url: str) -> int:
     return 0
 
 
+AIR_QUALITY = "opendata/environment/air_quality/2024-11.xlsx"
+BIKE_COUNTS = "opendata/mobility/bike_counts/2024-11-05.csv"
+STATIONS = [("ST01", "Town Hall"), ("ST02", "Harbour"), ("ST03", "Ring Road")]
+
+
+def opendata(bucket: str) -> None:
+    rng = random.Random(11)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Measurements"
+    sheet["A1"] = "Daily air quality by station (generated for the demo)"
+    sheet.append([])
+    sheet.append(["station_id", "station_name", "measured_on", "pm25", "no2", "samples", "validated"])
+    for day in range(1, 31):
+        for n, (sid, name) in enumerate(STATIONS):
+            on = datetime.date(2024, 11, day)
+            measured = on.strftime("%d/%m/%Y") if day % 5 == 0 else on
+            pm25 = "n/a" if (day, n) == (3, 1) else rng.randint(30, 900) / 10
+            no2 = "#DIV/0!" if (day, n) == (4, 2) else (rng.randint(50, 900) / 10 if rng.random() > 0.15 else None)
+            sheet.append([sid, name, measured, pm25, no2, rng.randint(18, 24), day < 15])
+            if isinstance(measured, datetime.date):
+                sheet.cell(sheet.max_row, 3).number_format = "dd/mm/yyyy"
+    body = io.BytesIO()
+    book.save(body)
+    rows = ["counter_id;weather;counted_at;direction;bikes;temperature"]
+    for counter in ("K01", "K02"):
+        for hour in range(24):
+            for direction in ("in", "out"):
+                bikes = "-" if (counter, hour, direction) == ("K02", 7, "in") else str(rng.randint(0, 400))
+                temperature = "" if hour == 3 else f"{rng.randint(-50, 250) / 10:.1f}"
+                rows.append(f"{counter};cloudy;05.11.2024 {hour:02}:00;{direction};{bikes};{temperature}")
+    client = s3()
+    client.put_object(Bucket=bucket, Key=AIR_QUALITY, Body=body.getvalue())
+    client.put_object(Bucket=bucket, Key=BIKE_COUNTS, Body=("\n".join(rows) + "\n").encode())
+    print(AIR_QUALITY)
+    print(BIKE_COUNTS)
+
+
+def number(value, places: str):
+    """A cell or field as the declared decimal, None when empty; raises when it is not one."""
+    if value is None or value == "":
+        return None
+    return Decimal(str(value)).quantize(Decimal(places))
+
+
+def source_rows(client, bucket: str, key: str) -> list[tuple]:
+    """The good rows of a landed open-data file, as the declaration reads them."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    rows = []
+    if key.endswith(".xlsx"):
+        sheet = openpyxl.load_workbook(io.BytesIO(body), data_only=True)["Measurements"]
+        for sid, name, on, pm25, no2, samples, validated in sheet.iter_rows(min_row=4, values_only=True):
+            if isinstance(on, str):
+                on = datetime.datetime.strptime(on, "%d/%m/%Y")
+            try:
+                rows.append((sid, name, on.date(), number(pm25, "0.1"), number(no2, "0.1"), samples, validated))
+            except (InvalidOperation, ValueError):
+                continue  # "n/a", "#DIV/0!": quarantined
+    else:
+        for r in csv.DictReader(io.StringIO(body.decode()), delimiter=";"):
+            if not r["bikes"].isdigit():
+                continue
+            at = datetime.datetime.strptime(r["counted_at"], "%d.%m.%Y %H:%M")
+            rows.append((r["counter_id"], at, r["direction"], int(r["bikes"]), number(r["temperature"], "0.1")))
+    return sorted(rows, key=repr)
+
+
+def check_opendata(landing: str, processed: str) -> int:
+    client = s3()
+    failed = 0
+    with tempfile.TemporaryDirectory() as root:
+        for dataset, key in (("air_quality", AIR_QUALITY), ("bike_counts", BIKE_COUNTS)):
+            paths = []
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=processed, Prefix=f"{dataset}/"):
+                for o in page.get("Contents", []):
+                    paths.append(os.path.join(root, o["Key"]))
+                    os.makedirs(os.path.dirname(paths[-1]), exist_ok=True)
+                    client.download_file(processed, o["Key"], paths[-1])
+            lake = []
+            for path in paths:
+                meta = dict(duckdb.sql(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{path}')").fetchall())
+                if meta.get("source_file") == key:
+                    lake += duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()
+            lake = sorted((tuple(r) for r in lake), key=repr)
+            source = source_rows(client, landing, key)
+            same = lake == source
+            failed += not same
+            print(f"   {key}: {len(source)} good rows in the file, {len(lake)} in the lake: "
+                  f"{'the same' if same else 'DIFFERENT'}")
+            if dataset == "air_quality" and paths:
+                meta = dict(duckdb.sql(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{paths[0]}')").fetchall())
+                print(f"   its Parquet footer: source {meta.get('source')!r}, licence {meta.get('licence')!r}, "
+                      f"publisher {meta.get('publisher')!r}")
+    return 1 if failed else 0
+
+
 def summary() -> None:
     out = json.load(sys.stdin)
     for name, run in out.get("datasets", {}).items():
@@ -226,5 +336,9 @@ if __name__ == "__main__":
             land(bucket, prefix, int(files), int(rows))
         case ["check", bucket, url]:
             sys.exit(check(bucket, url))
+        case ["opendata", bucket]:
+            opendata(bucket)
+        case ["check-opendata", landing, processed]:
+            sys.exit(check_opendata(landing, processed))
         case _:
             sys.exit(__doc__)

@@ -1088,6 +1088,9 @@ async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_
     assert!(pm25["description"].starts_with("Fine particulate matter"));
     assert_eq!(footer.schema.metadata()["licence"], "CC BY 4.0");
     assert_eq!(footer.schema.metadata()["source"], "environment");
+    // ... and as the footer's own key-values, which any engine reads.
+    assert_eq!(footer.metadata_value("licence"), Some("CC BY 4.0"));
+    assert_eq!(footer.metadata_value("dataset"), Some("air_quality"));
 
     // The warehouse: each station's day once, in its latest version.
     let mut latest: BTreeMap<String, String> = BTreeMap::new();

@@ -482,6 +482,12 @@ async fn write_parts(
         })
     };
     let schema = Arc::new(dataset.schema());
+    let mut table: Vec<(String, String)> = schema
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    table.sort();
     let mut part: Option<Part> = None;
     let mut started = 0;
     let result = async {
@@ -530,11 +536,11 @@ async fn write_parts(
             current.quarantined.extend(batch.quarantined);
             if current.records >= limits.records || current.bytes >= limits.bytes {
                 let full = part.take().expect("a part in hand");
-                full.finish(raw, landed, record).await?;
+                full.finish(raw, landed, &table, record).await?;
             }
         }
         if let Some(last) = part.take() {
-            last.finish(raw, landed, record).await?;
+            last.finish(raw, landed, &table, record).await?;
         }
         Ok(())
     }
@@ -561,14 +567,16 @@ impl Part {
         self,
         raw: &S3Store,
         landed: &ObjectInfo,
+        table: &[(String, String)],
         record: &mut FileRecord,
     ) -> Result<()> {
         let rows = self.upload.rows();
         if rows > 0 {
-            let metadata = vec![
-                ("source_file".to_owned(), landed.key.clone()),
-                ("source_etag".to_owned(), landed.etag.clone()),
-            ];
+            // The table's metadata as the footer's own key-values too (not only inside the
+            // encoded Arrow schema), so any engine reads it; the landed file's, beside it.
+            let mut metadata = table.to_vec();
+            metadata.push(("source_file".to_owned(), landed.key.clone()));
+            metadata.push(("source_etag".to_owned(), landed.etag.clone()));
             self.upload.finish(metadata).await?;
             record.parts.push(self.key.clone());
         } else {
