@@ -1,9 +1,12 @@
 """terraform/state_machine.asl.json rendered as Terraform's templatefile() renders it (sfn.tf),
-for the state machine tests, make demo and the ASL check (scripts/check-asl.sh).
+for the state machine tests, make demo and the ASL check (scripts/check-asl.sh); and the
+datasets' first-load state machine, terraform/dataset_backfill.asl.json (dataset_backfill.tf),
+for the ASL check.
 
 Standard library only: the check runs it with any python3.
 
-Usage: python3 scripts/asl_render.py PARTITION OUT_FILE   the definition with realistic values
+Usage: python3 scripts/asl_render.py PARTITION OUT_FILE [backfill]
+    the definition (or the backfill's) with realistic values
 """
 
 import json
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "terraform" / "state_machine.asl.json"
+BACKFILL = TEMPLATE.parent / "dataset_backfill.asl.json"
 ACCOUNT = "123456789012"
 
 
@@ -81,7 +85,24 @@ def fact_tables() -> list:
     return re.findall(r'"([a-z_]+)"', block.group(1))
 
 
+def backfill_values(partition="aws", region="eu-west-2") -> dict:
+    """The values dataset_backfill.tf passes, with the defaults of variables.tf."""
+    return {
+        "partition": partition,
+        "landing_bucket": "totesys-landing-123456789012",
+        "ingest_function_arn": function_arn(partition, region, "ingest"),
+        "batch_files": 100,
+        "concurrency": 10,
+        "transient_interval_seconds": 5,
+        "transient_max_attempts": 4,
+        "transient_backoff_rate": 2,
+    }
+
+
 if __name__ == "__main__":
-    partition, out = sys.argv[1:]
+    partition, out, *which = sys.argv[1:]
     region = {"aws": "eu-west-2", "aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}[partition]
-    Path(out).write_text(render(values(partition, region)))
+    if which == ["backfill"]:
+        Path(out).write_text(render(backfill_values(partition, region), BACKFILL.read_text()))
+    else:
+        Path(out).write_text(render(values(partition, region)))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates the state machine definition as Terraform renders it (scripts/asl_render.py, with
+# Validates the state machine definitions as Terraform renders them (scripts/asl_render.py, with
 # realistic ARNs) against the Amazon States Language, with asl-validator pinned in
 # tools/asl/package-lock.json: states, fields, paths, intrinsic functions, Resource ARNs.
 # Rendered for two partitions (aws, aws-us-gov). The definition is the same in both trigger
@@ -25,4 +25,7 @@ for partition in aws aws-us-gov; do
   python3 "$root/scripts/asl_render.py" "$partition" "$out/$partition.json"
   echo "[check] asl-validator $("$tools/node_modules/.bin/asl-validator" --version): state machine, partition $partition"
   "$tools/node_modules/.bin/asl-validator" --json-path "$out/$partition.json"
+  python3 "$root/scripts/asl_render.py" "$partition" "$out/backfill-$partition.json" backfill
+  echo "[check] asl-validator: the datasets' first-load state machine, partition $partition"
+  "$tools/node_modules/.bin/asl-validator" --json-path "$out/backfill-$partition.json"
 done

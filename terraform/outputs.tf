@@ -62,3 +62,8 @@ output "operator_policy_arn" {
   description = "What the etl command needs (read the buckets and database secrets, write the state objects): attach it to the operators' role."
   value       = aws_iam_policy.operator.arn
 }
+
+output "dataset_backfill_state_machine_arn" {
+  description = "The datasets' first-load state machine (a Distributed Map over a landing prefix): start it with {\"prefix\": \"<a dataset's source.prefix>\"}. Null when no dataset is declared."
+  value       = one(aws_sfn_state_machine.dataset_backfill[*].arn)
+}

@@ -116,6 +116,23 @@ variable "dataset_sweep_expression" {
   default     = "rate(1 hour)"
 }
 
+variable "dataset_backfill" {
+  description = "The datasets' first-load state machine (dataset_backfill.tf): how many files one ingest invocation is given (a batch), and how many batches are ingested at once."
+  type = object({
+    batch_files = optional(number, 100)
+    concurrency = optional(number, 10)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.dataset_backfill.batch_files >= 1 && floor(var.dataset_backfill.batch_files) == var.dataset_backfill.batch_files &&
+      var.dataset_backfill.concurrency >= 1 && floor(var.dataset_backfill.concurrency) == var.dataset_backfill.concurrency
+    )
+    error_message = "dataset_backfill: batch_files and concurrency are whole numbers of at least 1 (Step Functions reads a concurrency of 0 as no limit at all)."
+  }
+}
+
 variable "schedule_enabled" {
   description = "Whether the schedule is on. Turn it off for the first backfill, then on."
   type        = bool

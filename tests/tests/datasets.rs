@@ -57,6 +57,16 @@ impl Lake {
     }
 
     async fn ingest(&self, event: Value) -> Result<ingest::Output, ingest::Error> {
+        self.ingest_in(event, Context::default(), utils::deadline::DEFAULT_MARGIN)
+            .await
+    }
+
+    async fn ingest_in(
+        &self,
+        event: Value,
+        context: Context,
+        deadline_margin: Duration,
+    ) -> Result<ingest::Output, ingest::Error> {
         let sdk = sdk_config().await;
         // Datasets need no source database: nothing connects to this one.
         let source = DbSource::Url("postgres://nobody@127.0.0.1:1/none".into());
@@ -67,7 +77,7 @@ impl Lake {
                 bucket: self.raw.bucket().to_owned(),
                 safety_lag: Duration::ZERO,
                 max_rows_per_file: ingest::config::DEFAULT_MAX_ROWS_PER_FILE,
-                deadline_margin: utils::deadline::DEFAULT_MARGIN,
+                deadline_margin,
                 tables: utils::tables::TABLES.iter().collect(),
                 landing_bucket: Some(self.landing.bucket().to_owned()),
                 datasets: self.datasets.to_vec(),
@@ -76,7 +86,7 @@ impl Lake {
             landing: Some(self.landing.clone()),
             kms: aws_sdk_kms::Client::new(&sdk),
         };
-        ingest::handler(LambdaEvent::new(event, Context::default()), &deps).await
+        ingest::handler(LambdaEvent::new(event, context), &deps).await
     }
 
     async fn transform(&self, event: Value) -> transform::Output {
@@ -1158,4 +1168,104 @@ async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_
             .iter()
             .all(|(_, _, column, reason)| column == "bikes" && reason == "not an integer")
     );
+}
+
+/// One batch as the first-load Distributed Map's child execution runs it
+/// (`terraform/dataset_backfill.asl.json`): ingest with `{"landed": batch}` again while it
+/// reports files left (at its deadline) or fails with `InvalidInput` (a file it could not
+/// read, recorded, so the next invocation passes it by). The invocations it took.
+async fn backfill_batch(lake: &Lake, batch: &[String]) -> usize {
+    let mut invocations = 0;
+    loop {
+        invocations += 1;
+        assert!(invocations <= 2 * batch.len() + 2, "the batch never got in");
+        // Each invocation past its deadline margin from the start: one file, then the rest
+        // is left to the next.
+        let event = json!({ "landed": batch });
+        match lake
+            .ingest_in(event, context_at_deadline(), PAST_MARGIN)
+            .await
+        {
+            Ok(out) if out.complete => return invocations,
+            Ok(_) => continue,
+            Err(e) if e.error_type() == "InvalidInput" => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_fans_out_in_batches_and_ingests_each_file_once() {
+    use futures_util::StreamExt;
+    let lake = Lake::new().await;
+    let mut expected = BTreeSet::new();
+    for n in 0..40 {
+        let (csv, rows) = trips_csv(100 + n, 25);
+        lake.land(&format!("landing/trips/history/{n:03}.csv"), &csv)
+            .await;
+        expected.extend(rows);
+    }
+    // A console-made "folder" and a file that cannot be read, among them.
+    lake.land("landing/trips/history/", "").await;
+    lake.land("landing/trips/history/broken.csv", "region\n")
+        .await;
+
+    // The Map's ItemReader: the prefix listed; its ItemBatcher: batches of 6 keys, 3 at once.
+    // One batch is run twice at the same time (a redrive beside the first run), and the
+    // hourly sweep runs beside the Map.
+    let keys: Vec<String> = lake
+        .landing
+        .list_objects("landing/trips/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys.len(), 42);
+    let mut batches: Vec<Vec<String>> = keys.chunks(6).map(<[String]>::to_vec).collect();
+    batches.push(batches[2].clone());
+    let map = futures_util::stream::iter(batches.iter())
+        .map(|batch| backfill_batch(&lake, batch))
+        .buffer_unordered(3)
+        .collect::<Vec<usize>>();
+    let sweep = async {
+        loop {
+            match lake.ingest(json!({"datasets": ["trips"]})).await {
+                Ok(out) if out.complete => break,
+                Ok(_) => continue,
+                Err(e) if e.error_type() == "InvalidInput" => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let (invocations, ()) = tokio::join!(map, sweep);
+    // Ingest took one file per invocation (past its deadline from the start), so a batch was
+    // run again until it was in (once per file the sweep or the batch's twin did not take).
+    assert!(invocations.iter().sum::<usize>() >= 20, "{invocations:?}");
+
+    // The pipeline's next executions publish and load what the backfill queued.
+    lake.round(json!({"datasets": ["trips"]})).await;
+    let last = lake.round(json!({"datasets": ["trips"]})).await;
+    assert!(!last.has_new_data, "{last:?}");
+    same_rows("trips", lake.trips().await, expected.into_iter().collect());
+    // One record per landed file (the broken one's says why), one raw file per good one.
+    let records = lake
+        .raw
+        .list_keys("_state/datasets/trips/files/", None)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 41);
+    assert_eq!(lake.raw.list_keys("trips/", None).await.unwrap().len(), 40);
+    let ledger: i64 = lake
+        .wh
+        .client()
+        .await
+        .query_one(
+            "SELECT count(DISTINCT file_key) FROM totesys_load_ledger WHERE table_name = 'trips'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ledger, 40);
 }

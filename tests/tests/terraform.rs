@@ -1214,3 +1214,104 @@ fn the_glue_types_cover_every_declared_type() {
         "{columns}"
     );
 }
+
+/// The datasets' first-load template with the partition `aws` and every other placeholder a
+/// number, as JSON.
+fn dataset_backfill() -> Value {
+    let text = std::fs::read_to_string(terraform_dir().join("dataset_backfill.asl.json")).unwrap();
+    let rendered = placeholder_re(&text)
+        .into_iter()
+        .fold(text.clone(), |t, name| {
+            let value = if name == "partition" { "aws" } else { "1" };
+            t.replace(&format!("${{{name}}}"), value)
+        });
+    serde_json::from_str(&rendered).expect("the rendered template is JSON")
+}
+
+#[test]
+fn the_dataset_backfill_template_gets_exactly_its_placeholders() {
+    let text = std::fs::read_to_string(terraform_dir().join("dataset_backfill.asl.json")).unwrap();
+    assert!(!text.contains("%{"), "no template directives");
+    let body = parse("dataset_backfill.tf");
+    let machine = labelled(
+        &body,
+        "resource",
+        &["aws_sfn_state_machine", "dataset_backfill"],
+    );
+    let Expression::FuncCall(call) = attribute(&machine.body, "definition") else {
+        panic!("definition is not a templatefile() call")
+    };
+    let given: BTreeSet<String> = object(&call.args[1]).into_keys().collect();
+    assert_eq!(given, placeholder_re(&text));
+}
+
+/// What the first load's Distributed Map sends ingest is what ingest reads as landed keys,
+/// its transient errors are retried, and a batch is run again until ingest has all of it.
+#[test]
+fn the_dataset_backfill_hands_ingest_its_batches_and_runs_each_until_it_is_in() {
+    let machine = dataset_backfill();
+    let map = &machine["States"]["Files"];
+    assert_eq!(
+        map["ItemReader"]["Resource"],
+        "arn:aws:states:::s3:listObjectsV2"
+    );
+    assert_eq!(map["ItemReader"]["Parameters"]["Prefix.$"], "$.prefix");
+    assert_eq!(
+        map["ItemProcessor"]["ProcessorConfig"]["Mode"],
+        "DISTRIBUTED"
+    );
+    assert!(map["MaxConcurrency"].as_u64().unwrap() >= 1);
+    // A batch as the Map builds it: listObjectsV2 items through the ItemSelector, batched.
+    assert_eq!(map["ItemSelector"]["key.$"], "$$.Map.Item.Value.Key");
+    let keys = [
+        "landing/trips/a.csv",
+        "landing/trips/",
+        "landing/trips/b.csv",
+    ];
+    let batch = serde_json::json!({"Items": keys.iter().map(|k| serde_json::json!({"key": k})).collect::<Vec<_>>()});
+    let states = &map["ItemProcessor"]["States"];
+    let ingest = &states["Ingest"];
+    let payload = ingest["Parameters"]["Payload"].as_object().unwrap();
+    assert_eq!(payload.len(), 1);
+    assert_eq!(payload["landed.$"], "$.Items[*].key");
+    let landed: Vec<Value> = batch["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["key"].clone())
+        .collect();
+    let event = serde_json::json!({ "landed": landed });
+    let datasets = datasets::bundled(&utils::tables::reserved_names()).unwrap();
+    let request = ingest::dataset::request_from_event(&event, Some("landing"), &datasets)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        request,
+        ingest::dataset::Request::Keys(keys.iter().map(|k| k.to_string()).collect())
+    );
+
+    // The transient errors ingest raises for datasets, and Lambda's own, are retried.
+    let retried = error_names(ingest, "Retry");
+    for transient in [
+        "TransientStorageError",
+        "TransientSecretError",
+        "Lambda.TooManyRequestsException",
+    ] {
+        assert!(
+            retried.contains(&transient.to_owned()),
+            "{transient}: {retried:?}"
+        );
+    }
+    // A file that cannot be read is recorded by ingest, so the batch is run again (the next
+    // invocation passes it by); so is a batch ingest left at its deadline.
+    let catch = &ingest["Catch"][0];
+    assert_eq!(catch["ErrorEquals"], serde_json::json!(["InvalidInput"]));
+    assert_eq!(catch["Next"], "Ingest");
+    assert_eq!(ingest["ResultSelector"]["complete.$"], "$.Payload.complete");
+    let all_in = &states[ingest["Next"].as_str().unwrap()];
+    assert_eq!(all_in["Choices"][0]["Variable"], "$.ingested.complete");
+    assert_eq!(all_in["Choices"][0]["BooleanEquals"], false);
+    assert_eq!(all_in["Choices"][0]["Next"], "Ingest");
+    // The Map's results (thousands) are not kept in the execution's state.
+    assert_eq!(map.get("ResultPath"), Some(&Value::Null));
+}

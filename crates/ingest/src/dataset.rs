@@ -227,6 +227,11 @@ pub async fn run(
     match &request {
         Request::Keys(keys) => {
             for key in keys {
+                // A "folder" made in the console, as a listing of the prefix (the first-load
+                // Distributed Map's) has it.
+                if key.ends_with('/') {
+                    continue;
+                }
                 let Some(dataset) = dataset_of(datasets, key) else {
                     warn!(key, "no dataset's prefix holds this landed key; ignored");
                     continue;
@@ -270,19 +275,22 @@ pub async fn run(
             continue;
         }
         let ingested = ingest_file(landing, raw, dataset, &object, limits, keys).await;
-        done += 1;
         let (record, skipped) = match ingested {
             Ok(ingested) => ingested,
             Err(e) if e.error_type() == "InvalidInput" => {
+                done += 1;
                 unreadable.get_or_insert(e);
                 continue;
             }
             Err(e) => return Err(e),
         };
         if skipped {
+            // A file in already costs one read: it never uses up an invocation, so the same
+            // keys given again (a batch run again at the deadline) get further each time.
             out.skipped_files.push(object.key);
             continue;
         }
+        done += 1;
         let run = out.datasets.entry(dataset.name.clone()).or_default();
         run.files.extend(record.parts.iter().cloned());
         run.rows += record.rows;
