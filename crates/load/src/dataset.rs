@@ -12,9 +12,13 @@ use bytes::Bytes;
 use datasets::Dataset;
 use datasets::pg;
 use futures_util::{SinkExt, TryStreamExt};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 use tracing::{info, warn};
-use utils::parquet_io::{open_parquet_version, schema_difference, unwrap_external};
+use utils::parquet_io::{
+    S3ParquetReader, open_parquet_version, schema_difference, unwrap_external,
+};
 use utils::store::S3Store;
 
 use crate::error::{Error, Result};
@@ -87,6 +91,60 @@ pub enum Loaded {
     NotThereYet,
 }
 
+/// Whether `table` has no row (a first load).
+async fn empty(tx: &tokio_postgres::Transaction<'_>, table: &str) -> Result<bool> {
+    let sql = format!("SELECT NOT EXISTS (SELECT FROM {})", pg::ident(table));
+    Ok(tx.query_one(&sql, &[]).await?.get(0))
+}
+
+/// Why a file's rows did not all go in.
+enum Failed {
+    /// Reading the file.
+    Read(utils::Error),
+    /// The warehouse refused them.
+    Db(tokio_postgres::Error),
+}
+
+impl Failed {
+    fn into_error(
+        self,
+        read_error: impl Fn(utils::Error) -> Error,
+        refused: impl Fn(tokio_postgres::Error) -> Error,
+    ) -> Error {
+        match self {
+            Failed::Read(e) => read_error(e),
+            Failed::Db(e) => refused(e),
+        }
+    }
+}
+
+/// Streams the file's rows through `COPY` (`statement`), a chunk at a time: the rows copied.
+async fn copy_rows(
+    client: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    stream: &mut ParquetRecordBatchStream<S3ParquetReader>,
+) -> std::result::Result<u64, Failed> {
+    let sink = client.copy_in(statement).await.map_err(Failed::Db)?;
+    let mut sink = std::pin::pin!(sink);
+    let mut text = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(|e| Failed::Read(unwrap_external(e)))?
+    {
+        pg::copy_text(&batch, &mut text);
+        if text.len() >= COPY_CHUNK {
+            sink.send(Bytes::from(std::mem::take(&mut text)))
+                .await
+                .map_err(Failed::Db)?;
+        }
+    }
+    if !text.is_empty() {
+        sink.send(Bytes::from(text)).await.map_err(Failed::Db)?;
+    }
+    sink.as_mut().finish().await.map_err(Failed::Db)
+}
+
 /// Loads one processed file of `dataset` in one transaction.
 pub async fn load_file(
     client: &mut Client,
@@ -134,7 +192,7 @@ pub async fn load_file(
         _ => Error::from(e),
     };
 
-    let tx = client.transaction().await?;
+    let mut tx = client.transaction().await?;
     let claimed = tx
         .execute(
             &format!(
@@ -149,43 +207,47 @@ pub async fn load_file(
         info!(dataset = dataset.name, key, "already loaded; skipped");
         return Ok(Loaded::Skipped);
     }
-    // Rows matched by no key (append) go straight into the table: nothing to stage.
-    let direct = !pg::keyed(dataset);
-    let into = if direct {
-        table
-    } else {
-        tx.batch_execute(&pg::create_stage(dataset, table)).await?;
-        pg::STAGE
-    };
-    let sink = tx
-        .copy_in(&pg::copy_in(dataset, into))
-        .await
-        .map_err(refused)?;
-    let mut sink = std::pin::pin!(sink);
-    let mut text = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
-    while let Some(batch) = opened
-        .stream
-        .try_next()
-        .await
-        .map_err(|e| read_error(unwrap_external(e)))?
-    {
-        pg::copy_text(&batch, &mut text);
-        if text.len() >= COPY_CHUNK {
-            sink.send(Bytes::from(std::mem::take(&mut text)))
-                .await
-                .map_err(refused)?;
+    // Rows matched by no key (append) go straight into the table: nothing to stage. So do a
+    // keyed file's into an empty table (a first load), inside a savepoint: where no key is met
+    // twice, that is what the write mode would have done, without the staging table; where one
+    // is, the unique index stops the COPY, which is undone, and the file is staged as any other.
+    let keyed = pg::keyed(dataset);
+    let mut changed = None;
+    if keyed && empty(&tx, table).await? {
+        let direct = tx.savepoint("direct_copy").await?;
+        match copy_rows(&direct, &pg::copy_in(dataset, table), &mut opened.stream).await {
+            Ok(copied) => {
+                direct.commit().await?;
+                changed = Some(copied);
+            }
+            Err(Failed::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                direct.rollback().await?;
+                info!(
+                    dataset = dataset.name,
+                    key, "a key met twice: the file is staged instead of copied straight in"
+                );
+                opened = open_parquet_version(store, key, &etag)
+                    .await
+                    .map_err(read_error)?;
+            }
+            Err(Failed::Db(e)) => return Err(refused(e)),
+            Err(Failed::Read(e)) => return Err(read_error(e)),
         }
     }
-    if !text.is_empty() {
-        sink.send(Bytes::from(text)).await.map_err(refused)?;
-    }
-    let copied = sink.as_mut().finish().await.map_err(refused)?;
-    let changed = if direct {
-        copied
-    } else {
-        tx.execute(&pg::apply(dataset, table), &[])
+    let changed = match changed {
+        Some(copied) => copied,
+        None if !keyed => copy_rows(&tx, &pg::copy_in(dataset, table), &mut opened.stream)
             .await
-            .map_err(refused)?
+            .map_err(|f| f.into_error(read_error, refused))?,
+        None => {
+            tx.batch_execute(&pg::create_stage(dataset, table)).await?;
+            copy_rows(&tx, &pg::copy_in(dataset, pg::STAGE), &mut opened.stream)
+                .await
+                .map_err(|f| f.into_error(read_error, refused))?;
+            tx.execute(&pg::apply(dataset, table), &[])
+                .await
+                .map_err(refused)?
+        }
     };
     tx.execute(
         &format!("UPDATE {LEDGER} SET changed = $3 WHERE file_key = $1 AND etag = $2"),
