@@ -29,12 +29,16 @@ struct Lake {
 
 impl Lake {
     async fn new() -> Self {
+        Self::with(declared()).await
+    }
+
+    async fn with(datasets: Vec<Dataset>) -> Self {
         Lake {
             landing: bucket().await,
             raw: bucket().await,
             processed: bucket().await,
             wh: TestDb::warehouse().await,
-            datasets: declared().leak(),
+            datasets: datasets.leak(),
         }
     }
 
@@ -1268,4 +1272,109 @@ async fn a_first_load_fans_out_in_batches_and_ingests_each_file_once() {
         .unwrap()
         .get(0);
     assert_eq!(ledger, 40);
+}
+
+/// Every declared type, in a table the load makes (sent as binary) and in one a user made
+/// beforehand with other types (sent as text, which PostgreSQL casts): the same values, as
+/// PostgreSQL shows them, whichever way they went in, first load (straight in) or later
+/// (staged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_reaches_the_warehouse_as_written_whichever_way_it_is_sent() {
+    let declaration = |name: &str| -> Dataset {
+        serde_json::from_value(json!({
+            "name": name, "description": "every declared type",
+            "source": {"prefix": format!("landing/{name}/"), "format": "csv",
+                       "csv": {"delimiter": "|"}},
+            "columns": [
+                {"name": "id", "type": "integer", "nullable": false},
+                {"name": "small", "type": "smallint"},
+                {"name": "big", "type": "bigint"},
+                {"name": "amount", "type": "decimal(12,2)"},
+                {"name": "wide", "type": "decimal(38,6)"},
+                {"name": "note", "type": "text"},
+                {"name": "flag", "type": "boolean"},
+                {"name": "day", "type": "date"},
+                {"name": "at", "type": "timestamp"},
+                {"name": "at_zone", "type": "timestamptz"},
+                {"name": "clock", "type": "time"},
+                {"name": "place", "type": "point"}
+            ],
+            "key": ["id"], "write_mode": "merge",
+            "warehouse": {}
+        }))
+        .unwrap()
+    };
+    let mut all = declared();
+    all.push(declaration("every_type"));
+    all.push(declaration("every_type_user"));
+    let lake = Lake::with(all).await;
+    // The user's own table: wider and other types, cast from text.
+    lake.wh
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE every_type_user (id bigint PRIMARY KEY, small integer, big numeric,
+                amount numeric(14,3), wide numeric, note varchar(100), flag boolean, day date,
+                at timestamp(0), at_zone timestamptz, clock time, place point)",
+        )
+        .await
+        .unwrap();
+    let header = "id|small|big|amount|wide|note|flag|day|at|at_zone|clock|place\n";
+    let first = format!(
+        "{header}1|-32768|9223372036854775807|-1234567890.05|12345678901234567890123456789012.123456|tab\\there, café|true|1999-12-31|1969-07-20 20:17:40.123456|2024-11-14T09:30:00+01:00|23:59:59.999999|POINT (-0.1275 51.50722)\n\
+         2|||0.00|-0.000001||false|2000-01-01|2000-01-01 00:00:00|1999-12-31T23:59:59Z|00:00|POINT (0 0)\n"
+    );
+    let second = format!(
+        "{header}3|7|-1|100000.10|0|x|t|2024-02-29|2024-02-29 12:00:00.5|2024-02-29T12:00:00.5-05:00|12:34:56|POINT (180 -90)\n"
+    );
+    for (n, body) in [first, second].iter().enumerate() {
+        for name in ["every_type", "every_type_user"] {
+            lake.land(&format!("landing/{name}/{n}.csv"), body).await;
+        }
+        lake.round(json!({"datasets": ["every_type", "every_type_user"]}))
+            .await;
+    }
+    let shown = |table: &str| {
+        format!(
+            "SELECT concat_ws(' | ', id, small, big, amount, wide, note, flag, day, at,
+                              at_zone AT TIME ZONE 'UTC', clock, place) FROM {table} ORDER BY id"
+        )
+    };
+    let wh = lake.wh.client().await;
+    let rows = |sql: String| {
+        let wh = &wh;
+        async move {
+            wh.query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(lake.quarantined("every_type").await, BTreeSet::new());
+    let made = rows(shown("every_type")).await;
+    assert_eq!(
+        made,
+        [
+            "1 | -32768 | 9223372036854775807 | -1234567890.05 | \
+             12345678901234567890123456789012.123456 | tab\\there, café | t | 1999-12-31 | \
+             1969-07-20 20:17:40.123456 | 2024-11-14 08:30:00 | 23:59:59.999999 | \
+             (-0.1275,51.50722)",
+            "2 | 0.00 | -0.000001 | f | 2000-01-01 | 2000-01-01 00:00:00 | \
+             1999-12-31 23:59:59 | 00:00:00 | (0,0)",
+            "3 | 7 | -1 | 100000.10 | 0.000000 | x | t | 2024-02-29 | 2024-02-29 12:00:00.5 | \
+             2024-02-29 17:00:00.5 | 12:34:56 | (180,-90)",
+        ]
+    );
+    // The user's table holds the same values, under its own types.
+    let user = rows(shown("every_type_user")).await;
+    assert_eq!(user.len(), 3);
+    assert!(
+        user[0].starts_with("1 | -32768 | 9223372036854775807 | -1234567890.050 | "),
+        "{}",
+        user[0]
+    );
+    assert!(user[0].contains("1969-07-20 20:17:40 | "), "{}", user[0]);
+    assert!(user[2].ends_with("| (180,-90)"), "{}", user[2]);
 }

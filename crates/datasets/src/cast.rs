@@ -12,7 +12,6 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
-use rust_decimal::Decimal;
 
 use crate::decl::{Column, Kind, point_fields};
 
@@ -185,22 +184,50 @@ fn not_in(what: &str, formats: &[String], defaults: &[&str]) -> String {
     format!("not {what} in any of the formats {formats:?}")
 }
 
+/// A decimal's text (`-12.50`, `1e2`, `.5`) as its unscaled value at `scale`, exactly, to the
+/// 38 digits a declaration allows (wider than a 96-bit decimal type holds).
 fn decimal(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
     let kind = Kind::Decimal { precision, scale };
-    let d = Decimal::from_str(text)
-        .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| format!("not a {kind}"))?;
-    let scale = scale as u32;
-    if d.normalize().scale() > scale {
+    let not = || format!("not a {kind}");
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (
+            &unsigned[..i],
+            unsigned[i + 1..].parse::<i32>().map_err(|_| not())?,
+        ),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !all_digits(whole) || !all_digits(fraction) {
+        return Err(not());
+    }
+    // The digits, and the power of ten of the last one once scaled.
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let power = i64::from(exponent) - fraction.len() as i64 + i64::from(scale);
+    let (kept, dropped) = if power >= 0 {
+        (digits, "")
+    } else {
+        digits.split_at(digits.len().saturating_sub(power.unsigned_abs() as usize))
+    };
+    if dropped.bytes().any(|b| b != b'0') {
         return Err(format!("more than {scale} decimal places for {kind}"));
     }
-    let mut d = d;
-    d.rescale(scale);
-    let unscaled = d.mantissa();
-    if unscaled.unsigned_abs() >= 10u128.pow(u32::from(precision)) {
+    let width = kept.len() as i64 + power.max(0);
+    if kept.is_empty() {
+        return Ok(0);
+    }
+    if width > i64::from(precision) {
         return Err(format!("out of range for {kind}"));
     }
-    Ok(unscaled)
+    let mut unscaled: i128 = kept.parse().map_err(|_| not())?;
+    unscaled *= 10i128.pow(power.max(0) as u32);
+    Ok(if negative { -unscaled } else { unscaled })
 }
 
 fn boolean(text: &str) -> Option<bool> {
@@ -375,6 +402,27 @@ mod tests {
         assert_eq!(ok("decimal(6,2)", "12.5"), Value::Decimal(1250));
         assert_eq!(ok("decimal(6,2)", "-0.10"), Value::Decimal(-10));
         assert_eq!(ok("decimal(6,2)", "1e2"), Value::Decimal(10000));
+        assert_eq!(ok("decimal(6,2)", "+.5"), Value::Decimal(50));
+        assert_eq!(ok("decimal(6,2)", "1250E-2"), Value::Decimal(1250));
+        assert_eq!(ok("decimal(6,2)", "-0.000"), Value::Decimal(0));
+        assert_eq!(ok("decimal(6,2)", "0009999.990"), Value::Decimal(999_999));
+        let widest = "12345678901234567890123456789012.123456";
+        assert_eq!(
+            ok("decimal(38,6)", widest),
+            Value::Decimal(12_345_678_901_234_567_890_123_456_789_012_123_456)
+        );
+        for (text, reason) in [
+            ("12.345", "more than 2 decimal places for decimal(6,2)"),
+            ("10000", "out of range for decimal(6,2)"),
+            ("1e4", "out of range for decimal(6,2)"),
+            ("1.2.3", "not a decimal(6,2)"),
+            ("e5", "not a decimal(6,2)"),
+            ("1e", "not a decimal(6,2)"),
+            ("--1", "not a decimal(6,2)"),
+            ("NaN", "not a decimal(6,2)"),
+        ] {
+            assert_eq!(err("decimal(6,2)", &[], text), reason, "{text}");
+        }
         assert_eq!(ok("text", " as is "), Value::Text(" as is "));
         assert_eq!(ok("boolean", "Yes"), Value::Bool(true));
         assert_eq!(ok("boolean", "0"), Value::Bool(false));

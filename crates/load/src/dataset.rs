@@ -4,9 +4,10 @@
 //! there is the user's and is never altered. A file loads in one transaction, as a star schema
 //! file does: claimed in the ledger by key and ETag (a file the ledger holds is skipped),
 //! streamed row group by row group into a temporary staging table by `COPY`, and applied by
-//! one statement under the declared write mode (see `datasets::pg::apply`), or, for `append`,
-//! copied straight into the table; a table whose
-//! rows changed is marked for its views' refresh in the same transaction.
+//! one statement under the declared write mode (see `datasets::pg::apply`), or, for `append`
+//! and for a keyed file into an empty table (a first load, inside a savepoint, staged after
+//! all where a key is met twice), copied straight into the table; a table whose rows changed
+//! is marked for its views' refresh in the same transaction.
 
 use bytes::Bytes;
 use datasets::Dataset;
@@ -118,29 +119,80 @@ impl Failed {
     }
 }
 
-/// Streams the file's rows through `COPY` (`statement`), a chunk at a time: the rows copied.
+/// How a file's rows are sent.
+#[derive(Clone, Copy)]
+enum Format {
+    /// Each value as PostgreSQL sends it: into a table (or its staging table, which has its
+    /// column types) whose columns have the declared types.
+    Binary,
+    /// Text, which PostgreSQL casts to each column's type: into a table the user made with
+    /// other types.
+    Text,
+}
+
+/// How rows go into `table` (or its staging table): binary where each column has the type
+/// the declaration gives it (as when the load made the table), else text.
+async fn format_for(
+    tx: &tokio_postgres::Transaction<'_>,
+    dataset: &Dataset,
+    table: &str,
+) -> Result<Format> {
+    let types: std::collections::HashMap<String, String> = tx
+        .query(
+            "SELECT attname::text, atttypid::regtype::text FROM pg_attribute
+             WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+            &[&pg::ident(table)],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let same = dataset.columns.iter().all(|c| {
+        types
+            .get(&c.name)
+            .is_some_and(|t| pg::binary_types(c.kind).contains(&t.as_str()))
+    });
+    Ok(if same { Format::Binary } else { Format::Text })
+}
+
+/// Streams the file's rows through `COPY`, a chunk at a time: the rows copied.
 async fn copy_rows(
     client: &tokio_postgres::Transaction<'_>,
-    statement: &str,
+    dataset: &Dataset,
+    table: &str,
+    format: Format,
     stream: &mut ParquetRecordBatchStream<S3ParquetReader>,
 ) -> std::result::Result<u64, Failed> {
-    let sink = client.copy_in(statement).await.map_err(Failed::Db)?;
+    let statement = match format {
+        Format::Binary => pg::copy_in_binary(dataset, table),
+        Format::Text => pg::copy_in(dataset, table),
+    };
+    let sink = client.copy_in(&statement).await.map_err(Failed::Db)?;
     let mut sink = std::pin::pin!(sink);
-    let mut text = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    let mut chunk = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    if let Format::Binary = format {
+        chunk.extend_from_slice(pg::BINARY_HEADER);
+    }
     while let Some(batch) = stream
         .try_next()
         .await
         .map_err(|e| Failed::Read(unwrap_external(e)))?
     {
-        pg::copy_text(&batch, &mut text);
-        if text.len() >= COPY_CHUNK {
-            sink.send(Bytes::from(std::mem::take(&mut text)))
+        match format {
+            Format::Binary => pg::copy_binary(&batch, &mut chunk),
+            Format::Text => pg::copy_text(&batch, &mut chunk),
+        }
+        if chunk.len() >= COPY_CHUNK {
+            sink.send(Bytes::from(std::mem::take(&mut chunk)))
                 .await
                 .map_err(Failed::Db)?;
         }
     }
-    if !text.is_empty() {
-        sink.send(Bytes::from(text)).await.map_err(Failed::Db)?;
+    if let Format::Binary = format {
+        chunk.extend_from_slice(pg::BINARY_TRAILER);
+    }
+    if !chunk.is_empty() {
+        sink.send(Bytes::from(chunk)).await.map_err(Failed::Db)?;
     }
     sink.as_mut().finish().await.map_err(Failed::Db)
 }
@@ -213,9 +265,11 @@ pub async fn load_file(
     // is, the unique index stops the COPY, which is undone, and the file is staged as any other.
     let keyed = pg::keyed(dataset);
     let mut changed = None;
+    // The staging table has the table's column types, so one format serves both.
+    let format = format_for(&tx, dataset, table).await?;
     if keyed && empty(&tx, table).await? {
         let direct = tx.savepoint("direct_copy").await?;
-        match copy_rows(&direct, &pg::copy_in(dataset, table), &mut opened.stream).await {
+        match copy_rows(&direct, dataset, table, format, &mut opened.stream).await {
             Ok(copied) => {
                 direct.commit().await?;
                 changed = Some(copied);
@@ -236,12 +290,12 @@ pub async fn load_file(
     }
     let changed = match changed {
         Some(copied) => copied,
-        None if !keyed => copy_rows(&tx, &pg::copy_in(dataset, table), &mut opened.stream)
+        None if !keyed => copy_rows(&tx, dataset, table, format, &mut opened.stream)
             .await
             .map_err(|f| f.into_error(read_error, refused))?,
         None => {
             tx.batch_execute(&pg::create_stage(dataset, table)).await?;
-            copy_rows(&tx, &pg::copy_in(dataset, pg::STAGE), &mut opened.stream)
+            copy_rows(&tx, dataset, pg::STAGE, format, &mut opened.stream)
                 .await
                 .map_err(|f| f.into_error(read_error, refused))?;
             tx.execute(&pg::apply(dataset, table), &[])
