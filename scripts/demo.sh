@@ -97,7 +97,7 @@ sfn() { AWS_ENDPOINT_URL="http://127.0.0.1:$sfn_port" python scripts/demo_state_
 # The operator's command (crates/etl), with the Lambdas' settings.
 etl() {
   INGEST_BUCKET="$bucket" PROCESSED_BUCKET="$processed" SOURCE_DB_URL="$source_url" \
-    WAREHOUSE_DB_URL="$warehouse_url" target/debug/etl "$@"
+    WAREHOUSE_DB_URL="$warehouse_url" LANDING_BUCKET="$landing" target/debug/etl "$@"
 }
 
 # etl status; its exit code 2 (a table behind) is reported, anything else but 0 stops the demo.

@@ -95,14 +95,8 @@ data "aws_iam_policy_document" "dataset_backfill" {
 
   # CloudWatch Logs delivery and X-Ray take no resource-level permissions: "*" is required.
   statement {
-    sid = "DeliverLogsAndTraces"
-    actions = [
-      "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
-      "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
-      "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
-      "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
-      "xray:GetSamplingTargets",
-    ]
+    sid       = "DeliverLogsAndTraces"
+    actions   = local.state_machine_log_and_trace_actions
     resources = ["*"]
   }
 }

@@ -3,6 +3,14 @@
 # release; any other error notifies the topic and fails the execution.
 locals {
   state_machine_name = "${var.project}-pipeline"
+  # What a state machine's role needs to deliver its logs and traces (every state machine's).
+  state_machine_log_and_trace_actions = [
+    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+  ]
   # The source tables that become fact tables (ingest::FACT_TABLES, checked by
   # tests/tests/terraform.rs): ingested after the others, in a Map of their own.
   fact_tables = ["payment", "purchase_order", "sales_order"]
@@ -137,14 +145,8 @@ data "aws_iam_policy_document" "state_machine" {
 
   # CloudWatch Logs delivery and X-Ray take no resource-level permissions: "*" is required.
   statement {
-    sid = "DeliverLogsAndTraces"
-    actions = [
-      "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
-      "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
-      "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
-      "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
-      "xray:GetSamplingTargets",
-    ]
+    sid       = "DeliverLogsAndTraces"
+    actions   = local.state_machine_log_and_trace_actions
     resources = ["*"]
   }
 }

@@ -134,6 +134,7 @@ impl Setup {
             source: dbs.then(|| DbSource::Url(self.p.db.url.clone())),
             warehouse: dbs.then(|| DbSource::Url(self.wh.url.clone())),
             lock_table: lock_table.map(str::to_owned),
+            landing_bucket: None,
         };
         etl::Pipeline::new(&config, &sdk_config().await)
     }

@@ -192,6 +192,12 @@ impl Lake {
         repeated
     }
 
+    /// The first column of `sql`'s rows, as text.
+    async fn texts(&self, sql: &str) -> Vec<String> {
+        let rows = self.wh.client().await.query(sql, &[]).await.unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
     /// The warehouse's trips, as text, sorted.
     async fn trips(&self) -> Vec<String> {
         self.rows("trips").await
@@ -1113,18 +1119,13 @@ async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_
         latest.insert(format!("{}|{}", key[0], key[2]), row.clone());
     }
     let wh = lake.wh.client().await;
-    let found: Vec<String> = wh
-        .query(
+    let found = lake
+        .texts(
             "SELECT concat_ws('|', station_id, station_name, measured_on::text, pm25::text,
                               coalesce(no2::text, ''), samples::text, validated::text)
              FROM air_quality ORDER BY 1",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     same_rows("air_quality", found, sorted(latest.into_values().collect()));
     // The monthly view was refreshed after the last load.
     let view = "SELECT station_id, month::text, days::text, pm25::text FROM air_quality_monthly";
@@ -1171,6 +1172,56 @@ async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_
         counted
             .iter()
             .all(|(_, _, column, reason)| column == "bikes" && reason == "not an integer")
+    );
+
+    // etl status follows each file from landing to the warehouse; one more file lands, not
+    // ingested yet.
+    lake.landing
+        .put(
+            "opendata/environment/air_quality/2025-01.xlsx",
+            Bytes::from_static(b"not yet"),
+            "application/vnd.ms-excel",
+        )
+        .await
+        .unwrap();
+    let config = etl::Config {
+        ingest_bucket: lake.raw.bucket().to_owned(),
+        processed_bucket: lake.processed.bucket().to_owned(),
+        source: None,
+        warehouse: Some(DbSource::Url(lake.wh.url.clone())),
+        lock_table: None,
+        landing_bucket: Some(lake.landing.bucket().to_owned()),
+    };
+    let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
+    let status = etl::status::status(&pipeline, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let of = |name: &str| status.datasets.iter().find(|d| d.dataset == name).unwrap();
+    let air = of("air_quality");
+    assert_eq!(
+        (
+            air.landed,
+            air.recorded,
+            air.to_publish,
+            air.published,
+            air.not_loaded
+        ),
+        (Some(3), 2, 0, 2, Some(0))
+    );
+    assert_eq!(
+        air.not_ingested.as_deref(),
+        Some(&["opendata/environment/air_quality/2025-01.xlsx".to_owned()][..])
+    );
+    assert_eq!(air.quarantine_files, 2);
+    let bikes = of("bike_counts");
+    assert_eq!(
+        (bikes.landed, bikes.published, bikes.not_loaded),
+        (Some(3), 3, None)
+    );
+    assert!(
+        status.render().contains("air_quality"),
+        "{}",
+        status.render()
     );
 }
 
@@ -1340,20 +1391,7 @@ async fn every_type_reaches_the_warehouse_as_written_whichever_way_it_is_sent() 
                               at_zone AT TIME ZONE 'UTC', clock, place) FROM {table} ORDER BY id"
         )
     };
-    let wh = lake.wh.client().await;
-    let rows = |sql: String| {
-        let wh = &wh;
-        async move {
-            wh.query(&sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>()
-        }
-    };
-    assert_eq!(lake.quarantined("every_type").await, BTreeSet::new());
-    let made = rows(shown("every_type")).await;
+    let made = lake.texts(&shown("every_type")).await;
     assert_eq!(
         made,
         [
@@ -1368,7 +1406,7 @@ async fn every_type_reaches_the_warehouse_as_written_whichever_way_it_is_sent() 
         ]
     );
     // The user's table holds the same values, under its own types.
-    let user = rows(shown("every_type_user")).await;
+    let user = lake.texts(&shown("every_type_user")).await;
     assert_eq!(user.len(), 3);
     assert!(
         user[0].starts_with("1 | -32768 | 9223372036854775807 | -1234567890.050 | "),

@@ -194,7 +194,13 @@ fn each_lambda_gets_exactly_the_environment_its_config_reads() {
 /// The state machine template with the partition `aws` and every other placeholder replaced by
 /// a number, as JSON.
 fn state_machine() -> Value {
-    let text = std::fs::read_to_string(terraform_dir().join("state_machine.asl.json")).unwrap();
+    rendered("state_machine.asl.json")
+}
+
+/// A template of `terraform/` with the partition `aws` and every other placeholder a number,
+/// as JSON.
+fn rendered(template: &str) -> Value {
+    let text = std::fs::read_to_string(terraform_dir().join(template)).unwrap();
     let rendered = placeholder_re(&text)
         .into_iter()
         .fold(text.clone(), |t, name| {
@@ -1215,19 +1221,6 @@ fn the_glue_types_cover_every_declared_type() {
     );
 }
 
-/// The datasets' first-load template with the partition `aws` and every other placeholder a
-/// number, as JSON.
-fn dataset_backfill() -> Value {
-    let text = std::fs::read_to_string(terraform_dir().join("dataset_backfill.asl.json")).unwrap();
-    let rendered = placeholder_re(&text)
-        .into_iter()
-        .fold(text.clone(), |t, name| {
-            let value = if name == "partition" { "aws" } else { "1" };
-            t.replace(&format!("${{{name}}}"), value)
-        });
-    serde_json::from_str(&rendered).expect("the rendered template is JSON")
-}
-
 #[test]
 fn the_dataset_backfill_template_gets_exactly_its_placeholders() {
     let text = std::fs::read_to_string(terraform_dir().join("dataset_backfill.asl.json")).unwrap();
@@ -1249,7 +1242,7 @@ fn the_dataset_backfill_template_gets_exactly_its_placeholders() {
 /// its transient errors are retried, and a batch is run again until ingest has all of it.
 #[test]
 fn the_dataset_backfill_hands_ingest_its_batches_and_runs_each_until_it_is_in() {
-    let machine = dataset_backfill();
+    let machine = rendered("dataset_backfill.asl.json");
     let map = &machine["States"]["Files"];
     assert_eq!(
         map["ItemReader"]["Resource"],

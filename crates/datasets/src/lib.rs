@@ -8,6 +8,7 @@ pub mod cast;
 pub mod crypt;
 pub mod decl;
 pub mod error;
+pub mod landed;
 mod parquet_file;
 pub mod pg;
 pub mod read;

@@ -946,6 +946,21 @@ mod packed_tests {
             .unwrap()
     }
 
+    /// Each quarantined row's line, column, value and reason.
+    fn reasons(b: &Batch) -> Vec<(u64, Option<&str>, &str, &str)> {
+        b.quarantined
+            .iter()
+            .map(|q| {
+                (
+                    q.line,
+                    q.column.as_deref(),
+                    q.value.as_str(),
+                    q.reason.as_str(),
+                )
+            })
+            .collect()
+    }
+
     fn read_all(dataset: &Dataset, bytes: &[u8]) -> Result<Vec<Batch>> {
         let mut file = LandedFile::open(bytes, dataset, "opendata/x")?;
         let mut batches = Vec::new();
@@ -1034,18 +1049,7 @@ mod packed_tests {
         assert_eq!(samples.values().to_vec(), [24, 23]);
         let validated = b.rows.column(6).as_boolean();
         assert!(validated.value(0) && !validated.value(1));
-        let places: Vec<_> = b
-            .quarantined
-            .iter()
-            .map(|q| {
-                (
-                    q.line,
-                    q.column.as_deref(),
-                    q.value.as_str(),
-                    q.reason.as_str(),
-                )
-            })
-            .collect();
+        let places = reasons(b);
         assert_eq!(
             places,
             [
@@ -1154,18 +1158,7 @@ mod packed_tests {
             b.rows.column(4).as_primitive::<Decimal128Type>().value(0),
             310
         );
-        let places: Vec<_> = b
-            .quarantined
-            .iter()
-            .map(|q| {
-                (
-                    q.line,
-                    q.column.as_deref(),
-                    q.value.as_str(),
-                    q.reason.as_str(),
-                )
-            })
-            .collect();
+        let places = reasons(b);
         assert_eq!(
             places,
             [

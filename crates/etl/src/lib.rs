@@ -85,6 +85,8 @@ pub struct Config {
     /// `PIPELINE_LOCK_TABLE` (Terraform's output `lock_table`), if set: the commands that move
     /// the pipeline's state take its lock.
     pub lock_table: Option<String>,
+    /// `LANDING_BUCKET`, if set: where the declared datasets' files land, for `status`.
+    pub landing_bucket: Option<String>,
 }
 
 impl Config {
@@ -108,6 +110,7 @@ impl Config {
             source: DbSource::from_env(&env, "SOURCE_DB_SECRET_ID", "SOURCE_DB_URL").ok(),
             warehouse: DbSource::from_env(&env, "WAREHOUSE_DB_SECRET_ID", "WAREHOUSE_DB_URL").ok(),
             lock_table: env("PIPELINE_LOCK_TABLE").filter(|t| !t.trim().is_empty()),
+            landing_bucket: env("LANDING_BUCKET").filter(|b| !b.trim().is_empty()),
         })
     }
 }
@@ -116,6 +119,8 @@ impl Config {
 pub struct Pipeline {
     pub raw: S3Store,
     pub processed: S3Store,
+    /// Where the declared datasets' files land, when configured.
+    pub landing: Option<S3Store>,
     source: Option<Connector>,
     warehouse: Option<Connector>,
     lock: Option<lock::Lock>,
@@ -132,6 +137,10 @@ impl Pipeline {
             |source: &Option<DbSource>| source.clone().map(|s| Connector::new(s, secrets.clone()));
         Pipeline {
             raw: S3Store::new(s3.clone(), config.ingest_bucket.clone()),
+            landing: config
+                .landing_bucket
+                .as_ref()
+                .map(|b| S3Store::new(s3.clone(), b.clone())),
             processed: S3Store::new(s3, config.processed_bucket.clone()),
             source: connector(&config.source),
             warehouse: connector(&config.warehouse),

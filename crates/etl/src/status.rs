@@ -26,6 +26,8 @@ pub struct Status {
     pub max_lag_seconds: f64,
     pub tables: Vec<SourceTable>,
     pub warehouse_tables: Vec<WarehouseTable>,
+    /// The declared datasets (datasets/*.json): their files from landing to the warehouse.
+    pub datasets: Vec<DatasetFiles>,
     /// The source tables behind by more than `max_lag_seconds` (or never ingested).
     pub behind: Vec<String>,
 }
@@ -71,6 +73,29 @@ pub struct WarehouseTable {
     pub last_loaded_at: Option<DateTime<Utc>>,
     /// Fact rows transform set aside under `quarantine/<table>/`.
     pub quarantined_rows: u64,
+    pub quarantine_files: usize,
+}
+
+/// A declared dataset: its files at each hand-off.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetFiles {
+    pub dataset: String,
+    /// Files under its landing prefix (when the landing bucket is configured).
+    pub landed: Option<usize>,
+    /// Landed files without a record: not ingested yet (their notification is on its way or
+    /// lost: the sweep takes them).
+    pub not_ingested: Option<Vec<String>>,
+    /// Files with a record (ingested, or recorded as unreadable).
+    pub recorded: usize,
+    /// Raw files queued for transform to publish.
+    pub to_publish: usize,
+    /// Files in the lake.
+    pub published: usize,
+    /// Published files the load ledger does not hold (a dataset with a warehouse table, when
+    /// the warehouse was reached).
+    pub not_loaded: Option<usize>,
+    /// Files of rows ingest set aside, under `quarantine/<dataset>/` (`etl quarantine list`
+    /// counts their rows).
     pub quarantine_files: usize,
 }
 
@@ -164,6 +189,41 @@ impl Status {
             &rows,
         );
         out.push('\n');
+        if !self.datasets.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .datasets
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.dataset.clone(),
+                        or_dash(d.landed),
+                        or_dash(d.not_ingested.as_ref().map(Vec::len)),
+                        d.recorded.to_string(),
+                        d.to_publish.to_string(),
+                        d.published.to_string(),
+                        or_dash(d.not_loaded),
+                        match d.quarantine_files {
+                            0 => "-".to_owned(),
+                            n => format!("{n} files"),
+                        },
+                    ]
+                })
+                .collect();
+            out += &table(
+                &[
+                    "dataset",
+                    "landed",
+                    "not ingested",
+                    "recorded",
+                    "to publish",
+                    "in the lake",
+                    "not loaded",
+                    "quarantined",
+                ],
+                &rows,
+            );
+            out.push('\n');
+        }
         out += &if self.behind.is_empty() {
             format!(
                 "every table within {} of the source\n",
@@ -280,6 +340,7 @@ pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result
             quarantine_files: count,
         });
     }
+    let datasets = datasets_status(pipeline, ledger.as_ref()).await?;
     Ok(Status {
         checked_at: now,
         source_error,
@@ -287,8 +348,85 @@ pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result
         max_lag_seconds,
         tables,
         warehouse_tables,
+        datasets,
         behind,
     })
+}
+
+async fn listed(store: &S3Store, prefix: &str) -> Result<Vec<String>> {
+    store
+        .list_keys(prefix, None)
+        .await
+        .doing(|| format!("listing {prefix} in {}", store.bucket()))
+}
+
+/// Each declared dataset's files at each hand-off, from listings (no file is read).
+async fn datasets_status(
+    pipeline: &Pipeline,
+    ledger: Option<&Ledger>,
+) -> Result<Vec<DatasetFiles>> {
+    let declared = datasets::bundled(&utils::tables::reserved_names())
+        .map_err(|e| crate::Error::Usage(e.to_string()))?;
+    let queued = utils::cursor::dataset_pending(&pipeline.raw)
+        .await
+        .doing(|| "listing transform's queue of dataset files".into())?;
+    let quarantine = crate::quarantine::dataset_keys(&pipeline.raw).await?;
+    let mut out = Vec::new();
+    for d in &declared {
+        let prefix = format!("{}/", d.name);
+        let records: BTreeSet<String> =
+            listed(&pipeline.raw, &datasets::landed::records_prefix(&d.name))
+                .await?
+                .into_iter()
+                .collect();
+        let not_ingested = match &pipeline.landing {
+            Some(landing) => {
+                let files = landing
+                    .list_objects(&d.source.prefix)
+                    .await
+                    .doing(|| format!("listing the landed files of {}", d.name))?;
+                let files: Vec<_> = files
+                    .into_iter()
+                    .filter(|o| !o.key.ends_with('/'))
+                    .collect();
+                let missing = files
+                    .iter()
+                    .filter(|o| {
+                        let id = datasets::landed::file_id(&o.key, &o.etag);
+                        !records.contains(&datasets::landed::record_key(&d.name, &id))
+                    })
+                    .map(|o| o.key.clone())
+                    .collect();
+                Some((files.len(), missing))
+            }
+            None => None,
+        };
+        let published = listed(&pipeline.processed, &prefix).await?;
+        let not_loaded = match (ledger, d.warehouse_table()) {
+            (Some(ledger), Some(_)) => Some(
+                published
+                    .iter()
+                    .filter(|k| !ledger.keys.contains(*k))
+                    .count(),
+            ),
+            _ => None,
+        };
+        let quarantine_files = quarantine
+            .iter()
+            .filter(|key| crate::quarantine::dataset_of(key) == Some(d.name.as_str()))
+            .count();
+        out.push(DatasetFiles {
+            dataset: d.name.clone(),
+            landed: not_ingested.as_ref().map(|(n, _)| *n),
+            not_ingested: not_ingested.map(|(_, missing)| missing),
+            recorded: records.len(),
+            to_publish: queued.iter().filter(|k| k.starts_with(&prefix)).count(),
+            published: published.len(),
+            not_loaded,
+            quarantine_files,
+        });
+    }
+    Ok(out)
 }
 
 fn split(reach: crate::Reach) -> (Option<Client>, Option<String>) {

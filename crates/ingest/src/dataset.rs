@@ -29,6 +29,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+pub use datasets::landed::{file_id, record_key, records_prefix};
 use datasets::{Batch, BatchLimits, Dataset, LandedFile, Quarantined};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -168,29 +169,6 @@ pub struct FileRecord {
     /// Why the file could not be read at all (it then has no parts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// A landed file's id: a hash of its key and ETag (64-bit FNV-1a, stable across builds).
-pub fn file_id(key: &str, etag: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key
-        .bytes()
-        .chain(std::iter::once(b'\n'))
-        .chain(etag.trim_matches('"').bytes())
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
-/// Where a dataset's file records live in the ingest bucket.
-pub fn records_prefix(dataset: &str) -> String {
-    format!("_state/datasets/{dataset}/files/")
-}
-
-pub fn record_key(dataset: &str, id: &str) -> String {
-    format!("{}{id}.json", records_prefix(dataset))
 }
 
 /// The `part`th raw file of a landed file.
