@@ -240,6 +240,38 @@ fn boolean(text: &str) -> Option<bool> {
 
 /// `POINT (lon lat)`, any case, any spacing; finite coordinates.
 fn point(text: &str) -> Option<(f64, f64)> {
+    if text.is_ascii() {
+        ascii_point(text)
+    } else {
+        unicode_point(text)
+    }
+}
+
+/// [`point`] of ASCII text, without Unicode's whitespace rules (most of a point's time).
+fn ascii_point(text: &str) -> Option<(f64, f64)> {
+    let b = text.as_bytes();
+    if b.len() < 5 || !b[..5].eq_ignore_ascii_case(b"point") {
+        return None;
+    }
+    // Unicode's whitespace in ASCII, which has the vertical tab that `is_ascii_whitespace` has not.
+    let space = |c: u8| char::from(c).is_whitespace();
+    let start = b[5..]
+        .iter()
+        .position(|c| !space(*c))
+        .map_or(b.len(), |i| 5 + i);
+    if b.get(start) != Some(&b'(') || b.last() != Some(&b')') || b.len() < start + 2 {
+        return None;
+    }
+    // ASCII throughout: every byte position is a character boundary.
+    let mut coords = text[start + 1..b.len() - 1]
+        .split(|c: char| c.is_whitespace())
+        .filter(|c| !c.is_empty())
+        .map(f64::from_str);
+    let (lon, lat) = (coords.next()?.ok()?, coords.next()?.ok()?);
+    (coords.next().is_none() && lon.is_finite() && lat.is_finite()).then_some((lon, lat))
+}
+
+fn unicode_point(text: &str) -> Option<(f64, f64)> {
     let rest = text
         .get(..5)?
         .eq_ignore_ascii_case("point")
@@ -573,5 +605,29 @@ mod fast_path_tests {
             }
         }
         assert!(fast >= 80, "the fast path read only {fast}");
+    }
+
+    #[test]
+    fn ascii_points_read_as_unicode_ones_do() {
+        for text in [
+            "POINT (14.49 53.40)",
+            "point(1 2)",
+            "Point  (  -1.5e2\t2 )",
+            "POINT (1 2 3)",
+            "POINT (1)",
+            "POINT 1 2",
+            "POINT (inf 2)",
+            "POINT (NaN 2)",
+            "POINT (1 2",
+            "POIN (1 2)",
+            "POINT (1  2)x",
+            "POINT ( 1 2)",
+            "POINT\u{b}(1 2)",
+            "POINT)",
+            "POINT (",
+            "POINT ()",
+        ] {
+            assert_eq!(ascii_point(text), unicode_point(text), "{text:?}");
+        }
     }
 }

@@ -442,6 +442,22 @@ impl Dataset {
         Ok(())
     }
 
+    /// The Parquet columns written without a dictionary: those whose values rarely repeat
+    /// (points' coordinates, timestamps, times, decimals), where building one only costs time
+    /// before Parquet falls back to plain encoding anyway. A point's are its two fields.
+    pub fn plain_columns(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .flat_map(|c| match c.kind {
+                Kind::Point => vec![format!("{}.lon", c.name), format!("{}.lat", c.name)],
+                Kind::Timestamp | Kind::TimestampTz | Kind::Time | Kind::Decimal { .. } => {
+                    vec![c.name.clone()]
+                }
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }

@@ -321,9 +321,20 @@ impl Records<'_> {
                     return Ok(Some((size, line, Err(quarantine(line, reason, &value)))));
                 }
                 let mut texts = Vec::with_capacity(fields.len());
+                // The record checked once (a field at a time only where it is not UTF-8, to
+                // name the field), its fields then sliced from it.
+                let whole = std::str::from_utf8(record.as_slice()).ok();
                 for (column, field) in dataset.columns.iter().zip(fields.iter()) {
                     let raw = field.map_or(&b""[..], |i| &record[i]);
-                    match std::str::from_utf8(raw) {
+                    let checked = match (whole, field) {
+                        (_, None) => Ok(""),
+                        // A field boundary inside a character: that field is not UTF-8.
+                        (Some(whole), Some(i)) => {
+                            record.range(*i).and_then(|r| whole.get(r)).ok_or(())
+                        }
+                        (None, Some(_)) => std::str::from_utf8(raw).map_err(|_| ()),
+                    };
+                    match checked {
                         Ok(text) => texts.push(Some(Field::Text(Cow::Borrowed(text)))),
                         Err(_) => {
                             let mut q = quarantine(line, "not UTF-8".into(), raw);
@@ -851,6 +862,17 @@ mod tests {
         dataset.write_mode = crate::decl::WriteMode::Append;
         dataset.source.csv.header = false;
         let b = read_all(&dataset, b"1\n\xff\n3\n", BatchLimits::default()).unwrap();
+        // A character split by a delimiter: the record's bytes are UTF-8, its fields are not.
+        let mut two = dataset.clone();
+        two.columns.push(crate::decl::Column {
+            name: "other".into(),
+            ..dataset.columns[0].clone()
+        });
+        two.columns[1].kind = crate::decl::Kind::Text;
+        let split = read_all(&two, b"1,a\n2\xc3,\xa9\n", BatchLimits::default()).unwrap();
+        assert_eq!(split[0].rows.num_rows(), 1);
+        assert_eq!(split[0].quarantined[0].reason, "not UTF-8");
+        assert_eq!(split[0].quarantined[0].column.as_deref(), Some("region"));
         let ints = b[0].rows.column(0).as_primitive::<Int32Type>();
         assert_eq!(ints.values().to_vec(), [1, 3]);
         assert_eq!(b[0].quarantined[0].reason, "not UTF-8");

@@ -474,6 +474,7 @@ async fn write_parts(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     table.sort();
+    let plain = dataset.plain_columns();
     let mut part: Option<Part> = None;
     let mut started = 0;
     let result = async {
@@ -506,7 +507,12 @@ async fn write_parts(
                     let key = part_key(&dataset.name, landed, started);
                     started += 1;
                     part.insert(Part {
-                        upload: ParquetUpload::create_new(raw, &key, schema.clone(), [])?,
+                        upload: ParquetUpload::create_new(
+                            raw,
+                            &key,
+                            schema.clone(),
+                            plain.iter().map(String::as_str),
+                        )?,
                         key,
                         records: 0,
                         bytes: 0,

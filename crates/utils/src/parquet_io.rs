@@ -51,12 +51,14 @@ pub const PIPELINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Writer properties shared by every Lambda: Snappy (cheap to encode), statistics, the
 /// row-group limits, and dictionary encoding except for the `plain` columns: those whose
 /// values rarely repeat (keys, timestamps, amounts), where building a dictionary only costs
-/// time before Parquet falls back to plain encoding anyway.
+/// time before Parquet falls back to plain encoding anyway. A nested column is named by its
+/// dotted path (`origin_coord.lon`).
 pub fn writer_properties<'a>(plain: impl IntoIterator<Item = &'a str>) -> WriterProperties {
     plain
         .into_iter()
         .fold(WriterProperties::builder(), |props, column| {
-            props.set_column_dictionary_enabled(ColumnPath::from(column), false)
+            let path = ColumnPath::new(column.split('.').map(str::to_owned).collect());
+            props.set_column_dictionary_enabled(path, false)
         })
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))

@@ -179,7 +179,9 @@ fn csv_local(csv: &str, parquet: &str) -> (u64, u64, Duration) {
     let mut writer = parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(parquet).unwrap(),
         schema,
-        Some(utils::parquet_io::writer_properties([])),
+        Some(utils::parquet_io::writer_properties(
+            dataset.plain_columns().iter().map(String::as_str),
+        )),
     )
     .unwrap();
     let mut rows = 0;
