@@ -900,17 +900,15 @@ fn air_quality_workbook(
     sheet
         .write_string(0, 0, "Daily air quality by station (generated)")
         .unwrap();
-    let header = [
-        "station_id",
-        "station_name",
-        "measured_on",
-        "pm25",
-        "no2",
-        "samples",
-        "validated",
-    ];
-    for (c, name) in header.iter().enumerate() {
-        sheet.write_string(2, c as u16, *name).unwrap();
+    // The header names the declared columns, in their order.
+    let declared = datasets::bundled(&[]).unwrap();
+    let columns = &declared
+        .iter()
+        .find(|d| d.name == "air_quality")
+        .unwrap()
+        .columns;
+    for (c, column) in columns.iter().enumerate() {
+        sheet.write_string(2, c as u16, &column.name).unwrap();
     }
     let date = Format::new().set_num_format("dd/mm/yyyy");
     let mut days_of: Vec<(u32, u32)> = (1..=days).map(|d| (month, d)).collect();

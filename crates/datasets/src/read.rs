@@ -992,16 +992,6 @@ mod packed_tests {
         Ok(batches)
     }
 
-    const HEADER: [&str; 7] = [
-        "station_id",
-        "station_name",
-        "measured_on",
-        "pm25",
-        "no2",
-        "samples",
-        "validated",
-    ];
-
     /// A workbook like the portal's: a notes sheet first, then the measurements under a
     /// title, a blank row and the header on row 3.
     fn workbook(rows: impl FnOnce(&mut rust_xlsxwriter::Worksheet)) -> Vec<u8> {
@@ -1015,8 +1005,9 @@ mod packed_tests {
         sheet
             .write_string(0, 0, "Air quality, daily means")
             .unwrap();
-        for (c, name) in HEADER.iter().enumerate() {
-            sheet.write_string(2, c as u16, *name).unwrap();
+        // The header names the declared columns, in their order.
+        for (c, column) in declared("air_quality").columns.iter().enumerate() {
+            sheet.write_string(2, c as u16, &column.name).unwrap();
         }
         rows(sheet);
         book.save_to_buffer().unwrap()
