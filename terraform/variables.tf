@@ -48,12 +48,12 @@ variable "lambda_zip_dir" {
 variable "lambda_settings" {
   description = "Memory (MB), timeout (s), ephemeral storage (/tmp, MB) and reserved concurrency per function. Ingest copies a landed Parquet file or workbook to /tmp to read it, so its storage bounds the largest such file (2048 MB by default; Lambda allows 512 to 10240). Reserved concurrency is null (none) by default: a new account's quota is often 10 and Lambda keeps 100 unreserved, so reserving any fails there, and the state machine's lock already runs one pipeline at a time. In s3 mode ingest and transform are always reserved at 1 (see docs/src/orchestration.md, S3-trigger mode)."
   type = object({
-    ingest    = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 512) })
+    ingest    = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 2048) })
     transform = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 512) })
     load      = object({ memory = number, timeout = number, concurrency = optional(number), ephemeral_storage = optional(number, 512) })
   })
   default = {
-    ingest    = { memory = 256, timeout = 300, ephemeral_storage = 2048 }
+    ingest    = { memory = 256, timeout = 300 }
     transform = { memory = 512, timeout = 600 }
     load      = { memory = 256, timeout = 900 }
   }
