@@ -1221,6 +1221,25 @@ async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_
         "{}",
         status.render()
     );
+    // Within the hour it is not behind; past a lag of nothing, the file waiting makes it so.
+    assert!(
+        !status.behind.contains(&"air_quality".to_owned()),
+        "{:?}",
+        status.behind
+    );
+    let strict = etl::status::status(&pipeline, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        strict.behind.contains(&"air_quality".to_owned()),
+        "{:?}",
+        strict.behind
+    );
+    assert!(
+        !strict.behind.contains(&"bike_counts".to_owned()),
+        "{:?}",
+        strict.behind
+    );
 }
 
 /// One batch as the first-load Distributed Map's child execution runs it

@@ -85,6 +85,8 @@ pub struct DatasetFiles {
     /// Landed files without a record: not ingested yet (their notification is on its way or
     /// lost: the sweep takes them).
     pub not_ingested: Option<Vec<String>>,
+    /// Now minus when the oldest of them landed.
+    pub oldest_not_ingested_seconds: Option<f64>,
     /// Files with a record (ingested, or recorded as unreadable).
     pub recorded: usize,
     /// Raw files queued for transform to publish.
@@ -197,7 +199,10 @@ impl Status {
                     vec![
                         d.dataset.clone(),
                         or_dash(d.landed),
-                        or_dash(d.not_ingested.as_ref().map(Vec::len)),
+                        match &d.not_ingested {
+                            None => "-".to_owned(),
+                            Some(files) => waiting(files.len(), d.oldest_not_ingested_seconds),
+                        },
                         d.recorded.to_string(),
                         d.to_publish.to_string(),
                         d.published.to_string(),
@@ -340,7 +345,17 @@ pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result
             quarantine_files: count,
         });
     }
-    let datasets = datasets_status(pipeline, ledger.as_ref()).await?;
+    let datasets = datasets_status(pipeline, ledger.as_ref(), now).await?;
+    // A dataset is behind when a file landed longer ago than the lag and is not ingested yet.
+    behind.extend(
+        datasets
+            .iter()
+            .filter(|d| {
+                d.oldest_not_ingested_seconds
+                    .is_some_and(|age| age > max_lag_seconds)
+            })
+            .map(|d| d.dataset.clone()),
+    );
     Ok(Status {
         checked_at: now,
         source_error,
@@ -364,6 +379,7 @@ async fn listed(store: &S3Store, prefix: &str) -> Result<Vec<String>> {
 async fn datasets_status(
     pipeline: &Pipeline,
     ledger: Option<&Ledger>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<DatasetFiles>> {
     let declared = datasets::bundled(&utils::tables::reserved_names())
         .map_err(|e| crate::Error::Usage(e.to_string()))?;
@@ -389,15 +405,19 @@ async fn datasets_status(
                     .into_iter()
                     .filter(|o| !o.key.ends_with('/'))
                     .collect();
-                let missing = files
+                let missing: Vec<_> = files
                     .iter()
                     .filter(|o| {
                         let id = datasets::landed::file_id(&o.key, &o.etag);
                         !records.contains(&datasets::landed::record_key(&d.name, &id))
                     })
-                    .map(|o| o.key.clone())
                     .collect();
-                Some((files.len(), missing))
+                let oldest = missing
+                    .iter()
+                    .map(|o| age(now, o.last_modified))
+                    .reduce(f64::max);
+                let keys = missing.into_iter().map(|o| o.key.clone()).collect();
+                Some((files.len(), keys, oldest))
             }
             None => None,
         };
@@ -417,8 +437,9 @@ async fn datasets_status(
             .count();
         out.push(DatasetFiles {
             dataset: d.name.clone(),
-            landed: not_ingested.as_ref().map(|(n, _)| *n),
-            not_ingested: not_ingested.map(|(_, missing)| missing),
+            landed: not_ingested.as_ref().map(|(n, _, _)| *n),
+            oldest_not_ingested_seconds: not_ingested.as_ref().and_then(|(_, _, age)| *age),
+            not_ingested: not_ingested.map(|(_, missing, _)| missing),
             recorded: records.len(),
             to_publish: queued.iter().filter(|k| k.starts_with(&prefix)).count(),
             published: published.len(),
