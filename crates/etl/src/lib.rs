@@ -115,6 +115,14 @@ impl Config {
     }
 }
 
+/// Every key under `prefix` in `store`, in order; a failure names the listing.
+pub(crate) async fn list(store: &S3Store, prefix: &str) -> Result<Vec<String>> {
+    store
+        .list_keys(prefix, None)
+        .await
+        .doing(|| format!("listing s3://{}/{prefix}", store.bucket()))
+}
+
 /// What the commands reach: both buckets and, where configured, the two databases.
 pub struct Pipeline {
     pub raw: S3Store,

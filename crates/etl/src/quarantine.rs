@@ -18,10 +18,7 @@ const PREFIX: &str = "quarantine/";
 
 /// The quarantine files, oldest first per table.
 pub async fn keys(store: &S3Store) -> Result<Vec<String>> {
-    let mut keys = store
-        .list_keys(PREFIX, None)
-        .await
-        .doing(|| format!("listing s3://{}/{PREFIX}", store.bucket()))?;
+    let mut keys = crate::list(store, PREFIX).await?;
     keys.retain(|k| table_of(k).is_some());
     keys.sort();
     Ok(keys)
@@ -34,10 +31,7 @@ pub fn table_of(key: &str) -> Option<&'static str> {
 
 /// The datasets' quarantine files in the ingest bucket, in key order.
 pub async fn dataset_keys(raw: &S3Store) -> Result<Vec<String>> {
-    let mut keys = raw
-        .list_keys(PREFIX, None)
-        .await
-        .doing(|| format!("listing s3://{}/{PREFIX}", raw.bucket()))?;
+    let mut keys = crate::list(raw, PREFIX).await?;
     keys.retain(|k| dataset_of(k).is_some());
     Ok(keys)
 }

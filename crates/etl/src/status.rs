@@ -368,13 +368,6 @@ pub async fn status(pipeline: &Pipeline, max_lag: std::time::Duration) -> Result
     })
 }
 
-async fn listed(store: &S3Store, prefix: &str) -> Result<Vec<String>> {
-    store
-        .list_keys(prefix, None)
-        .await
-        .doing(|| format!("listing {prefix} in {}", store.bucket()))
-}
-
 /// Each declared dataset's files at each hand-off, from listings (no file is read).
 async fn datasets_status(
     pipeline: &Pipeline,
@@ -391,7 +384,7 @@ async fn datasets_status(
     for d in &declared {
         let prefix = format!("{}/", d.name);
         let records: BTreeSet<String> =
-            listed(&pipeline.raw, &datasets::landed::records_prefix(&d.name))
+            crate::list(&pipeline.raw, &datasets::landed::records_prefix(&d.name))
                 .await?
                 .into_iter()
                 .collect();
@@ -421,7 +414,7 @@ async fn datasets_status(
             }
             None => None,
         };
-        let published = listed(&pipeline.processed, &prefix).await?;
+        let published = crate::list(&pipeline.processed, &prefix).await?;
         let not_loaded = match (ledger, d.warehouse_table()) {
             (Some(ledger), Some(_)) => Some(
                 published
