@@ -96,16 +96,22 @@ COPY (SELECT region, origin_coord[0], origin_coord[1], destination_coord[0], des
 """
 
 
+def download(client, bucket: str, prefix: str, root: str) -> list[str]:
+    """Every object under `prefix` copied to the same key under the directory `root`: their keys."""
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    for key in keys:
+        path = os.path.join(root, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        client.download_file(bucket, key, path)
+    return keys
+
+
 def check(bucket: str, warehouse_url: str) -> int:
     client = s3()
     with tempfile.TemporaryDirectory() as root:
-        keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="trips/"):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        for key in keys:
-            path = os.path.join(root, key)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            client.download_file(bucket, key, path)
+        keys = download(client, bucket, "trips/", root)
         lake = [
             (r[0], r[1], r[2], r[3], r[4], r[5].strftime("%Y-%m-%d %H:%M:%S"), r[6])
             for r in duckdb.sql(LAKE.format(root=root)).fetchall()
@@ -275,12 +281,7 @@ def check_opendata(landing: str, processed: str) -> int:
     failed = 0
     with tempfile.TemporaryDirectory() as root:
         for dataset, key in (("air_quality", AIR_QUALITY), ("bike_counts", BIKE_COUNTS)):
-            paths = []
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=processed, Prefix=f"{dataset}/"):
-                for o in page.get("Contents", []):
-                    paths.append(os.path.join(root, o["Key"]))
-                    os.makedirs(os.path.dirname(paths[-1]), exist_ok=True)
-                    client.download_file(processed, o["Key"], paths[-1])
+            paths = [os.path.join(root, k) for k in download(client, processed, f"{dataset}/", root)]
             lake = []
             for path in paths:
                 meta = dict(duckdb.sql(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{path}')").fetchall())
