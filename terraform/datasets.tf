@@ -17,6 +17,8 @@ locals {
     jsondecode(file("${local.dataset_dir}/${f}")).name => jsondecode(file("${local.dataset_dir}/${f}"))
   }
   dataset_names = sort(keys(local.datasets))
+  # The count of each resource that exists once when any dataset is declared.
+  any_dataset = length(local.dataset_names) > 0 ? 1 : 0
 
   # The master keys encrypted fields are declared under: ingest may decrypt with these only
   # (iam.tf), named by ARN or by alias.
@@ -54,7 +56,7 @@ locals {
 }
 
 resource "aws_s3_bucket_notification" "landing" {
-  count  = length(local.dataset_names) > 0 ? 1 : 0
+  count  = local.any_dataset
   bucket = aws_s3_bucket.data["landing"].id
 
   dynamic "lambda_function" {
@@ -81,7 +83,7 @@ resource "aws_lambda_permission" "landing_invokes_ingest" {
 
 # The sweep: every landed file without a record, whatever happened to its notification.
 resource "aws_cloudwatch_event_rule" "dataset_sweep" {
-  count               = length(local.dataset_names) > 0 ? 1 : 0
+  count               = local.any_dataset
   name                = "${var.project}-dataset-sweep"
   description         = "Ingests every landed file of ${join(", ", local.dataset_names)} that has no record"
   schedule_expression = var.dataset_sweep_expression
@@ -89,14 +91,14 @@ resource "aws_cloudwatch_event_rule" "dataset_sweep" {
 }
 
 resource "aws_cloudwatch_event_target" "dataset_sweep" {
-  count = length(local.dataset_names) > 0 ? 1 : 0
+  count = local.any_dataset
   rule  = aws_cloudwatch_event_rule.dataset_sweep[0].name
   arn   = aws_lambda_function.pipeline["ingest"].arn
   input = jsonencode({ datasets = local.dataset_names })
 }
 
 resource "aws_lambda_permission" "sweep_invokes_ingest" {
-  count         = length(local.dataset_names) > 0 ? 1 : 0
+  count         = local.any_dataset
   statement_id  = "dataset-sweep"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.pipeline["ingest"].function_name
