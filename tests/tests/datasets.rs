@@ -1433,3 +1433,36 @@ async fn every_type_reaches_the_warehouse_as_written_whichever_way_it_is_sent() 
     assert!(user[0].contains("1969-07-20 20:17:40 | "), "{}", user[0]);
     assert!(user[2].ends_with("| (180,-90)"), "{}", user[2]);
 }
+
+/// The dataset events in `events/` (what the docs invoke ingest with) are requests ingest
+/// reads, naming declared datasets and keys under their prefixes.
+#[test]
+fn the_dataset_event_examples_are_requests_ingest_reads() {
+    let declared = declared();
+    let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(events.join(name)).unwrap()).unwrap()
+    };
+    let sweep = ingest::dataset::request_from_event(
+        &read("ingest-datasets-sweep.json"),
+        Some("l"),
+        &declared,
+    )
+    .unwrap();
+    assert!(
+        matches!(sweep, Some(ingest::dataset::Request::Sweep(_))),
+        "{sweep:?}"
+    );
+    let landed =
+        ingest::dataset::request_from_event(&read("ingest-landed.json"), Some("l"), &declared)
+            .unwrap();
+    let Some(ingest::dataset::Request::Keys(keys)) = landed else {
+        panic!("{landed:?}")
+    };
+    for key in keys {
+        assert!(
+            ingest::dataset::dataset_of(&declared, &key).is_some(),
+            "{key}"
+        );
+    }
+}
