@@ -16,7 +16,8 @@ Resources (`/resource/<id>.json` or `.csv`), as on data.cityofnewyork.us:
 Query parameters: `$limit` (default 1000, at most 50000), `$offset`, `$order` (fields, `ASC` or
 `DESC`, system fields `:id` and `:updated_at` included), `$where` (comparisons `= != < <= > >=` of
 a field with a string or number literal, `AND`, `OR`, `NOT`, parentheses, `IS NULL`,
-`IS NOT NULL`), `$select` (fields, `:id`, `:updated_at`, `:created_at`, `*`). Every value is a
+`IS NOT NULL`), `$select` (fields, `:id`, `:updated_at`, `:created_at`, `*`, or `count(*)`
+alone: `[{"count": "N"}]` of the rows `$where` keeps). Every value is a
 string in JSON, as SODA returns them; a null is left out of its record. Without `$order` the
 rows come in no stable order (shuffled per request, as a portal under load may serve them).
 
@@ -337,6 +338,11 @@ class Server(ThreadingHTTPServer):
         self.statuses = {}
         self.counter = threading.Lock()
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up mid-answer (a killed invocation) is not the server's error.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -417,6 +423,11 @@ class Handler(BaseHTTPRequestHandler):
         if "$where" in q:
             where = Where(q["$where"]).predicate
             rows = [r for r in rows if where(r)]
+        if q.get("$select", "").replace(" ", "").lower() == "count(*)":
+            body = [{"count": str(len(rows))}]
+            if fmt == "json":
+                return json.dumps(body).encode(), "application/json; charset=utf-8"
+            return f"count\n{len(rows)}\n".encode(), "text/csv; charset=utf-8"
         if "$order" in q:
             rows = sort_rows(rows, q["$order"])
         else:

@@ -112,3 +112,13 @@ def test_faults_throttle_and_fail_and_csv_and_bad_queries(api):
     with pytest.raises(urllib.error.HTTPError) as e:
         get(api, f"/resource/{CRASHES}.json", **{"$where": "borough = "})
     assert e.value.code == 400
+
+
+def test_count_counts_what_where_keeps(api):
+    rows = all_rows(api, CRASHES)
+    middle = sorted(r[":updated_at"] for r in rows)[len(rows) // 2]
+    where = f":updated_at < '{middle}'"
+    [count] = get(api, f"/resource/{CRASHES}.json", **{"$select": "count(*)", "$where": where})
+    assert count == {"count": str(sum(r[":updated_at"] < middle for r in rows))}
+    [everything] = get(api, f"/resource/{CRASHES}.json", **{"$select": "count(*)"})
+    assert everything == {"count": str(len(rows))}

@@ -59,11 +59,13 @@ impl Pipeline {
                 deadline_margin: utils::deadline::DEFAULT_MARGIN,
                 tables: utils::tables::TABLES.iter().collect(),
                 landing_bucket: None,
+                api_base_url: None,
                 datasets: Vec::new(),
             },
             store: self.raw.clone(),
             landing: None,
             kms: aws_sdk_kms::Client::new(&sdk),
+            api: ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), None),
         }
     }
 

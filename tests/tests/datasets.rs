@@ -25,6 +25,8 @@ struct Lake {
     processed: S3Store,
     wh: TestDb,
     datasets: &'static [Dataset],
+    /// Where the API datasets' pages are served (a local SODA server).
+    api: Option<String>,
 }
 
 impl Lake {
@@ -39,6 +41,7 @@ impl Lake {
             processed: bucket().await,
             wh: TestDb::warehouse().await,
             datasets: datasets.leak(),
+            api: None,
         }
     }
 
@@ -84,11 +87,16 @@ impl Lake {
                 deadline_margin,
                 tables: utils::tables::TABLES.iter().collect(),
                 landing_bucket: Some(self.landing.bucket().to_owned()),
+                api_base_url: self.api.clone(),
                 datasets: self.datasets.to_vec(),
             },
             store: self.raw.clone(),
             landing: Some(self.landing.clone()),
             kms: aws_sdk_kms::Client::new(&sdk),
+            api: ingest::api::ApiClient::new(
+                aws_sdk_secretsmanager::Client::new(&sdk),
+                self.api.clone(),
+            ),
         };
         ingest::handler(LambdaEvent::new(event, context), &deps).await
     }
@@ -807,14 +815,18 @@ async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the
 
     // Ingest with a key service of its own, to count what KMS was asked.
     let keys = ingest::dataset::KmsKeys::new(kms.clone());
+    let sources = ingest::dataset::Sources {
+        landing: Some(&lake.landing),
+        api: None,
+        keys: Some(&keys),
+    };
     let out = ingest::dataset::run(
-        &lake.landing,
+        sources,
         &lake.raw,
         lake.datasets,
         ingest::dataset::Request::Keys(vec![key.to_owned()]),
         ingest::dataset::PartLimits::default(),
         utils::deadline::Deadline::NONE,
-        Some(&keys),
     )
     .await
     .unwrap();
@@ -1465,4 +1477,471 @@ fn the_dataset_event_examples_are_requests_ingest_reads() {
             "{key}"
         );
     }
+}
+
+// --- Paged HTTP APIs: New York City's collisions from a local SODA server --------------------
+
+/// The app token the local API wants, and the secret the declarations name it by.
+const SODA_TOKEN: &str = "local-app-token";
+
+/// The NYC datasets' resources on the local API.
+const NYC: &[(&str, &str)] = &[
+    ("nyc_crashes", "h9gi-nx95"),
+    ("nyc_vehicles", "bm4k-52h4"),
+    ("nyc_persons", "f55k-p6yu"),
+];
+
+/// The local open-data API (`tests/soda/server.py`), stopped when dropped.
+struct Soda {
+    process: std::process::Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Soda {
+    fn start(crashes: u32, throttle_every: u32, fail_every: u32) -> Soda {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/soda/server.py");
+        let mut process = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--crashes", &crashes.to_string(), "--token", SODA_TOKEN])
+            .args(["--throttle-every", &throttle_every.to_string()])
+            .args(["--fail-every", &fail_every.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the local API");
+        let mut line = String::new();
+        std::io::BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the server prints its port");
+        Soda {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn admin(&self, path: &str) -> Value {
+        let url = format!("{}/_admin/{path}", self.url);
+        let response = self.http.post(url).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {response:?}");
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+    }
+
+    /// Every row of a resource, with its system fields.
+    async fn rows(&self, resource: &str) -> Vec<Value> {
+        let url = format!("{}/_admin/rows?resource={resource}", self.url);
+        let body = self.http.get(url).send().await.unwrap().bytes().await;
+        serde_json::from_slice(&body.unwrap()).unwrap()
+    }
+
+    async fn statuses(&self) -> BTreeMap<String, u64> {
+        let url = format!("{}/_admin/stats", self.url);
+        let body = self.http.get(url).send().await.unwrap().bytes().await;
+        let stats: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        serde_json::from_value(stats["statuses"].clone()).unwrap()
+    }
+
+    /// Waits until the server's stamps are behind the clock: it stamps each change at least a
+    /// millisecond after the one before, so a burst of changes runs ahead of real time, and a
+    /// window ending now would leave the last of them to the next run.
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+}
+
+impl Drop for Soda {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The declared token's secret, in the local Secrets Manager.
+async fn token_secret(name: &str, value: &str) {
+    let sdk = sdk_config().await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let created = client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await;
+    if let Err(e) = created {
+        let exists = e
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_exists_exception());
+        assert!(exists, "{e:?}");
+        client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The declarations with the NYC datasets tuned for a small local run: short pages, four
+/// ranges for the first load, no lag (the tests wait for the server's stamps instead), a
+/// short lookback.
+fn declared_nyc() -> Vec<Dataset> {
+    let mut all = declared();
+    for d in &mut all {
+        if let Some(api) = d.source.api.as_mut() {
+            api.page_size = 40;
+            api.first_load_ranges = 4;
+            api.cursor.lag_seconds = 0;
+            api.cursor.lookback_seconds = 2;
+            api.cursor.initial = "2024-01-01T00:00:00".into();
+        }
+    }
+    all
+}
+
+/// A server row's value of `column` as PostgreSQL and arrow show it ("∅": null).
+fn soda_text(column: &datasets::decl::Column, row: &Value) -> String {
+    use datasets::decl::Kind;
+    let Some(v) = row.get(&column.name).and_then(Value::as_str) else {
+        return "∅".into();
+    };
+    match column.kind {
+        Kind::Date => v[..10].to_owned(),
+        Kind::Time => chrono::NaiveTime::parse_from_str(v, "%H:%M")
+            .unwrap()
+            .format("%H:%M:%S")
+            .to_string(),
+        _ => v.to_owned(),
+    }
+}
+
+/// The server's rows of `dataset`, by key, as text.
+async fn soda_rows(soda: &Soda, dataset: &Dataset, resource: &str) -> BTreeMap<String, String> {
+    let key = &dataset.key[0];
+    soda.rows(resource)
+        .await
+        .iter()
+        .map(|r| {
+            let values: Vec<String> = dataset.columns.iter().map(|c| soda_text(c, r)).collect();
+            (r[key].as_str().unwrap().to_owned(), values.join("|"))
+        })
+        .collect()
+}
+
+/// The warehouse table's rows, by key, as text.
+async fn warehouse_rows(lake: &Lake, dataset: &Dataset) -> BTreeMap<String, String> {
+    let values: Vec<String> = dataset
+        .columns
+        .iter()
+        .map(|c| format!("coalesce({}::text, '∅')", c.name))
+        .collect();
+    let sql = format!(
+        "SELECT {}::text, concat_ws('|', {}) FROM {}",
+        dataset.key[0],
+        values.join(", "),
+        dataset.name
+    );
+    let rows = lake.wh.client().await.query(&sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The lake's rows of `dataset`: each key's version in the last file (key order) that holds
+/// it, as text; and the files. No file holds a key twice.
+async fn lake_latest(store: &S3Store, dataset: &Dataset) -> (BTreeMap<String, String>, usize) {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let key_at = dataset
+        .columns
+        .iter()
+        .position(|c| c.name == dataset.key[0])
+        .unwrap();
+    let mut latest = BTreeMap::new();
+    let files = store
+        .list_keys(&format!("{}/", dataset.name), None)
+        .await
+        .unwrap();
+    for file in &files {
+        let contents = read_object(store, file).await;
+        let mut in_file = BTreeSet::new();
+        for batch in &contents.batches {
+            let options = FormatOptions::default().with_null("∅");
+            let formatters: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                .collect();
+            for i in 0..batch.num_rows() {
+                let values: Vec<String> =
+                    formatters.iter().map(|f| f.value(i).to_string()).collect();
+                let key = values[key_at].clone();
+                assert!(in_file.insert(key.clone()), "{file} holds {key} twice");
+                latest.insert(key, values.join("|"));
+            }
+        }
+    }
+    (latest, files.len())
+}
+
+/// Persons injured and killed, and crashes, per borough and month, from the server's rows:
+/// what the warehouse view must say.
+async fn injured_by_borough_month(soda: &Soda) -> Vec<String> {
+    let by = |rows: Vec<Value>, key: &str| -> BTreeMap<String, Value> {
+        rows.into_iter()
+            .map(|r| (r[key].as_str().unwrap().to_owned(), r))
+            .collect()
+    };
+    let crashes = by(soda.rows("h9gi-nx95").await, "collision_id");
+    let vehicles = by(soda.rows("bm4k-52h4").await, "unique_id");
+    let mut out: BTreeMap<(String, String), (u64, u64, BTreeSet<String>)> = BTreeMap::new();
+    for p in soda.rows("f55k-p6yu").await {
+        let v = &vehicles[p["vehicle_id"].as_str().unwrap()];
+        let c = &crashes[v["collision_id"].as_str().unwrap()];
+        let borough = c["borough"].as_str().unwrap_or("UNKNOWN").to_owned();
+        let month = format!("{}-01", &c["crash_date"].as_str().unwrap()[..7]);
+        let e = out.entry((borough, month)).or_default();
+        e.0 += u64::from(p["person_injury"] == "Injured");
+        e.1 += u64::from(p["person_injury"] == "Killed");
+        e.2.insert(c["collision_id"].as_str().unwrap().to_owned());
+    }
+    let mut rows: Vec<String> = out
+        .into_iter()
+        .map(|((b, m), (i, k, c))| format!("{b}|{m}|{i}|{k}|{}", c.len()))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The raw zone, the lake and the warehouse each hold the server's rows of every NYC dataset
+/// (amended records in their latest version, each key once); nothing is left to queue; the
+/// view over the three tables is the server's.
+async fn nyc_matches_the_server(lake: &Lake, soda: &Soda) {
+    for (name, resource) in NYC {
+        let dataset = lake.datasets.iter().find(|d| d.name == *name).unwrap();
+        let expected = soda_rows(soda, dataset, resource).await;
+        assert!(!expected.is_empty());
+        let warehouse = warehouse_rows(lake, dataset).await;
+        assert_eq!(
+            warehouse.len(),
+            expected.len(),
+            "{name}: rows in the warehouse"
+        );
+        assert_eq!(warehouse, expected, "{name}: the warehouse");
+        let (published, _) = lake_latest(&lake.processed, dataset).await;
+        assert_eq!(published, expected, "{name}: the lake");
+        // The raw zone's committed files are the lake's, byte for byte the same rows.
+        let mut raw = BTreeMap::new();
+        for key in lake
+            .processed
+            .list_keys(&format!("{name}/"), None)
+            .await
+            .unwrap()
+        {
+            assert!(lake.raw.get(&key).await.unwrap().is_some(), "{key}");
+            raw.insert(key.clone(), read_object(&lake.raw, &key).await.num_rows());
+        }
+        let state: Value = serde_json::from_slice(
+            &lake
+                .raw
+                .get(&ingest::api::state_key(name))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(state["window"].is_null(), "{name}: {state}");
+        assert_eq!(state["unmarked"], json!([]), "{name}: {state}");
+    }
+    let view = lake
+        .texts(
+            "SELECT concat_ws('|', borough, month, injured, killed, crashes)
+             FROM nyc_injured_by_borough_month ORDER BY 1",
+        )
+        .await;
+    assert_eq!(view, injured_by_borough_month(soda).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults() {
+    let soda = Soda::start(250, 9, 13);
+    token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
+    let mut lake = Lake::with(declared_nyc()).await;
+    lake.api = Some(soda.url.clone());
+    soda.settle().await;
+
+    // The mass upload of the crashes as the Map runs it: the plan, then every range at once,
+    // in files of at most 100 records, one range read by two invocations at the same time.
+    let plan = lake
+        .ingest(json!({"api": {"dataset": "nyc_crashes"}}))
+        .await
+        .unwrap();
+    let ranges = plan.api_plan.unwrap().ranges;
+    assert_eq!(ranges, [0, 1, 2, 3]);
+    // etl status follows the window.
+    let config = etl::Config {
+        ingest_bucket: lake.raw.bucket().to_owned(),
+        processed_bucket: lake.processed.bucket().to_owned(),
+        source: None,
+        warehouse: Some(DbSource::Url(lake.wh.url.clone())),
+        lock_table: None,
+        landing_bucket: Some(lake.landing.bucket().to_owned()),
+    };
+    let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
+    let status = etl::status::status(&pipeline, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let crashes = status
+        .datasets
+        .iter()
+        .find(|d| d.dataset == "nyc_crashes")
+        .unwrap();
+    let api = crashes.api.as_ref().unwrap();
+    assert_eq!(
+        (api.read_to.as_deref(), api.ranges_left),
+        (None, Some((4, 4)))
+    );
+    assert_eq!(crashes.landed, None);
+    assert!(
+        status.render().contains(": 4 of 4 ranges"),
+        "{}",
+        status.render()
+    );
+    let sdk = sdk_config().await;
+    let client =
+        ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), lake.api.clone());
+    let sources = ingest::dataset::Sources {
+        landing: None,
+        api: Some(&client),
+        keys: None,
+    };
+    let mut limits = ingest::dataset::PartLimits::default();
+    limits.api.part_records = 100;
+    limits.api.backoff = Duration::from_millis(50);
+    let range = |k: usize| {
+        ingest::dataset::run(
+            sources,
+            &lake.raw,
+            lake.datasets,
+            ingest::dataset::Request::Api {
+                dataset: "nyc_crashes".into(),
+                work: ingest::api::Work::Range(k),
+            },
+            limits,
+            utils::deadline::Deadline::NONE,
+        )
+    };
+    let runs =
+        futures_util::future::join_all(ranges.iter().map(|k| range(*k)).chain([range(1)])).await;
+    let mut files = BTreeSet::new();
+    for run in runs {
+        let run = run.unwrap();
+        assert!(run.complete, "{run:?}");
+        for f in run.datasets.values().flat_map(|d| &d.files) {
+            assert!(files.insert(f.clone()), "{f} committed twice");
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    // The vehicles and persons by a sweep whose invocations are killed at moments growing
+    // from 1 ms (mid-page, mid-file, mid-commit) until one gets through.
+    lake.killed_until_through(
+        json!({"datasets": ["nyc_vehicles", "nyc_persons"]}),
+        &["nyc_crashes", "nyc_vehicles", "nyc_persons"],
+    )
+    .await;
+    nyc_matches_the_server(&lake, &soda).await;
+
+    // Three daily runs: crashes added and old ones amended between them, every stage killed
+    // until it gets through, every hand-off repeated.
+    for day in 0..3 {
+        soda.admin("add?crashes=15").await;
+        let amended = soda.admin("amend?crashes=8").await;
+        assert_eq!(amended.as_array().unwrap().len(), 8);
+        soda.settle().await;
+        let all: Vec<&str> = NYC.iter().map(|(n, _)| *n).collect();
+        lake.killed_until_through(json!({ "datasets": all }), &all)
+            .await;
+        for (name, _) in NYC {
+            lake.hand_offs_repeated(&format!("{name}/")).await;
+        }
+        nyc_matches_the_server(&lake, &soda).await;
+        let _ = day;
+    }
+    let status = etl::status::status(&pipeline, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    for (name, _) in NYC {
+        let d = status.datasets.iter().find(|d| d.dataset == *name).unwrap();
+        let api = d.api.as_ref().unwrap();
+        assert!(
+            api.read_to.is_some() && api.window_upper.is_none(),
+            "{name}: {api:?}"
+        );
+        assert_eq!((d.to_publish, d.not_loaded), (0, Some(0)), "{name}");
+    }
+    // The faults came, and were ridden out.
+    let statuses = soda.statuses().await;
+    assert!(
+        statuses.get("429").copied().unwrap_or(0) > 0,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get("500").copied().unwrap_or(0) > 0,
+        "{statuses:?}"
+    );
+    lake.api = None;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_request() {
+    let soda = Soda::start(30, 0, 0);
+    let mut all = declared_nyc();
+    let crashes = all.iter_mut().find(|d| d.name == "nyc_crashes").unwrap();
+    let api = crashes.source.api.as_mut().unwrap();
+    api.token.as_mut().unwrap().secret = "nyc-wrong-token".into();
+    api.retries = 2;
+    token_secret("nyc-wrong-token", "not-the-token").await;
+    let mut lake = Lake::with(all).await;
+    lake.api = Some(soda.url.clone());
+
+    let e = lake
+        .ingest(json!({"datasets": ["nyc_crashes"]}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Configuration");
+    let message = e.to_string();
+    assert!(
+        message.contains("/resource/h9gi-nx95.json?$select="),
+        "{message}"
+    );
+    assert!(message.contains("HTTP 403"), "{message}");
+    assert!(!message.contains("not-the-token"), "{message}");
+
+    // Every request fails: tried again (backing off), then a transient error Step Functions
+    // retries, and nothing committed.
+    token_secret("nyc-wrong-token", SODA_TOKEN).await;
+    soda.admin("faults?fail_every=1").await;
+    let mut lake2 = Lake::with(lake.datasets.to_vec()).await;
+    lake2.api = Some(soda.url.clone());
+    let e = lake2
+        .ingest(json!({"datasets": ["nyc_crashes"]}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "TransientSourceError", "{e}");
+    assert!(e.to_string().contains("after 3 tries"), "{e}");
+    assert!(
+        lake2
+            .raw
+            .list_keys("nyc_crashes/", None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no raw file"
+    );
+    // Once the server is well again, the same run goes through.
+    soda.admin("faults?fail_every=0").await;
+    let out = lake2
+        .ingest(json!({"datasets": ["nyc_crashes"]}))
+        .await
+        .unwrap();
+    assert_eq!(out.datasets["nyc_crashes"].rows, 30);
+    lake.api = None;
 }

@@ -31,11 +31,13 @@ async fn deps_for(source: DbSource, store: &S3Store, lag: Duration) -> Deps {
             deadline_margin: utils::deadline::DEFAULT_MARGIN,
             tables: TABLES.iter().collect(),
             landing_bucket: None,
+            api_base_url: None,
             datasets: Vec::new(),
         },
         store: store.clone(),
         landing: None,
         kms: aws_sdk_kms::Client::new(&sdk),
+        api: ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), None),
     }
 }
 

@@ -38,8 +38,9 @@ pub fn check_together(all: &[Dataset], reserved: &[&str]) -> Result<()> {
                     format!("dataset {:?} is declared twice", d.name),
                 ));
             }
-            let (a, b) = (&d.source.prefix, &other.source.prefix);
-            if a.starts_with(b.as_str()) || b.starts_with(a.as_str()) {
+            if let (Some(a), Some(b)) = (d.landing_prefix(), other.landing_prefix())
+                && (a.starts_with(b) || b.starts_with(a))
+            {
                 return Err(invalid(
                     d,
                     format!(

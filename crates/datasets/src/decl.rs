@@ -66,12 +66,16 @@ pub struct View {
     pub unique: Vec<String>,
 }
 
-/// Where the files land and how they are read.
+/// Where the files land and how they are read, or the HTTP API the records are paged from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// The landing prefix, ending in `/`.
+    /// The landing prefix, ending in `/` (empty for an API).
+    #[serde(default)]
     pub prefix: String,
+    /// The paged HTTP API the records come from, in place of landed files.
+    #[serde(default)]
+    pub api: Option<crate::api::Api>,
     pub format: Format,
     #[serde(default)]
     pub compression: Compression,
@@ -95,6 +99,8 @@ pub enum Format {
     Parquet,
     /// An Excel workbook (Office Open XML): one sheet, a header row naming the columns.
     Xlsx,
+    /// An API's pages: a JSON array of objects, their members by column name.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -355,7 +361,33 @@ impl Dataset {
                 self.name
             ));
         }
-        if !self.source.prefix.ends_with('/') || self.source.prefix.starts_with('/') {
+        if let Some(api) = &self.source.api {
+            if !self.source.prefix.is_empty() {
+                return Err(
+                    "source: an API's records do not land: declare source.api or source.prefix, \
+                     not both"
+                        .into(),
+                );
+            }
+            if self.source.format != Format::Json || self.source.compression != Compression::None {
+                return Err("source.format: an API's pages are read as \"json\"".into());
+            }
+            api.check()?;
+            if let Some(c) = api
+                .paging_members()
+                .into_iter()
+                .find(|m| self.column(m).is_some())
+            {
+                return Err(format!(
+                    "source.api.cursor: {c:?} pages through the records; it is not a column"
+                ));
+            }
+        } else if self.source.format == Format::Json {
+            return Err(
+                "source.format \"json\" is for an API's pages; a file of JSON records is \"jsonl\""
+                    .into(),
+            );
+        } else if !self.source.prefix.ends_with('/') || self.source.prefix.starts_with('/') {
             return Err(format!(
                 "source.prefix {:?}: expected a prefix like \"landing/trips/\"",
                 self.source.prefix
@@ -456,6 +488,14 @@ impl Dataset {
                 _ => Vec::new(),
             })
             .collect()
+    }
+
+    /// The landing prefix its files arrive under; `None` for an API's dataset.
+    pub fn landing_prefix(&self) -> Option<&str> {
+        self.source
+            .api
+            .is_none()
+            .then_some(self.source.prefix.as_str())
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {
@@ -649,6 +689,41 @@ pub(crate) mod tests {
         ] {
             assert!(e.contains(expected), "{e:?} lacks {expected:?}");
         }
+    }
+
+    #[test]
+    fn an_api_source_has_no_prefix_reads_json_and_pages_on_members_not_columns() {
+        let api = json!({"base_url": "https://data.example.org", "resource": "/resource/x.json",
+                         "cursor": {"initial": "2024-01-01T00:00:00"}});
+        let mut v = minimal();
+        v["source"] = json!({"format": "json", "api": api});
+        let d = parse(v.clone()).unwrap();
+        assert_eq!(d.landing_prefix(), None);
+        for (source, says) in [
+            (
+                json!({"prefix": "landing/t/", "format": "json", "api": api}),
+                "not both",
+            ),
+            (json!({"format": "csv", "api": api}), "read as \"json\""),
+            (
+                json!({"prefix": "landing/t/", "format": "json"}),
+                "is for an API's pages",
+            ),
+        ] {
+            let mut bad = v.clone();
+            bad["source"] = source;
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        let mut bad = v.clone();
+        bad["source"]["api"]["cursor"]["id"] = json!("a");
+        bad["columns"] = json!([{"name": "a", "type": "text"}]);
+        let e = parse(bad).unwrap_err();
+        assert!(e.contains("pages through the records"), "{e}");
+        // Two API datasets never overlap as prefixes do.
+        let mut other = d.clone();
+        other.name = "u".into();
+        crate::check_together(&[d, other], &[]).unwrap();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! files and Excel sheets read in bounded batches whose bad rows are quarantined with their
 //! reasons, never dropped.
 
+pub mod api;
 mod bundled;
 pub mod cast;
 pub mod crypt;

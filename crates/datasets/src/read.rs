@@ -131,6 +131,14 @@ enum Records<'d> {
         /// The key service, for encrypted payloads.
         keys: Option<Box<dyn DataKeys + 'd>>,
     },
+    /// An API's page: its records, parsed.
+    Json {
+        records: std::vec::IntoIter<Box<RawValue>>,
+        /// The record's place in the page (1 is the first).
+        line: u64,
+        /// The record being read.
+        current: Option<Box<RawValue>>,
+    },
     /// A sheet or a Parquet file.
     Rows {
         rows: RowSource<'d>,
@@ -194,6 +202,14 @@ impl<'d> LandedFile<'d> {
                 let fields = match_names(dataset, file, &names)?;
                 rows_records(rows, fields, names.len())
             }
+            Format::Json => {
+                let page: Vec<Box<RawValue>> =
+                    serde_json::from_reader(read).map_err(|e| Error::Unreadable {
+                        file: file.into(),
+                        reason: format!("not a JSON array of records: {e}"),
+                    })?;
+                return Ok(Self::page(page, dataset, file));
+            }
         };
         Ok(LandedFile {
             dataset,
@@ -201,6 +217,21 @@ impl<'d> LandedFile<'d> {
             schema: Arc::new(dataset.schema()),
             records,
         })
+    }
+
+    /// An API's page, its records parsed already (the caller pages on the last one's cursor);
+    /// `file` names the request in quarantine.
+    pub fn page(records: Vec<Box<RawValue>>, dataset: &'d Dataset, file: &str) -> Self {
+        LandedFile {
+            dataset,
+            file: file.into(),
+            schema: Arc::new(dataset.schema()),
+            records: Records::Json {
+                records: records.into_iter(),
+                line: 0,
+                current: None,
+            },
+        }
     }
 
     /// Reads encrypted payloads with `keys` (a declaration with `source.encryption` needs it).
@@ -377,6 +408,19 @@ impl Records<'_> {
                     }
                 }
             }
+            Records::Json {
+                records,
+                line,
+                current,
+            } => {
+                let Some(record) = records.next() else {
+                    return Ok(None);
+                };
+                *line += 1;
+                let text = current.insert(record).get();
+                let texts = json_texts(dataset, file, *line, text, None)?;
+                Ok(Some((text.len(), *line, texts)))
+            }
             Records::Rows {
                 rows,
                 fields,
@@ -484,7 +528,11 @@ fn json_texts<'r>(
         }
     };
     let mut plain: HashMap<String, Box<RawValue>> = HashMap::new();
-    let mut encryption_members: Vec<&str> = Vec::new();
+    // An API's paging members, an encrypted payload's: not columns.
+    let mut not_columns: Vec<&str> = Vec::new();
+    if let Some(api) = &dataset.source.api {
+        not_columns.extend(api.paging_members());
+    }
     if let Some(encryption) = &dataset.source.encryption {
         let Some(keys) = keys else {
             return Err(Error::Keys {
@@ -492,7 +540,7 @@ fn json_texts<'r>(
                 reason: "no key service to decrypt the declared encrypted payload".into(),
             });
         };
-        encryption_members.extend(encryption.members());
+        not_columns.extend(encryption.members());
         match crypt::decrypt(encryption, &record, keys) {
             // The value kept in quarantine is the record as it was: nothing decrypted.
             Err(Ok(reason)) => return Ok(Err(quarantine(None, reason, text))),
@@ -514,7 +562,7 @@ fn json_texts<'r>(
     // The first undeclared member by name, so the error is the same on every run.
     let undeclared = record
         .keys()
-        .filter(|k| !encryption_members.contains(&k.as_str()))
+        .filter(|k| !not_columns.contains(&k.as_str()))
         .chain(plain.keys())
         .filter(|k| dataset.column(k).is_none())
         .min();
@@ -943,6 +991,92 @@ mod tests {
         lenient.on_new_column = Policy::Ignore;
         let b = read_all(&lenient, &bytes, BatchLimits::default()).unwrap();
         assert_eq!(b[0].rows.num_rows(), 1);
+    }
+}
+
+#[cfg(test)]
+mod api_page_tests {
+    //! An API's pages: records by member name, the paging members passed over, SODA's left-out
+    //! nulls, bad values quarantined with the request and the record's place.
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Date32Type, Int64Type};
+
+    use super::*;
+
+    fn crashes() -> Dataset {
+        crate::bundled(&[])
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == "nyc_crashes")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_page_is_read_by_member_name_and_its_bad_values_are_quarantined() {
+        let d = crashes();
+        let page = br#"[
+            {":id": "row-a", ":updated_at": "2024-11-01T10:00:00.000Z", "collision_id": "4000001",
+             "crash_date": "2024-03-05T00:00:00.000", "crash_time": "9:05", "borough": "QUEENS",
+             "latitude": "40.712345", "number_of_persons_injured": "2"},
+            {":id": "row-b", ":updated_at": "2024-11-01T10:00:00.000Z", "collision_id": "4000002",
+             "crash_date": "yesterday", "crash_time": "9:05"},
+            {":id": "row-c", ":updated_at": "2024-11-01T10:00:01.000Z", "collision_id": "4000003",
+             "crash_date": "2024-03-06T00:00:00.000", "crash_time": "23:59", "location": {"x": 1}}
+        ]"#;
+        let mut file = LandedFile::open(&page[..], &d, "GET /resource/h9gi-nx95.json?p").unwrap();
+        let batch = file.next_batch(BatchLimits::default()).unwrap().unwrap();
+        assert!(file.next_batch(BatchLimits::default()).unwrap().is_none());
+        assert_eq!(batch.rows.num_rows(), 2);
+        let ids = batch.rows.column(0).as_primitive::<Int64Type>();
+        assert_eq!((ids.value(0), ids.value(1)), (4000001, 4000003));
+        let dates = batch.rows.column(1).as_primitive::<Date32Type>();
+        assert_eq!(dates.value_as_date(1).unwrap().to_string(), "2024-03-06");
+        // Left out is null.
+        let borough = d.columns.iter().position(|c| c.name == "borough").unwrap();
+        assert!(batch.rows.column(borough).is_null(1));
+        let [q] = &batch.quarantined[..] else {
+            panic!("{:?}", batch.quarantined)
+        };
+        assert_eq!(
+            (
+                q.file.as_str(),
+                q.line,
+                q.column.as_deref(),
+                q.value.as_str()
+            ),
+            (
+                "GET /resource/h9gi-nx95.json?p",
+                2,
+                Some("crash_date"),
+                "yesterday"
+            )
+        );
+    }
+
+    #[test]
+    fn a_page_that_is_not_an_array_of_records_is_refused() {
+        let d = crashes();
+        for body in [&b"{\"error\": true}"[..], b"[{\"a\": 1}", b"<html>"] {
+            let e = LandedFile::open(body, &d, "GET /x")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains("GET /x") && e.contains("not a JSON array"),
+                "{e}"
+            );
+        }
+        // An undeclared member fails the page under on_new_column = fail, naming it.
+        let mut strict = d.clone();
+        strict.on_new_column = Policy::Fail;
+        let page = br#"[{":id": "r", ":updated_at": "t", "collision_id": "1", "surprise": "x"}]"#;
+        let mut file = LandedFile::open(&page[..], &strict, "GET /x").unwrap();
+        let e = file
+            .next_batch(BatchLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("surprise") && !e.contains(":id"), "{e}");
     }
 }
 

@@ -99,6 +99,19 @@ pub struct DatasetFiles {
     /// Files of rows ingest set aside, under `quarantine/<dataset>/` (`etl quarantine list`
     /// counts their rows).
     pub quarantine_files: usize,
+    /// A dataset paged from an API: where its next window starts, and the one being read.
+    pub api: Option<ApiProgress>,
+}
+
+/// An API dataset's committed state (ingest's `_state/datasets/<dataset>/api.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiProgress {
+    /// Where the next window starts (less the lookback); `None`: never read to the end of a
+    /// window (the first load is to come or under way).
+    pub read_to: Option<String>,
+    /// The window being read: its end, and its ranges not read yet of all.
+    pub window_upper: Option<String>,
+    pub ranges_left: Option<(usize, usize)>,
 }
 
 impl Status {
@@ -196,13 +209,26 @@ impl Status {
                 .datasets
                 .iter()
                 .map(|d| {
+                    let (landed, not_ingested) = match (&d.api, &d.not_ingested) {
+                        (Some(api), _) => (
+                            format!("API, read to {}", api.read_to.as_deref().unwrap_or("-")),
+                            match (&api.window_upper, api.ranges_left) {
+                                (Some(upper), Some((left, all))) => {
+                                    format!("to {upper}: {left} of {all} ranges")
+                                }
+                                _ => "-".to_owned(),
+                            },
+                        ),
+                        (None, None) => (or_dash(d.landed), "-".to_owned()),
+                        (None, Some(files)) => (
+                            or_dash(d.landed),
+                            waiting(files.len(), d.oldest_not_ingested_seconds),
+                        ),
+                    };
                     vec![
                         d.dataset.clone(),
-                        or_dash(d.landed),
-                        match &d.not_ingested {
-                            None => "-".to_owned(),
-                            Some(files) => waiting(files.len(), d.oldest_not_ingested_seconds),
-                        },
+                        landed,
+                        not_ingested,
                         d.recorded.to_string(),
                         d.to_publish.to_string(),
                         d.published.to_string(),
@@ -388,10 +414,14 @@ async fn datasets_status(
                 .await?
                 .into_iter()
                 .collect();
-        let not_ingested = match &pipeline.landing {
-            Some(landing) => {
+        let api = match d.source.api {
+            None => None,
+            Some(_) => Some(api_progress(pipeline, &d.name).await?),
+        };
+        let not_ingested = match (&pipeline.landing, d.landing_prefix()) {
+            (Some(landing), Some(landing_prefix)) => {
                 let files = landing
-                    .list_objects(&d.source.prefix)
+                    .list_objects(landing_prefix)
                     .await
                     .doing(|| format!("listing the landed files of {}", d.name))?;
                 let files: Vec<_> = files
@@ -412,7 +442,7 @@ async fn datasets_status(
                 let keys = missing.into_iter().map(|o| o.key.clone()).collect();
                 Some((files.len(), keys, oldest))
             }
-            None => None,
+            _ => None,
         };
         let published = crate::list(&pipeline.processed, &prefix).await?;
         let not_loaded = match (ledger, d.warehouse_table()) {
@@ -438,9 +468,36 @@ async fn datasets_status(
             published: published.len(),
             not_loaded,
             quarantine_files,
+            api,
         });
     }
     Ok(out)
+}
+
+/// An API dataset's state, as ingest committed it.
+async fn api_progress(pipeline: &Pipeline, dataset: &str) -> Result<ApiProgress> {
+    let key = datasets::api::state_key(dataset);
+    let state: serde_json::Value = match pipeline
+        .raw
+        .get(&key)
+        .await
+        .doing(|| format!("reading the API state of {dataset}"))?
+    {
+        None => serde_json::Value::Null,
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| pipeline.raw.corrupt(&key, e))
+            .doing(|| format!("reading the API state of {dataset}"))?,
+    };
+    let window = &state["window"];
+    let ranges = window["ranges"].as_array();
+    Ok(ApiProgress {
+        read_to: state["cursor"].as_str().map(str::to_owned),
+        window_upper: window["upper"].as_str().map(str::to_owned),
+        ranges_left: ranges.map(|r| {
+            let left = r.iter().filter(|r| r["done"] != true).count();
+            (left, r.len())
+        }),
+    })
 }
 
 fn split(reach: crate::Reach) -> (Option<Client>, Option<String>) {

@@ -37,6 +37,8 @@ pub struct Config {
     pub tables: Vec<&'static TableSpec>,
     /// `LANDING_BUCKET`: where declared datasets' files land (unset: no datasets ingested).
     pub landing_bucket: Option<String>,
+    /// `API_BASE_URL`: replaces every API dataset's declared `base_url` (a local server).
+    pub api_base_url: Option<String>,
     /// The declared datasets (`datasets/*.json`, built in).
     pub datasets: Vec<datasets::Dataset>,
 }
@@ -74,6 +76,7 @@ impl Config {
             deadline_margin: margin_from(&env)?,
             tables: deployed_tables(env("INGEST_TABLES").as_deref())?,
             landing_bucket: env("LANDING_BUCKET").filter(|b| !b.trim().is_empty()),
+            api_base_url: env("API_BASE_URL").filter(|b| !b.trim().is_empty()),
             datasets: datasets::bundled(&utils::tables::reserved_names())?,
         })
     }

@@ -53,6 +53,8 @@ pub struct PartLimits {
     pub records: u64,
     pub bytes: u64,
     pub batch: BatchLimits,
+    /// An API's pages.
+    pub api: crate::api::ApiLimits,
 }
 
 impl Default for PartLimits {
@@ -61,6 +63,7 @@ impl Default for PartLimits {
             records: 1_000_000,
             bytes: 256 * 1024 * 1024,
             batch: BatchLimits::default(),
+            api: crate::api::ApiLimits::default(),
         }
     }
 }
@@ -73,6 +76,13 @@ pub enum Request {
     /// These landed keys (a notification's, a Distributed Map item's), each in the dataset
     /// whose prefix holds it.
     Keys(Vec<String>),
+    /// Part of an API dataset's window: `{"api": {"dataset": name}}` starts the window and
+    /// names its ranges (the plan a Map fans out), `{"api": {"dataset": name, "range": k}}`
+    /// reads one. A sweep reads an API dataset's whole window.
+    Api {
+        dataset: String,
+        work: crate::api::Work,
+    },
 }
 
 /// The dataset request an event makes, or `None` for a database one: `{"datasets": [name,
@@ -116,29 +126,78 @@ pub fn request_from_event(
     let Value::Object(fields) = event else {
         return Ok(None);
     };
-    let request = match (fields.get("datasets"), fields.get("landed")) {
-        (None, None) => return Ok(None),
-        (Some(names), None) if fields.len() == 1 => {
+    let known = |name: &str| -> Result<&Dataset> {
+        datasets.iter().find(|d| d.name == name).ok_or_else(|| {
+            Error::InvalidEvent(format!(
+                "unknown dataset {name:?}: declared are {:?}",
+                datasets.iter().map(|d| &d.name).collect::<Vec<_>>()
+            ))
+        })
+    };
+    let request = match (
+        fields.get("datasets"),
+        fields.get("landed"),
+        fields.get("api"),
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(names), None, None) if fields.len() == 1 => {
             let names = strings("datasets", names)?;
-            if let Some(unknown) = names
-                .iter()
-                .find(|n| !datasets.iter().any(|d| &d.name == *n))
-            {
-                return Err(Error::InvalidEvent(format!(
-                    "unknown dataset {unknown:?}: declared are {:?}",
-                    datasets.iter().map(|d| &d.name).collect::<Vec<_>>()
-                )));
+            for n in &names {
+                known(n)?;
             }
             Request::Sweep(names)
         }
-        (None, Some(keys)) if fields.len() == 1 => Request::Keys(strings("landed", keys)?),
+        (None, Some(keys), None) if fields.len() == 1 => Request::Keys(strings("landed", keys)?),
+        (None, None, Some(api)) if fields.len() == 1 => {
+            let bad = || {
+                Error::InvalidEvent(
+                    "expected {\"api\": {\"dataset\": name}} or {\"api\": {\"dataset\": name, \
+                     \"range\": n}}"
+                        .into(),
+                )
+            };
+            let name = api.get("dataset").and_then(Value::as_str).ok_or_else(bad)?;
+            let dataset = known(name)?;
+            if dataset.source.api.is_none() {
+                return Err(Error::InvalidEvent(format!(
+                    "dataset {name:?} is not read from an API"
+                )));
+            }
+            let work = match api.get("range") {
+                None => crate::api::Work::Plan,
+                Some(k) => crate::api::Work::Range(k.as_u64().ok_or_else(bad)? as usize),
+            };
+            if api
+                .as_object()
+                .is_some_and(|o| o.keys().any(|k| k != "dataset" && k != "range"))
+            {
+                return Err(bad());
+            }
+            return Ok(Some(Request::Api {
+                dataset: name.to_owned(),
+                work,
+            }));
+        }
         _ => {
             return Err(Error::InvalidEvent(
-                "expected {\"datasets\": [name, ...]} or {\"landed\": [key, ...]} alone".into(),
+                "expected {\"datasets\": [name, ...]}, {\"landed\": [key, ...]} or \
+                 {\"api\": {...}} alone"
+                    .into(),
             ));
         }
     };
-    landing.ok_or_else(no_landing)?;
+    // Files land: an API's dataset needs no landing bucket.
+    let files = match &request {
+        Request::Sweep(names) => names.iter().any(|n| {
+            datasets
+                .iter()
+                .any(|d| &d.name == n && d.landing_prefix().is_some())
+        }),
+        _ => true,
+    };
+    if files {
+        landing.ok_or_else(no_landing)?;
+    }
     Ok(Some(request))
 }
 
@@ -187,12 +246,109 @@ pub fn quarantine_key(part_key: &str) -> String {
 
 /// The dataset whose prefix holds `key`.
 pub fn dataset_of<'d>(datasets: &'d [Dataset], key: &str) -> Option<&'d Dataset> {
-    datasets.iter().find(|d| key.starts_with(&d.source.prefix))
+    datasets
+        .iter()
+        .find(|d| d.landing_prefix().is_some_and(|p| key.starts_with(p)))
 }
 
-/// Runs `request`: landed files from `landing` into `raw`, until `deadline` (a sweep leaves
-/// the datasets it did not finish to the next invocation).
+/// Where an invocation reads datasets from: the landing bucket (files), the HTTP client (an
+/// API's pages), the key service (encrypted fields).
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub landing: Option<&'a S3Store>,
+    pub api: Option<&'a crate::api::ApiClient>,
+    pub keys: Option<&'a KmsKeys>,
+}
+
+/// Runs `request`: landed files from `landing`, an API's pages, into `raw`, until `deadline`
+/// (a sweep leaves the datasets it did not finish to the next invocation).
 pub async fn run(
+    sources: Sources<'_>,
+    raw: &S3Store,
+    datasets: &[Dataset],
+    request: Request,
+    limits: PartLimits,
+    deadline: Deadline,
+) -> Result<Output> {
+    let mut out = Output {
+        bucket: raw.bucket().to_owned(),
+        files: BTreeMap::new(),
+        row_counts: BTreeMap::new(),
+        has_new_data: false,
+        complete: true,
+        remaining: None,
+        datasets: BTreeMap::new(),
+        skipped_files: Vec::new(),
+        api_plan: None,
+    };
+    let (apis, request) = match request {
+        Request::Api { dataset, work } => (vec![(dataset, work)], None),
+        Request::Sweep(names) => {
+            let (apis, files): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
+                datasets
+                    .iter()
+                    .any(|d| &d.name == n && d.source.api.is_some())
+            });
+            let apis = apis
+                .into_iter()
+                .map(|n| (n, crate::api::Work::All))
+                .collect();
+            (apis, (!files.is_empty()).then_some(Request::Sweep(files)))
+        }
+        keys => (Vec::new(), Some(keys)),
+    };
+    let mut left = BTreeSet::new();
+    for (name, work) in apis {
+        let dataset = datasets.iter().find(|d| d.name == name).expect("checked");
+        let client = sources.api.ok_or_else(|| {
+            Error::Shared(utils::Error::Configuration(
+                "no HTTP client: this function reads no API".into(),
+            ))
+        })?;
+        let done = crate::api::run(client, raw, dataset, work, limits.api, deadline).await?;
+        if work == crate::api::Work::Plan {
+            out.api_plan = Some(crate::ApiPlan {
+                dataset: name.clone(),
+                ranges: done.ranges_left.clone(),
+            });
+        }
+        if !done.complete {
+            left.insert(name.clone());
+        }
+        if !done.run.files.is_empty() || done.run.quarantined > 0 {
+            out.datasets.insert(name, done.run);
+        }
+    }
+    if let Some(request) = request {
+        let landing = sources.landing.expect("checked with the request");
+        files(
+            landing,
+            raw,
+            datasets,
+            request,
+            limits,
+            deadline,
+            sources.keys,
+            &mut out,
+            &mut left,
+        )
+        .await?;
+    }
+    out.has_new_data = out.datasets.values().any(|r| !r.files.is_empty());
+    if !left.is_empty() {
+        out.complete = false;
+        out.remaining = Some(Remaining {
+            tables_to_query: Vec::new(),
+            datasets: left.into_iter().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Landed files into `raw`, into `out`; the datasets with files left at the deadline, into
+/// `left`.
+#[allow(clippy::too_many_arguments)]
+async fn files(
     landing: &S3Store,
     raw: &S3Store,
     datasets: &[Dataset],
@@ -200,7 +356,9 @@ pub async fn run(
     limits: PartLimits,
     deadline: Deadline,
     keys: Option<&KmsKeys>,
-) -> Result<Output> {
+    out: &mut Output,
+    left: &mut BTreeSet<String>,
+) -> Result<()> {
     let mut todo: Vec<(&Dataset, ObjectInfo)> = Vec::new();
     match &request {
         Request::Keys(keys) => {
@@ -231,19 +389,9 @@ pub async fn run(
                 );
             }
         }
+        Request::Api { .. } => unreachable!("read above"),
     }
-    let mut out = Output {
-        bucket: raw.bucket().to_owned(),
-        files: BTreeMap::new(),
-        row_counts: BTreeMap::new(),
-        has_new_data: false,
-        complete: true,
-        remaining: None,
-        datasets: BTreeMap::new(),
-        skipped_files: Vec::new(),
-    };
     let mut done = 0;
-    let mut left = BTreeSet::new();
     // A file that cannot be read is recorded as such and fails the invocation, but only once
     // the files after it are in: bad input never holds good input back.
     let mut unreadable: Option<Error> = None;
@@ -278,19 +426,13 @@ pub async fn run(
     if let Some(e) = unreadable {
         return Err(e);
     }
-    out.has_new_data = out.datasets.values().any(|r| !r.files.is_empty());
     if !left.is_empty() {
         info!(
             files_done = done,
             "deadline margin reached: the datasets' other files are for the next invocation"
         );
-        out.complete = false;
-        out.remaining = Some(Remaining {
-            tables_to_query: Vec::new(),
-            datasets: left.into_iter().collect(),
-        });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The files under `dataset`'s prefix without a record, oldest first.
@@ -577,22 +719,7 @@ impl Part {
         record.rows += rows;
         if !self.quarantined.is_empty() {
             let key = quarantine_key(&self.key);
-            let mut body = Vec::new();
-            for q in &self.quarantined {
-                serde_json::to_writer(
-                    &mut body,
-                    &serde_json::json!({
-                        "file": q.file,
-                        "etag": landed.etag,
-                        "line": q.line,
-                        "column": q.column,
-                        "reason": q.reason,
-                        "value": q.value,
-                    }),
-                )
-                .expect("a quarantined row serializes");
-                body.push(b'\n');
-            }
+            let body = quarantine_lines(&self.quarantined, Some(&landed.etag));
             raw.put(&key, Bytes::from(body), "application/x-ndjson")
                 .await?;
             record.quarantined += self.quarantined.len() as u64;
@@ -600,6 +727,27 @@ impl Part {
         }
         Ok(())
     }
+}
+
+/// Quarantined rows as JSON Lines: where each was (file or request, line or record), the
+/// column, the reason and the value as it was; a landed file's ETag beside.
+pub(crate) fn quarantine_lines(rows: &[Quarantined], etag: Option<&str>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for q in rows {
+        let mut row = serde_json::json!({
+            "file": q.file,
+            "line": q.line,
+            "column": q.column,
+            "reason": q.reason,
+            "value": q.value,
+        });
+        if let Some(etag) = etag {
+            row["etag"] = etag.into();
+        }
+        serde_json::to_writer(&mut body, &row).expect("a quarantined row serializes");
+        body.push(b'\n');
+    }
+    body
 }
 
 /// The landed object's body, remembering whether reading it failed (as opposed to what it

@@ -25,6 +25,16 @@ pub enum Error {
     #[error(transparent)]
     Shared(#[from] utils::Error),
 
+    /// An API's request failed: throttled or failing past the retries (transient), or refused
+    /// (a 4xx). `request` is the method, URL and query, never the token.
+    #[error("{request}: {message}")]
+    Api {
+        request: String,
+        status: Option<u16>,
+        message: String,
+        transient: bool,
+    },
+
     /// A declaration or a landed file of a dataset.
     #[error(transparent)]
     Dataset(#[from] datasets::Error),
@@ -41,6 +51,15 @@ impl Error {
             Error::Table { source, .. } => source.error_type(),
             Error::Shared(e) => e.error_type(),
             Error::Dataset(e) => e.error_type(),
+            Error::Api {
+                transient: true, ..
+            } => "TransientSourceError",
+            // The token is refused: the deployment's to fix.
+            Error::Api {
+                status: Some(401 | 403),
+                ..
+            } => "Configuration",
+            Error::Api { .. } => "SourceError",
         }
     }
 

@@ -7,6 +7,7 @@
 //! may hold is read as consecutive sub-windows cut at `last_updated` values, a file each, the
 //! watermark moving after each; the deadline margin stops the run between files.
 
+pub mod api;
 mod budget;
 pub mod config;
 pub mod dataset;
@@ -57,6 +58,8 @@ pub struct Deps {
     pub landing: Option<S3Store>,
     /// The key service for datasets' encrypted fields.
     pub kms: aws_sdk_kms::Client,
+    /// The HTTP client for datasets paged from an API.
+    pub api: api::ApiClient,
     /// The database, its secret and TLS setup kept between warm invocations.
     pub db: utils::db::Connector,
 }
@@ -69,11 +72,10 @@ impl Deps {
             .landing_bucket
             .as_ref()
             .map(|b| S3Store::new(client, b.clone()));
-        let db = utils::db::Connector::new(
-            config.source.clone(),
-            aws_sdk_secretsmanager::Client::new(sdk),
-        );
+        let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+        let db = utils::db::Connector::new(config.source.clone(), secrets.clone());
         Deps {
+            api: api::ApiClient::new(secrets, config.api_base_url.clone()),
             config,
             store,
             landing,
@@ -104,6 +106,17 @@ pub struct Output {
     /// Datasets: landed files named that were ingested already.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_files: Vec<String>,
+    /// For `{"api": {"dataset": name}}`: the window's ranges left, a Map's items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_plan: Option<ApiPlan>,
+}
+
+/// An API dataset's window as a Map fans it out: read each range with
+/// `{"api": {"dataset": dataset, "range": k}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiPlan {
+    pub dataset: String,
+    pub ranges: Vec<usize>,
 }
 
 /// What an incomplete invocation left: an ingest event for the tables not read to the end
@@ -154,17 +167,21 @@ async fn invoke(event: LambdaEvent<Value>, deps: &Deps) -> Result<Output> {
     if let Some(request) =
         dataset::request_from_event(&event.payload, landing, &deps.config.datasets)?
     {
-        let landing = deps.landing.as_ref().expect("checked with the request");
         let deadline =
             Deadline::from_context_ms(event.context.deadline, deps.config.deadline_margin);
+        let keys = dataset::KmsKeys::new(deps.kms.clone());
+        let sources = dataset::Sources {
+            landing: deps.landing.as_ref(),
+            api: Some(&deps.api),
+            keys: Some(&keys),
+        };
         return dataset::run(
-            landing,
+            sources,
             &deps.store,
             &deps.config.datasets,
             request,
             dataset::PartLimits::default(),
             deadline,
-            Some(&dataset::KmsKeys::new(deps.kms.clone())),
         )
         .await;
     }
@@ -316,6 +333,7 @@ fn output(bucket: &str, runs: &[TableRun]) -> Output {
             datasets: Vec::new(),
         }),
         datasets: BTreeMap::new(),
+        api_plan: None,
         skipped_files: Vec::new(),
     }
 }

@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 use datasets::Dataset;
+use datasets::decl::View;
 use datasets::pg;
 use futures_util::{SinkExt, TryStreamExt};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
@@ -32,40 +33,38 @@ pub fn dataset_of<'d>(datasets: &'d [Dataset], key: &str) -> Option<&'d Dataset>
     datasets.iter().find(|d| d.name == name)
 }
 
-/// Creates the tables and views of `datasets` that are missing, one invocation at a time.
+/// Creates the tables and views of `datasets` that are missing, one invocation at a time:
+/// every table before any view, so a view may join the tables of several datasets.
 pub async fn prepare(client: &mut Client, datasets: &[&Dataset]) -> Result<()> {
-    for dataset in datasets {
-        let Some(table) = dataset.warehouse_table() else {
+    let mut todo: Vec<(&Dataset, &str, Option<&View>)> = Vec::new();
+    for d in datasets {
+        todo.extend(d.warehouse_table().map(|t| (*d, t, None)));
+    }
+    for d in datasets {
+        for v in d.warehouse.iter().flat_map(|w| &w.views) {
+            todo.push((*d, &v.name, Some(v)));
+        }
+    }
+    for (dataset, name, view) in todo {
+        // Nothing to do, and no lock taken, when it is there.
+        let present: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&pg::ident(name)])
+            .await?
+            .get(0);
+        if present {
             continue;
+        }
+        let create = match view {
+            None => pg::create_table(dataset, name),
+            Some(view) => pg::create_view(view),
         };
-        let views = dataset.warehouse.iter().flat_map(|w| &w.views);
-        let names = std::iter::once(table).chain(views.clone().map(|v| v.name.as_str()));
-        // Nothing to do, and no lock taken, when all are there.
-        let mut missing = false;
-        for name in names {
-            let present: bool = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&pg::ident(name)])
-                .await?
-                .get(0);
-            missing |= !present;
-        }
-        if !missing {
-            continue;
-        }
-        let mut sql = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {};",
-            pg::create_table(dataset, table)
-        );
-        for view in views {
-            sql.push_str(&pg::create_view(view));
-            sql.push(';');
-        }
-        sql.push_str("COMMIT");
+        let sql =
+            format!("BEGIN; SELECT pg_advisory_xact_lock(hashtext('{LEDGER}')); {create}; COMMIT");
         client.batch_execute(&sql).await.map_err(|e| {
             // A declaration's SQL the warehouse refuses is the deployment's to fix.
             if e.as_db_error().is_some() {
                 Error::WarehouseSchema(format!(
-                    "dataset {}: creating its table or views: {}",
+                    "dataset {}: creating {name}: {}",
                     dataset.name,
                     utils::error::describe_db_error(&e)
                 ))
@@ -73,10 +72,7 @@ pub async fn prepare(client: &mut Client, datasets: &[&Dataset]) -> Result<()> {
                 Error::from(e)
             }
         })?;
-        info!(
-            dataset = dataset.name,
-            table, "created the table and views declared"
-        );
+        info!(dataset = dataset.name, name, "created as declared");
     }
     Ok(())
 }

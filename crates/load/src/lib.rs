@@ -186,13 +186,11 @@ pub async fn run(
         .batch_execute(&format!("SET lock_timeout = {}", lock_timeout.as_millis()))
         .await?;
     schema::prepare(client).await?;
-    let mut declared: Vec<&datasets::Dataset> = Vec::new();
-    for (d, _) in &dataset_files {
-        if !declared.iter().any(|e| std::ptr::eq(*e, *d)) {
-            declared.push(d);
-        }
+    if !dataset_files.is_empty() {
+        // Every declared table, not only those of the files queued: a view may join several.
+        let declared: Vec<&datasets::Dataset> = datasets.iter().collect();
+        dataset::prepare(client, &declared).await?;
     }
-    dataset::prepare(client, &declared).await?;
     let mut progress =
         utils::logging::Progress::new(STAGE, None, files.len() + dataset_files.len());
     let mut files = files.into_iter();

@@ -105,6 +105,8 @@ pub const ERROR_TYPES: &[&str] = &[
     "SourceSchemaMismatch",
     "InvalidSourceData",
     "MissingDimension",
+    "TransientSourceError",
+    "SourceError",
 ];
 
 /// The `errorType`s worth retrying: the `Transient*` ones and `MissingDimension` (fact rows that
@@ -115,6 +117,7 @@ pub const RETRYABLE_ERROR_TYPES: &[&str] = &[
     "TransientDatabaseError",
     "TransientStorageError",
     "MissingDimension",
+    "TransientSourceError",
 ];
 
 /// SQLSTATE classes and codes after which a retry can succeed.

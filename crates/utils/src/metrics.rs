@@ -89,6 +89,13 @@ pub const VIEW_REFRESH_FAILURES: Metric = Metric {
     unit: "Count",
     dimensions: BY_STAGE,
 };
+/// Ingest: an API request tried again after a throttle (429) or a failure (5xx, a timeout),
+/// per dataset.
+pub const HTTP_RETRIES: Metric = Metric {
+    name: "HttpRetries",
+    unit: "Count",
+    dimensions: BY_TABLE,
+};
 /// An invocation's duration, per stage.
 pub const DURATION: Metric = Metric {
     name: "DurationSeconds",
@@ -106,6 +113,7 @@ pub const METRICS: &[Metric] = &[
     FILES_WAITING,
     LOCK_TIMEOUTS,
     VIEW_REFRESH_FAILURES,
+    HTTP_RETRIES,
     DURATION,
 ];
 

@@ -219,7 +219,6 @@ impl S3Store {
     /// `read`, or no object at all for `None` (`If-Match`, `If-None-Match: *`). `Ok(false)`
     /// when another writer got there first (412, 409 for a concurrent conditional write, 404
     /// when the version was deleted): read again, merge, try again.
-    #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
     pub async fn put_if(
         &self,
         key: &str,
@@ -227,20 +226,46 @@ impl S3Store {
         content_type: &str,
         read: Option<&str>,
     ) -> Result<bool> {
+        Ok(self
+            .put_if_version(key, body, content_type, read)
+            .await?
+            .is_some())
+    }
+
+    /// [`S3Store::put_if`] that returns the new version's ETag (`None`: another writer got
+    /// there first), for the next conditional write: read from the response, as a read after
+    /// it could see a third writer's version.
+    #[instrument(skip(self, body), fields(bucket = %self.bucket, bytes = body.len()))]
+    pub async fn put_if_version(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        read: Option<&str>,
+    ) -> Result<Option<String>> {
         let request = self.put_object(key, body, content_type);
         let request = match read {
             Some(etag) => request.if_match(etag),
             None => request.if_none_match("*"),
         };
         match request.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => out
+                .e_tag()
+                .map(|e| Some(e.to_owned()))
+                .ok_or_else(|| Error::Storage {
+                    operation: "PutObject",
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    message: "the response has no ETag".into(),
+                    transient: true,
+                }),
             Err(e)
                 if matches!(
                     e.raw_response().map(|r| r.status().as_u16()),
                     Some(404 | 409)
                 ) || precondition_failed(&e) =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(self.error("PutObject", key, e)),
         }

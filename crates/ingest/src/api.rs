@@ -1,0 +1,998 @@
+//! Datasets paged from an HTTP API (`source.api`, see [`datasets::api`]): each run reads a
+//! window of the cursor's time into typed Parquet files in the raw zone, exactly once, however
+//! often it is killed, repeated or run twice at once.
+//!
+//! The dataset's state, `_state/datasets/<dataset>/api.json`, is the one thing a run commits:
+//! where the next window starts (`cursor`), and the window being read, if any: its end,
+//! fixed when it started, and its ranges (one for a daily run, `first_load_ranges` for the
+//! first), each with the last record read. A worker reading a range:
+//!
+//! 1. pages on from the range's last record, keyset (`(cursor, id)` after the last one's),
+//!    into the range's next raw file, `<dataset>/<window end>-<range>-<part>.parquet` (so the
+//!    load applies the windows, and the parts of a range, in order), written create-only. Its
+//!    footer says where it ends (the last record's cursor and id, whether the range is read
+//!    to its end) and holds its quarantined records;
+//! 2. once the file is whole (its size reached, the range read to its end, the deadline near),
+//!    replaces the state, `If-Match` the version it read: the commit. The range's last record
+//!    and part count move as the footer says, the file joins `unmarked`; a worker that finds
+//!    the range moved by another since it started (two invocations at once) stops;
+//! 3. queues the file for transform (a marker), then takes it off `unmarked`. A run that
+//!    finds files left on `unmarked` (a crash between) queues them first.
+//!
+//! A file there already at the key a worker is to write (an attempt killed between its upload
+//! and its commit, or one running at the same time) is taken as it is, from its footer: each
+//! key is written once, so no file in the raw zone disagrees with the state, and none is left
+//! over. When the last range is read to its end, the same commit moves `cursor` to the
+//! window's end and closes the window.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+pub use datasets::api::state_key;
+use datasets::api::{Api, Position, format_time, parse_time, ranges};
+use datasets::{BatchLimits, Dataset, LandedFile};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+use utils::deadline::Deadline;
+use utils::keys::suffixed_parquet_key;
+use utils::metrics;
+use utils::parquet_io::ParquetUpload;
+use utils::store::S3Store;
+
+use crate::dataset::{DatasetRun, quarantine_key, quarantine_lines};
+use crate::error::{Error, Result};
+
+/// What is committed of an API dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Where the next window starts (less the lookback); `None`: the declared initial value,
+    /// and the next window is the first load.
+    pub cursor: Option<String>,
+    /// The window being read.
+    pub window: Option<Window>,
+    /// Raw files committed whose markers may not be written.
+    #[serde(default)]
+    pub unmarked: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Its end (exclusive), fixed when it started.
+    pub upper: String,
+    pub ranges: Vec<Range>,
+}
+
+/// A part of a window, read in order by one worker at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub lower: String,
+    pub upper: String,
+    /// The last record read (`None`: nothing yet).
+    pub after: Option<Position>,
+    pub done: bool,
+    /// Raw files committed.
+    pub parts: u32,
+    pub rows: u64,
+    pub quarantined: u64,
+}
+
+/// The HTTP side, built once per cold start: one client (HTTP/2 where the server offers it,
+/// connections kept), the tokens read.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    /// Replaces every declaration's `base_url` (a local server).
+    base_url: Option<String>,
+    tokens: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// How an API run is tuned (tests make them small).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Records (typed or quarantined) in one raw file at most.
+    pub part_records: u64,
+    /// The first wait before a retry; each doubles it, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            part_records: 500_000,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ApiClient {
+    pub fn new(secrets: aws_sdk_secretsmanager::Client, base_url: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("totesys-ingest/", env!("CARGO_PKG_VERSION")))
+            .gzip(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .expect("the HTTP client builds");
+        ApiClient {
+            http,
+            secrets,
+            base_url,
+            tokens: Arc::default(),
+        }
+    }
+
+    fn url(&self, api: &Api) -> String {
+        let base = self.base_url.as_deref().unwrap_or(&api.base_url);
+        format!("{}{}", base.trim_end_matches('/'), api.resource)
+    }
+
+    async fn token(&self, api: &Api) -> Result<Option<(String, String)>> {
+        let Some(t) = &api.token else {
+            return Ok(None);
+        };
+        let mut tokens = self.tokens.lock().await;
+        if let Some(v) = tokens.get(&t.secret) {
+            return Ok(Some((t.header.clone(), v.clone())));
+        }
+        let text = utils::db::fetch_secret(&self.secrets, &t.secret).await?;
+        // The secret's string, or its JSON's `token`.
+        let value = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(o)) => match o.get("token").and_then(|v| v.as_str()) {
+                Some(v) => v.to_owned(),
+                None => {
+                    return Err(Error::Shared(utils::Error::Secret {
+                        secret_id: t.secret.clone(),
+                        reason: "a JSON secret must hold the token as \"token\"".into(),
+                        transient: false,
+                    }));
+                }
+            },
+            _ => text.trim().to_owned(),
+        };
+        tokens.insert(t.secret.clone(), value.clone());
+        Ok(Some((t.header.clone(), value)))
+    }
+
+    /// One page, tried again after a throttle or a failure; `None` when the deadline came
+    /// while waiting to try again.
+    async fn page(
+        &self,
+        dataset: &Dataset,
+        api: &Api,
+        query: &[(&'static str, String)],
+        limits: &ApiLimits,
+        deadline: &Deadline,
+    ) -> Result<Option<Page>> {
+        match self.get(dataset, api, query, limits, deadline).await? {
+            Some((request, body)) => Page::parse(dataset, api, request, body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The one member of the one record a `count(*)` or a cut query answers, `None` for no
+    /// record (or the deadline).
+    async fn value(
+        &self,
+        dataset: &Dataset,
+        api: &Api,
+        query: &[(&'static str, String)],
+        member: &str,
+        limits: &ApiLimits,
+        deadline: &Deadline,
+    ) -> Result<Option<String>> {
+        let Some((request, body)) = self.get(dataset, api, query, limits, deadline).await? else {
+            return Ok(None);
+        };
+        let records: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_slice(&body)
+            .map_err(|e| {
+                Error::Dataset(datasets::Error::Unreadable {
+                    file: request.clone(),
+                    reason: format!("not a JSON array of records: {e}"),
+                })
+            })?;
+        let Some(record) = records.first() else {
+            return Ok(None);
+        };
+        match record.get(member).and_then(|v| v.as_str()) {
+            Some(v) => Ok(Some(v.to_owned())),
+            None => Err(Error::Dataset(datasets::Error::Unreadable {
+                file: request,
+                reason: format!("the answer has no {member:?}"),
+            })),
+        }
+    }
+
+    /// Where the first load's ranges start, so each holds about as many records: the cursor
+    /// values of `n - 1` evenly spaced records of `[lower, upper)`. `None` if the deadline
+    /// came first.
+    #[allow(clippy::too_many_arguments)]
+    async fn cuts(
+        &self,
+        dataset: &Dataset,
+        api: &Api,
+        lower: &str,
+        upper: &str,
+        n: u32,
+        limits: &ApiLimits,
+        deadline: &Deadline,
+    ) -> Result<Option<Vec<chrono::DateTime<chrono::Utc>>>> {
+        let query = api.count_query(lower, upper);
+        let Some(count) = self
+            .value(dataset, api, &query, "count", limits, deadline)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let count: u64 = count.parse().map_err(|_| {
+            Error::Dataset(datasets::Error::Unreadable {
+                file: describe(&self.url(api), &query),
+                reason: format!("the count {count:?} is not a number"),
+            })
+        })?;
+        let mut cuts = Vec::new();
+        for k in 1..u64::from(n) {
+            let query = api.cut_query(lower, upper, count * k / u64::from(n));
+            let at = self
+                .value(dataset, api, &query, &api.cursor.field, limits, deadline)
+                .await?;
+            match at.map(|at| parse_time(&at)) {
+                Some(Ok(at)) => cuts.push(at),
+                Some(Err(reason)) => {
+                    return Err(Error::Dataset(datasets::Error::Unreadable {
+                        file: describe(&self.url(api), &query),
+                        reason,
+                    }));
+                }
+                // Fewer records than counted (deleted meanwhile): fewer ranges.
+                None if !deadline.reached() => break,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(cuts))
+    }
+
+    /// A request's body (2xx), tried again after a throttle or a failure; `None` when the
+    /// deadline came while waiting to try again. With the request as errors name it.
+    async fn get(
+        &self,
+        dataset: &Dataset,
+        api: &Api,
+        query: &[(&'static str, String)],
+        limits: &ApiLimits,
+        deadline: &Deadline,
+    ) -> Result<Option<(String, Bytes)>> {
+        let url = self.url(api);
+        let request = describe(&url, query);
+        let token = self.token(api).await?;
+        let mut attempt = 0;
+        loop {
+            let mut builder = self
+                .http
+                .get(&url)
+                .query(query)
+                .timeout(Duration::from_secs(api.timeout_seconds));
+            if let Some((header, value)) = &token {
+                builder = builder.header(header, value);
+            }
+            let (transient, retry_after, message) = match builder.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    if status.is_success() {
+                        match response.bytes().await {
+                            Ok(body) => return Ok(Some((request, body))),
+                            Err(e) => (true, None, format!("reading the body: {e}")),
+                        }
+                    } else {
+                        let body = response.text().await.unwrap_or_default();
+                        let message = format!("HTTP {status}: {}", excerpt(&body));
+                        if status.as_u16() == 429 || status.is_server_error() {
+                            (true, retry_after, message)
+                        } else {
+                            return Err(Error::Api {
+                                request,
+                                status: Some(status.as_u16()),
+                                message,
+                                transient: false,
+                            });
+                        }
+                    }
+                }
+                // Timed out, refused, reset: worth another try.
+                Err(e) => (true, None, describe_reqwest(&e)),
+            };
+            debug_assert!(transient);
+            if attempt >= api.retries {
+                return Err(Error::Api {
+                    request,
+                    status: None,
+                    message: format!("{message} (after {} tries)", attempt + 1),
+                    transient: true,
+                });
+            }
+            // Full jitter, at least what the server asked for.
+            let ceiling = limits
+                .backoff
+                .saturating_mul(1 << attempt.min(16))
+                .min(limits.max_backoff);
+            let wait = retry_after
+                .unwrap_or_default()
+                .max(ceiling.mul_f64(fastrand::f64()));
+            if deadline
+                .remaining()
+                .is_some_and(|left| left.saturating_sub(wait) <= Duration::from_secs(1))
+                || deadline.reached()
+            {
+                warn!(request, message, "the deadline comes before the next try");
+                return Ok(None);
+            }
+            warn!(
+                request,
+                message,
+                wait_ms = wait.as_millis() as u64,
+                "trying again"
+            );
+            metrics::emit(STAGE, Some(&dataset.name), &[(metrics::HTTP_RETRIES, 1.0)]);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+}
+
+const STAGE: &str = "ingest";
+
+/// A request as errors and quarantine name it: never its token (a header).
+fn describe(url: &str, query: &[(&'static str, String)]) -> String {
+    let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("GET {url}?{}", q.join("&"))
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+fn excerpt(body: &str) -> String {
+    let body = body.trim();
+    match body.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &body[..i]),
+        None => body.to_owned(),
+    }
+}
+
+/// A page: its records and the last one's place.
+struct Page {
+    request: String,
+    records: Vec<Box<RawValue>>,
+    last: Option<Position>,
+}
+
+impl Page {
+    /// A page that is not a JSON array of objects, or whose last record lacks the paging
+    /// members, is refused with its request: what comes after it cannot be asked for.
+    fn parse(dataset: &Dataset, api: &Api, request: String, body: Bytes) -> Result<Page> {
+        let refused = |reason: String| {
+            Error::Dataset(datasets::Error::Unreadable {
+                file: request.clone(),
+                reason,
+            })
+        };
+        let records: Vec<Box<RawValue>> = serde_json::from_slice(&body)
+            .map_err(|e| refused(format!("not a JSON array of records: {e}")))?;
+        let last = match records.last() {
+            None => None,
+            Some(record) => {
+                let members: BTreeMap<String, serde_json::Value> =
+                    serde_json::from_str(record.get())
+                        .map_err(|e| refused(format!("the last record is not an object: {e}")))?;
+                let member = |name: &str| {
+                    members
+                        .get(name)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            refused(format!(
+                                "the last record has no {name:?} to page on (dataset {})",
+                                dataset.name
+                            ))
+                        })
+                };
+                Some(Position {
+                    at: member(&api.cursor.field)?,
+                    id: member(&api.cursor.id)?,
+                })
+            }
+        };
+        Ok(Page {
+            request,
+            records,
+            last,
+        })
+    }
+}
+
+/// What an invocation asks of an API dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Every range of the window (a window is started if there is none).
+    All,
+    /// One range of the window (a Map item), if it is not read yet.
+    Range(usize),
+    /// Start the window if there is none, and say which ranges are left: the Map's items.
+    Plan,
+}
+
+/// What an invocation did of an API dataset.
+#[derive(Debug, Default)]
+pub struct ApiRun {
+    pub run: DatasetRun,
+    /// Every range asked for is read to its end.
+    pub complete: bool,
+    /// The window's ranges not read yet.
+    pub ranges_left: Vec<usize>,
+}
+
+/// Reads `work` of `dataset` from its API into `raw`, until `deadline`.
+pub async fn run(
+    client: &ApiClient,
+    raw: &S3Store,
+    dataset: &Dataset,
+    work: Work,
+    limits: ApiLimits,
+    deadline: Deadline,
+) -> Result<ApiRun> {
+    let api = dataset.source.api.as_ref().expect("an API dataset");
+    let shared = Shared {
+        raw,
+        key: state_key(&dataset.name),
+        state: Mutex::new(read_state(raw, &state_key(&dataset.name)).await?),
+    };
+    shared.queue_unmarked().await?;
+    shared
+        .start_window(client, dataset, api, &limits, &deadline)
+        .await?;
+    let window = shared.state.lock().await.0.window.clone();
+    let Some(window) = window else {
+        return Ok(ApiRun {
+            complete: true,
+            ..ApiRun::default()
+        });
+    };
+    let left: Vec<usize> = (0..window.ranges.len())
+        .filter(|k| !window.ranges[*k].done)
+        .collect();
+    let todo: Vec<usize> = match work {
+        Work::Plan => {
+            return Ok(ApiRun {
+                complete: left.is_empty(),
+                ranges_left: left,
+                ..ApiRun::default()
+            });
+        }
+        Work::All => left,
+        // A Map item late for its window (closed, another open) has nothing to read.
+        Work::Range(k) if k >= window.ranges.len() => {
+            warn!(
+                dataset = dataset.name,
+                range = k,
+                ranges = window.ranges.len(),
+                "no such range in the window open: nothing to read"
+            );
+            return Ok(ApiRun {
+                complete: true,
+                ranges_left: left,
+                ..ApiRun::default()
+            });
+        }
+        Work::Range(k) => left.into_iter().filter(|r| *r == k).collect(),
+    };
+    let runs: Vec<Result<Vec<Committed>>> = futures_util::stream::iter(todo.iter().copied())
+        .map(|k| {
+            let worker = Worker {
+                client,
+                shared: &shared,
+                dataset,
+                api,
+                upper: &window.upper,
+                range: k,
+                limits,
+                deadline,
+            };
+            worker.read()
+        })
+        .buffer_unordered(api.concurrency as usize)
+        .collect()
+        .await;
+    let mut out = ApiRun::default();
+    let mut committed = Vec::new();
+    for r in runs {
+        committed.extend(r?);
+    }
+    committed.sort_by(|a, b| a.key.cmp(&b.key));
+    for c in committed {
+        out.run.rows += c.rows;
+        out.run.quarantined += c.quarantined;
+        if c.has_rows {
+            out.run.files.push(c.key.clone());
+        }
+        out.run.quarantine.extend(c.quarantine);
+    }
+    let state = shared.state.lock().await.0.clone();
+    out.ranges_left = state
+        .window
+        .as_ref()
+        .map(|w| (0..w.ranges.len()).filter(|k| !w.ranges[*k].done).collect())
+        .unwrap_or_default();
+    // Asked-for ranges read to their end (or the window closed: every range is).
+    let open = state.window.as_ref().filter(|w| w.upper == window.upper);
+    out.complete = match (open, work) {
+        (None, _) => true,
+        (Some(w), Work::Range(k)) => w.ranges[k].done,
+        (Some(_), _) => false,
+    };
+    shared.clear_unmarked(&out.run.files).await?;
+    info!(
+        dataset = dataset.name,
+        rows = out.run.rows,
+        quarantined = out.run.quarantined,
+        files = out.run.files.len(),
+        complete = out.complete,
+        "read from the API"
+    );
+    if out.run.rows + out.run.quarantined > 0 {
+        metrics::emit(
+            STAGE,
+            Some(&dataset.name),
+            &[
+                (metrics::ROWS, out.run.rows as f64),
+                (metrics::QUARANTINED_ROWS, out.run.quarantined as f64),
+            ],
+        );
+    }
+    Ok(out)
+}
+
+async fn read_state(raw: &S3Store, key: &str) -> Result<(State, Option<String>)> {
+    match raw.get_version(key).await? {
+        None => Ok((State::default(), None)),
+        Some((bytes, etag)) => {
+            let state = serde_json::from_slice(&bytes).map_err(|e| raw.corrupt(key, e))?;
+            Ok((state, Some(etag)))
+        }
+    }
+}
+
+/// The state as last read or written, shared by an invocation's workers.
+struct Shared<'a> {
+    raw: &'a S3Store,
+    key: String,
+    state: Mutex<(State, Option<String>)>,
+}
+
+/// How often a commit that lost the race reads the state again.
+const ATTEMPTS: usize = 32;
+
+impl Shared<'_> {
+    /// Applies `change` to the state and writes it, `If-Match` the version read, reading it
+    /// again when another writer got there first. `change` returns `false` when the state no
+    /// longer allows it (nothing is written).
+    async fn commit(&self, mut change: impl FnMut(&mut State) -> bool) -> Result<bool> {
+        let mut held = self.state.lock().await;
+        for _ in 0..ATTEMPTS {
+            let mut next = held.0.clone();
+            if !change(&mut next) {
+                return Ok(false);
+            }
+            let body = Bytes::from(serde_json::to_vec(&next).expect("the state serializes"));
+            if let Some(etag) = self
+                .raw
+                .put_if_version(&self.key, body, "application/json", held.1.as_deref())
+                .await?
+            {
+                *held = (next, Some(etag));
+                return Ok(true);
+            }
+            *held = read_state(self.raw, &self.key).await?;
+        }
+        Err(Error::Shared(utils::Error::Storage {
+            operation: "PutObject",
+            bucket: self.raw.bucket().to_owned(),
+            key: self.key.clone(),
+            message: format!("the state changed {ATTEMPTS} times while this run committed"),
+            transient: true,
+        }))
+    }
+
+    /// Queues the files a run committed and may not have queued (it stopped in between).
+    async fn queue_unmarked(&self) -> Result<()> {
+        let unmarked = self.state.lock().await.0.unmarked.clone();
+        if unmarked.is_empty() {
+            return Ok(());
+        }
+        for key in &unmarked {
+            utils::cursor::mark_dataset_pending(self.raw, key).await?;
+        }
+        self.clear_unmarked(&unmarked).await
+    }
+
+    async fn clear_unmarked(&self, queued: &[String]) -> Result<()> {
+        if queued.is_empty() {
+            return Ok(());
+        }
+        self.commit(|s| {
+            let before = s.unmarked.len();
+            s.unmarked.retain(|k| !queued.contains(k));
+            s.unmarked.len() != before
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts a window if none is open: from the cursor less the lookback (or the declared
+    /// start) to now less the lag; for the first load, in `first_load_ranges` ranges of about
+    /// as many records each.
+    async fn start_window(
+        &self,
+        client: &ApiClient,
+        dataset: &Dataset,
+        api: &Api,
+        limits: &ApiLimits,
+        deadline: &Deadline,
+    ) -> Result<()> {
+        let upper = chrono::Utc::now() - chrono::Duration::seconds(api.cursor.lag_seconds as i64);
+        let (lower, first) = {
+            let held = self.state.lock().await;
+            if held.0.window.is_some() {
+                return Ok(());
+            }
+            match &held.0.cursor {
+                None => (parse_time(&api.cursor.initial).expect("checked"), true),
+                Some(c) => (
+                    parse_time(c).map_err(|e| Error::Shared(self.raw.corrupt(&self.key, e)))?
+                        - chrono::Duration::seconds(api.cursor.lookback_seconds as i64),
+                    false,
+                ),
+            }
+        };
+        if lower >= upper {
+            return Ok(());
+        }
+        let cuts = if first && api.first_load_ranges > 1 {
+            let (l, u) = (format_time(lower), format_time(upper));
+            let n = api.first_load_ranges;
+            match client
+                .cuts(dataset, api, &l, &u, n, limits, deadline)
+                .await?
+            {
+                Some(cuts) => cuts,
+                // The deadline came: the next invocation plans again.
+                None => return Ok(()),
+            }
+        } else {
+            Vec::new()
+        };
+        let window = Window {
+            upper: format_time(upper),
+            ranges: ranges(lower, upper, cuts)
+                .into_iter()
+                .map(|(lower, upper)| Range {
+                    lower,
+                    upper,
+                    after: None,
+                    done: false,
+                    parts: 0,
+                    rows: 0,
+                    quarantined: 0,
+                })
+                .collect(),
+        };
+        info!(
+            dataset = dataset.name,
+            lower = window.ranges[0].lower,
+            upper = window.upper,
+            ranges = window.ranges.len(),
+            "a window starts"
+        );
+        self.commit(|s| {
+            if s.window.is_some() {
+                // Another run started one: read that one.
+                return false;
+            }
+            s.window = Some(window.clone());
+            true
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// A raw file committed by this invocation.
+struct Committed {
+    key: String,
+    has_rows: bool,
+    rows: u64,
+    quarantined: u64,
+    quarantine: Vec<String>,
+}
+
+/// One range's reader.
+struct Worker<'a> {
+    client: &'a ApiClient,
+    shared: &'a Shared<'a>,
+    dataset: &'a Dataset,
+    api: &'a Api,
+    upper: &'a str,
+    range: usize,
+    limits: ApiLimits,
+    deadline: Deadline,
+}
+
+/// What a raw file holds of its range, as its footer says: so a file written by an attempt
+/// that stopped before its commit (or by one running at the same time) is taken as it is,
+/// never written again differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartFooter {
+    rows: u64,
+    /// The last record read, if the file read any.
+    after: Option<Position>,
+    /// The range is read to its end.
+    done: bool,
+    /// The quarantined records, as the quarantine object's JSON Lines.
+    quarantine: String,
+}
+
+const AFTER_AT: &str = "api_after_at";
+const AFTER_ID: &str = "api_after_id";
+const DONE: &str = "api_range_done";
+const QUARANTINE: &str = "api_quarantine";
+
+impl PartFooter {
+    fn metadata(&self) -> Vec<(String, String)> {
+        let mut out = vec![(DONE.to_owned(), self.done.to_string())];
+        if let Some(p) = &self.after {
+            out.push((AFTER_AT.to_owned(), p.at.clone()));
+            out.push((AFTER_ID.to_owned(), p.id.clone()));
+        }
+        if !self.quarantine.is_empty() {
+            out.push((QUARANTINE.to_owned(), self.quarantine.clone()));
+        }
+        out
+    }
+
+    /// The footer of the file at `key`, if there is one.
+    async fn read(raw: &S3Store, key: &str) -> Result<Option<PartFooter>> {
+        if raw.head(key).await?.is_none() {
+            return Ok(None);
+        }
+        let file = utils::parquet_io::open_parquet(raw, key).await?;
+        let get = |k: &str| {
+            file.metadata
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        };
+        let done = get(DONE).ok_or_else(|| raw.corrupt(key, "the footer has no api_range_done"))?;
+        Ok(Some(PartFooter {
+            rows: file.rows,
+            after: get(AFTER_AT)
+                .zip(get(AFTER_ID))
+                .map(|(at, id)| Position { at, id }),
+            done: done == "true",
+            quarantine: get(QUARANTINE).unwrap_or_default(),
+        }))
+    }
+}
+
+impl Worker<'_> {
+    /// Reads the range on from where it was committed, committing a file at a time, until
+    /// its end or the deadline; the files committed.
+    async fn read(self) -> Result<Vec<Committed>> {
+        let mut done = Vec::new();
+        loop {
+            let Some(started) = self.current().await else {
+                return Ok(done);
+            };
+            if started.done {
+                return Ok(done);
+            }
+            let part = self.part_key(started.parts);
+            let footer = match PartFooter::read(self.shared.raw, &part).await? {
+                Some(footer) => {
+                    info!(part, "a file written before its commit: taken as it is");
+                    footer
+                }
+                None => match self.write(&started, &part).await? {
+                    Some(footer) => footer,
+                    // The deadline came before a record: nothing to commit.
+                    None => return Ok(done),
+                },
+            };
+            let quarantined = footer.quarantine.lines().count() as u64;
+            let quarantine = if quarantined == 0 {
+                Vec::new()
+            } else {
+                let key = quarantine_key(&part);
+                let body = Bytes::from(footer.quarantine.clone());
+                self.shared
+                    .raw
+                    .put(&key, body, "application/x-ndjson")
+                    .await?;
+                vec![key]
+            };
+            let mut range = started.clone();
+            range.parts += 1;
+            range.rows += footer.rows;
+            range.quarantined += quarantined;
+            range.done = footer.done;
+            if footer.after.is_some() {
+                range.after = footer.after.clone();
+            }
+            let k = self.range;
+            let has_rows = footer.rows > 0;
+            let queued = has_rows.then(|| part.clone());
+            let committed = self
+                .shared
+                .commit(|s| {
+                    let Some(w) = s.window.as_mut() else {
+                        return false;
+                    };
+                    if w.upper != self.upper || w.ranges.get(k) != Some(&started) {
+                        return false;
+                    }
+                    w.ranges[k] = range.clone();
+                    if w.ranges.iter().all(|r| r.done) {
+                        s.cursor = Some(w.upper.clone());
+                        s.window = None;
+                    }
+                    s.unmarked.extend(queued.clone());
+                    true
+                })
+                .await?;
+            if !committed {
+                // Another invocation committed this file (the same, whoever wrote it) first.
+                info!(
+                    dataset = self.dataset.name,
+                    range = k,
+                    "another run read this range meanwhile"
+                );
+                return Ok(done);
+            }
+            if let Some(key) = &queued {
+                utils::cursor::mark_dataset_pending(self.shared.raw, key).await?;
+            }
+            done.push(Committed {
+                key: part,
+                has_rows,
+                rows: footer.rows,
+                quarantined,
+                quarantine,
+            });
+            if range.done || self.deadline.reached() {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// The range as committed, `None` once the window is closed or another.
+    async fn current(&self) -> Option<Range> {
+        let held = self.shared.state.lock().await;
+        let w = held.0.window.as_ref()?;
+        (w.upper == self.upper).then(|| w.ranges[self.range].clone())
+    }
+
+    /// The range's `part`th file of the window: the same key whichever attempt writes it.
+    fn part_key(&self, part: u32) -> String {
+        let upper = parse_time(self.upper).expect("written by format_time");
+        let suffix = format!("{:03}-{part:05}", self.range);
+        suffixed_parquet_key(&self.dataset.name, upper, &suffix)
+    }
+
+    /// Pages on from `range` into a new file at `part`, create-only: its footer, the file
+    /// another attempt created first's if it did, `None` if the deadline came before a
+    /// record.
+    async fn write(&self, range: &Range, part: &str) -> Result<Option<PartFooter>> {
+        let mut upload = ParquetUpload::create_new(
+            self.shared.raw,
+            part,
+            Arc::new(self.dataset.schema()),
+            self.dataset.plain_columns().iter().map(String::as_str),
+        )?;
+        let filled = self.fill(range, &mut upload).await;
+        let (records, footer) = match filled {
+            Ok(filled) => filled,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        if records == 0 {
+            // Nothing read: no file. A range read to its end is committed as such; otherwise
+            // the deadline came first and there is nothing to commit.
+            upload.abort().await;
+            return Ok(footer.done.then_some(footer));
+        }
+        let mut metadata: Vec<(String, String)> = self
+            .dataset
+            .schema()
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        metadata.sort();
+        metadata.push(("source_url".into(), self.client.url(self.api)));
+        metadata.push(("window_upper".into(), self.upper.to_owned()));
+        metadata.extend(footer.metadata());
+        let written = upload.finish(metadata).await?;
+        if written.existed {
+            return PartFooter::read(self.shared.raw, part).await;
+        }
+        Ok(Some(footer))
+    }
+
+    /// Pages from `range` into `upload` until it holds `part_records` records, the range
+    /// ends or the deadline nears: the records read and what the file's footer says.
+    async fn fill(&self, range: &Range, upload: &mut ParquetUpload) -> Result<(u64, PartFooter)> {
+        let mut records = 0u64;
+        let mut quarantined = Vec::new();
+        let mut footer = PartFooter {
+            rows: 0,
+            after: None,
+            done: false,
+            quarantine: String::new(),
+        };
+        let limits = BatchLimits {
+            rows: usize::MAX,
+            bytes: usize::MAX,
+        };
+        while records < self.limits.part_records && !(records > 0 && self.deadline.reached()) {
+            let after = footer.after.as_ref().or(range.after.as_ref());
+            let query = self.api.page_query(&range.lower, &range.upper, after);
+            let Some(page) = self
+                .client
+                .page(self.dataset, self.api, &query, &self.limits, &self.deadline)
+                .await?
+            else {
+                break;
+            };
+            let n = page.records.len();
+            records += n as u64;
+            let mut reader = LandedFile::page(page.records, self.dataset, &page.request);
+            // A page whose records break the declared policies is refused, as a file is.
+            while let Some(batch) = reader.next_batch(limits)? {
+                if batch.rows.num_rows() > 0 {
+                    upload.write(&batch.rows).await?;
+                }
+                quarantined.extend(batch.quarantined);
+            }
+            if page.last.is_some() {
+                footer.after = page.last;
+            }
+            if n < self.api.page_size as usize {
+                footer.done = true;
+                break;
+            }
+        }
+        footer.rows = upload.rows();
+        footer.quarantine =
+            String::from_utf8(quarantine_lines(&quarantined, None)).expect("JSON is UTF-8");
+        Ok((records, footer))
+    }
+}
