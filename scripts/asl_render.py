@@ -1,12 +1,13 @@
 """terraform/state_machine.asl.json rendered as Terraform's templatefile() renders it (sfn.tf),
 for the state machine tests, make demo and the ASL check (scripts/check-asl.sh); and the
 datasets' first-load state machine, terraform/dataset_backfill.asl.json (dataset_backfill.tf),
-for the ASL check.
+and the API datasets' windows, terraform/dataset_api.asl.json (dataset_api.tf), for the ASL
+check.
 
 Standard library only: the check runs it with any python3.
 
-Usage: python3 scripts/asl_render.py PARTITION OUT_FILE [backfill]
-    the definition (or the backfill's) with realistic values
+Usage: python3 scripts/asl_render.py PARTITION OUT_FILE [backfill | api]
+    the definition (or the backfill's, or the API windows') with realistic values
 """
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "terraform" / "state_machine.asl.json"
 BACKFILL = TEMPLATE.parent / "dataset_backfill.asl.json"
+API = TEMPLATE.parent / "dataset_api.asl.json"
 ACCOUNT = "123456789012"
 
 
@@ -99,10 +101,23 @@ def backfill_values(partition="aws", region="eu-west-2") -> dict:
     }
 
 
+def api_values(partition="aws", region="eu-west-2") -> dict:
+    """The values dataset_api.tf passes, with the defaults of variables.tf."""
+    return {
+        "partition": partition,
+        "ingest_function_arn": function_arn(partition, region, "ingest"),
+        "transient_interval_seconds": 5,
+        "transient_max_attempts": 4,
+        "transient_backoff_rate": 2,
+    }
+
+
 if __name__ == "__main__":
     partition, out, *which = sys.argv[1:]
     region = {"aws": "eu-west-2", "aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}[partition]
     if which == ["backfill"]:
         Path(out).write_text(render(backfill_values(partition, region), BACKFILL.read_text()))
+    elif which == ["api"]:
+        Path(out).write_text(render(api_values(partition, region), API.read_text()))
     else:
         Path(out).write_text(render(values(partition, region)))

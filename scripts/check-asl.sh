@@ -28,4 +28,7 @@ for partition in aws aws-us-gov; do
   python3 "$root/scripts/asl_render.py" "$partition" "$out/backfill-$partition.json" backfill
   echo "[check] asl-validator: the datasets' first-load state machine, partition $partition"
   "$tools/node_modules/.bin/asl-validator" --json-path "$out/backfill-$partition.json"
+  python3 "$root/scripts/asl_render.py" "$partition" "$out/api-$partition.json" api
+  echo "[check] asl-validator: the API datasets' windows, partition $partition"
+  "$tools/node_modules/.bin/asl-validator" --json-path "$out/api-$partition.json"
 done

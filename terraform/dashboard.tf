@@ -2,8 +2,8 @@
 #
 # The pipeline's own figures come from the Lambdas' Embedded Metric Format log lines
 # (utils::metrics), in the namespace var.project (METRICS_NAMESPACE): Rows, Bytes, ChangedRows,
-# QuarantinedRows, FreshnessLagSeconds, FilesWaiting and LockTimeouts by Stage and Table,
-# DurationSeconds and ViewRefreshFailures by Stage.
+# QuarantinedRows, FreshnessLagSeconds, FilesWaiting, LockTimeouts and HttpRetries by Stage and
+# Table, DurationSeconds and ViewRefreshFailures by Stage.
 # tests/tests/terraform.rs checks every name and dimension used here against the code.
 locals {
   # The schedule's period, from a rate() expression (a cron schedule sets
@@ -125,6 +125,16 @@ locals {
             [{ expression = "SEARCH('${local.by_table} MetricName=\"LockTimeouts\" Stage=\"load\"', 'Sum', 300)", id = "lock_timeouts" }],
             [var.project, "ViewRefreshFailures", "Stage", "load", { stat = "Sum", period = 300, id = "view_refresh_failures", label = "failed view refreshes" }],
           ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 32, width = 12, height = 6
+        properties = {
+          title   = "API sources: requests tried again after a throttle (429), a 5xx or a timeout, per dataset"
+          region  = local.region
+          view    = "timeSeries"
+          stacked = true
+          metrics = [[{ expression = "SEARCH('${local.by_table} MetricName=\"HttpRetries\" Stage=\"ingest\"', 'Sum', 300)", id = "http_retries" }]]
         }
       },
       {

@@ -16,14 +16,14 @@ locals {
 }
 
 resource "aws_cloudwatch_log_group" "dataset_backfill" {
-  count             = local.any_dataset
+  count             = local.any_file_dataset
   name              = "/aws/vendedlogs/states/${local.dataset_backfill_name}"
   retention_in_days = var.log_retention_days
   kms_key_id        = aws_kms_key.pipeline.arn
 }
 
 resource "aws_sfn_state_machine" "dataset_backfill" {
-  count    = local.any_dataset
+  count    = local.any_file_dataset
   name     = local.dataset_backfill_name
   role_arn = aws_iam_role.dataset_backfill[0].arn
 
@@ -52,7 +52,7 @@ resource "aws_sfn_state_machine" "dataset_backfill" {
 }
 
 resource "aws_iam_role" "dataset_backfill" {
-  count              = local.any_dataset
+  count              = local.any_file_dataset
   name               = local.dataset_backfill_name
   assume_role_policy = data.aws_iam_policy_document.assume["states"].json
 }
@@ -72,7 +72,7 @@ data "aws_iam_policy_document" "dataset_backfill" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = [for d in values(local.datasets) : "${d.source.prefix}*"]
+      values   = [for d in values(local.file_datasets) : "${d.source.prefix}*"]
     }
   }
 
@@ -102,7 +102,7 @@ data "aws_iam_policy_document" "dataset_backfill" {
 }
 
 resource "aws_iam_role_policy" "dataset_backfill" {
-  count  = local.any_dataset
+  count  = local.any_file_dataset
   name   = local.dataset_backfill_name
   role   = aws_iam_role.dataset_backfill[0].id
   policy = data.aws_iam_policy_document.dataset_backfill.json

@@ -19,6 +19,12 @@ locals {
   dataset_names = sort(keys(local.datasets))
   # The count of each resource that exists once when any dataset is declared.
   any_dataset = length(local.dataset_names) > 0 ? 1 : 0
+  # Datasets whose files land (source.prefix), and those paged from an HTTP API (source.api,
+  # dataset_api.tf): only the first have landing notifications, the sweep and the first-load
+  # Distributed Map.
+  file_datasets      = { for n, d in local.datasets : n => d if try(d.source.api, null) == null }
+  file_dataset_names = sort(keys(local.file_datasets))
+  any_file_dataset   = length(local.file_dataset_names) > 0 ? 1 : 0
 
   # The master keys encrypted fields are declared under: ingest may decrypt with these only
   # (iam.tf), named by ARN or by alias.
@@ -56,11 +62,11 @@ locals {
 }
 
 resource "aws_s3_bucket_notification" "landing" {
-  count  = local.any_dataset
+  count  = local.any_file_dataset
   bucket = aws_s3_bucket.data["landing"].id
 
   dynamic "lambda_function" {
-    for_each = local.datasets
+    for_each = local.file_datasets
     content {
       id                  = "ingest-${lambda_function.key}"
       lambda_function_arn = aws_lambda_function.pipeline["ingest"].arn
@@ -83,22 +89,22 @@ resource "aws_lambda_permission" "landing_invokes_ingest" {
 
 # The sweep: every landed file without a record, whatever happened to its notification.
 resource "aws_cloudwatch_event_rule" "dataset_sweep" {
-  count               = local.any_dataset
+  count               = local.any_file_dataset
   name                = "${var.project}-dataset-sweep"
-  description         = "Ingests every landed file of ${join(", ", local.dataset_names)} that has no record"
+  description         = "Ingests every landed file of ${join(", ", local.file_dataset_names)} that has no record"
   schedule_expression = var.dataset_sweep_expression
   state               = var.schedule_enabled ? "ENABLED" : "DISABLED"
 }
 
 resource "aws_cloudwatch_event_target" "dataset_sweep" {
-  count = local.any_dataset
+  count = local.any_file_dataset
   rule  = aws_cloudwatch_event_rule.dataset_sweep[0].name
   arn   = aws_lambda_function.pipeline["ingest"].arn
-  input = jsonencode({ datasets = local.dataset_names })
+  input = jsonencode({ datasets = local.file_dataset_names })
 }
 
 resource "aws_lambda_permission" "sweep_invokes_ingest" {
-  count         = local.any_dataset
+  count         = local.any_file_dataset
   statement_id  = "dataset-sweep"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.pipeline["ingest"].function_name

@@ -10,7 +10,7 @@ locals {
   load_queue = "${local.bucket_arn.processed}/_state/pending/*"
   # Declared datasets (datasets.tf): their landing prefixes, their typed files in each zone,
   # ingest's records and quarantine, and transform's queue of their files.
-  landing_objects   = [for d in local.datasets : "${local.bucket_arn.landing}/${d.source.prefix}*"]
+  landing_objects   = [for d in values(local.file_datasets) : "${local.bucket_arn.landing}/${d.source.prefix}*"]
   dataset_raw       = [for n in local.dataset_names : "${local.bucket_arn.ingest}/${n}/*"]
   dataset_processed = [for n in local.dataset_names : "${local.bucket_arn.processed}/${n}/*"]
   dataset_ingest_state = concat(
@@ -53,6 +53,13 @@ locals {
         sid       = "ReadLandedFiles"
         actions   = ["s3:GetObject"]
         resources = local.landing_objects
+      },
+      ] : [], length(aws_secretsmanager_secret.api_token) > 0 ? [
+      {
+        # The API datasets' app tokens (dataset_api.tf).
+        sid       = "ReadApiTokens"
+        actions   = ["secretsmanager:GetSecretValue"]
+        resources = [for s in aws_secretsmanager_secret.api_token : s.arn]
       },
     ] : [])
     transform = [

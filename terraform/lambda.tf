@@ -11,9 +11,11 @@ locals {
       # state machine its lock serialises runs and the Map holds ingest to map_concurrency.
       concurrency = local.use_s3_triggers ? 1 : var.lambda_settings.ingest.concurrency
       environment = {
-        SOURCE_DB_SECRET_ID       = aws_secretsmanager_secret.db["source"].arn
-        INGEST_BUCKET             = aws_s3_bucket.data["ingest"].id
-        LANDING_BUCKET            = aws_s3_bucket.data["landing"].id
+        SOURCE_DB_SECRET_ID = aws_secretsmanager_secret.db["source"].arn
+        INGEST_BUCKET       = aws_s3_bucket.data["ingest"].id
+        LANDING_BUCKET      = aws_s3_bucket.data["landing"].id
+        # Replaces every API dataset's declared base_url (a staging portal); empty: as declared.
+        API_BASE_URL              = var.api_base_url
         INGEST_SAFETY_LAG_SECONDS = tostring(var.ingest_safety_lag_seconds)
         INGEST_MAX_ROWS_PER_FILE  = tostring(var.ingest_max_rows_per_file)
         # The deployed tables: what {} ingests, and whose watermarks hold the fact tables.

@@ -64,6 +64,16 @@ output "operator_policy_arn" {
 }
 
 output "dataset_backfill_state_machine_arn" {
-  description = "The datasets' first-load state machine (a Distributed Map over a landing prefix): start it with {\"prefix\": \"<a dataset's source.prefix>\"}. Null when no dataset is declared."
+  description = "The datasets' first-load state machine (a Distributed Map over a landing prefix): start it with {\"prefix\": \"<a dataset's source.prefix>\"}. Null when no dataset with landing files is declared."
   value       = one(aws_sfn_state_machine.dataset_backfill[*].arn)
+}
+
+output "dataset_api_state_machine_arn" {
+  description = "The API datasets' windows (dataset_api.tf): each API dataset's schedule starts it with {\"api\": {\"dataset\": name}, \"concurrency\": n}; start it so to run a window now (the first load, if the dataset has never been read). Null when no API dataset is declared."
+  value       = one(aws_sfn_state_machine.dataset_api[*].arn)
+}
+
+output "dataset_api_token_secrets" {
+  description = "The Secrets Manager secrets the API datasets' app tokens are read from, by name: put each token in its secret (its string, or JSON with \"token\")."
+  value       = { for name, s in aws_secretsmanager_secret.api_token : name => s.arn }
 }

@@ -133,6 +133,16 @@ variable "dataset_backfill" {
   }
 }
 
+variable "api_base_url" {
+  description = "Replaces the declared base_url of every dataset paged from an API (a staging portal); empty: each as declared."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.api_base_url == "" || can(regex("^https?://", var.api_base_url))
+    error_message = "api_base_url: an http(s) URL, or empty."
+  }
+}
+
 variable "schedule_enabled" {
   description = "Whether the schedule is on. Turn it off for the first backfill, then on."
   type        = bool

@@ -309,6 +309,23 @@ fn the_state_machine_names_only_errors_the_code_returns_and_retries_only_transie
                 && r["MaxAttempts"].is_number()
         }));
     }
+    // The datasets' state machines retry what ingest raises for them (an API's transient
+    // failures among them), and nothing that fails the same way every time.
+    for template in ["dataset_backfill.asl.json", "dataset_api.asl.json"] {
+        let mut tasks_of = BTreeMap::new();
+        tasks(&rendered(template)["States"], None, &mut tasks_of);
+        for (name, state) in &tasks_of {
+            for error in error_names(state, "Retry") {
+                if utils::ERROR_TYPES.contains(&error.as_str()) {
+                    assert!(
+                        utils::RETRYABLE_ERROR_TYPES.contains(&error.as_str()),
+                        "{template}: {name} retries {error}, which fails the same way every time"
+                    );
+                    retried.insert(error);
+                }
+            }
+        }
+    }
     let retryable: BTreeSet<String> = utils::RETRYABLE_ERROR_TYPES
         .iter()
         .map(|s| s.to_string())
@@ -1307,4 +1324,100 @@ fn the_dataset_backfill_hands_ingest_its_batches_and_runs_each_until_it_is_in() 
     assert_eq!(all_in["Choices"][0]["Next"], "Ingest");
     // The Map's results (thousands) are not kept in the execution's state.
     assert_eq!(map.get("ResultPath"), Some(&Value::Null));
+}
+
+#[test]
+fn the_dataset_api_template_gets_exactly_its_placeholders() {
+    let text = std::fs::read_to_string(terraform_dir().join("dataset_api.asl.json")).unwrap();
+    assert!(!text.contains("%{"), "no template directives");
+    let body = parse("dataset_api.tf");
+    let machine = labelled(&body, "resource", &["aws_sfn_state_machine", "dataset_api"]);
+    let Expression::FuncCall(call) = attribute(&machine.body, "definition") else {
+        panic!("definition is not a templatefile() call")
+    };
+    let given: BTreeSet<String> = object(&call.args[1]).into_keys().collect();
+    assert_eq!(given, placeholder_re(&text));
+}
+
+/// What an API dataset's schedule starts, the plan and the Map's items, are what ingest reads
+/// as a plan and as a range; a range is run again until ingest has read it to its end.
+#[test]
+fn the_dataset_api_machine_plans_then_reads_each_range_until_it_is_in() {
+    use ingest::api::Work;
+    let datasets = datasets::bundled(&utils::tables::reserved_names()).unwrap();
+    let request = |event: Value| {
+        ingest::dataset::request_from_event(&event, None, &datasets)
+            .unwrap()
+            .unwrap()
+    };
+    // The schedule's input, as dataset_api.tf builds it.
+    let body = parse("dataset_api.tf");
+    let target = labelled(
+        &body,
+        "resource",
+        &["aws_cloudwatch_event_target", "dataset_api"],
+    );
+    let input = attribute(&target.body, "input").to_string();
+    assert!(
+        input.contains("api") && input.contains("dataset = each.key"),
+        "{input}"
+    );
+    assert!(input.contains("concurrency"), "{input}");
+    let start = serde_json::json!({"api": {"dataset": "nyc_crashes"}, "concurrency": 4});
+
+    let machine = rendered("dataset_api.asl.json");
+    let plan = &machine["States"]["Plan"];
+    assert_eq!(
+        plan["Parameters"]["Payload"],
+        serde_json::json!({"api.$": "$.api"})
+    );
+    assert_eq!(
+        request(serde_json::json!({"api": start["api"]})),
+        ingest::dataset::Request::Api {
+            dataset: "nyc_crashes".into(),
+            work: Work::Plan
+        }
+    );
+    assert_eq!(
+        plan["ResultSelector"]["ranges.$"],
+        "$.Payload.api_plan.ranges"
+    );
+    let map = &machine["States"][plan["Next"].as_str().unwrap()];
+    assert_eq!(map["ItemsPath"], "$.plan.ranges");
+    assert_eq!(map["MaxConcurrencyPath"], "$.concurrency");
+    assert_eq!(
+        map["ItemSelector"],
+        serde_json::json!({"api": {"dataset.$": "$.plan.dataset", "range.$": "$$.Map.Item.Value"}})
+    );
+    assert_eq!(
+        request(serde_json::json!({"api": {"dataset": "nyc_crashes", "range": 2}})),
+        ingest::dataset::Request::Api {
+            dataset: "nyc_crashes".into(),
+            work: Work::Range(2)
+        }
+    );
+    let states = &map["ItemProcessor"]["States"];
+    let read = &states["Read"];
+    assert_eq!(
+        read["Parameters"]["Payload"],
+        serde_json::json!({"api.$": "$.api"})
+    );
+    let retried = error_names(read, "Retry");
+    for transient in [
+        "TransientSourceError",
+        "TransientStorageError",
+        "TransientSecretError",
+        "Lambda.TooManyRequestsException",
+    ] {
+        assert!(
+            retried.contains(&transient.to_owned()),
+            "{transient}: {retried:?}"
+        );
+    }
+    assert_eq!(error_names(plan, "Retry"), retried);
+    let again = &states[read["Next"].as_str().unwrap()];
+    assert_eq!(again["Choices"][0]["Variable"], "$.read.complete");
+    assert_eq!(again["Choices"][0]["BooleanEquals"], false);
+    assert_eq!(again["Choices"][0]["Next"], "Read");
+    assert_eq!(read["ResultSelector"]["complete.$"], "$.Payload.complete");
 }
