@@ -21,6 +21,8 @@
 # of the same rows (exported from the loaded table) into an identical empty table;
 # BENCH_CSV_REPEATS (default 3) runs, medians reported.
 #
+# Then an API dataset's first load beside a plain client (below).
+#
 # Then the backfill (scripts/bench_backfill.py): sources of about 1M and 25M rows
 # (BENCH_BACKFILL_SCALES, default "21 525"), each ingested, transformed and loaded into an
 # empty warehouse as the state machine runs it, with each invocation's deadline 15 minutes and
@@ -198,6 +200,44 @@ for mode in ("duckdb", "csvlocal", "csvingest", "csvload", "copycsv"):
 print(f"           reader / DuckDB (local file to Parquet): {med['csvlocal']/med['duckdb']:.2f}x; "
       f"ingest (S3 to S3) / DuckDB: {med['csvingest']/med['duckdb']:.2f}x; "
       f"load / \\copy csv: {med['csvload']/med['copycsv']:.2f}x")
+PY2
+fi
+
+# An API dataset's first load (datasets/nyc_persons.json) from the local SODA server
+# (tests/soda/server.py, BENCH_API_CRASHES crashes, default 20000: about 60k persons), beside a
+# plain client fetching the same keyset pages one after the other as fast as the server serves
+# them; BENCH_API_REPEATS (default 3) runs, medians reported. BENCH_API_CRASHES= skips it.
+api_crashes=${BENCH_API_CRASHES-20000}
+if [[ -n "$api_crashes" ]]; then
+  token=bench-app-token
+  python3 tests/soda/server.py --crashes "$api_crashes" --token "$token" >"$out/soda.port" &
+  soda_pid=$!
+  trap 'kill $soda_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 1 600); do [[ -s "$out/soda.port" ]] && break; sleep 0.1; done
+  api="http://127.0.0.1:$(head -n 1 "$out/soda.port")"
+  "$root/.venv/bin/python" scripts/demo_api.py secret nyc-open-data-app-token "$token"
+  for i in $(seq 1 "${BENCH_API_REPEATS:-3}"); do
+    raw="bench-api-$i-$(date +%s)"
+    buckets "$raw"
+    echo "== nyc_persons: the first load, run $i" >&2
+    BENCH_API_TOKEN=$token "$bench" apiplain "$api" nyc_persons
+    "$bench" apiingest "$api" "$raw" nyc_persons
+  done | grep '^{"mode"' | tee "$out/api.jsonl" >/dev/null
+  kill "$soda_pid" 2>/dev/null || true
+  python3 - "$out/api.jsonl" <<'PY2'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print(f"{'NYC persons':<11} {'records':>9} {'MB':>7} {'s (median)':>10} {'records/s':>10} {'peak RSS MB':>11}")
+med = {}
+for mode in ("apiplain", "apiingest"):
+    rs = [r for r in runs if r["mode"] == mode]
+    secs = statistics.median(r["seconds"] for r in rs)
+    med[mode] = rs[0]["rows"] / secs
+    print(f"{mode:<11} {rs[0]['rows']:>9} {rs[0]['bytes']/1e6:>7.1f} {secs:>10.2f} {med[mode]:>10,.0f} "
+          f"{max(r['peak_rss_mb'] for r in rs):>11.1f}")
+print(f"            ingest's first load / the plain client: {med['apiingest']/med['apiplain']:.2f}x the records/s "
+      "(goal: at least 0.8x); MB: the pages' JSON (plain), the Parquet written (ingest)")
 PY2
 fi
 

@@ -37,7 +37,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 watch_pid=""
 sfn_pid=""
-trap 'for p in $watch_pid $sfn_pid; do kill "$p" 2>/dev/null; done; true' EXIT
+soda_pid=""
+trap 'for p in $watch_pid $sfn_pid $soda_pid; do kill "$p" 2>/dev/null; done; true' EXIT
 
 step "Source: a ToteSys database with generated data (scale $scale)"
 db=totesys_demo
@@ -69,12 +70,22 @@ echo "s3://$landing (on $AWS_ENDPOINT_URL)"
 
 step "Building the Lambdas and starting the runtime emulator (cargo lambda watch)"
 cargo build -q -p ingest -p transform -p load -p etl
+# The local open-data API the NYC datasets (datasets/nyc_*.json) are paged from, with a portal's
+# faults: every 9th request throttled (429), every 13th failing (500). Its app token is in the
+# local Secrets Manager under the declared secret; ingest reads it there.
+soda_token=demo-app-token
+python3 tests/soda/server.py --crashes 300 --token "$soda_token" --throttle-every 9 \
+  --fail-every 13 >"$build/soda.port" 2>"$build/soda.log" &
+soda_pid=$!
+for _ in $(seq 1 50); do [[ -s "$build/soda.port" ]] && break; sleep 0.1; done
+soda_url="http://127.0.0.1:$(head -n 1 "$build/soda.port")"
+python scripts/demo_api.py secret nyc-open-data-app-token "$soda_token"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env_vars="SOURCE_DB_URL=$source_url,INGEST_BUCKET=$bucket,INGEST_SAFETY_LAG_SECONDS=$lag"
 env_vars+=",PROCESSED_BUCKET=$processed,WAREHOUSE_DB_URL=$warehouse_url,LANDING_BUCKET=$landing"
 env_vars+=",AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION"
 env_vars+=",AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
-env_vars+=",AWS_EC2_METADATA_DISABLED=true,AWS_LAMBDA_LOG_FORMAT=JSON"
+env_vars+=",AWS_EC2_METADATA_DISABLED=true,AWS_LAMBDA_LOG_FORMAT=JSON,API_BASE_URL=$soda_url"
 # Small bounds, so that the demo's first run shows tables' windows cut into several files and
 # large files taking the load's bulk path. The emulator hands each invocation a deadline
 # already past (the Lambdas log remaining_ms 0), so each does its one unit of work and
@@ -218,6 +229,43 @@ while read -r key; do
   ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$key")"
 done <"$build/opendata.txt"
 
+step "A paged HTTP API: New York City's collisions (datasets/nyc_*.json) from a local SODA server"
+# One invocation at a time until ingest reports the work asked for done (the emulator's
+# deadline is past at once, so each reads a page and commits it).
+until_read() {
+  local rc
+  while :; do
+    rc=0
+    ingest_dataset "$1" || rc=$?
+    [[ $rc == 3 ]] || return "$rc"
+  done
+}
+echo "-- the crashes' first load as the state machine runs it (terraform/dataset_api.asl.json):"
+echo "   ingest plans the window in ranges of about as many records each..."
+plan=$(cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" \
+  --data-ascii '{"api": {"dataset": "nyc_crashes"}}')
+while [[ $(python -c 'import json,sys; print(json.load(sys.stdin)["complete"])' <<<"$plan") != True ]]; do
+  plan=$(cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" \
+    --data-ascii '{"api": {"dataset": "nyc_crashes"}}')
+done
+ranges=$(python scripts/demo_api.py plan <<<"$plan" | xargs)
+echo "   ranges: $ranges"
+echo "-- ...and the Map reads each range (each invocation commits its page in the dataset's state)"
+for k in $ranges; do
+  until_read "{\"api\": {\"dataset\": \"nyc_crashes\", \"range\": $k}}"
+done
+echo "-- the vehicles and persons by a run of their schedule (every range in one invocation)"
+until_read '{"datasets": ["nyc_vehicles", "nyc_persons"]}'
+echo "-- the next day: 20 new crashes, 10 old ones amended (an injury found later, a borough"
+echo "   filled in); the daily run reads the window since the last one's end"
+python scripts/demo_api.py admin "$soda_url" "add?crashes=20" >/dev/null
+python scripts/demo_api.py admin "$soda_url" "amend?crashes=10" >/dev/null
+sleep 11 # the declared lag: changes of the last 10 s are for the next run
+until_read '{"datasets": ["nyc_crashes", "nyc_vehicles", "nyc_persons"]}'
+echo "-- the same run again: its window holds only the lookback's records, read again unchanged"
+until_read '{"datasets": ["nyc_crashes", "nyc_vehicles", "nyc_persons"]}'
+echo "-- what the server answered, by status: $(python scripts/demo_api.py stats "$soda_url")"
+
 step "Run 4: transform publishes the datasets' files to the lake, load writes their tables"
 pipeline run4
 echo "-- the weekly average per region (a materialized view the load refreshes), and which"
@@ -238,6 +286,11 @@ python scripts/demo_datasets.py check-opendata "$landing" "$processed"
 psql "$warehouse_url" -c "SELECT * FROM air_quality_monthly ORDER BY station_id, month"
 python scripts/demo_datasets.py quarantine "$bucket" air_quality
 python scripts/demo_datasets.py quarantine "$bucket" bike_counts
+echo "-- NYC collisions: the server's rows against the warehouse and the lake (amended crashes"
+echo "   in their latest version, each key once), and persons injured per borough per month"
+echo "   (a view joining persons to vehicles to crashes)"
+python scripts/demo_api.py check "$soda_url" "$warehouse_url" "$processed"
+psql "$warehouse_url" -c "SELECT * FROM nyc_injured_by_borough_month ORDER BY month, borough LIMIT 8"
 
 step "Operating it: etl (crates/etl) checks transform's snapshots, plans a replay, reads quarantine"
 echo "-- etl rebuild-snapshots --dry-run: each snapshot re-derived from the raw zone"

@@ -7,6 +7,10 @@ Standard library only. Run it and read the port it prints:
   python3 tests/soda/server.py [--port 0] [--seed 1] [--crashes 500] [--token T]
                                [--throttle-every N] [--fail-every M]
 
+The first `--crashes` crashes are its history: stamped (`:created_at`, `:updated_at`) a second
+apart over the time before it started. Crashes added or amended later are stamped with the
+clock, each change at least a millisecond after the one before.
+
 Resources (`/resource/<id>.json` or `.csv`), as on data.cityofnewyork.us:
 
   h9gi-nx95  crashes   key collision_id
@@ -78,8 +82,14 @@ class Data:
         self.next_collision = 4_000_000
         self.next_vehicle = 10_000_000
         self.next_person = 20_000_000
-        self.clock = datetime(2024, 11, 1, tzinfo=timezone.utc)
-        self.add(crashes)
+        # The portal's history: the first crashes were stamped over the hours before it started,
+        # a second apart, as a real portal's rows were over the years.
+        start = datetime.now(timezone.utc)
+        self.clock = start - timedelta(seconds=crashes + 1)
+        with self.lock:
+            for i in range(crashes):
+                self.add_crash(start - timedelta(seconds=crashes - i))
+        self.clock = start
 
     def now(self) -> datetime:
         """A clock that never stands still or goes back: each change is later than the last."""
@@ -94,11 +104,11 @@ class Data:
             for _ in range(crashes):
                 self.add_crash()
 
-    def add_crash(self) -> None:
+    def add_crash(self, at=None) -> None:
         rng = self.rng
         self.next_collision += rng.randint(1, 3)
         cid = str(self.next_collision)
-        at = self.now()
+        at = at or self.now()
         day = datetime(2024, 1, 1) + timedelta(days=rng.randint(0, 330))
         crash = {
             **self.system(f"row-{rng.getrandbits(48):012x}", at),

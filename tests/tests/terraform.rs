@@ -1382,7 +1382,12 @@ fn the_dataset_api_machine_plans_then_reads_each_range_until_it_is_in() {
         plan["ResultSelector"]["ranges.$"],
         "$.Payload.api_plan.ranges"
     );
-    let map = &machine["States"][plan["Next"].as_str().unwrap()];
+    let planned = &machine["States"][plan["Next"].as_str().unwrap()];
+    assert_eq!(plan["ResultSelector"]["complete.$"], "$.Payload.complete");
+    assert_eq!(planned["Choices"][0]["Variable"], "$.plan.complete");
+    assert_eq!(planned["Choices"][0]["BooleanEquals"], false);
+    assert_eq!(planned["Choices"][0]["Next"], "Plan");
+    let map = &machine["States"][planned["Default"].as_str().unwrap()];
     assert_eq!(map["ItemsPath"], "$.plan.ranges");
     assert_eq!(map["MaxConcurrencyPath"], "$.concurrency");
     assert_eq!(

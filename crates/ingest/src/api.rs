@@ -466,13 +466,14 @@ pub async fn run(
         state: Mutex::new(read_state(raw, &state_key(&dataset.name)).await?),
     };
     shared.queue_unmarked().await?;
-    shared
+    let planned = shared
         .start_window(client, dataset, api, &limits, &deadline)
         .await?;
     let window = shared.state.lock().await.0.window.clone();
     let Some(window) = window else {
+        // Nothing to read yet, or the deadline came while the first load was being planned.
         return Ok(ApiRun {
-            complete: true,
+            complete: planned,
             ..ApiRun::default()
         });
     };
@@ -648,7 +649,7 @@ impl Shared<'_> {
 
     /// Starts a window if none is open: from the cursor less the lookback (or the declared
     /// start) to now less the lag; for the first load, in `first_load_ranges` ranges of about
-    /// as many records each.
+    /// as many records each. `false` if the deadline came while the first load was planned.
     async fn start_window(
         &self,
         client: &ApiClient,
@@ -656,12 +657,12 @@ impl Shared<'_> {
         api: &Api,
         limits: &ApiLimits,
         deadline: &Deadline,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let upper = chrono::Utc::now() - chrono::Duration::seconds(api.cursor.lag_seconds as i64);
         let (lower, first) = {
             let held = self.state.lock().await;
             if held.0.window.is_some() {
-                return Ok(());
+                return Ok(true);
             }
             match &held.0.cursor {
                 None => (parse_time(&api.cursor.initial).expect("checked"), true),
@@ -673,7 +674,7 @@ impl Shared<'_> {
             }
         };
         if lower >= upper {
-            return Ok(());
+            return Ok(true);
         }
         let cuts = if first && api.first_load_ranges > 1 {
             let (l, u) = (format_time(lower), format_time(upper));
@@ -684,7 +685,7 @@ impl Shared<'_> {
             {
                 Some(cuts) => cuts,
                 // The deadline came: the next invocation plans again.
-                None => return Ok(()),
+                None => return Ok(false),
             }
         } else {
             Vec::new()
@@ -720,7 +721,7 @@ impl Shared<'_> {
             true
         })
         .await?;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -23,6 +23,14 @@
 //!                                    bucket into RAW (S3 to S3)
 //!   bench csvload RAW PROCESSED WAREHOUSE  the files ingest wrote published (not timed), then
 //!                                    the load of them into the trips table of WAREHOUSE
+//!   bench apiplain API DATASET       a plain client's first load of an API dataset
+//!                                    (datasets/nyc_*.json) from the local SODA server at API:
+//!                                    the same keyset pages ingest asks for, one after the
+//!                                    other, each parsed as records and dropped: the pace the
+//!                                    server serves them at
+//!   bench apiingest API RAW DATASET  ingest's first load of the dataset from API into the
+//!                                    bucket RAW: its ranges at the declared concurrency,
+//!                                    typed, written as Parquet and committed
 //!   bench invoke LAMBDA SECONDS      one invocation of that Lambda's handler, configured from
 //!                                    the environment as in AWS, with the event on stdin and a
 //!                                    deadline SECONDS from now (scripts/bench_backfill.py)
@@ -88,6 +96,11 @@ async fn main() {
             let [processed, warehouse] =
                 [3, 4].map(|i| args.get(i).expect("bench csvload RAW PROCESSED WAREHOUSE"));
             csv_load(url, processed, warehouse).await
+        }
+        "apiplain" => api_plain(url, args.get(3).expect("bench apiplain API DATASET")).await,
+        "apiingest" => {
+            let [raw, name] = [3, 4].map(|i| args.get(i).expect("bench apiingest API RAW DATASET"));
+            api_ingest(url, raw, name).await
         }
         "transform" => transform(url, args.get(3).expect("bench transform RAW PROCESSED")).await,
         "load" => load(url, args.get(3).expect("bench load PROCESSED WAREHOUSE")).await,
@@ -211,6 +224,94 @@ async fn csv_ingest(landing: &str, raw: &str, key: &str) -> (u64, u64, Duration)
     .await
     .unwrap();
     (record.rows, object.size, started.elapsed())
+}
+
+/// A declared API dataset.
+fn api_dataset(name: &str) -> datasets::Dataset {
+    datasets::bundled(&utils::tables::reserved_names())
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == name && d.source.api.is_some())
+        .unwrap_or_else(|| panic!("no API dataset {name}"))
+}
+
+/// Every record of the dataset's first window, by the keyset pages ingest asks for, one after
+/// the other: records, bytes, time.
+async fn api_plain(base: &str, name: &str) -> (u64, u64, Duration) {
+    let dataset = api_dataset(name);
+    let api = dataset.source.api.as_ref().unwrap();
+    let token = std::env::var("BENCH_API_TOKEN").expect("BENCH_API_TOKEN");
+    let client = reqwest::Client::new();
+    let url = format!("{base}{}", api.resource);
+    let upper = datasets::api::format_time(chrono::Utc::now());
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut after: Option<datasets::api::Position> = None;
+    let started = Instant::now();
+    loop {
+        let query = api.page_query(&api.cursor.initial, &upper, after.as_ref());
+        let body = client
+            .get(&url)
+            .query(&query)
+            .header(&api.token.as_ref().unwrap().header, &token)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        bytes += body.len() as u64;
+        let page: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(&body).unwrap();
+        records += page.len() as u64;
+        let Some(last) = page.last() else { break };
+        let last: serde_json::Value = serde_json::from_str(last.get()).unwrap();
+        after = Some(datasets::api::Position {
+            at: last[&api.cursor.field].as_str().unwrap().to_owned(),
+            id: last[&api.cursor.id].as_str().unwrap().to_owned(),
+        });
+        if page.len() < api.page_size as usize {
+            break;
+        }
+    }
+    (records, bytes, started.elapsed())
+}
+
+/// Ingest's first load of the dataset into `raw`, as one invocation without a deadline runs
+/// it: records, raw bytes written, time.
+async fn api_ingest(base: &str, raw: &str, name: &str) -> (u64, u64, Duration) {
+    let sdk = utils::store::aws_config().await;
+    let s3 = utils::store::s3_client(&sdk);
+    let raw_store = S3Store::new(s3.clone(), raw);
+    let client = ingest::api::ApiClient::new(
+        aws_sdk_secretsmanager::Client::new(&sdk),
+        Some(base.to_owned()),
+    );
+    let declared = vec![api_dataset(name)];
+    let sources = ingest::dataset::Sources {
+        landing: None,
+        api: Some(&client),
+        keys: None,
+    };
+    let started = Instant::now();
+    let out = ingest::dataset::run(
+        sources,
+        &raw_store,
+        &declared,
+        ingest::dataset::Request::Sweep(vec![name.to_owned()]),
+        ingest::dataset::PartLimits::default(),
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert!(out.complete, "{out:?}");
+    let run = &out.datasets[name];
+    let mut bytes = 0;
+    for key in &run.files {
+        bytes += object_size(&s3, raw, key).await;
+    }
+    (run.rows + run.quarantined, bytes, elapsed)
 }
 
 /// The load of the trips files ingest wrote in `raw`, into `warehouse`'s trips table.
