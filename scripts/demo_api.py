@@ -32,7 +32,8 @@ RESOURCES = {"nyc_crashes": "h9gi-nx95", "nyc_vehicles": "bm4k-52h4", "nyc_perso
 
 
 def secret(name: str, value: str) -> None:
-    client = boto3.client("secretsmanager", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    client = boto3.client("secretsmanager", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+                          region_name=os.environ["AWS_REGION"])
     try:
         client.create_secret(Name=name, SecretString=value)
     except client.exceptions.ResourceExistsException:

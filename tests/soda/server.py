@@ -7,8 +7,8 @@ Standard library only. Run it and read the port it prints:
   python3 tests/soda/server.py [--port 0] [--seed 1] [--crashes 500] [--token T]
                                [--throttle-every N] [--fail-every M]
 
-The first `--crashes` crashes are its history: stamped (`:created_at`, `:updated_at`) a second
-apart over the time before it started. Crashes added or amended later are stamped with the
+The first `--crashes` crashes are its history: stamped (`:created_at`, `:updated_at`) evenly
+over the 30 days before it started. Crashes added or amended later are stamped with the
 clock, each change at least a millisecond after the one before.
 
 Resources (`/resource/<id>.json` or `.csv`), as on data.cityofnewyork.us:
@@ -82,13 +82,12 @@ class Data:
         self.next_collision = 4_000_000
         self.next_vehicle = 10_000_000
         self.next_person = 20_000_000
-        # The portal's history: the first crashes were stamped over the hours before it started,
-        # a second apart, as a real portal's rows were over the years.
+        # The portal's history: the first crashes were stamped evenly over the 30 days before
+        # it started, as a real portal's rows were over the years.
         start = datetime.now(timezone.utc)
-        self.clock = start - timedelta(seconds=crashes + 1)
         with self.lock:
             for i in range(crashes):
-                self.add_crash(start - timedelta(seconds=crashes - i))
+                self.add_crash(start - timedelta(days=30) * (crashes - i) / crashes)
         self.clock = start
 
     def now(self) -> datetime:

@@ -1551,6 +1551,14 @@ impl Soda {
         serde_json::from_slice(&body.unwrap()).unwrap()
     }
 
+    /// Resource requests served.
+    async fn requests(&self) -> u64 {
+        let url = format!("{}/_admin/stats", self.url);
+        let body = self.http.get(url).send().await.unwrap().bytes().await;
+        let stats: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        stats["requests"].as_u64().unwrap()
+    }
+
     async fn statuses(&self) -> BTreeMap<String, u64> {
         let url = format!("{}/_admin/stats", self.url);
         let body = self.http.get(url).send().await.unwrap().bytes().await;
@@ -1955,5 +1963,74 @@ async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_reques
         .await
         .unwrap();
     assert_eq!(out.datasets["nyc_crashes"].rows, 30);
+    lake.api = None;
+}
+
+/// An invocation killed after a file's upload and before its commit leaves a file the state
+/// does not name: the next takes it as its footer says (where it ends, what it quarantined)
+/// rather than writing the key again, and the result is the one run straight through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
+    let soda = Soda::start(120, 0, 0);
+    token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
+    let mut lake = Lake::with(declared_nyc()).await;
+    lake.api = Some(soda.url.clone());
+    let sdk = sdk_config().await;
+    let client =
+        ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), lake.api.clone());
+    let sources = ingest::dataset::Sources {
+        landing: None,
+        api: Some(&client),
+        keys: None,
+    };
+    let mut limits = ingest::dataset::PartLimits::default();
+    limits.api.part_records = 50;
+    let run = |work| {
+        ingest::dataset::run(
+            sources,
+            &lake.raw,
+            lake.datasets,
+            ingest::dataset::Request::Api {
+                dataset: "nyc_crashes".into(),
+                work,
+            },
+            limits,
+            utils::deadline::Deadline::NONE,
+        )
+    };
+    let state_key = ingest::api::state_key("nyc_crashes");
+    run(ingest::api::Work::Plan).await.unwrap();
+    let planned = lake.raw.get(&state_key).await.unwrap().unwrap();
+    let straight = run(ingest::api::Work::All).await.unwrap();
+    let files = &straight.datasets["nyc_crashes"].files;
+    assert!(files.len() >= 3, "{files:?}");
+    let read_through = lake.raw.get(&state_key).await.unwrap().unwrap();
+    let bodies = |keys: Vec<String>| async {
+        let mut out = BTreeMap::new();
+        for k in keys {
+            out.insert(k.clone(), lake.raw.get(&k).await.unwrap().unwrap());
+        }
+        out
+    };
+    let raw_before = bodies(lake.raw.list_keys("nyc_crashes/", None).await.unwrap()).await;
+
+    // Every commit lost: the state as planned, the files all there.
+    lake.raw
+        .put(&state_key, planned, "application/json")
+        .await
+        .unwrap();
+    let requests = soda.requests().await;
+    let again = run(ingest::api::Work::All).await.unwrap();
+    // Not one page asked for again: each file was taken as it was.
+    assert_eq!(soda.requests().await, requests);
+    assert_eq!(&again.datasets["nyc_crashes"].files, files);
+    assert_eq!(again.datasets["nyc_crashes"].rows, 120);
+    let raw_after = bodies(lake.raw.list_keys("nyc_crashes/", None).await.unwrap()).await;
+    assert_eq!(raw_after, raw_before, "no file written again");
+    let state = |b: &Bytes| -> Value { serde_json::from_slice(b).unwrap() };
+    assert_eq!(
+        state(&lake.raw.get(&state_key).await.unwrap().unwrap()),
+        state(&read_through)
+    );
     lake.api = None;
 }

@@ -210,8 +210,8 @@ impl ApiClient {
     }
 
     /// Where the first load's ranges start, so each holds about as many records: the cursor
-    /// values of `n - 1` evenly spaced records of `[lower, upper)`. `None` if the deadline
-    /// came first.
+    /// values of `n - 1` evenly spaced records of `[lower, upper)`; fewer if the deadline
+    /// comes while they are asked for. `None` if it came before the count.
     #[allow(clippy::too_many_arguments)]
     async fn cuts(
         &self,
@@ -250,9 +250,9 @@ impl ApiClient {
                         reason,
                     }));
                 }
-                // Fewer records than counted (deleted meanwhile): fewer ranges.
-                None if !deadline.reached() => break,
-                None => return Ok(None),
+                // Fewer records than counted (deleted meanwhile), or the deadline came: fewer,
+                // longer ranges, cut where the answers so far say.
+                None => break,
             }
         }
         Ok(Some(cuts))
@@ -437,6 +437,7 @@ pub enum Work {
     /// One range of the window (a Map item), if it is not read yet.
     Range(usize),
     /// Start the window if there is none, and say which ranges are left: the Map's items.
+    /// Complete once the window is planned (or there is nothing to read yet).
     Plan,
 }
 
@@ -481,9 +482,10 @@ pub async fn run(
         .filter(|k| !window.ranges[*k].done)
         .collect();
     let todo: Vec<usize> = match work {
+        // The plan is made: the Map reads what is left.
         Work::Plan => {
             return Ok(ApiRun {
-                complete: left.is_empty(),
+                complete: true,
                 ranges_left: left,
                 ..ApiRun::default()
             });
