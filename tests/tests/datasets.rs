@@ -200,6 +200,19 @@ impl Lake {
         repeated
     }
 
+    /// The operator's view of these buckets and warehouse (`etl`).
+    async fn etl(&self) -> etl::Pipeline {
+        let config = etl::Config {
+            ingest_bucket: self.raw.bucket().to_owned(),
+            processed_bucket: self.processed.bucket().to_owned(),
+            source: None,
+            warehouse: Some(DbSource::Url(self.wh.url.clone())),
+            lock_table: None,
+            landing_bucket: Some(self.landing.bucket().to_owned()),
+        };
+        etl::Pipeline::new(&config, &sdk_config().await)
+    }
+
     /// The first column of `sql`'s rows, as text.
     async fn texts(&self, sql: &str) -> Vec<String> {
         let rows = self.wh.client().await.query(sql, &[]).await.unwrap();
@@ -1194,15 +1207,7 @@ async fn open_data_workbooks_and_csvs_reach_the_lake_as_their_source_files_hold_
         )
         .await
         .unwrap();
-    let config = etl::Config {
-        ingest_bucket: lake.raw.bucket().to_owned(),
-        processed_bucket: lake.processed.bucket().to_owned(),
-        source: None,
-        warehouse: Some(DbSource::Url(lake.wh.url.clone())),
-        lock_table: None,
-        landing_bucket: Some(lake.landing.bucket().to_owned()),
-    };
-    let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
+    let pipeline = lake.etl().await;
     let status = etl::status::status(&pipeline, Duration::from_secs(3600))
         .await
         .unwrap();
@@ -1606,14 +1611,16 @@ async fn token_secret(name: &str, value: &str) {
     }
 }
 
-/// The declarations with the NYC datasets tuned for a small local run: short pages, four
+/// The declarations with the NYC datasets tuned for a small local run: short pages, up to four
 /// ranges for the first load, no lag (the tests wait for the server's stamps instead), a
 /// short lookback.
 fn declared_nyc() -> Vec<Dataset> {
     let mut all = declared();
     for d in &mut all {
         if let Some(api) = d.source.api.as_mut() {
-            api.page_size = 40;
+            // The crashes' in pages short enough for a first load of four ranges of four
+            // pages or more.
+            api.page_size = if d.name == "nyc_crashes" { 15 } else { 40 };
             api.first_load_ranges = 4;
             api.cursor.lag_seconds = 0;
             api.cursor.lookback_seconds = 2;
@@ -1797,15 +1804,7 @@ async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults
     let ranges = plan.api_plan.unwrap().ranges;
     assert_eq!(ranges, [0, 1, 2, 3]);
     // etl status follows the window.
-    let config = etl::Config {
-        ingest_bucket: lake.raw.bucket().to_owned(),
-        processed_bucket: lake.processed.bucket().to_owned(),
-        source: None,
-        warehouse: Some(DbSource::Url(lake.wh.url.clone())),
-        lock_table: None,
-        landing_bucket: Some(lake.landing.bucket().to_owned()),
-    };
-    let pipeline = etl::Pipeline::new(&config, &sdk_config().await);
+    let pipeline = lake.etl().await;
     let status = etl::status::status(&pipeline, Duration::from_secs(3600))
         .await
         .unwrap();
@@ -1984,7 +1983,7 @@ async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
         keys: None,
     };
     let mut limits = ingest::dataset::PartLimits::default();
-    limits.api.part_records = 50;
+    limits.api.part_records = 20;
     let run = |work| {
         ingest::dataset::run(
             sources,
@@ -2016,13 +2015,19 @@ async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
 
     // Every commit lost: the state as planned, the files all there.
     lake.raw
-        .put(&state_key, planned, "application/json")
+        .put(&state_key, planned.clone(), "application/json")
         .await
         .unwrap();
+    let ranges = serde_json::from_slice::<Value>(&planned).unwrap()["window"]["ranges"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
     let requests = soda.requests().await;
     let again = run(ingest::api::Work::All).await.unwrap();
-    // Not one page asked for again: each file was taken as it was.
-    assert_eq!(soda.requests().await, requests);
+    // Each file was taken as it was: no page asked for again but, per range, the empty one
+    // that ended it where it ended on a full page (no file says so).
+    assert!(ranges >= 2, "{ranges}");
+    assert!(soda.requests().await - requests <= ranges);
     assert_eq!(&again.datasets["nyc_crashes"].files, files);
     assert_eq!(again.datasets["nyc_crashes"].rows, 120);
     let raw_after = bodies(lake.raw.list_keys("nyc_crashes/", None).await.unwrap()).await;

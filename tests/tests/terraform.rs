@@ -1238,21 +1238,23 @@ fn the_glue_types_cover_every_declared_type() {
     );
 }
 
-#[test]
-fn the_dataset_backfill_template_gets_exactly_its_placeholders() {
-    let text = std::fs::read_to_string(terraform_dir().join("dataset_backfill.asl.json")).unwrap();
+/// The state machine `name` of `<name>.tf` is given exactly the placeholders of its template,
+/// `<name>.asl.json`, and the template uses no directive.
+fn template_gets_exactly_its_placeholders(name: &str) {
+    let text = std::fs::read_to_string(terraform_dir().join(format!("{name}.asl.json"))).unwrap();
     assert!(!text.contains("%{"), "no template directives");
-    let body = parse("dataset_backfill.tf");
-    let machine = labelled(
-        &body,
-        "resource",
-        &["aws_sfn_state_machine", "dataset_backfill"],
-    );
+    let body = parse(&format!("{name}.tf"));
+    let machine = labelled(&body, "resource", &["aws_sfn_state_machine", name]);
     let Expression::FuncCall(call) = attribute(&machine.body, "definition") else {
         panic!("definition is not a templatefile() call")
     };
     let given: BTreeSet<String> = object(&call.args[1]).into_keys().collect();
-    assert_eq!(given, placeholder_re(&text));
+    assert_eq!(given, placeholder_re(&text), "{name}");
+}
+
+#[test]
+fn the_dataset_backfill_template_gets_exactly_its_placeholders() {
+    template_gets_exactly_its_placeholders("dataset_backfill");
 }
 
 /// What the first load's Distributed Map sends ingest is what ingest reads as landed keys,
@@ -1328,15 +1330,7 @@ fn the_dataset_backfill_hands_ingest_its_batches_and_runs_each_until_it_is_in() 
 
 #[test]
 fn the_dataset_api_template_gets_exactly_its_placeholders() {
-    let text = std::fs::read_to_string(terraform_dir().join("dataset_api.asl.json")).unwrap();
-    assert!(!text.contains("%{"), "no template directives");
-    let body = parse("dataset_api.tf");
-    let machine = labelled(&body, "resource", &["aws_sfn_state_machine", "dataset_api"]);
-    let Expression::FuncCall(call) = attribute(&machine.body, "definition") else {
-        panic!("definition is not a templatefile() call")
-    };
-    let given: BTreeSet<String> = object(&call.args[1]).into_keys().collect();
-    assert_eq!(given, placeholder_re(&text));
+    template_gets_exactly_its_placeholders("dataset_api");
 }
 
 /// What an API dataset's schedule starts, the plan and the Map's items, are what ingest reads

@@ -236,9 +236,10 @@ impl ApiClient {
                 reason: format!("the count {count:?} is not a number"),
             })
         })?;
+        let n = ranges_for(count, api.page_size, n);
         let mut cuts = Vec::new();
-        for k in 1..u64::from(n) {
-            let query = api.cut_query(lower, upper, count * k / u64::from(n));
+        for k in 1..n {
+            let query = api.cut_query(lower, upper, count * k / n);
             let at = self
                 .value(dataset, api, &query, &api.cursor.field, limits, deadline)
                 .await?;
@@ -352,6 +353,17 @@ impl ApiClient {
 }
 
 const STAGE: &str = "ingest";
+
+/// Pages a range holds at least: a range costs a request to cut and one to end, worth it only
+/// over several pages.
+const MIN_RANGE_PAGES: u64 = 4;
+
+/// How many ranges `count` records are read in: as declared, fewer when each would hold fewer
+/// than [`MIN_RANGE_PAGES`] pages.
+fn ranges_for(count: u64, page_size: u32, declared: u32) -> u64 {
+    let worth = count / (u64::from(page_size) * MIN_RANGE_PAGES);
+    worth.clamp(1, u64::from(declared))
+}
 
 /// A request as errors and quarantine name it: never its token (a header).
 fn describe(url: &str, query: &[(&'static str, String)]) -> String {
@@ -997,5 +1009,19 @@ impl Worker<'_> {
         footer.quarantine =
             String::from_utf8(quarantine_lines(&quarantined, None)).expect("JSON is UTF-8");
         Ok((records, footer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_load_is_cut_only_where_ranges_hold_several_pages() {
+        assert_eq!(ranges_for(0, 1000, 8), 1);
+        assert_eq!(ranges_for(3999, 1000, 8), 1);
+        assert_eq!(ranges_for(12_000, 1000, 8), 3);
+        assert_eq!(ranges_for(2_000_000, 5000, 8), 8);
+        assert_eq!(ranges_for(60_000, 5000, 8), 3);
     }
 }
