@@ -241,7 +241,9 @@ until_read() {
   done
 }
 echo "-- the crashes' first load as the state machine runs it (terraform/dataset_api.asl.json):"
-echo "   ingest plans the window in ranges of about as many records each..."
+echo "   ingest plans the window in ranges of about as many records each, at least four"
+echo "   pages a range (one range for the demo's 300 crashes; datasets/nyc_crashes.json"
+echo "   asks for 8 when a window holds 160,000 crashes or more)..."
 plan=$(cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" \
   --data-ascii '{"api": {"dataset": "nyc_crashes"}}')
 while [[ $(python -c 'import json,sys; print(json.load(sys.stdin)["complete"])' <<<"$plan") != True ]]; do
