@@ -26,6 +26,10 @@ pub struct Api {
     #[serde(default)]
     pub paginator: Paginator,
     pub cursor: Cursor,
+    /// Where a page's records are: a JSON Pointer (RFC 6901) to the array in the body;
+    /// empty (SODA's) for a body that is the array.
+    #[serde(default)]
+    pub records: String,
     /// Records per page (SODA's `$limit`).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
@@ -156,6 +160,13 @@ impl Api {
                 "source.api.resource {:?}: the records are read as JSON: expected a path \
                  ending in .json",
                 self.resource
+            ));
+        }
+        if !(self.records.is_empty() || self.records.starts_with('/')) {
+            return Err(format!(
+                "source.api.records {:?}: a JSON Pointer like \"/data\", or empty for a body \
+                 that is the array",
+                self.records
             ));
         }
         if !(1..=50_000).contains(&self.page_size) {
@@ -362,6 +373,7 @@ mod tests {
                 "not a SoQL name",
             ),
             ("paginator", json!({"type": "offset"}), "unknown variant"),
+            ("records", json!("data"), "JSON Pointer"),
         ] {
             let mut v = crashes();
             v[path] = value;

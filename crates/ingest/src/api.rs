@@ -407,8 +407,21 @@ impl Page {
                 reason,
             })
         };
-        let records: Vec<Box<RawValue>> = serde_json::from_slice(&body)
-            .map_err(|e| refused(format!("not a JSON array of records: {e}")))?;
+        let records: Vec<Box<RawValue>> = if api.records.is_empty() {
+            serde_json::from_slice(&body)
+                .map_err(|e| refused(format!("not a JSON array of records: {e}")))?
+        } else {
+            let mut whole: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| refused(format!("not JSON: {e}")))?;
+            let Some(serde_json::Value::Array(list)) =
+                whole.pointer_mut(&api.records).map(|v| v.take())
+            else {
+                return Err(refused(format!("no array of records at {:?}", api.records)));
+            };
+            list.iter()
+                .map(|r| serde_json::value::to_raw_value(r).expect("a JSON value serializes"))
+                .collect()
+        };
         let last = match records.last() {
             None => None,
             Some(record) => {
@@ -1015,6 +1028,59 @@ impl Worker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crashes(records: &str) -> Dataset {
+        let mut d = datasets::bundled(&[])
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == "nyc_crashes")
+            .unwrap();
+        d.source.api.as_mut().unwrap().records = records.into();
+        d
+    }
+
+    fn parse(d: &Dataset, body: &str) -> Result<Page> {
+        let api = d.source.api.as_ref().unwrap();
+        Page::parse(d, api, "GET /x".into(), Bytes::from(body.to_owned()))
+    }
+
+    #[test]
+    fn a_page_s_records_are_where_the_declaration_says_and_it_pages_on_the_last() {
+        let record =
+            r#"{":id": "r2", ":updated_at": "2024-11-01T10:00:00.000Z", "collision_id": "7"}"#;
+        let body = format!(r#"[{{":id": "r1", ":updated_at": "t"}}, {record}]"#);
+        let page = parse(&crashes(""), &body).unwrap();
+        assert_eq!(page.records.len(), 2);
+        let last = Position {
+            at: "2024-11-01T10:00:00.000Z".into(),
+            id: "r2".into(),
+        };
+        assert_eq!(page.last.as_ref(), Some(&last));
+        let wrapped = format!(r#"{{"meta": {{}}, "data": {{"rows": [{record}]}}}}"#);
+        let page = parse(&crashes("/data/rows"), &wrapped).unwrap();
+        assert_eq!((page.records.len(), page.last), (1, Some(last)));
+        assert!(parse(&crashes(""), "[]").unwrap().last.is_none());
+        for (pointer, body, says) in [
+            ("", wrapped.as_str(), "not a JSON array of records"),
+            (
+                "/data/nope",
+                wrapped.as_str(),
+                "no array of records at \"/data/nope\"",
+            ),
+            (
+                "",
+                r#"[{"collision_id": "1"}]"#,
+                "no \":updated_at\" to page on",
+            ),
+        ] {
+            let e = parse(&crashes(pointer), body).err().unwrap().to_string();
+            assert!(e.contains("GET /x") && e.contains(says), "{e}");
+            assert_eq!(
+                parse(&crashes(pointer), body).err().unwrap().error_type(),
+                "InvalidInput"
+            );
+        }
+    }
 
     #[test]
     fn a_first_load_is_cut_only_where_ranges_hold_several_pages() {
