@@ -373,6 +373,14 @@ impl Dataset {
                 return Err("source.format: an API's pages are read as \"json\"".into());
             }
             api.check()?;
+            if self.write_mode == WriteMode::Append && api.cursor.lookback_seconds > 0 {
+                return Err(
+                    "write_mode \"append\": each window reads its lookback again, so rows would \
+                     be added twice; declare merge or insert-ignore on a key, or \
+                     source.api.cursor.lookback_seconds 0"
+                        .into(),
+                );
+            }
             if let Some(c) = api
                 .paging_members()
                 .into_iter()
@@ -694,7 +702,7 @@ pub(crate) mod tests {
     #[test]
     fn an_api_source_has_no_prefix_reads_json_and_pages_on_members_not_columns() {
         let api = json!({"base_url": "https://data.example.org", "resource": "/resource/x.json",
-                         "cursor": {"initial": "2024-01-01T00:00:00"}});
+                         "cursor": {"initial": "2024-01-01T00:00:00", "lookback_seconds": 0}});
         let mut v = minimal();
         v["source"] = json!({"format": "json", "api": api});
         let d = parse(v.clone()).unwrap();
@@ -715,6 +723,13 @@ pub(crate) mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(says), "{e}");
         }
+        // Each window reads its lookback again: append would add those rows twice.
+        let mut lookback = v.clone();
+        lookback["source"]["api"]["cursor"]["lookback_seconds"] = json!(60);
+        let e = parse(lookback.clone()).unwrap_err();
+        assert!(e.contains("rows would be added twice"), "{e}");
+        lookback["source"]["api"]["cursor"]["lookback_seconds"] = json!(0);
+        parse(lookback).unwrap();
         let mut bad = v.clone();
         bad["source"]["api"]["cursor"]["id"] = json!("a");
         bad["columns"] = json!([{"name": "a", "type": "text"}]);
