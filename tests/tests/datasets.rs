@@ -93,10 +93,7 @@ impl Lake {
             store: self.raw.clone(),
             landing: Some(self.landing.clone()),
             kms: aws_sdk_kms::Client::new(&sdk),
-            api: ingest::api::ApiClient::new(
-                aws_sdk_secretsmanager::Client::new(&sdk),
-                self.api.clone(),
-            ),
+            api: self.api_client().await,
         };
         ingest::handler(LambdaEvent::new(event, context), &deps).await
     }
@@ -198,6 +195,12 @@ impl Lake {
         let repeated = self.load().await.unwrap();
         assert!(repeated.loaded.is_empty(), "{repeated:?}");
         repeated
+    }
+
+    /// The HTTP client ingest reads the API datasets with, pointed at `self.api`.
+    async fn api_client(&self) -> ingest::api::ApiClient {
+        let sdk = sdk_config().await;
+        ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), self.api.clone())
     }
 
     /// The operator's view of these buckets and warehouse (`etl`).
@@ -1824,9 +1827,7 @@ async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults
         "{}",
         status.render()
     );
-    let sdk = sdk_config().await;
-    let client =
-        ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), lake.api.clone());
+    let client = lake.api_client().await;
     let sources = ingest::dataset::Sources {
         landing: None,
         api: Some(&client),
@@ -1974,9 +1975,7 @@ async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
     token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
     let mut lake = Lake::with(declared_nyc()).await;
     lake.api = Some(soda.url.clone());
-    let sdk = sdk_config().await;
-    let client =
-        ingest::api::ApiClient::new(aws_sdk_secretsmanager::Client::new(&sdk), lake.api.clone());
+    let client = lake.api_client().await;
     let sources = ingest::dataset::Sources {
         landing: None,
         api: Some(&client),

@@ -261,6 +261,24 @@ const AWS_ERROR_NAMES: &[&str] = &[
     "Sfn.ExecutionDoesNotExistException",
 ];
 
+/// The error types the code returns that `state` retries, each checked to be a retryable one,
+/// into `retried`; the other names it retries (AWS's own), returned.
+fn retried_code_errors(name: &str, state: &Value, retried: &mut BTreeSet<String>) -> Vec<String> {
+    let mut others = Vec::new();
+    for error in error_names(state, "Retry") {
+        if utils::ERROR_TYPES.contains(&error.as_str()) {
+            assert!(
+                utils::RETRYABLE_ERROR_TYPES.contains(&error.as_str()),
+                "{name} retries {error}, which fails the same way every time"
+            );
+            retried.insert(error);
+        } else {
+            others.push(error);
+        }
+    }
+    others
+}
+
 #[test]
 fn the_state_machine_names_only_errors_the_code_returns_and_retries_only_transient_ones() {
     let definition = state_machine();
@@ -290,16 +308,8 @@ fn the_state_machine_names_only_errors_the_code_returns_and_retries_only_transie
 
     let mut retried = BTreeSet::new();
     for (name, state) in &lambda_tasks {
-        for error in error_names(state, "Retry") {
-            if utils::ERROR_TYPES.contains(&error.as_str()) {
-                assert!(
-                    utils::RETRYABLE_ERROR_TYPES.contains(&error.as_str()),
-                    "{name} retries {error}, which fails the same way every time"
-                );
-                retried.insert(error);
-            } else {
-                assert!(error.starts_with("Lambda."), "{name} retries {error}");
-            }
+        for error in retried_code_errors(name, state, &mut retried) {
+            assert!(error.starts_with("Lambda."), "{name} retries {error}");
         }
         // Everything else ends in the failure path, which notifies.
         assert_eq!(error_names(state, "Catch"), ["States.ALL"], "{name}");
@@ -315,15 +325,7 @@ fn the_state_machine_names_only_errors_the_code_returns_and_retries_only_transie
         let mut tasks_of = BTreeMap::new();
         tasks(&rendered(template)["States"], None, &mut tasks_of);
         for (name, state) in &tasks_of {
-            for error in error_names(state, "Retry") {
-                if utils::ERROR_TYPES.contains(&error.as_str()) {
-                    assert!(
-                        utils::RETRYABLE_ERROR_TYPES.contains(&error.as_str()),
-                        "{template}: {name} retries {error}, which fails the same way every time"
-                    );
-                    retried.insert(error);
-                }
-            }
+            retried_code_errors(&format!("{template}: {name}"), state, &mut retried);
         }
     }
     let retryable: BTreeSet<String> = utils::RETRYABLE_ERROR_TYPES

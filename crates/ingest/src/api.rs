@@ -486,10 +486,11 @@ pub async fn run(
     deadline: Deadline,
 ) -> Result<ApiRun> {
     let api = dataset.source.api.as_ref().expect("an API dataset");
+    let key = state_key(&dataset.name);
     let shared = Shared {
         raw,
-        key: state_key(&dataset.name),
-        state: Mutex::new(read_state(raw, &state_key(&dataset.name)).await?),
+        state: Mutex::new(read_state(raw, &key).await?),
+        key,
     };
     shared.queue_unmarked().await?;
     let planned = shared
