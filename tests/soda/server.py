@@ -25,6 +25,13 @@ alone: `[{"count": "N"}]` of the rows `$where` keeps). Every value is a
 string in JSON, as SODA returns them; a null is left out of its record. Without `$order` the
 rows come in no stable order (shuffled per request, as a portal under load may serve them).
 
+A portal of another kind pages by links: `/paged/<id>.json` or `.csv` takes the same query
+(`$order` required, ascending) and answers a page of `$limit` rows with the link to the next,
+an opaque cursor after the page's last row, both in a `Link: <URL>; rel="next"` header and, in
+JSON, in the body: `{"results": [...], "next": URL}` (`next` null on the last page, which is
+the first one not full). A `count(*)` or a query with `$offset` is answered as SODA's, in the
+same envelope, with no link.
+
 With `--token`, a request without the `X-App-Token` header, or with another, is refused (403).
 Faults: every Nth request is throttled (429 with `Retry-After: 1`), every Mth fails (500).
 
@@ -39,6 +46,7 @@ Admin (not SODA), for tests and the demo:
 """
 
 import argparse
+import base64
 import csv
 import functools
 import io
@@ -49,7 +57,7 @@ import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 BOROUGHS = ["BROOKLYN", "QUEENS", "MANHATTAN", "BRONX", "STATEN ISLAND"]
 STREETS = ["ATLANTIC AVENUE", "BROADWAY", "QUEENS BOULEVARD", "GRAND CONCOURSE", "FLATBUSH AVENUE",
@@ -410,8 +418,8 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.counter:
                 stats = {"requests": self.server.requests, "statuses": self.server.statuses}
             return self.send(200, json.dumps(stats).encode())
-        m = re.fullmatch(r"/resource/([a-z0-9]{4}-[a-z0-9]{4})\.(json|csv)", url.path)
-        if not m or m.group(1) not in RESOURCES:
+        m = re.fullmatch(r"/(resource|paged)/([a-z0-9]{4}-[a-z0-9]{4})\.(json|csv)", url.path)
+        if not m or m.group(2) not in RESOURCES:
             return self.error(404, f"no such resource {url.path}")
         if self.server.token and self.headers.get("X-App-Token") != self.server.token:
             return self.error(403, "Invalid app_token specified")
@@ -422,11 +430,52 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(429, "Too many requests", headers=[("Retry-After", "1")])
         if self.server.fail_every and n % self.server.fail_every == 0:
             return self.error(500, "Internal server error")
+        kind, resource, fmt = m.groups()
         try:
-            body, content_type = self.query(data, m.group(1), m.group(2), q)
+            if kind == "paged":
+                return self.paged(data, url.path, resource, fmt, q)
+            body, content_type = self.query(data, resource, fmt, q)
         except (ValueError, KeyError) as e:
             return self.error(400, f"query.soql.no-such-column or malformed: {e}")
         self.send(200, body, content_type)
+
+    def paged(self, data: Data, path: str, resource: str, fmt: str, q: dict):
+        """A page after `cursor` (the order fields' values of the last row of the page before),
+        with the link to the next."""
+        if "$offset" in q or q.get("$select", "").replace(" ", "").lower() == "count(*)":
+            # A count, or a record by its place (where a first load cuts its ranges): as SODA
+            # answers them, in the envelope, with no link.
+            body, content_type = self.query(data, resource, fmt, q)
+            if fmt == "json":
+                body = json.dumps({"results": json.loads(body), "next": None}).encode()
+            return self.send(200, body, content_type)
+        if "$order" not in q or any(desc for _, desc in order_key(q["$order"])):
+            raise ValueError("paged resources need an ascending $order")
+        fields = [f for f, _ in order_key(q["$order"])]
+        limit = int(q.get("$limit", "1000"))
+        query = {k: v for k, v in q.items() if k not in ("cursor", "$offset")}
+        # Every row after the cursor, in order; then the page of them.
+        with data.lock:
+            rows = [dict(r) for r in data.rows[RESOURCES[resource][0]].values()]
+        if "$where" in q:
+            where = Where(q["$where"]).predicate
+            rows = [r for r in rows if where(r)]
+        rows = sort_rows(rows, q["$order"])
+        if "cursor" in q:
+            after = json.loads(base64.urlsafe_b64decode(q["cursor"]))
+            bound = [comparable(f, v or "") for f, v in zip(fields, after)]
+            rows = [r for r in rows if [comparable(f, r.get(f) or "") for f in fields] > bound]
+        page = rows[:limit]
+        link = None
+        if len(page) == limit and page:
+            cursor = base64.urlsafe_b64encode(json.dumps([page[-1].get(f) for f in fields]).encode())
+            link = f"http://{self.headers.get('Host')}{path}?" + urlencode({**query, "cursor": cursor.decode()})
+        subset = {k: v for k, v in q.items() if k in ("$select",)}
+        body, content_type = self.render(data, resource, fmt, page, subset)
+        if fmt == "json":
+            body = json.dumps({"results": json.loads(body), "next": link}).encode()
+        headers = [("Link", f'<{link}>; rel="next"')] if link else []
+        self.send(200, body, content_type, headers=headers)
 
     def query(self, data: Data, resource: str, fmt: str, q: dict):
         name, _ = RESOURCES[resource]
@@ -448,7 +497,11 @@ class Handler(BaseHTTPRequestHandler):
             rows = sort_rows(rows, q["$order"])
         else:
             random.shuffle(rows)
-        rows = rows[offset:offset + limit]
+        return self.render(data, resource, fmt, rows[offset:offset + limit], q)
+
+    def render(self, data: Data, resource: str, fmt: str, rows: list, q: dict):
+        """Rows as `$select` asks, in JSON or CSV."""
+        name, _ = RESOURCES[resource]
         fields = None
         if "$select" in q:
             fields = [f.strip() for f in q["$select"].split(",")]

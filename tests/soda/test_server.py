@@ -122,3 +122,24 @@ def test_count_counts_what_where_keeps(api):
     assert count == {"count": str(sum(r[":updated_at"] < middle for r in rows))}
     [everything] = get(api, f"/resource/{CRASHES}.json", **{"$select": "count(*)"})
     assert everything == {"count": str(len(rows))}
+
+
+def test_paged_resources_link_each_page_to_the_next_in_the_body_and_the_header(api):
+    rows = sorted(all_rows(api, PERSONS), key=lambda r: (r[":updated_at"], r[":id"]))
+    query = {"$limit": 50, "$order": ":updated_at,:id", "$select": ":id,:updated_at,unique_id"}
+    url = f"{api}/paged/{PERSONS}.json?{urllib.parse.urlencode(query)}"
+    seen, pages = [], 0
+    while url:
+        request = urllib.request.Request(url, headers={"X-App-Token": "secret"})
+        with urllib.request.urlopen(request) as response:
+            page = json.loads(response.read())
+            header = response.headers.get("Link")
+        assert header == (f'<{page["next"]}>; rel="next"' if page["next"] else None)
+        seen += [r["unique_id"] for r in page["results"]]
+        url, pages = page["next"], pages + 1
+    assert seen == [r["unique_id"] for r in rows] and pages == len(rows) // 50 + 1
+    first = get(api, f"/paged/{PERSONS}.csv", **query).splitlines()
+    assert first[0] == ":id,:updated_at,unique_id" and len(first) == 51
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(api, f"/paged/{CRASHES}.json", **{"$order": ":id DESC"})
+    assert e.value.code == 400

@@ -1910,6 +1910,122 @@ async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults
     lake.api = None;
 }
 
+/// The other paginators and CSV pages: the crashes by links in the body (`/next`), the
+/// vehicles as CSV by the `Link` header, the persons by offset. The persons' first load goes a
+/// page per range at a time, then all three are killed at moments growing from 5 ms, a commit
+/// per page; between the invocations old crashes are amended, with a person each, so records
+/// leave the window behind the persons' offset and shift every offset after them. Nothing may be skipped or read twice: after the first load and a daily
+/// run the warehouse, lake and raw zone equal the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_and_link_paging_and_csv_pages_read_exactly_while_the_window_shifts() {
+    use datasets::api::Paginator;
+    let soda = Soda::start(100, 0, 0);
+    token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
+    let mut all = declared_nyc();
+    for d in &mut all {
+        let Some(api) = d.source.api.as_mut() else {
+            continue;
+        };
+        api.page_size = 10;
+        match d.name.as_str() {
+            "nyc_crashes" => {
+                api.resource = "/paged/h9gi-nx95.json".into();
+                api.records = "/results".into();
+                api.paginator = Paginator::Link {
+                    next: Some("/next".into()),
+                };
+            }
+            "nyc_vehicles" => {
+                api.resource = "/paged/bm4k-52h4.csv".into();
+                api.paginator = Paginator::Link { next: None };
+                d.source.format = datasets::decl::Format::Csv;
+            }
+            _ => api.paginator = Paginator::Offset,
+        }
+    }
+    let mut lake = Lake::with(all).await;
+    lake.api = Some(soda.url.clone());
+    soda.settle().await;
+    let client = lake.api_client().await;
+    let sources = ingest::dataset::Sources {
+        landing: None,
+        api: Some(&client),
+        keys: None,
+    };
+    let mut limits = ingest::dataset::PartLimits::default();
+    limits.api.part_records = 10;
+    let names: Vec<String> = NYC.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let mut amended = BTreeSet::new();
+    let mut amend = async || {
+        let ids = soda.admin("amend?crashes=2").await;
+        amended.extend(ids.as_array().unwrap().iter().map(|v| v.to_string()));
+    };
+    // The persons a page per range at a time (each invocation's deadline is past once it has
+    // read one), old crashes amended between.
+    for _ in 0..5 {
+        let run = ingest::dataset::run(
+            sources,
+            &lake.raw,
+            lake.datasets,
+            ingest::dataset::Request::Api {
+                dataset: "nyc_persons".into(),
+                work: ingest::api::Work::All,
+            },
+            limits,
+            utils::deadline::Deadline::at(std::time::SystemTime::now(), Duration::ZERO),
+        )
+        .await
+        .unwrap();
+        assert!(!run.complete);
+        amend().await;
+    }
+    // Then all three, killed.
+    let (mut kills, mut after) = (0, Duration::from_millis(5));
+    loop {
+        let sweep = ingest::dataset::run(
+            sources,
+            &lake.raw,
+            lake.datasets,
+            ingest::dataset::Request::Sweep(names.clone()),
+            limits,
+            utils::deadline::Deadline::NONE,
+        );
+        if let Ok(run) = tokio::time::timeout(after, sweep).await {
+            assert!(run.unwrap().complete);
+            break;
+        }
+        kills += 1;
+        amend().await;
+        after = after.mul_f64(1.5);
+    }
+    assert!(kills >= 5, "killed only {kills} times");
+    let pipeline = lake.etl().await;
+    let status = etl::status::status(&pipeline, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    for d in status
+        .datasets
+        .iter()
+        .filter(|d| names.contains(&d.dataset))
+    {
+        let api = d.api.as_ref().unwrap();
+        assert!(api.read_to.is_some() && api.window_upper.is_none(), "{d:?}");
+    }
+    lake.transform(json!({"bucket": lake.raw.bucket(), "files": {}}))
+        .await;
+    lake.load().await.unwrap();
+    // The crashes amended after the first window started left it: the daily run reads them.
+    soda.settle().await;
+    let daily = lake.round(json!({ "datasets": names })).await;
+    let rows = daily.datasets["nyc_crashes"].rows;
+    assert!((1..=amended.len() as u64).contains(&rows), "{daily:?}");
+    for (name, _) in NYC {
+        lake.hand_offs_repeated(&format!("{name}/")).await;
+    }
+    nyc_matches_the_server(&lake, &soda).await;
+    lake.api = None;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_request() {
     let soda = Soda::start(30, 0, 0);

@@ -3,10 +3,12 @@
 //! window of it.
 //!
 //! A run reads the window `[lower, upper)` of the cursor field (`:updated_at`), `upper` fixed
-//! when the window starts, by keyset: ordered on `(cursor, id)`, each page asks for what comes
-//! after the last record of the one before. A record amended while the window is read moves
-//! past `upper` and is read by the next window, never skipped; one inserted with an old stamp
-//! is read by the next window's lookback.
+//! when the window starts, ordered on `(cursor, id)`. By keyset (the default), each page asks
+//! for what comes after the last record of the one before; by offset, each page asks from one
+//! record before where the last ended and is checked against it (see [`Paginator::Offset`]);
+//! by link, each page follows the link the one before gave. A record amended while the window
+//! is read moves past `upper` and is read by the next window, never skipped; one inserted with
+//! an old stamp is read by the next window's lookback.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,8 @@ pub struct Api {
     /// The portal, e.g. `https://data.cityofnewyork.us` (ingest's `API_BASE_URL` replaces it,
     /// for a local server).
     pub base_url: String,
-    /// The resource's path, e.g. `/resource/h9gi-nx95.json`.
+    /// The resource's path, e.g. `/resource/h9gi-nx95.json`: `.json` for `source.format`
+    /// `json`, `.csv` for `csv` (a header of member names, an empty field null).
     pub resource: String,
     /// The application token, if the portal wants one.
     #[serde(default)]
@@ -62,15 +65,33 @@ pub struct Token {
     pub header: String,
 }
 
-/// How pages follow each other. Only keyset paging is built: offset paging over data that
-/// changes underneath skips and doubles records unless every page is checked against the one
-/// before, and SODA filters on both system fields, so it needs neither.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "type", deny_unknown_fields)]
+/// How pages follow each other within a window (or a range of it), ordered on `(cursor, id)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
 pub enum Paginator {
-    /// `$where` after the last record's `(cursor, id)`, `$order` on both.
+    /// `$where` after the last record's `(cursor, id)`, `$order` on both: stable whatever
+    /// changes underneath, one request a page. For portals that filter on both (SODA does).
     #[default]
     Keyset,
+    /// `$offset` and `$limit` within the window, `$order` on `(cursor, id)`, for portals that
+    /// cannot filter on the id. A record that leaves the window (amended, deleted) while it is
+    /// read shifts every offset after it, so each page is asked for from one record before
+    /// where the last one ended: if that record is not one read already, the window shifted,
+    /// and the worker steps back a page at a time until it is. Records are kept only after the
+    /// last one read, so none is skipped or read twice; a page out of the declared order is
+    /// refused.
+    Offset,
+    /// The first page of a range is asked for as SODA's (`$where` on the cursor, `$order`,
+    /// `$limit`); each page after it is the link the one before gave, followed as it is: in
+    /// the body at the JSON Pointer `next` (`"/next"`, `"/links/next"`; absent or null on the
+    /// last page), or without `next`, in the `Link` header's `rel="next"` (RFC 8288). A link
+    /// is resolved against its page's URL and followed only on the same origin (the token goes
+    /// with it). Paging is as stable as the portal's links: cursor links are, offset links
+    /// are not (prefer `offset` then).
+    Link {
+        #[serde(default)]
+        next: Option<String>,
+    },
 }
 
 /// The incremental cursor: a time field the portal stamps every change with, and a unique id
@@ -139,6 +160,14 @@ pub struct Position {
     pub id: String,
 }
 
+impl Position {
+    /// Where the record is in paging order: its cursor as a time (however precisely the
+    /// portal wrote it), then its id as text.
+    pub fn order(&self) -> Result<(DateTime<Utc>, &str), String> {
+        Ok((parse_time(&self.at)?, &self.id))
+    }
+}
+
 impl Api {
     /// What serde cannot say.
     pub(crate) fn check(&self) -> Result<(), String> {
@@ -155,11 +184,18 @@ impl Api {
                 self.resource
             ));
         }
-        if !self.resource.ends_with(".json") {
+        if !(self.resource.ends_with(".json") || self.resource.ends_with(".csv")) {
             return Err(format!(
-                "source.api.resource {:?}: the records are read as JSON: expected a path \
-                 ending in .json",
+                "source.api.resource {:?}: expected a path ending in .json or .csv",
                 self.resource
+            ));
+        }
+        if let Paginator::Link { next: Some(next) } = &self.paginator
+            && !next.starts_with('/')
+        {
+            return Err(format!(
+                "source.api.paginator.next {next:?}: a JSON Pointer like \"/next\", or none for \
+                 the Link header"
             ));
         }
         if !(self.records.is_empty() || self.records.starts_with('/')) {
@@ -252,6 +288,25 @@ impl Api {
             ("$order", format!("{c},{i}")),
             ("$offset", offset.to_string()),
             ("$limit", "1".into()),
+        ]
+    }
+
+    /// `limit` records of `[lower, upper)` from `offset` on, in paging order (the offset
+    /// paginator's page).
+    pub fn offset_query(
+        &self,
+        lower: &str,
+        upper: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Vec<(&'static str, String)> {
+        let (c, i) = (&self.cursor.field, &self.cursor.id);
+        vec![
+            ("$select", format!("{i},{c},*")),
+            ("$where", self.within(lower, upper)),
+            ("$order", format!("{c},{i}")),
+            ("$offset", offset.to_string()),
+            ("$limit", limit.to_string()),
         ]
     }
 
@@ -360,11 +415,58 @@ mod tests {
     }
 
     #[test]
+    fn offset_and_link_paginators() {
+        let mut v = crashes();
+        v["paginator"] = json!({"type": "offset"});
+        let a = api(v.clone()).unwrap();
+        assert_eq!(a.paginator, Paginator::Offset);
+        assert_eq!(
+            a.offset_query("l", "u", 999, 1001),
+            vec![
+                ("$select", ":id,:updated_at,*".to_owned()),
+                (
+                    "$where",
+                    ":updated_at >= 'l' AND :updated_at < 'u'".to_owned()
+                ),
+                ("$order", ":updated_at,:id".to_owned()),
+                ("$offset", "999".to_owned()),
+                ("$limit", "1001".to_owned()),
+            ]
+        );
+        v["paginator"] = json!({"type": "link", "next": "/links/next"});
+        v["resource"] = json!("/paged/h9gi-nx95.csv");
+        let a = api(v.clone()).unwrap();
+        assert_eq!(
+            a.paginator,
+            Paginator::Link {
+                next: Some("/links/next".into())
+            }
+        );
+        v["paginator"] = json!({"type": "link"});
+        assert_eq!(api(v).unwrap().paginator, Paginator::Link { next: None });
+        let p = |at: &str, id: &str| Position {
+            at: at.into(),
+            id: id.into(),
+        };
+        let (a, b) = (
+            p("2024-11-01T10:00:00Z", "b"),
+            p("2024-11-01T10:00:00.000", "a"),
+        );
+        assert!(b.order().unwrap() < a.order().unwrap());
+        assert!(p("2024-11-01T10:00:00.001", "a").order().unwrap() > a.order().unwrap());
+        assert!(p("soon", "a").order().is_err());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (path, value, says) in [
             ("base_url", json!("data.cityofnewyork.us"), "base_url"),
             ("resource", json!("/resource/x.json?$limit=5"), "no query"),
-            ("resource", json!("/resource/x.csv"), "ending in .json"),
+            (
+                "resource",
+                json!("/resource/x.xml"),
+                "ending in .json or .csv",
+            ),
             ("page_size", json!(0), "page_size"),
             ("cursor", json!({"initial": "yesterday"}), "cursor.initial"),
             (
@@ -372,7 +474,12 @@ mod tests {
                 json!({"initial": "2012-07-01T00:00:00", "field": "a b"}),
                 "not a SoQL name",
             ),
-            ("paginator", json!({"type": "offset"}), "unknown variant"),
+            ("paginator", json!({"type": "page"}), "unknown variant"),
+            (
+                "paginator",
+                json!({"type": "link", "next": "next"}),
+                "paginator.next",
+            ),
             ("records", json!("data"), "JSON Pointer"),
         ] {
             let mut v = crashes();

@@ -369,10 +369,32 @@ impl Dataset {
                         .into(),
                 );
             }
-            if self.source.format != Format::Json || self.source.compression != Compression::None {
-                return Err("source.format: an API's pages are read as \"json\"".into());
+            let extension = match self.source.format {
+                Format::Json => ".json",
+                Format::Csv => ".csv",
+                _ => "",
+            };
+            if extension.is_empty() || self.source.compression != Compression::None {
+                return Err("source.format: an API's pages are read as \"json\" or \"csv\"".into());
             }
             api.check()?;
+            if self.source.format == Format::Csv
+                && (!api.records.is_empty()
+                    || matches!(api.paginator, crate::api::Paginator::Link { next: Some(_) }))
+            {
+                return Err(
+                    "source.api: a CSV page is its records, with no member to point at: declare \
+                     no records selector, and a link paginator without next (the Link header)"
+                        .into(),
+                );
+            }
+            if !api.resource.ends_with(extension) {
+                return Err(format!(
+                    "source.api.resource {:?}: source.format is {:?}, so its path ends in {extension}",
+                    api.resource,
+                    &extension[1..]
+                ));
+            }
             if self.write_mode == WriteMode::Append && api.cursor.lookback_seconds > 0 {
                 return Err(
                     "write_mode \"append\": each window reads its lookback again, so rows would \
@@ -700,19 +722,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_api_source_has_no_prefix_reads_json_and_pages_on_members_not_columns() {
+    fn an_api_source_has_no_prefix_reads_json_or_csv_and_pages_on_members_not_columns() {
         let api = json!({"base_url": "https://data.example.org", "resource": "/resource/x.json",
                          "cursor": {"initial": "2024-01-01T00:00:00", "lookback_seconds": 0}});
         let mut v = minimal();
         v["source"] = json!({"format": "json", "api": api});
         let d = parse(v.clone()).unwrap();
         assert_eq!(d.landing_prefix(), None);
+        let mut csv = v.clone();
+        csv["source"]["format"] = json!("csv");
+        csv["source"]["api"]["resource"] = json!("/resource/x.csv");
+        parse(csv.clone()).unwrap();
+        csv["source"]["api"]["records"] = json!("/data");
+        assert!(
+            parse(csv)
+                .unwrap_err()
+                .contains("a CSV page is its records")
+        );
         for (source, says) in [
             (
                 json!({"prefix": "landing/t/", "format": "json", "api": api}),
                 "not both",
             ),
-            (json!({"format": "csv", "api": api}), "read as \"json\""),
+            (
+                json!({"format": "csv", "api": api}),
+                "so its path ends in .csv",
+            ),
+            (
+                json!({"format": "jsonl", "api": api}),
+                "read as \"json\" or \"csv\"",
+            ),
             (
                 json!({"prefix": "landing/t/", "format": "json"}),
                 "is for an API's pages",

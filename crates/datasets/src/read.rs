@@ -234,6 +234,16 @@ impl<'d> LandedFile<'d> {
         }
     }
 
+    /// Passes over the first `n` records (read already), still counted in the records' places.
+    pub fn skip(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            if self.records.next(self.dataset, &self.file)?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads encrypted payloads with `keys` (a declaration with `source.encryption` needs it).
     pub fn with_keys(mut self, service: Box<dyn DataKeys + 'd>) -> Self {
         if let Records::Jsonl { keys, .. } = &mut self.records {
@@ -656,7 +666,12 @@ pub(crate) fn match_names(
         .iter()
         .map(|name| name.trim().trim_start_matches('\u{feff}'))
         .collect();
+    // An API's paging members (in a CSV page's header) are not columns.
+    let paging = dataset.source.api.as_ref().map(|a| a.paging_members());
     for (i, name) in names.iter().enumerate() {
+        if paging.is_some_and(|p| p.contains(name)) {
+            continue;
+        }
         if names[..i].contains(name) {
             return Err(column_error(name, "named twice in the header".into()));
         }

@@ -7,11 +7,12 @@
 //! fixed when it started, and its ranges (one for a daily run, `first_load_ranges` for the
 //! first), each with the last record read. A worker reading a range:
 //!
-//! 1. pages on from the range's last record, keyset (`(cursor, id)` after the last one's),
-//!    into the range's next raw file, `<dataset>/<window end>-<range>-<part>.parquet` (so the
+//! 1. pages on from the range's place (see [`Place`]: keyset after the last record's
+//!    `(cursor, id)`, offset from one record before the last page's end, or the last page's
+//!    link, as declared) into the range's next raw file, `<dataset>/<window end>-<range>-<part>.parquet` (so the
 //!    load applies the windows, and the parts of a range, in order), written create-only. Its
-//!    footer says where it ends (the last record's cursor and id, whether the range is read
-//!    to its end) and holds its quarantined records;
+//!    footer says where it ends (the last record's cursor and id, the offset, the link,
+//!    whether the range is read to its end) and holds its quarantined records;
 //! 2. once the file is whole (its size reached, the range read to its end, the deadline near),
 //!    replaces the state, `If-Match` the version it read: the commit. The range's last record
 //!    and part count move as the footer says, the file joins `unmarked`; a worker that finds
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use datasets::api::state_key;
-use datasets::api::{Api, Position, format_time, parse_time, ranges};
+use datasets::api::{Api, Paginator, Position, format_time, parse_time, ranges};
 use datasets::{BatchLimits, Dataset, LandedFile};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -72,13 +73,28 @@ pub struct Window {
 pub struct Range {
     pub lower: String,
     pub upper: String,
-    /// The last record read (`None`: nothing yet).
-    pub after: Option<Position>,
+    /// Where it is read to.
+    #[serde(flatten)]
+    pub place: Place,
     pub done: bool,
     /// Raw files committed.
     pub parts: u32,
     pub rows: u64,
     pub quarantined: u64,
+}
+
+/// Where a range is read to, as each paginator pages on from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    /// The last record read (`None`: nothing yet): keyset pages after it, offset pages check
+    /// they start at or before it.
+    pub after: Option<Position>,
+    /// Records of the range before the next page, as the last page found them (offset).
+    #[serde(default)]
+    pub offset: u64,
+    /// The link to the next page (link), resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The HTTP side, built once per cold start: one client (HTTP/2 where the server offers it,
@@ -166,12 +182,12 @@ impl ApiClient {
         &self,
         dataset: &Dataset,
         api: &Api,
-        query: &[(&'static str, String)],
+        target: Target<'_>,
         limits: &ApiLimits,
         deadline: &Deadline,
     ) -> Result<Option<Page>> {
-        match self.get(dataset, api, query, limits, deadline).await? {
-            Some((request, body)) => Page::parse(dataset, api, request, body).map(Some),
+        match self.get(dataset, api, target, limits, deadline).await? {
+            Some(fetched) => Page::parse(dataset, api, fetched).map(Some),
             None => Ok(None),
         }
     }
@@ -187,24 +203,24 @@ impl ApiClient {
         limits: &ApiLimits,
         deadline: &Deadline,
     ) -> Result<Option<String>> {
-        let Some((request, body)) = self.get(dataset, api, query, limits, deadline).await? else {
+        let target = Target::Query(query);
+        let Some(fetched) = self.get(dataset, api, target, limits, deadline).await? else {
             return Ok(None);
         };
-        let records: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_slice(&body)
-            .map_err(|e| {
-                Error::Dataset(datasets::Error::Unreadable {
-                    file: request.clone(),
-                    reason: format!("not a JSON array of records: {e}"),
-                })
-            })?;
-        let Some(record) = records.first() else {
+        let request = fetched.request.clone();
+        let page = Page::parse(dataset, api, fetched)?;
+        if page.len() == 0 {
             return Ok(None);
-        };
-        match record.get(member).and_then(|v| v.as_str()) {
-            Some(v) => Ok(Some(v.to_owned())),
-            None => Err(Error::Dataset(datasets::Error::Unreadable {
+        }
+        match page.member(0, member) {
+            Ok(Some(v)) => Ok(Some(v)),
+            Ok(None) => Err(Error::Dataset(datasets::Error::Unreadable {
                 file: request,
                 reason: format!("the answer has no {member:?}"),
+            })),
+            Err(reason) => Err(Error::Dataset(datasets::Error::Unreadable {
+                file: request,
+                reason,
             })),
         }
     }
@@ -265,20 +281,28 @@ impl ApiClient {
         &self,
         dataset: &Dataset,
         api: &Api,
-        query: &[(&'static str, String)],
+        target: Target<'_>,
         limits: &ApiLimits,
         deadline: &Deadline,
-    ) -> Result<Option<(String, Bytes)>> {
+    ) -> Result<Option<Fetched>> {
         let url = self.url(api);
-        let request = describe(&url, query);
         let token = self.token(api).await?;
+        let request = match target {
+            Target::Query(query) => describe(&url, query),
+            Target::Link(link) => format!("GET {link}"),
+        };
+        // A link may carry the token as a parameter: errors and logs never do.
+        let request = match &token {
+            Some((_, value)) if !value.is_empty() => request.replace(value.as_str(), "<token>"),
+            _ => request,
+        };
         let mut attempt = 0;
         loop {
-            let mut builder = self
-                .http
-                .get(&url)
-                .query(query)
-                .timeout(Duration::from_secs(api.timeout_seconds));
+            let builder = match target {
+                Target::Query(query) => self.http.get(&url).query(query),
+                Target::Link(link) => self.http.get(link),
+            };
+            let mut builder = builder.timeout(Duration::from_secs(api.timeout_seconds));
             if let Some((header, value)) = &token {
                 builder = builder.header(header, value);
             }
@@ -292,8 +316,21 @@ impl ApiClient {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     if status.is_success() {
+                        let url = response.url().clone();
+                        let link = response
+                            .headers()
+                            .get(reqwest::header::LINK)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
                         match response.bytes().await {
-                            Ok(body) => return Ok(Some((request, body))),
+                            Ok(body) => {
+                                return Ok(Some(Fetched {
+                                    request,
+                                    url,
+                                    body,
+                                    link,
+                                }));
+                            }
                             Err(e) => (true, None, format!("reading the body: {e}")),
                         }
                     } else {
@@ -390,68 +427,279 @@ fn excerpt(body: &str) -> String {
     }
 }
 
-/// A page: its records and the last one's place.
+/// What a request asks for: a query of the resource, or a link a page gave.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Query(&'a [(&'static str, String)]),
+    Link(&'a str),
+}
+
+/// A successful answer.
+struct Fetched {
+    /// The request as errors name it (no token).
+    request: String,
+    /// The URL answered, the base of a relative link.
+    url: reqwest::Url,
+    body: Bytes,
+    /// The `Link` header.
+    link: Option<String>,
+}
+
+/// A page: its records, as the declared format has them, and its link to the next.
 struct Page {
     request: String,
-    records: Vec<Box<RawValue>>,
-    last: Option<Position>,
+    url: reqwest::Url,
+    records: Records,
+    /// The link to the next page, as the page gave it (not resolved).
+    next: Option<String>,
+    /// The paging members' names.
+    members: [String; 2],
+}
+
+enum Records {
+    Json(Vec<Box<RawValue>>),
+    /// The page as it came, and each record's fields by header name.
+    Csv {
+        body: Bytes,
+        header: Vec<String>,
+        fields: Vec<Vec<String>>,
+    },
 }
 
 impl Page {
-    /// A page that is not a JSON array of objects, or whose last record lacks the paging
-    /// members, is refused with its request: what comes after it cannot be asked for.
-    fn parse(dataset: &Dataset, api: &Api, request: String, body: Bytes) -> Result<Page> {
+    /// A page that is not what the declared format says (a JSON array of objects, or one at
+    /// the records selector; a CSV with a header) is refused with its request: what comes
+    /// after it cannot be asked for.
+    fn parse(dataset: &Dataset, api: &Api, fetched: Fetched) -> Result<Page> {
+        let Fetched {
+            request,
+            url,
+            body,
+            link,
+        } = fetched;
         let refused = |reason: String| {
             Error::Dataset(datasets::Error::Unreadable {
                 file: request.clone(),
                 reason,
             })
         };
-        let records: Vec<Box<RawValue>> = if api.records.is_empty() {
-            serde_json::from_slice(&body)
-                .map_err(|e| refused(format!("not a JSON array of records: {e}")))?
+        let next_member = match &api.paginator {
+            Paginator::Link { next } => next.as_deref(),
+            _ => None,
+        };
+        let mut next = match api.paginator {
+            Paginator::Link { next: None } => link.as_deref().and_then(next_in_link_header),
+            _ => None,
+        };
+        let records = if dataset.source.format == datasets::decl::Format::Csv {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(&body[..]);
+            let mut rows = reader.records();
+            let header: Vec<String> = match rows.next() {
+                None => Vec::new(),
+                Some(row) => row
+                    .map_err(|e| refused(format!("not CSV: {e}")))?
+                    .iter()
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            let at = header.iter().position(|h| *h == api.cursor.field);
+            let id = header.iter().position(|h| *h == api.cursor.id);
+            let fields = rows
+                .map(|row| {
+                    let row = row.map_err(|e| refused(format!("not CSV: {e}")))?;
+                    let get = |i: Option<usize>| i.and_then(|i| row.get(i)).unwrap_or_default();
+                    Ok(vec![get(at).to_owned(), get(id).to_owned()])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Records::Csv {
+                body,
+                header,
+                fields,
+            }
+        } else if api.records.is_empty() && next_member.is_none() {
+            Records::Json(
+                serde_json::from_slice(&body)
+                    .map_err(|e| refused(format!("not a JSON array of records: {e}")))?,
+            )
         } else {
             let mut whole: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|e| refused(format!("not JSON: {e}")))?;
-            let Some(serde_json::Value::Array(list)) =
+            if let Some(pointer) = next_member {
+                next = match whole.pointer(pointer) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(link)) => Some(link.clone()),
+                    Some(other) => {
+                        return Err(refused(format!(
+                            "the link to the next page at {pointer:?} is not a string: {}",
+                            excerpt(&other.to_string())
+                        )));
+                    }
+                };
+            }
+            let list = if api.records.is_empty() {
+                Some(whole.take())
+            } else {
                 whole.pointer_mut(&api.records).map(|v| v.take())
-            else {
+            };
+            let Some(serde_json::Value::Array(list)) = list else {
                 return Err(refused(format!("no array of records at {:?}", api.records)));
             };
-            list.iter()
-                .map(|r| serde_json::value::to_raw_value(r).expect("a JSON value serializes"))
-                .collect()
-        };
-        let last = match records.last() {
-            None => None,
-            Some(record) => {
-                let members: BTreeMap<String, serde_json::Value> =
-                    serde_json::from_str(record.get())
-                        .map_err(|e| refused(format!("the last record is not an object: {e}")))?;
-                let member = |name: &str| {
-                    members
-                        .get(name)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            refused(format!(
-                                "the last record has no {name:?} to page on (dataset {})",
-                                dataset.name
-                            ))
-                        })
-                };
-                Some(Position {
-                    at: member(&api.cursor.field)?,
-                    id: member(&api.cursor.id)?,
-                })
-            }
+            Records::Json(
+                list.iter()
+                    .map(|r| serde_json::value::to_raw_value(r).expect("a JSON value serializes"))
+                    .collect(),
+            )
         };
         Ok(Page {
             request,
+            url,
             records,
-            last,
+            next,
+            members: [api.cursor.field.clone(), api.cursor.id.clone()],
         })
     }
+
+    /// The page refused, with its request.
+    fn refused(&self, reason: String) -> Error {
+        Error::Dataset(datasets::Error::Unreadable {
+            file: self.request.clone(),
+            reason,
+        })
+    }
+
+    /// The page's link to the next, resolved against its URL: followed only on its origin
+    /// (the token goes with it), and never to itself.
+    fn follow(&self, link: &str) -> Result<String> {
+        let next = self
+            .url
+            .join(link)
+            .map_err(|e| self.refused(format!("the link to the next page {link:?}: {e}")))?;
+        if next.origin() != self.url.origin() {
+            return Err(self.refused(format!(
+                "the link to the next page {link:?} leaves {}: not followed, the token would \
+                 go with it",
+                self.url.origin().ascii_serialization()
+            )));
+        }
+        if next == self.url {
+            return Err(self.refused("the link to the next page is the page itself".into()));
+        }
+        Ok(next.into())
+    }
+
+    fn len(&self) -> usize {
+        match &self.records {
+            Records::Json(records) => records.len(),
+            Records::Csv { fields, .. } => fields.len(),
+        }
+    }
+
+    /// The `i`th record's `member` (`None`: it has none), or why the record cannot be read.
+    fn member(&self, i: usize, member: &str) -> std::result::Result<Option<String>, String> {
+        match &self.records {
+            Records::Json(records) => {
+                let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(records[i].get())
+                    .map_err(|e| format!("record {} is not an object: {e}", i + 1))?;
+                Ok(fields
+                    .get(member)
+                    .and_then(|v| serde_json::from_str::<String>(v.get()).ok()))
+            }
+            Records::Csv { header, body, .. } => {
+                let k = header.iter().position(|h| h == member);
+                let row = csv::ReaderBuilder::new()
+                    .has_headers(true)
+                    .flexible(true)
+                    .from_reader(&body[..])
+                    .into_records()
+                    .nth(i)
+                    .and_then(|r| r.ok());
+                Ok(k.zip(row)
+                    .and_then(|(k, row)| row.get(k).map(str::to_owned))
+                    .filter(|v| !v.is_empty()))
+            }
+        }
+    }
+
+    /// The `i`th record's place in paging order; a record without it is refused with the
+    /// page: what comes after it cannot be asked for.
+    fn position(&self, i: usize) -> Result<Position> {
+        let [at, id] = &self.members;
+        let get = |name: &str, value: std::result::Result<Option<String>, String>| {
+            value
+                .and_then(|v| {
+                    v.ok_or_else(|| format!("record {} has no {name:?} to page on", i + 1))
+                })
+                .map_err(|reason| {
+                    Error::Dataset(datasets::Error::Unreadable {
+                        file: self.request.clone(),
+                        reason,
+                    })
+                })
+        };
+        match &self.records {
+            Records::Csv { fields, .. } => {
+                let [a, b] = &fields[i][..] else {
+                    unreachable!("two fields a record")
+                };
+                let some = |v: &String| Ok(Some(v.clone()).filter(|v| !v.is_empty()));
+                Ok(Position {
+                    at: get(at, some(a))?,
+                    id: get(id, some(b))?,
+                })
+            }
+            Records::Json(_) => Ok(Position {
+                at: get(at, self.member(i, at))?,
+                id: get(id, self.member(i, id))?,
+            }),
+        }
+    }
+
+    /// A reader of the page's records from the `skip`th on (those before are read already).
+    fn reader<'d>(self, dataset: &'d Dataset, skip: usize) -> Result<LandedFile<'d>> {
+        let mut reader = match self.records {
+            Records::Json(records) => LandedFile::page(records, dataset, &self.request),
+            // No header: no records.
+            Records::Csv { header, .. } if header.is_empty() => {
+                LandedFile::page(Vec::new(), dataset, &self.request)
+            }
+            Records::Csv { body, .. } => {
+                LandedFile::open(std::io::Cursor::new(body), dataset, &self.request)?
+            }
+        };
+        reader.skip(skip)?;
+        Ok(reader)
+    }
+}
+
+/// The `rel="next"` link of a `Link` header (RFC 8288): `<url>; rel="next", <url>; rel="last"`.
+fn next_in_link_header(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let end = start + rest[start..].find('>')?;
+        let link = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        let params = rest[..rest.find('<').unwrap_or(rest.len())]
+            .trim()
+            .trim_end_matches(',');
+        let next = params.split(';').any(|p| {
+            let Some((name, value)) = p.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if next {
+            return Some(link.to_owned());
+        }
+    }
+    None
 }
 
 /// What an invocation asks of an API dataset.
@@ -725,7 +973,7 @@ impl Shared<'_> {
                 .map(|(lower, upper)| Range {
                     lower,
                     upper,
-                    after: None,
+                    place: Place::default(),
                     done: false,
                     parts: 0,
                     rows: 0,
@@ -780,8 +1028,8 @@ struct Worker<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PartFooter {
     rows: u64,
-    /// The last record read, if the file read any.
-    after: Option<Position>,
+    /// Where the range is read to after the file.
+    place: Place,
     /// The range is read to its end.
     done: bool,
     /// The quarantined records, as the quarantine object's JSON Lines.
@@ -790,15 +1038,23 @@ struct PartFooter {
 
 const AFTER_AT: &str = "api_after_at";
 const AFTER_ID: &str = "api_after_id";
+const OFFSET: &str = "api_offset";
+const NEXT: &str = "api_next";
 const DONE: &str = "api_range_done";
 const QUARANTINE: &str = "api_quarantine";
 
 impl PartFooter {
     fn metadata(&self) -> Vec<(String, String)> {
-        let mut out = vec![(DONE.to_owned(), self.done.to_string())];
-        if let Some(p) = &self.after {
+        let mut out = vec![
+            (DONE.to_owned(), self.done.to_string()),
+            (OFFSET.to_owned(), self.place.offset.to_string()),
+        ];
+        if let Some(p) = &self.place.after {
             out.push((AFTER_AT.to_owned(), p.at.clone()));
             out.push((AFTER_ID.to_owned(), p.id.clone()));
+        }
+        if let Some(next) = &self.place.next {
+            out.push((NEXT.to_owned(), next.clone()));
         }
         if !self.quarantine.is_empty() {
             out.push((QUARANTINE.to_owned(), self.quarantine.clone()));
@@ -819,15 +1075,35 @@ impl PartFooter {
                 .map(|(_, v)| v.clone())
         };
         let done = get(DONE).ok_or_else(|| raw.corrupt(key, "the footer has no api_range_done"))?;
+        let offset = match get(OFFSET) {
+            None => 0,
+            Some(n) => n
+                .parse()
+                .map_err(|_| raw.corrupt(key, format!("api_offset {n:?} is not a number")))?,
+        };
         Ok(Some(PartFooter {
             rows: file.rows,
-            after: get(AFTER_AT)
-                .zip(get(AFTER_ID))
-                .map(|(at, id)| Position { at, id }),
+            place: Place {
+                after: get(AFTER_AT)
+                    .zip(get(AFTER_ID))
+                    .map(|(at, id)| Position { at, id }),
+                offset,
+                next: get(NEXT),
+            },
             done: done == "true",
             quarantine: get(QUARANTINE).unwrap_or_default(),
         }))
     }
+}
+
+/// A page read on from a range's place: which of its records are new, and the place after it.
+struct Step {
+    page: Page,
+    /// Its first records, read already (offset paging asks from one before).
+    skip: usize,
+    place: Place,
+    /// The range ends with it.
+    done: bool,
 }
 
 impl Worker<'_> {
@@ -871,9 +1147,7 @@ impl Worker<'_> {
             range.rows += footer.rows;
             range.quarantined += quarantined;
             range.done = footer.done;
-            if footer.after.is_some() {
-                range.after = footer.after.clone();
-            }
+            range.place = footer.place.clone();
             let k = self.range;
             let has_rows = footer.rows > 0;
             let queued = has_rows.then(|| part.clone());
@@ -983,7 +1257,7 @@ impl Worker<'_> {
         let mut quarantined = Vec::new();
         let mut footer = PartFooter {
             rows: 0,
-            after: None,
+            place: range.place.clone(),
             done: false,
             quarantine: String::new(),
         };
@@ -992,18 +1266,11 @@ impl Worker<'_> {
             bytes: usize::MAX,
         };
         while records < self.limits.part_records && !(records > 0 && self.deadline.reached()) {
-            let after = footer.after.as_ref().or(range.after.as_ref());
-            let query = self.api.page_query(&range.lower, &range.upper, after);
-            let Some(page) = self
-                .client
-                .page(self.dataset, self.api, &query, &self.limits, &self.deadline)
-                .await?
-            else {
+            let Some(step) = self.step(range, &footer.place).await? else {
                 break;
             };
-            let n = page.records.len();
-            records += n as u64;
-            let mut reader = LandedFile::page(page.records, self.dataset, &page.request);
+            records += (step.page.len() - step.skip) as u64;
+            let mut reader = step.page.reader(self.dataset, step.skip)?;
             // A page whose records break the declared policies is refused, as a file is.
             while let Some(batch) = reader.next_batch(limits)? {
                 if batch.rows.num_rows() > 0 {
@@ -1011,10 +1278,8 @@ impl Worker<'_> {
                 }
                 quarantined.extend(batch.quarantined);
             }
-            if page.last.is_some() {
-                footer.after = page.last;
-            }
-            if n < self.api.page_size as usize {
+            footer.place = step.place;
+            if step.done {
                 footer.done = true;
                 break;
             }
@@ -1023,6 +1288,149 @@ impl Worker<'_> {
         footer.quarantine =
             String::from_utf8(quarantine_lines(&quarantined, None)).expect("JSON is UTF-8");
         Ok((records, footer))
+    }
+
+    /// The page after `place`, as the declared paginator asks for it; `None` if the deadline
+    /// came while waiting to try again.
+    async fn step(&self, range: &Range, place: &Place) -> Result<Option<Step>> {
+        let (api, page_size) = (self.api, u64::from(self.api.page_size));
+        let fetch = |target| {
+            self.client
+                .page(self.dataset, api, target, &self.limits, &self.deadline)
+        };
+        if let Paginator::Offset = api.paginator {
+            return self.offset_step(range, place).await;
+        }
+        let query;
+        let target = match &place.next {
+            Some(link) => Target::Link(link),
+            // The range's first page, or the first after a keyset page.
+            None => {
+                query = api.page_query(&range.lower, &range.upper, place.after.as_ref());
+                Target::Query(&query)
+            }
+        };
+        let Some(page) = fetch(target).await? else {
+            return Ok(None);
+        };
+        let n = page.len();
+        let after = match n {
+            0 => place.after.clone(),
+            n => Some(page.position(n - 1)?),
+        };
+        let (next, done) = match api.paginator {
+            Paginator::Link { .. } => {
+                let next = page.next.as_deref().map(|l| page.follow(l)).transpose()?;
+                let done = next.is_none();
+                (next, done)
+            }
+            _ => (None, (n as u64) < page_size),
+        };
+        Ok(Some(Step {
+            page,
+            skip: 0,
+            place: Place {
+                after,
+                offset: place.offset + n as u64,
+                next,
+            },
+            done,
+        }))
+    }
+
+    /// Offset paging (see [`Paginator::Offset`]): from one record before `place.offset`, so
+    /// the page's first record is one read already; if it is not, records before it left the
+    /// window meanwhile, and the page is asked for again a page earlier, until one is.
+    async fn offset_step(&self, range: &Range, place: &Place) -> Result<Option<Step>> {
+        let page_size = u64::from(self.api.page_size);
+        let mark = match &place.after {
+            None => None,
+            Some(p) => Some(p.order().map_err(|e| {
+                Error::Dataset(datasets::Error::Unreadable {
+                    file: format!(
+                        "the committed place of range {} of {}",
+                        self.range, range.lower
+                    ),
+                    reason: e,
+                })
+            })?),
+        };
+        let mut from = if mark.is_some() {
+            place.offset.saturating_sub(1)
+        } else {
+            0
+        };
+        loop {
+            let limit = page_size + u64::from(mark.is_some() && from > 0);
+            let query = self
+                .api
+                .offset_query(&range.lower, &range.upper, from, limit);
+            let Some(page) = self
+                .client
+                .page(
+                    self.dataset,
+                    self.api,
+                    Target::Query(&query),
+                    &self.limits,
+                    &self.deadline,
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let n = page.len();
+            let positions = (0..n)
+                .map(|i| page.position(i))
+                .collect::<Result<Vec<_>>>()?;
+            let mut orders = Vec::with_capacity(n);
+            for (i, p) in positions.iter().enumerate() {
+                let order = p.order().map_err(|e| page.refused(e))?;
+                if orders.last().is_some_and(|before| *before >= order) {
+                    return Err(page.refused(format!(
+                        "record {} does not come after record {i} in the order asked for \
+                         ({}, {}), so its offsets cannot be trusted",
+                        i + 1,
+                        self.api.cursor.field,
+                        self.api.cursor.id
+                    )));
+                }
+                orders.push(order);
+            }
+            // The records read already: a prefix, the page being in order.
+            let skip = match &mark {
+                None => 0,
+                Some(mark) => orders.iter().take_while(|o| *o <= mark).count(),
+            };
+            if from > 0 && mark.is_some() && skip == 0 {
+                warn!(
+                    dataset = self.dataset.name,
+                    range = self.range,
+                    offset = from,
+                    "records before this page left the window: asking a page earlier"
+                );
+                metrics::emit(
+                    STAGE,
+                    Some(&self.dataset.name),
+                    &[(metrics::HTTP_RETRIES, 1.0)],
+                );
+                from = from.saturating_sub(page_size);
+                continue;
+            }
+            let after = match positions.last() {
+                Some(last) if n > skip => Some(last.clone()),
+                _ => place.after.clone(),
+            };
+            return Ok(Some(Step {
+                page,
+                skip,
+                place: Place {
+                    after,
+                    offset: from + n as u64,
+                    next: None,
+                },
+                done: (n as u64) < limit,
+            }));
+        }
     }
 }
 
@@ -1040,9 +1448,22 @@ mod tests {
         d
     }
 
+    fn fetched(body: &str, link: Option<&str>) -> Fetched {
+        Fetched {
+            request: "GET /x".into(),
+            url: reqwest::Url::parse("https://data.example.org/resource/x.json?$limit=2").unwrap(),
+            body: Bytes::from(body.to_owned()),
+            link: link.map(str::to_owned),
+        }
+    }
+
     fn parse(d: &Dataset, body: &str) -> Result<Page> {
         let api = d.source.api.as_ref().unwrap();
-        Page::parse(d, api, "GET /x".into(), Bytes::from(body.to_owned()))
+        Page::parse(d, api, fetched(body, None))
+    }
+
+    fn last(page: &Page) -> Result<Position> {
+        page.position(page.len() - 1)
     }
 
     #[test]
@@ -1051,16 +1472,16 @@ mod tests {
             r#"{":id": "r2", ":updated_at": "2024-11-01T10:00:00.000Z", "collision_id": "7"}"#;
         let body = format!(r#"[{{":id": "r1", ":updated_at": "t"}}, {record}]"#);
         let page = parse(&crashes(""), &body).unwrap();
-        assert_eq!(page.records.len(), 2);
-        let last = Position {
+        assert_eq!(page.len(), 2);
+        let p = Position {
             at: "2024-11-01T10:00:00.000Z".into(),
             id: "r2".into(),
         };
-        assert_eq!(page.last.as_ref(), Some(&last));
+        assert_eq!(last(&page).unwrap(), p);
         let wrapped = format!(r#"{{"meta": {{}}, "data": {{"rows": [{record}]}}}}"#);
         let page = parse(&crashes("/data/rows"), &wrapped).unwrap();
-        assert_eq!((page.records.len(), page.last), (1, Some(last)));
-        assert!(parse(&crashes(""), "[]").unwrap().last.is_none());
+        assert_eq!((page.len(), last(&page).unwrap()), (1, p.clone()));
+        assert_eq!(parse(&crashes(""), "[]").unwrap().len(), 0);
         for (pointer, body, says) in [
             ("", wrapped.as_str(), "not a JSON array of records"),
             (
@@ -1068,19 +1489,110 @@ mod tests {
                 wrapped.as_str(),
                 "no array of records at \"/data/nope\"",
             ),
-            (
-                "",
-                r#"[{"collision_id": "1"}]"#,
-                "no \":updated_at\" to page on",
-            ),
         ] {
-            let e = parse(&crashes(pointer), body).err().unwrap().to_string();
-            assert!(e.contains("GET /x") && e.contains(says), "{e}");
-            assert_eq!(
-                parse(&crashes(pointer), body).err().unwrap().error_type(),
-                "InvalidInput"
-            );
+            let e = parse(&crashes(pointer), body).err().unwrap();
+            let text = e.to_string();
+            assert!(text.contains("GET /x") && text.contains(says), "{text}");
+            assert_eq!(e.error_type(), "InvalidInput");
         }
+        let page = parse(&crashes(""), r#"[{"collision_id": "1"}]"#).unwrap();
+        let e = last(&page).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("record 1 has no \":updated_at\" to page on"),
+            "{text}"
+        );
+        assert_eq!(e.error_type(), "InvalidInput");
+    }
+
+    #[test]
+    fn a_csv_page_pages_on_its_columns_and_is_read_by_header_name() {
+        let mut d = crashes("");
+        d.source.format = datasets::decl::Format::Csv;
+        let body = "collision_id,:id,:updated_at,crash_date,crash_time\n\
+                    7,r1,2024-11-01T10:00:00.000Z,2024-03-05T00:00:00.000,9:05\n\
+                    8,,2024-11-01T10:00:01.000Z,2024-03-05T00:00:00.000,9:06\n\
+                    9,r3,2024-11-01T10:00:02.000Z,nope,9:07\n";
+        let page = parse(&d, body).unwrap();
+        assert_eq!(page.len(), 3);
+        assert_eq!(last(&page).unwrap().id, "r3");
+        assert!(
+            page.position(1)
+                .unwrap_err()
+                .to_string()
+                .contains("record 2 has no \":id\"")
+        );
+        assert_eq!(
+            page.member(0, "crash_time").unwrap().as_deref(),
+            Some("9:05")
+        );
+        // The record read already is passed over, still counted in the places.
+        let mut reader = page.reader(&d, 1).unwrap();
+        let batch = reader.next_batch(BatchLimits::default()).unwrap().unwrap();
+        assert_eq!(batch.rows.num_rows(), 1);
+        assert_eq!(batch.quarantined[0].line, 4);
+        assert_eq!(parse(&d, "").unwrap().len(), 0);
+        assert_eq!(parse(&d, "collision_id,:id\n").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn links_to_the_next_page_from_the_body_or_the_header_stay_on_their_origin() {
+        assert_eq!(
+            next_in_link_header(
+                r#"<https://a.org/x?page=1>; rel="prev", <https://a.org/x?page=3&b=1,2>; rel="next", <https://a.org/x?page=9>; rel=last"#
+            )
+            .as_deref(),
+            Some("https://a.org/x?page=3&b=1,2")
+        );
+        assert_eq!(
+            next_in_link_header(r#"</x?c=2>;rel="next last""#).as_deref(),
+            Some("/x?c=2")
+        );
+        assert_eq!(
+            next_in_link_header(r#"<https://a.org/x>; rel="last""#),
+            None
+        );
+        let mut d = crashes("/results");
+        let api = d.source.api.as_mut().unwrap();
+        api.paginator = Paginator::Link {
+            next: Some("/next".into()),
+        };
+        let api = d.source.api.clone().unwrap();
+        let page = |body: &str| Page::parse(&d, &api, fetched(body, None));
+        let p = page(r#"{"results": [], "next": "/resource/x.json?cursor=abc"}"#).unwrap();
+        assert_eq!(
+            p.follow(p.next.as_deref().unwrap()).unwrap(),
+            "https://data.example.org/resource/x.json?cursor=abc"
+        );
+        assert!(page(r#"{"results": []}"#).unwrap().next.is_none());
+        assert!(
+            page(r#"{"results": [], "next": null}"#)
+                .unwrap()
+                .next
+                .is_none()
+        );
+        let e = page(r#"{"results": [], "next": 3}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is not a string"), "{e}");
+        let p = page(r#"{"results": []}"#).unwrap();
+        let e = p.follow("https://elsewhere.org/x").unwrap_err().to_string();
+        assert!(
+            e.contains("not followed, the token would go with it"),
+            "{e}"
+        );
+        let e = p.follow("x.json?$limit=2").unwrap_err().to_string();
+        assert!(e.contains("the page itself"), "{e}");
+        // Without a member, the header's.
+        d.source.api.as_mut().unwrap().paginator = Paginator::Link { next: None };
+        let api = d.source.api.clone().unwrap();
+        let p = Page::parse(
+            &d,
+            &api,
+            fetched(r#"{"results": []}"#, Some("<?p=2>; rel=next")),
+        );
+        assert_eq!(p.unwrap().next.as_deref(), Some("?p=2"));
     }
 
     #[test]
