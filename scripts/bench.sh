@@ -206,7 +206,8 @@ fi
 # An API dataset's first load (datasets/nyc_persons.json) from the local SODA server
 # (tests/soda/server.py, BENCH_API_CRASHES crashes, default 20000: about 60k persons), beside a
 # plain client fetching the same keyset pages one after the other as fast as the server serves
-# them; BENCH_API_REPEATS (default 3) runs, medians reported. BENCH_API_CRASHES= skips it.
+# them; then ingest by offset and from CSV pages. BENCH_API_REPEATS (default 3) runs, medians
+# reported. BENCH_API_CRASHES= skips it.
 api_crashes=${BENCH_API_CRASHES-20000}
 if [[ -n "$api_crashes" ]]; then
   token=bench-app-token
@@ -222,6 +223,11 @@ if [[ -n "$api_crashes" ]]; then
     echo "== nyc_persons: the first load, run $i" >&2
     BENCH_API_TOKEN=$token "$bench" apiplain "$api" nyc_persons
     "$bench" apiingest "$api" "$raw" nyc_persons
+    for variant in apioffset apicsv; do
+      raw="bench-$variant-$i-$(date +%s)"
+      buckets "$raw"
+      "$bench" "$variant" "$api" "$raw" nyc_persons
+    done
   done | grep '^{"mode"' | tee "$out/api.jsonl" >/dev/null
   kill "$soda_pid" 2>/dev/null || true
   python3 - "$out/api.jsonl" <<'PY2'
@@ -230,7 +236,7 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 print()
 print(f"{'NYC persons':<11} {'records':>9} {'MB':>7} {'s (median)':>10} {'records/s':>10} {'peak RSS MB':>11}")
 med = {}
-for mode in ("apiplain", "apiingest"):
+for mode in ("apiplain", "apiingest", "apioffset", "apicsv"):
     rs = [r for r in runs if r["mode"] == mode]
     secs = statistics.median(r["seconds"] for r in rs)
     med[mode] = rs[0]["rows"] / secs
@@ -238,6 +244,8 @@ for mode in ("apiplain", "apiingest"):
           f"{max(r['peak_rss_mb'] for r in rs):>11.1f}")
 print(f"            ingest's first load / the plain client: {med['apiingest']/med['apiplain']:.2f}x the records/s "
       "(goal: at least 0.8x); MB: the pages' JSON (plain), the Parquet written (ingest)")
+print(f"            by offset: {med['apioffset']/med['apiplain']:.2f}x; from CSV pages: "
+      f"{med['apicsv']/med['apiplain']:.2f}x (the plain client reads keyset JSON)")
 PY2
 fi
 

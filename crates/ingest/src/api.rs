@@ -9,8 +9,9 @@
 //!
 //! 1. pages on from the range's place (see [`Place`]: keyset after the last record's
 //!    `(cursor, id)`, offset from one record before the last page's end, or the last page's
-//!    link, as declared) into the range's next raw file, `<dataset>/<window end>-<range>-<part>.parquet` (so the
-//!    load applies the windows, and the parts of a range, in order), written create-only. Its
+//!    link, as declared) into the range's next raw file,
+//!    `<dataset>/<window end>-<range>-<part>.parquet` (so the load applies the windows, and
+//!    the parts of a range, in order), written create-only. Its
 //!    footer says where it ends (the last record's cursor and id, the offset, the link,
 //!    whether the range is read to its end) and holds its quarantined records;
 //! 2. once the file is whole (its size reached, the range read to its end, the deadline near),
@@ -134,6 +135,20 @@ impl ApiClient {
             .user_agent(concat!("totesys-ingest/", env!("CARGO_PKG_VERSION")))
             .gzip(true)
             .pool_idle_timeout(Duration::from_secs(60))
+            // The token goes with every request: a redirect is followed on its origin only.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if !same {
+                    attempt.stop()
+                } else if attempt.previous().len() > 5 {
+                    attempt.error("more than 5 redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .expect("the HTTP client builds");
         ApiClient {
@@ -458,11 +473,11 @@ struct Page {
 
 enum Records {
     Json(Vec<Box<RawValue>>),
-    /// The page as it came, and each record's fields by header name.
+    /// The page as it came, its header, and each record's cursor and id (empty: none).
     Csv {
         body: Bytes,
         header: Vec<String>,
-        fields: Vec<Vec<String>>,
+        fields: Vec<[String; 2]>,
     },
 }
 
@@ -511,7 +526,7 @@ impl Page {
                 .map(|row| {
                     let row = row.map_err(|e| refused(format!("not CSV: {e}")))?;
                     let get = |i: Option<usize>| i.and_then(|i| row.get(i)).unwrap_or_default();
-                    Ok(vec![get(at).to_owned(), get(id).to_owned()])
+                    Ok([get(at).to_owned(), get(id).to_owned()])
                 })
                 .collect::<Result<Vec<_>>>()?;
             Records::Csv {
@@ -601,7 +616,7 @@ impl Page {
     fn member(&self, i: usize, member: &str) -> std::result::Result<Option<String>, String> {
         match &self.records {
             Records::Json(records) => {
-                let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(records[i].get())
+                let fields: BTreeMap<String, &RawValue> = serde_json::from_str(records[i].get())
                     .map_err(|e| format!("record {} is not an object: {e}", i + 1))?;
                 Ok(fields
                     .get(member)
@@ -641,9 +656,7 @@ impl Page {
         };
         match &self.records {
             Records::Csv { fields, .. } => {
-                let [a, b] = &fields[i][..] else {
-                    unreachable!("two fields a record")
-                };
+                let [a, b] = &fields[i];
                 let some = |v: &String| Ok(Some(v.clone()).filter(|v| !v.is_empty()));
                 Ok(Position {
                     at: get(at, some(a))?,

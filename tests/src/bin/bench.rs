@@ -31,6 +31,9 @@
 //!   bench apiingest API RAW DATASET  ingest's first load of the dataset from API into the
 //!                                    bucket RAW: its ranges at the declared concurrency,
 //!                                    typed, written as Parquet and committed
+//!   bench apioffset API RAW DATASET  the same by the offset paginator (each page checked
+//!                                    against the one before)
+//!   bench apicsv API RAW DATASET     the same from CSV pages (the resource's .csv)
 //!   bench invoke LAMBDA SECONDS      one invocation of that Lambda's handler, configured from
 //!                                    the environment as in AWS, with the event on stdin and a
 //!                                    deadline SECONDS from now (scripts/bench_backfill.py)
@@ -98,9 +101,9 @@ async fn main() {
             csv_load(url, processed, warehouse).await
         }
         "apiplain" => api_plain(url, args.get(3).expect("bench apiplain API DATASET")).await,
-        "apiingest" => {
+        "apiingest" | "apioffset" | "apicsv" => {
             let [raw, name] = [3, 4].map(|i| args.get(i).expect("bench apiingest API RAW DATASET"));
-            api_ingest(url, raw, name).await
+            api_ingest(url, raw, name, mode).await
         }
         "transform" => transform(url, args.get(3).expect("bench transform RAW PROCESSED")).await,
         "load" => load(url, args.get(3).expect("bench load PROCESSED WAREHOUSE")).await,
@@ -278,8 +281,9 @@ async fn api_plain(base: &str, name: &str) -> (u64, u64, Duration) {
 }
 
 /// Ingest's first load of the dataset into `raw`, as one invocation without a deadline runs
-/// it: records, raw bytes written, time.
-async fn api_ingest(base: &str, raw: &str, name: &str) -> (u64, u64, Duration) {
+/// it, as declared (`apiingest`), by offset (`apioffset`) or from CSV pages (`apicsv`):
+/// records, raw bytes written, time.
+async fn api_ingest(base: &str, raw: &str, name: &str, mode: &str) -> (u64, u64, Duration) {
     let sdk = utils::store::aws_config().await;
     let s3 = utils::store::s3_client(&sdk);
     let raw_store = S3Store::new(s3.clone(), raw);
@@ -287,7 +291,17 @@ async fn api_ingest(base: &str, raw: &str, name: &str) -> (u64, u64, Duration) {
         aws_sdk_secretsmanager::Client::new(&sdk),
         Some(base.to_owned()),
     );
-    let declared = vec![api_dataset(name)];
+    let mut dataset = api_dataset(name);
+    let api = dataset.source.api.as_mut().unwrap();
+    match mode {
+        "apioffset" => api.paginator = datasets::api::Paginator::Offset,
+        "apicsv" => {
+            api.resource = api.resource.replace(".json", ".csv");
+            dataset.source.format = datasets::decl::Format::Csv;
+        }
+        _ => {}
+    }
+    let declared = vec![dataset];
     let sources = ingest::dataset::Sources {
         landing: None,
         api: Some(&client),
