@@ -26,6 +26,18 @@ locals {
   file_dataset_names = sort(keys(local.file_datasets))
   any_file_dataset   = length(local.file_dataset_names) > 0 ? 1 : 0
 
+  # The sources datasets name (source.name): a Glue database each, <lake database>_<source>,
+  # holding their datasets' tables, so the lake reads <source>/<dataset>; a dataset without one
+  # has its table in the lake's database.
+  dataset_sources = toset(compact([for d in values(local.datasets) : try(d.source.name, "")]))
+  dataset_databases = {
+    for n, d in local.datasets : n => (
+      try(d.source.name, null) == null
+      ? aws_glue_catalog_database.lake.name
+      : aws_glue_catalog_database.dataset_source[d.source.name].name
+    )
+  }
+
   # The master keys encrypted fields are declared under: ingest may decrypt with these only
   # (iam.tf), named by ARN or by alias.
   dataset_kms_keys    = distinct([for d in values(local.datasets) : d.source.encryption.kms_key if try(d.source.encryption.kms_key, null) != null])
@@ -112,14 +124,20 @@ resource "aws_lambda_permission" "sweep_invokes_ingest" {
   source_arn    = aws_cloudwatch_event_rule.dataset_sweep[0].arn
 }
 
-# One table per dataset over the processed zone, as for the star schema's tables (lake.tf):
-# the declared columns with their descriptions and units, the declared metadata as table
-# parameters, partition projection over the key layout <dataset>/YYYY/MM/DD/ (the day the file
-# landed).
+resource "aws_glue_catalog_database" "dataset_source" {
+  for_each    = local.dataset_sources
+  name        = "${local.lake_database}_${each.key}"
+  description = "${var.project}: the datasets of the source ${each.key}, over the processed bucket."
+}
+
+# One table per dataset over the processed zone, as for the star schema's tables (lake.tf), in
+# its source's database: the declared columns with their descriptions and units, the declared
+# metadata as table parameters, partition projection over the key layout <dataset>/YYYY/MM/DD/
+# (the day the file landed).
 resource "aws_glue_catalog_table" "dataset" {
   for_each      = local.datasets
   name          = each.key
-  database_name = aws_glue_catalog_database.lake.name
+  database_name = local.dataset_databases[each.key]
   description   = each.value.description
   table_type    = "EXTERNAL_TABLE"
 

@@ -328,11 +328,16 @@ data "aws_iam_policy_document" "analyst" {
       "glue:GetDatabase", "glue:GetDatabases", "glue:GetTable", "glue:GetTables",
       "glue:GetPartition", "glue:GetPartitions", "glue:BatchGetPartition",
     ]
-    resources = [
-      "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog",
-      aws_glue_catalog_database.lake.arn,
-      "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${local.lake_database}/*",
-    ]
+    resources = concat(
+      [
+        "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog",
+        aws_glue_catalog_database.lake.arn,
+        "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${local.lake_database}/*",
+      ],
+      # The datasets' sources' databases (datasets.tf).
+      [for db in aws_glue_catalog_database.dataset_source : db.arn],
+      [for db in aws_glue_catalog_database.dataset_source : "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${db.name}/*"],
+    )
   }
 
   # Athena asks for the catalog's default database (and may try to create it) in every query's

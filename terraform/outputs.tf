@@ -43,6 +43,11 @@ output "lake_database" {
   value       = aws_glue_catalog_database.lake.name
 }
 
+output "lake_dataset_tables" {
+  description = "Each declared dataset's Glue table, as database.table: its source's database (<lake_database>_<source.name>), or lake_database for a dataset naming no source."
+  value       = { for n in local.dataset_names : n => "${local.dataset_databases[n]}.${n}" }
+}
+
 output "athena_workgroup" {
   description = "The Athena workgroup to query the lake in (its results bucket, encryption and scan limit are enforced)."
   value       = aws_athena_workgroup.lake.name

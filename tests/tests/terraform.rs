@@ -1189,6 +1189,18 @@ fn analysts_may_run_athena_queries_as_athena_asks() {
     assert!(grants("glue:GetDatabase", ":database/default"));
     assert!(grants("glue:CreateDatabase", ":database/default"));
     assert!(grants("glue:GetDatabases", ":database/*"));
+    // The datasets' tables, in their sources' databases (datasets.tf) as in the lake's.
+    for action in ["glue:GetDatabase", "glue:GetTable", "glue:GetPartitions"] {
+        assert!(
+            grants(action, "aws_glue_catalog_database.lake.arn"),
+            "{action}"
+        );
+        assert!(
+            grants(action, "aws_glue_catalog_database.dataset_source : db.arn"),
+            "{action}"
+        );
+        assert!(grants(action, "table/${db.name}/*"), "{action}");
+    }
     for action in [
         "athena:ListWorkGroups",
         "athena:ListDataCatalogs",

@@ -70,6 +70,11 @@ pub struct View {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// The source the dataset is one of (lowercase letters, digits and `_`): the lake
+    /// registers it as `<source>/<dataset>`, its Glue table in the database
+    /// `<lake database>_<source>` (Terraform). Without it, the lake's own database.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The landing prefix, ending in `/` (empty for an API).
     #[serde(default)]
     pub prefix: String,
@@ -359,6 +364,14 @@ impl Dataset {
             return Err(format!(
                 "name {:?}: expected lower-case letters, digits and _",
                 self.name
+            ));
+        }
+        if let Some(source) = &self.source.name
+            && !plain(source)
+        {
+            return Err(format!(
+                "source.name {source:?}: expected lower-case letters, digits and _ (a Glue \
+                 database's name)"
             ));
         }
         if let Some(api) = &self.source.api {
@@ -715,6 +728,10 @@ pub(crate) mod tests {
             (
                 with(&["write_mode"], json!("merge")),
                 "write_mode Merge needs a key",
+            ),
+            (
+                with(&["source", "name"], json!("Open Data")),
+                "source.name \"Open Data\": expected lower-case letters",
             ),
         ] {
             assert!(e.contains(expected), "{e:?} lacks {expected:?}");
