@@ -823,6 +823,38 @@ async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the
         std::io::Write::write_all(&mut gz, (chunk.join("\n") + "\n").as_bytes()).unwrap();
         body.extend(gz.finish().unwrap());
     }
+    // `etl dataset check` reads the export on this machine as ingest will: the same rows, the
+    // same records quarantined for the same reasons, the data keys from the same KMS.
+    let local = std::env::temp_dir().join(format!("export-{}.jsonl.gz", std::process::id()));
+    std::fs::write(&local, &body).unwrap();
+    let checked = tokio::task::spawn_blocking({
+        let local = local.clone();
+        let declaration = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../datasets/exported_orders.json"
+        );
+        let keys = Box::new(etl::dataset::Kms::default());
+        move || etl::dataset::check(declaration.as_ref(), &local, None, keys)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::remove_file(&local).unwrap();
+    assert_eq!(checked.rows, good as u64);
+    let reasons: Vec<(u64, &str)> = checked
+        .quarantined
+        .iter()
+        .map(|q| (q.line, q.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), corrupt.len(), "{reasons:?}");
+    for ((line, reason), (n, (_, expected))) in reasons.iter().zip(corrupt.iter().enumerate()) {
+        assert_eq!(*line, first_corrupt_line + n as u64);
+        assert!(
+            reason.contains(expected),
+            "line {line}: {reason:?}, not {expected:?}"
+        );
+    }
+
     let key = "landing/exports/orders/2024-11-14.jsonl.gz";
     lake.landing
         .put(key, Bytes::from(body), "application/gzip")
