@@ -195,24 +195,34 @@ resource "aws_cloudwatch_metric_alarm" "pipeline" {
   alarm_actions       = [aws_sns_topic.alarms.arn]
 }
 
-# Each run that did not succeed, pushed to the topic so nobody polls (a success every few
+# Each run that did not succeed, of every state machine (the pipeline's, the datasets' first
+# loads, the API datasets' windows), pushed to the topic so nobody polls (a success every few
 # minutes would bury them).
+locals {
+  watched_state_machines = concat(
+    aws_sfn_state_machine.pipeline[*].arn,
+    aws_sfn_state_machine.dataset_backfill[*].arn,
+    aws_sfn_state_machine.dataset_api[*].arn,
+  )
+  any_state_machine = local.use_step_functions || local.any_dataset == 1 ? 1 : 0
+}
+
 resource "aws_cloudwatch_event_rule" "execution_status" {
-  count       = local.use_step_functions ? 1 : 0
+  count       = local.any_state_machine
   name        = "${var.project}-execution-status"
-  description = "Every ${local.state_machine_name} execution that failed, timed out or was aborted"
+  description = "Every execution of the ${var.project} state machines that failed, timed out or was aborted"
   event_pattern = jsonencode({
     source        = ["aws.states"]
     "detail-type" = ["Step Functions Execution Status Change"]
     detail = {
-      stateMachineArn = [aws_sfn_state_machine.pipeline[0].arn]
+      stateMachineArn = local.watched_state_machines
       status          = ["FAILED", "TIMED_OUT", "ABORTED"]
     }
   })
 }
 
 resource "aws_cloudwatch_event_target" "execution_status" {
-  count = local.use_step_functions ? 1 : 0
+  count = local.any_state_machine
   rule  = aws_cloudwatch_event_rule.execution_status[0].name
   arn   = aws_sns_topic.alarms.arn
 
@@ -235,7 +245,8 @@ resource "aws_cloudwatch_event_target" "execution_status" {
       status = "$.detail.status"
       error  = "$.detail.error"
       arn    = "$.detail.executionArn"
+      of     = "$.detail.stateMachineArn"
     }
-    input_template = "\"${local.state_machine_name} execution <name>: <status> <error>. Details: <arn>\""
+    input_template = "\"Execution <name> of <of>: <status> <error>. Details: <arn>\""
   }
 }

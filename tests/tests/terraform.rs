@@ -669,6 +669,31 @@ fn eventbridge_may_use_the_topic_key_and_keeps_what_it_cannot_deliver() {
         "{pattern}"
     );
     assert!(!pattern.contains("SUCCEEDED"), "{pattern}");
+    // Of every state machine there is.
+    assert!(
+        pattern.contains("local.watched_state_machines"),
+        "{pattern}"
+    );
+    let watched = local_text("monitoring.tf", "watched_state_machines");
+    let mut machines = Vec::new();
+    for entry in std::fs::read_dir(terraform_dir()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".tf") {
+            let body = parse(&name);
+            machines.extend(
+                blocks(&body, "resource")
+                    .filter(|b| b.labels[0].as_str() == "aws_sfn_state_machine")
+                    .map(|b| b.labels[1].as_str().to_owned()),
+            );
+        }
+    }
+    assert!(machines.len() >= 3, "{machines:?}");
+    for m in machines {
+        assert!(
+            watched.contains(&format!("aws_sfn_state_machine.{m}[*].arn")),
+            "{m}: {watched}"
+        );
+    }
 
     // What the topic still refuses is retried, then kept in the dead-letter queue, which
     // EventBridge may write to for this rule, and the rule's failures alarm.

@@ -1278,10 +1278,14 @@ impl Worker<'_> {
             rows: usize::MAX,
             bytes: usize::MAX,
         };
-        while records < self.limits.part_records && !(records > 0 && self.deadline.reached()) {
+        // At least a page, so every invocation moves on; then until the deadline (however
+        // many empty pages a portal links on).
+        let mut pages = 0u64;
+        while records < self.limits.part_records && !(pages > 0 && self.deadline.reached()) {
             let Some(step) = self.step(range, &footer.place).await? else {
                 break;
             };
+            pages += 1;
             records += (step.page.len() - step.skip) as u64;
             let mut reader = step.page.reader(self.dataset, step.skip)?;
             // A page whose records break the declared policies is refused, as a file is.
