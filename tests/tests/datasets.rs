@@ -823,6 +823,17 @@ async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the
         std::io::Write::write_all(&mut gz, (chunk.join("\n") + "\n").as_bytes()).unwrap();
         body.extend(gz.finish().unwrap());
     }
+    // Every corrupt record, by line and reason, in the file's order.
+    let corrupt_in_order = |found: &[(u64, &str)]| {
+        assert_eq!(found.len(), corrupt.len(), "{found:?}");
+        for ((line, reason), (n, (_, expected))) in found.iter().zip(corrupt.iter().enumerate()) {
+            assert_eq!(*line, first_corrupt_line + n as u64);
+            assert!(
+                reason.contains(expected),
+                "line {line}: {reason:?}, expected {expected:?}"
+            );
+        }
+    };
     // `etl dataset check` reads the export on this machine as ingest will: the same rows, the
     // same records quarantined for the same reasons, the data keys from the same KMS.
     let local = std::env::temp_dir().join(format!("export-{}.jsonl.gz", std::process::id()));
@@ -846,14 +857,7 @@ async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the
         .iter()
         .map(|q| (q.line, q.reason.as_str()))
         .collect();
-    assert_eq!(reasons.len(), corrupt.len(), "{reasons:?}");
-    for ((line, reason), (n, (_, expected))) in reasons.iter().zip(corrupt.iter().enumerate()) {
-        assert_eq!(*line, first_corrupt_line + n as u64);
-        assert!(
-            reason.contains(expected),
-            "line {line}: {reason:?}, not {expected:?}"
-        );
-    }
+    corrupt_in_order(&reasons);
 
     let key = "landing/exports/orders/2024-11-14.jsonl.gz";
     lake.landing
@@ -927,14 +931,12 @@ async fn an_encrypted_export_publishes_its_records_decrypted_and_quarantines_the
         }
     }
     found.sort();
-    assert_eq!(found.len(), corrupt.len(), "{found:?}");
-    for ((line, reason), (n, (_, expected))) in found.iter().zip(corrupt.iter().enumerate()) {
-        assert_eq!(*line, first_corrupt_line + n as u64);
-        assert!(
-            reason.contains(expected),
-            "line {line}: {reason:?}, expected {expected:?}"
-        );
-    }
+    corrupt_in_order(
+        &found
+            .iter()
+            .map(|(l, r)| (*l, r.as_str()))
+            .collect::<Vec<_>>(),
+    );
 }
 
 const STATIONS: &[(&str, &str)] = &[
@@ -1621,6 +1623,60 @@ impl Drop for Soda {
     }
 }
 
+/// Ingest's dataset path with an API client of the test's own, as the Lambda runs it but with
+/// raw files of at most `part_records` records and short backoffs.
+struct ApiIngest<'l> {
+    lake: &'l Lake,
+    client: ingest::api::ApiClient,
+    limits: ingest::dataset::PartLimits,
+}
+
+impl<'l> ApiIngest<'l> {
+    async fn new(lake: &'l Lake, part_records: u64) -> Self {
+        let mut limits = ingest::dataset::PartLimits::default();
+        limits.api.part_records = part_records;
+        limits.api.backoff = Duration::from_millis(50);
+        ApiIngest {
+            lake,
+            client: lake.api_client().await,
+            limits,
+        }
+    }
+
+    async fn run(
+        &self,
+        request: ingest::dataset::Request,
+        deadline: utils::deadline::Deadline,
+    ) -> ingest::Result<ingest::Output> {
+        let sources = ingest::dataset::Sources {
+            landing: None,
+            api: Some(&self.client),
+            keys: None,
+        };
+        let lake = self.lake;
+        ingest::dataset::run(
+            sources,
+            &lake.raw,
+            lake.datasets,
+            request,
+            self.limits,
+            deadline,
+        )
+        .await
+    }
+
+    /// `work` of `dataset`'s window, without a deadline.
+    async fn api(&self, dataset: &str, work: ingest::api::Work) -> ingest::Output {
+        let request = ingest::dataset::Request::Api {
+            dataset: dataset.into(),
+            work,
+        };
+        self.run(request, utils::deadline::Deadline::NONE)
+            .await
+            .unwrap()
+    }
+}
+
 /// The declared token's secret, in the local Secrets Manager.
 async fn token_secret(name: &str, value: &str) {
     let sdk = sdk_config().await;
@@ -1859,33 +1915,12 @@ async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults
         "{}",
         status.render()
     );
-    let client = lake.api_client().await;
-    let sources = ingest::dataset::Sources {
-        landing: None,
-        api: Some(&client),
-        keys: None,
-    };
-    let mut limits = ingest::dataset::PartLimits::default();
-    limits.api.part_records = 100;
-    limits.api.backoff = Duration::from_millis(50);
-    let range = |k: usize| {
-        ingest::dataset::run(
-            sources,
-            &lake.raw,
-            lake.datasets,
-            ingest::dataset::Request::Api {
-                dataset: "nyc_crashes".into(),
-                work: ingest::api::Work::Range(k),
-            },
-            limits,
-            utils::deadline::Deadline::NONE,
-        )
-    };
+    let reader = ApiIngest::new(&lake, 100).await;
+    let range = |k: usize| reader.api("nyc_crashes", ingest::api::Work::Range(k));
     let runs =
         futures_util::future::join_all(ranges.iter().map(|k| range(*k)).chain([range(1)])).await;
     let mut files = BTreeSet::new();
     for run in runs {
-        let run = run.unwrap();
         assert!(run.complete, "{run:?}");
         for f in run.datasets.values().flat_map(|d| &d.files) {
             assert!(files.insert(f.clone()), "{f} committed twice");
@@ -1978,14 +2013,7 @@ async fn offset_and_link_paging_and_csv_pages_read_exactly_while_the_window_shif
     let mut lake = Lake::with(all).await;
     lake.api = Some(soda.url.clone());
     soda.settle().await;
-    let client = lake.api_client().await;
-    let sources = ingest::dataset::Sources {
-        landing: None,
-        api: Some(&client),
-        keys: None,
-    };
-    let mut limits = ingest::dataset::PartLimits::default();
-    limits.api.part_records = 10;
+    let reader = ApiIngest::new(&lake, 10).await;
     let names: Vec<String> = NYC.iter().map(|(n, _)| (*n).to_owned()).collect();
     let mut amended = BTreeSet::new();
     let mut amend = async || {
@@ -1995,33 +2023,20 @@ async fn offset_and_link_paging_and_csv_pages_read_exactly_while_the_window_shif
     // The persons a page per range at a time (each invocation's deadline is past once it has
     // read one), old crashes amended between.
     for _ in 0..5 {
-        let run = ingest::dataset::run(
-            sources,
-            &lake.raw,
-            lake.datasets,
-            ingest::dataset::Request::Api {
-                dataset: "nyc_persons".into(),
-                work: ingest::api::Work::All,
-            },
-            limits,
-            utils::deadline::Deadline::at(std::time::SystemTime::now(), Duration::ZERO),
-        )
-        .await
-        .unwrap();
+        let request = ingest::dataset::Request::Api {
+            dataset: "nyc_persons".into(),
+            work: ingest::api::Work::All,
+        };
+        let past = utils::deadline::Deadline::at(std::time::SystemTime::now(), Duration::ZERO);
+        let run = reader.run(request, past).await.unwrap();
         assert!(!run.complete);
         amend().await;
     }
     // Then all three, killed.
     let (mut kills, mut after) = (0, Duration::from_millis(5));
     loop {
-        let sweep = ingest::dataset::run(
-            sources,
-            &lake.raw,
-            lake.datasets,
-            ingest::dataset::Request::Sweep(names.clone()),
-            limits,
-            utils::deadline::Deadline::NONE,
-        );
+        let request = ingest::dataset::Request::Sweep(names.clone());
+        let sweep = reader.run(request, utils::deadline::Deadline::NONE);
         if let Ok(run) = tokio::time::timeout(after, sweep).await {
             assert!(run.unwrap().complete);
             break;
@@ -2123,31 +2138,12 @@ async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
     token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
     let mut lake = Lake::with(declared_nyc()).await;
     lake.api = Some(soda.url.clone());
-    let client = lake.api_client().await;
-    let sources = ingest::dataset::Sources {
-        landing: None,
-        api: Some(&client),
-        keys: None,
-    };
-    let mut limits = ingest::dataset::PartLimits::default();
-    limits.api.part_records = 20;
-    let run = |work| {
-        ingest::dataset::run(
-            sources,
-            &lake.raw,
-            lake.datasets,
-            ingest::dataset::Request::Api {
-                dataset: "nyc_crashes".into(),
-                work,
-            },
-            limits,
-            utils::deadline::Deadline::NONE,
-        )
-    };
+    let reader = ApiIngest::new(&lake, 20).await;
+    let run = |work| reader.api("nyc_crashes", work);
     let state_key = ingest::api::state_key("nyc_crashes");
-    run(ingest::api::Work::Plan).await.unwrap();
+    run(ingest::api::Work::Plan).await;
     let planned = lake.raw.get(&state_key).await.unwrap().unwrap();
-    let straight = run(ingest::api::Work::All).await.unwrap();
+    let straight = run(ingest::api::Work::All).await;
     let files = &straight.datasets["nyc_crashes"].files;
     assert!(files.len() >= 3, "{files:?}");
     let read_through = lake.raw.get(&state_key).await.unwrap().unwrap();
@@ -2170,7 +2166,7 @@ async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
         .unwrap()
         .len() as u64;
     let requests = soda.requests().await;
-    let again = run(ingest::api::Work::All).await.unwrap();
+    let again = run(ingest::api::Work::All).await;
     // Each file was taken as it was: no page asked for again but, per range, the empty one
     // that ended it where it ended on a full page (no file says so).
     assert!(ranges >= 2, "{ranges}");
