@@ -45,6 +45,14 @@ impl Lake {
         }
     }
 
+    /// A lake whose ingest reads the API datasets of `datasets` from `soda`.
+    async fn reading(datasets: Vec<Dataset>, soda: &Soda) -> Self {
+        Lake {
+            api: Some(soda.url.clone()),
+            ..Self::with(datasets).await
+        }
+    }
+
     async fn land(&self, key: &str, body: &str) {
         self.landing
             .put(key, Bytes::from(body.to_owned()), "text/csv")
@@ -1882,8 +1890,7 @@ async fn nyc_matches_the_server(lake: &Lake, soda: &Soda) {
 async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults() {
     let soda = Soda::start(250, 9, 13);
     token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
-    let mut lake = Lake::with(declared_nyc()).await;
-    lake.api = Some(soda.url.clone());
+    let lake = Lake::reading(declared_nyc(), &soda).await;
     soda.settle().await;
 
     // The mass upload of the crashes as the Map runs it: the plan, then every range at once,
@@ -1974,7 +1981,6 @@ async fn an_api_mass_upload_and_three_daily_runs_equal_the_server_through_faults
         statuses.get("500").copied().unwrap_or(0) > 0,
         "{statuses:?}"
     );
-    lake.api = None;
 }
 
 /// The other paginators and CSV pages: the crashes by links in the body (`/next`), the
@@ -2010,8 +2016,7 @@ async fn offset_and_link_paging_and_csv_pages_read_exactly_while_the_window_shif
             _ => api.paginator = Paginator::Offset,
         }
     }
-    let mut lake = Lake::with(all).await;
-    lake.api = Some(soda.url.clone());
+    let lake = Lake::reading(all, &soda).await;
     soda.settle().await;
     let reader = ApiIngest::new(&lake, 10).await;
     let names: Vec<String> = NYC.iter().map(|(n, _)| (*n).to_owned()).collect();
@@ -2070,7 +2075,6 @@ async fn offset_and_link_paging_and_csv_pages_read_exactly_while_the_window_shif
         lake.hand_offs_repeated(&format!("{name}/")).await;
     }
     nyc_matches_the_server(&lake, &soda).await;
-    lake.api = None;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2082,8 +2086,7 @@ async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_reques
     api.token.as_mut().unwrap().secret = "nyc-wrong-token".into();
     api.retries = 2;
     token_secret("nyc-wrong-token", "not-the-token").await;
-    let mut lake = Lake::with(all).await;
-    lake.api = Some(soda.url.clone());
+    let lake = Lake::reading(all, &soda).await;
 
     let e = lake
         .ingest(json!({"datasets": ["nyc_crashes"]}))
@@ -2102,8 +2105,7 @@ async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_reques
     // retries, and nothing committed.
     token_secret("nyc-wrong-token", SODA_TOKEN).await;
     soda.admin("faults?fail_every=1").await;
-    let mut lake2 = Lake::with(lake.datasets.to_vec()).await;
-    lake2.api = Some(soda.url.clone());
+    let lake2 = Lake::reading(lake.datasets.to_vec(), &soda).await;
     let e = lake2
         .ingest(json!({"datasets": ["nyc_crashes"]}))
         .await
@@ -2126,7 +2128,6 @@ async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_reques
         .await
         .unwrap();
     assert_eq!(out.datasets["nyc_crashes"].rows, 30);
-    lake.api = None;
 }
 
 /// An invocation killed after a file's upload and before its commit leaves a file the state
@@ -2136,8 +2137,7 @@ async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_reques
 async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
     let soda = Soda::start(120, 0, 0);
     token_secret("nyc-open-data-app-token", SODA_TOKEN).await;
-    let mut lake = Lake::with(declared_nyc()).await;
-    lake.api = Some(soda.url.clone());
+    let lake = Lake::reading(declared_nyc(), &soda).await;
     let reader = ApiIngest::new(&lake, 20).await;
     let run = |work| reader.api("nyc_crashes", work);
     let state_key = ingest::api::state_key("nyc_crashes");
@@ -2180,5 +2180,4 @@ async fn a_file_uploaded_but_never_committed_is_taken_from_its_footer() {
         state(&lake.raw.get(&state_key).await.unwrap().unwrap()),
         state(&read_through)
     );
-    lake.api = None;
 }

@@ -222,21 +222,14 @@ impl ApiClient {
         let Some(fetched) = self.get(dataset, api, target, limits, deadline).await? else {
             return Ok(None);
         };
-        let request = fetched.request.clone();
         let page = Page::parse(dataset, api, fetched)?;
         if page.len() == 0 {
             return Ok(None);
         }
-        match page.member(0, member) {
-            Ok(Some(v)) => Ok(Some(v)),
-            Ok(None) => Err(Error::Dataset(datasets::Error::Unreadable {
-                file: request,
-                reason: format!("the answer has no {member:?}"),
-            })),
-            Err(reason) => Err(Error::Dataset(datasets::Error::Unreadable {
-                file: request,
-                reason,
-            })),
+        match page.members(0, [member]) {
+            Ok([Some(v)]) => Ok(Some(v)),
+            Ok([None]) => Err(page.refused(format!("the answer has no {member:?}"))),
+            Err(reason) => Err(page.refused(reason)),
         }
     }
 
@@ -468,7 +461,7 @@ struct Page {
     /// The link to the next page, as the page gave it (not resolved).
     next: Option<String>,
     /// The paging members' names.
-    members: [String; 2],
+    paging: [String; 2],
 }
 
 enum Records {
@@ -573,7 +566,7 @@ impl Page {
             url,
             records,
             next,
-            members: [api.cursor.field.clone(), api.cursor.id.clone()],
+            paging: [api.cursor.field.clone(), api.cursor.id.clone()],
         })
     }
 
@@ -612,18 +605,24 @@ impl Page {
         }
     }
 
-    /// The `i`th record's `member` (`None`: it has none), or why the record cannot be read.
-    fn member(&self, i: usize, member: &str) -> std::result::Result<Option<String>, String> {
+    /// The `i`th record's `names` members (`None`: it has none), the record read once; or
+    /// why it cannot be read.
+    fn members<const N: usize>(
+        &self,
+        i: usize,
+        names: [&str; N],
+    ) -> std::result::Result<[Option<String>; N], String> {
         match &self.records {
             Records::Json(records) => {
                 let fields: BTreeMap<String, &RawValue> = serde_json::from_str(records[i].get())
                     .map_err(|e| format!("record {} is not an object: {e}", i + 1))?;
-                Ok(fields
-                    .get(member)
-                    .and_then(|v| serde_json::from_str::<String>(v.get()).ok()))
+                Ok(names.map(|name| {
+                    fields
+                        .get(name)
+                        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+                }))
             }
             Records::Csv { header, body, .. } => {
-                let k = header.iter().position(|h| h == member);
                 let row = csv::ReaderBuilder::new()
                     .has_headers(true)
                     .flexible(true)
@@ -631,9 +630,13 @@ impl Page {
                     .into_records()
                     .nth(i)
                     .and_then(|r| r.ok());
-                Ok(k.zip(row)
-                    .and_then(|(k, row)| row.get(k).map(str::to_owned))
-                    .filter(|v| !v.is_empty()))
+                Ok(names.map(|name| {
+                    let k = header.iter().position(|h| h == name)?;
+                    row.as_ref()
+                        .and_then(|row| row.get(k))
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                }))
             }
         }
     }
@@ -641,33 +644,21 @@ impl Page {
     /// The `i`th record's place in paging order; a record without it is refused with the
     /// page: what comes after it cannot be asked for.
     fn position(&self, i: usize) -> Result<Position> {
-        let [at, id] = &self.members;
-        let get = |name: &str, value: std::result::Result<Option<String>, String>| {
-            value
-                .and_then(|v| {
-                    v.ok_or_else(|| format!("record {} has no {name:?} to page on", i + 1))
-                })
-                .map_err(|reason| {
-                    Error::Dataset(datasets::Error::Unreadable {
-                        file: self.request.clone(),
-                        reason,
-                    })
-                })
-        };
-        match &self.records {
+        let [at, id] = &self.paging;
+        let [at_value, id_value] = match &self.records {
             Records::Csv { fields, .. } => {
-                let [a, b] = &fields[i];
-                let some = |v: &String| Ok(Some(v.clone()).filter(|v| !v.is_empty()));
-                Ok(Position {
-                    at: get(at, some(a))?,
-                    id: get(id, some(b))?,
-                })
+                fields[i].clone().map(|v| Some(v).filter(|v| !v.is_empty()))
             }
-            Records::Json(_) => Ok(Position {
-                at: get(at, self.member(i, at))?,
-                id: get(id, self.member(i, id))?,
-            }),
-        }
+            Records::Json(_) => self.members(i, [at, id]).map_err(|e| self.refused(e))?,
+        };
+        let get = |name: &str, value: Option<String>| {
+            value
+                .ok_or_else(|| self.refused(format!("record {} has no {name:?} to page on", i + 1)))
+        };
+        Ok(Position {
+            at: get(at, at_value)?,
+            id: get(id, id_value)?,
+        })
     }
 
     /// A reader of the page's records from the `skip`th on (those before are read already).
@@ -1311,10 +1302,6 @@ impl Worker<'_> {
     /// came while waiting to try again.
     async fn step(&self, range: &Range, place: &Place) -> Result<Option<Step>> {
         let (api, page_size) = (self.api, u64::from(self.api.page_size));
-        let fetch = |target| {
-            self.client
-                .page(self.dataset, api, target, &self.limits, &self.deadline)
-        };
         if let Paginator::Offset = api.paginator {
             return self.offset_step(range, place).await;
         }
@@ -1327,7 +1314,7 @@ impl Worker<'_> {
                 Target::Query(&query)
             }
         };
-        let Some(page) = fetch(target).await? else {
+        let Some(page) = self.fetch(target).await? else {
             return Ok(None);
         };
         let n = page.len();
@@ -1353,6 +1340,13 @@ impl Worker<'_> {
             },
             done,
         }))
+    }
+
+    /// A page of this range's, tried again as the limits say until the deadline.
+    async fn fetch(&self, target: Target<'_>) -> Result<Option<Page>> {
+        self.client
+            .page(self.dataset, self.api, target, &self.limits, &self.deadline)
+            .await
     }
 
     /// Offset paging (see [`Paginator::Offset`]): from one record before `place.offset`, so
@@ -1382,17 +1376,7 @@ impl Worker<'_> {
             let query = self
                 .api
                 .offset_query(&range.lower, &range.upper, from, limit);
-            let Some(page) = self
-                .client
-                .page(
-                    self.dataset,
-                    self.api,
-                    Target::Query(&query),
-                    &self.limits,
-                    &self.deadline,
-                )
-                .await?
-            else {
+            let Some(page) = self.fetch(Target::Query(&query)).await? else {
                 return Ok(None);
             };
             let n = page.len();
@@ -1540,8 +1524,8 @@ mod tests {
                 .contains("record 2 has no \":id\"")
         );
         assert_eq!(
-            page.member(0, "crash_time").unwrap().as_deref(),
-            Some("9:05")
+            page.members(0, ["crash_time", ":id"]).unwrap(),
+            [Some("9:05".to_owned()), Some("r1".to_owned())]
         );
         // The record read already is passed over, still counted in the places.
         let mut reader = page.reader(&d, 1).unwrap();
