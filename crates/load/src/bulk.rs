@@ -79,6 +79,9 @@ pub struct Bulk {
     pub row_locks_max: usize,
     replica: Option<bool>,
     reported: BTreeSet<&'static str>,
+    /// Declared datasets' tables whose copy straight in met a key they held already: their
+    /// later files in this invocation are staged without trying.
+    keys_met: BTreeSet<&'static str>,
 }
 
 /// The set-based checks of one file on the bulk path: its table's foreign keys and the values
@@ -96,12 +99,25 @@ impl Bulk {
             row_locks_max: ROW_LOCKS_MAX,
             replica: None,
             reported: BTreeSet::new(),
+            keys_met: BTreeSet::new(),
         }
     }
 
     /// Whether a file of `rows` rows is copied straight into its table.
     pub fn direct(&self, rows: u64) -> bool {
         self.min_rows > 0 && rows >= self.min_rows
+    }
+
+    /// Whether a declared dataset's file of `rows` rows into `table` is first copied straight
+    /// in: a large file, unless an earlier one this invocation met a key the table held.
+    pub fn dataset_direct(&self, table: &str, rows: u64) -> bool {
+        self.direct(rows) && !self.keys_met.contains(table)
+    }
+
+    /// Notes that a file copied straight into `table` met a key it held: the table's later
+    /// files this invocation are staged without trying.
+    pub fn key_met(&mut self, table: &'static str) {
+        self.keys_met.insert(table);
     }
 
     /// For a file of `rows` rows into `table` inside `tx`: the set-based checks that replace

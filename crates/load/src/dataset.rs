@@ -5,9 +5,10 @@
 //! file does: claimed in the ledger by key and ETag (a file the ledger holds is skipped),
 //! streamed row group by row group into a temporary staging table by `COPY`, and applied by
 //! one statement under the declared write mode (see `datasets::pg::apply`), or, for `append`
-//! and for a keyed file into an empty table (a first load, inside a savepoint, staged after
-//! all where a key is met twice), copied straight into the table; a table whose rows changed
-//! is marked for its views' refresh in the same transaction.
+//! and for a keyed file into an empty table (a first load) or of at least `LOAD_BULK_MIN_ROWS`
+//! rows, copied straight into the table (inside a savepoint, staged after all where a key is
+//! met twice or the table held one); a table whose rows changed is marked for its views'
+//! refresh in the same transaction.
 
 use bytes::Bytes;
 use datasets::Dataset;
@@ -23,6 +24,7 @@ use utils::parquet_io::{
 };
 use utils::store::S3Store;
 
+use crate::bulk::Bulk;
 use crate::error::{Error, Result};
 use crate::schema::LEDGER;
 use crate::{STAGE, views};
@@ -200,6 +202,7 @@ pub async fn load_file(
     dataset: &'static Dataset,
     table: &'static str,
     key: &str,
+    bulk: &mut Bulk,
 ) -> Result<Loaded> {
     let started = std::time::Instant::now();
     let invalid = |reason: String| Error::InvalidInput {
@@ -256,14 +259,16 @@ pub async fn load_file(
         return Ok(Loaded::Skipped);
     }
     // Rows matched by no key (append) go straight into the table: nothing to stage. So do a
-    // keyed file's into an empty table (a first load), inside a savepoint: where no key is met
-    // twice, that is what the write mode would have done, without the staging table; where one
-    // is, the unique index stops the COPY, which is undone, and the file is staged as any other.
+    // keyed file's into an empty table (a first load) or a large one's (the staging table and
+    // the `INSERT ... SELECT` cost as much again as the COPY), inside a savepoint: where no key
+    // is met twice or held already, that is what the write mode would have done, without the
+    // staging table; where one is, the unique index stops the COPY, which is undone, and the
+    // file is staged as any other (and so are the table's later files this invocation).
     let keyed = pg::keyed(dataset);
     let mut changed = None;
     // The staging table has the table's column types, so one format serves both.
     let format = format_for(&tx, dataset, table).await?;
-    if keyed && empty(&tx, table).await? {
+    if keyed && (bulk.dataset_direct(table, opened.rows) || empty(&tx, table).await?) {
         let direct = tx.savepoint("direct_copy").await?;
         match copy_rows(&direct, dataset, table, format, &mut opened.stream).await {
             Ok(copied) => {
@@ -272,9 +277,12 @@ pub async fn load_file(
             }
             Err(Failed::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 direct.rollback().await?;
+                bulk.key_met(table);
                 info!(
                     dataset = dataset.name,
-                    key, "a key met twice: the file is staged instead of copied straight in"
+                    key,
+                    "a key met twice or held already: the file is staged instead of copied \
+                     straight in"
                 );
                 opened = open_parquet_version(store, key, &etag)
                     .await

@@ -263,7 +263,7 @@ pub async fn run(
         }
         // A dataset without a warehouse table is the lake's only: nothing to load.
         if let Some(table) = declared.warehouse_table() {
-            match dataset::load_file(client, store, declared, table, &key).await? {
+            match dataset::load_file(client, store, declared, table, &key, &mut bulk).await? {
                 dataset::Loaded::Changed(n) => {
                     *output.loaded.entry(table.to_owned()).or_default() += n;
                 }
