@@ -10,6 +10,7 @@ pub mod crypt;
 pub mod decl;
 pub mod error;
 pub mod landed;
+mod ordered;
 mod parquet_file;
 pub mod pg;
 pub mod read;

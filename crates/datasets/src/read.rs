@@ -8,7 +8,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::sync::Arc;
+use std::ops::{ControlFlow, Range};
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -20,6 +21,7 @@ use crate::cast::{Columns, Value, parse, parse_typed};
 use crate::crypt::{self, DataKeys};
 use crate::decl::{Compression, Dataset, Format, Kind, Policy};
 use crate::error::{Error, Result};
+use crate::ordered;
 
 /// A row that could not be typed, with where it was and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,66 +263,383 @@ impl<'d> LandedFile<'d> {
             schema,
             records,
         } = self;
-        let mut columns = Columns::new(&dataset.columns);
-        let mut quarantined = Vec::new();
-        // Quarantined records count towards the limits too: a file of bad rows is bounded alike.
-        let (mut bytes, mut seen) = (0, 0);
-        while seen < limits.rows && bytes < limits.bytes {
+        let mut typing = Typing::new(dataset, file);
+        while !typing.full(limits) {
             let Some((size, line, texts)) = records.next(dataset, file)? else {
                 break;
             };
-            seen += 1;
-            bytes += size;
-            let texts = match texts {
-                Ok(texts) => texts,
-                Err(q) => {
-                    quarantined.push(q);
-                    continue;
+            typing.add(size, line, texts);
+        }
+        Ok(typing.finish(schema))
+    }
+
+    /// Reads the whole file, handing each batch, or the error that ends it, to `each` in the
+    /// file's order until it breaks.
+    ///
+    /// A CSV file with `workers` above 1 is read on that many threads besides the caller's:
+    /// one tokenizes its records while the others type them (tokenizing is a fifth of the
+    /// work), each batch a quarter of `limits`, so that the batches held at once (the one being
+    /// read, one typed by each worker, the one handed on) take about what one batch of
+    /// `limits` would. Other files, or one worker, are read batch by batch on the caller's.
+    pub fn read_all(
+        mut self,
+        limits: BatchLimits,
+        workers: usize,
+        mut each: impl FnMut(Result<Batch>) -> ControlFlow<()>,
+    ) {
+        let LandedFile {
+            dataset,
+            file,
+            schema,
+            records,
+        } = &mut self;
+        let Records::Csv {
+            reader,
+            fields,
+            width,
+            record,
+        } = records
+        else {
+            return self.read_in_turn(limits, each);
+        };
+        if workers < 2 {
+            return self.read_in_turn(limits, each);
+        }
+        let limits = BatchLimits {
+            rows: (limits.rows / 4).max(1),
+            bytes: (limits.bytes / 4).max(1),
+        };
+        // Spent chunks, to tokenize into again.
+        let spare: Mutex<Vec<Chunk>> = Mutex::new(Vec::new());
+        let mut ended = false;
+        let produce = || {
+            if ended {
+                return None;
+            }
+            let mut chunk = spare
+                .lock()
+                .expect("not poisoned")
+                .pop()
+                .unwrap_or_default();
+            chunk.clear();
+            match chunk.fill(reader, record, limits) {
+                Ok(true) => Some(Ok(chunk)),
+                Ok(false) => {
+                    ended = true;
+                    (!chunk.is_empty()).then_some(Ok(chunk))
                 }
-            };
-            let mut row: Vec<Value<'_>> = Vec::with_capacity(texts.len());
-            let bad = dataset
-                .columns
-                .iter()
-                .zip(&texts)
-                .find_map(|(column, field)| {
-                    let parsed = match field {
-                        None => parse(column, ""),
-                        Some(Field::Text(text)) => parse(column, text),
-                        Some(Field::Typed(text)) => parse_typed(column, text),
-                    };
-                    match parsed {
-                        Ok(v) => {
-                            row.push(v);
-                            None
-                        }
-                        Err(reason) => {
-                            Some((column, reason, field.as_ref().map_or("", Field::text)))
-                        }
-                    }
-                });
-            match bad {
-                None => columns.push(&row),
-                Some((column, reason, value)) => quarantined.push(Quarantined {
-                    file: file.clone(),
-                    line,
-                    column: Some(column.name.clone()),
-                    reason,
-                    value: value.to_string(),
-                }),
+                Err(e) => {
+                    ended = true;
+                    Some(Err(Error::Unreadable {
+                        file: file.as_str().into(),
+                        reason: e.to_string(),
+                    }))
+                }
+            }
+        };
+        let (dataset, file, fields, width, schema) =
+            (&**dataset, &**file, &**fields, *width, &*schema);
+        let map = |chunk: Result<Chunk>| {
+            let chunk = chunk?;
+            let mut typing = Typing::new(dataset, file);
+            for k in 0..chunk.len() {
+                let record = chunk.record(k);
+                let (size, line, texts) = csv_texts(dataset, file, fields, width, &record);
+                typing.add(size, line, texts);
+            }
+            let mut spare = spare.lock().expect("not poisoned");
+            if spare.len() <= workers {
+                spare.push(chunk);
+            }
+            Ok(typing.finish(schema).expect("a chunk holds records"))
+        };
+        ordered::ordered_map(workers, produce, map, |batch| {
+            let end = batch.is_err();
+            each(batch)?;
+            if end {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+    }
+
+    /// [`Self::read_all`] batch by batch on the caller's thread.
+    fn read_in_turn(
+        mut self,
+        limits: BatchLimits,
+        mut each: impl FnMut(Result<Batch>) -> ControlFlow<()>,
+    ) {
+        loop {
+            let next = self.next_batch(limits).transpose();
+            let end = !matches!(next, Some(Ok(_)));
+            if let Some(next) = next
+                && each(next).is_break()
+            {
+                return;
+            }
+            if end {
+                return;
             }
         }
-        if seen == 0 {
-            return Ok(None);
-        }
-        let rows = RecordBatch::try_new(schema.clone(), columns.finish())
-            .expect("the builders follow the declared schema");
-        Ok(Some(Batch {
-            rows,
-            quarantined,
-            bytes,
-        }))
     }
+}
+
+/// A batch being typed: its rows so far and the records it quarantined.
+struct Typing<'a> {
+    dataset: &'a Dataset,
+    file: &'a str,
+    columns: Columns,
+    quarantined: Vec<Quarantined>,
+    /// The records seen (quarantined ones too: a file of bad rows is bounded alike) and their
+    /// bytes.
+    seen: usize,
+    bytes: usize,
+}
+
+impl<'a> Typing<'a> {
+    fn new(dataset: &'a Dataset, file: &'a str) -> Self {
+        Typing {
+            dataset,
+            file,
+            columns: Columns::new(&dataset.columns),
+            quarantined: Vec::new(),
+            seen: 0,
+            bytes: 0,
+        }
+    }
+
+    fn full(&self, limits: BatchLimits) -> bool {
+        self.seen >= limits.rows || self.bytes >= limits.bytes
+    }
+
+    /// One record of `size` bytes on `line`: its values typed into the batch, or the record
+    /// quarantined with the first value that does not parse.
+    fn add(&mut self, size: usize, line: u64, texts: Texts<'_>) {
+        self.seen += 1;
+        self.bytes += size;
+        let texts = match texts {
+            Ok(texts) => texts,
+            Err(q) => {
+                self.quarantined.push(q);
+                return;
+            }
+        };
+        let mut row: Vec<Value<'_>> = Vec::with_capacity(texts.len());
+        let bad = self
+            .dataset
+            .columns
+            .iter()
+            .zip(&texts)
+            .find_map(|(column, field)| {
+                let parsed = match field {
+                    None => parse(column, ""),
+                    Some(Field::Text(text)) => parse(column, text),
+                    Some(Field::Typed(text)) => parse_typed(column, text),
+                };
+                match parsed {
+                    Ok(v) => {
+                        row.push(v);
+                        None
+                    }
+                    Err(reason) => Some((column, reason, field.as_ref().map_or("", Field::text))),
+                }
+            });
+        match bad {
+            None => self.columns.push(&row),
+            Some((column, reason, value)) => self.quarantined.push(Quarantined {
+                file: self.file.into(),
+                line,
+                column: Some(column.name.clone()),
+                reason,
+                value: value.to_string(),
+            }),
+        }
+    }
+
+    /// The batch, `None` where it saw no record.
+    fn finish(mut self, schema: &SchemaRef) -> Option<Batch> {
+        if self.seen == 0 {
+            return None;
+        }
+        let rows = RecordBatch::try_new(schema.clone(), self.columns.finish())
+            .expect("the builders follow the declared schema");
+        Some(Batch {
+            rows,
+            quarantined: self.quarantined,
+            bytes: self.bytes,
+        })
+    }
+}
+
+/// CSV records read and not yet typed: their bytes end to end and each field's end.
+#[derive(Debug, Default)]
+struct Chunk {
+    data: Vec<u8>,
+    /// Each field's end, from its record's start, record after record.
+    ends: Vec<usize>,
+    /// Each record's line, and where it starts in `data` and in `ends`.
+    records: Vec<(u64, usize, usize)>,
+}
+
+impl Chunk {
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.records.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Reads records from `reader` (through `record`) until the chunk is full under `limits`:
+    /// `false` where the file ended.
+    fn fill(
+        &mut self,
+        reader: &mut csv::Reader<Input<'_>>,
+        record: &mut ByteRecord,
+        limits: BatchLimits,
+    ) -> csv::Result<bool> {
+        while self.records.len() < limits.rows && self.data.len() < limits.bytes {
+            if !reader.read_byte_record(record)? {
+                return Ok(false);
+            }
+            let line = record.position().map_or(0, |p| p.line());
+            self.records.push((line, self.data.len(), self.ends.len()));
+            self.data.extend_from_slice(record.as_slice());
+            self.ends.extend(
+                (0..record.len())
+                    .filter_map(|i| record.range(i))
+                    .map(|r| r.end),
+            );
+        }
+        Ok(true)
+    }
+
+    /// The `k`th record.
+    fn record(&self, k: usize) -> Flat<'_> {
+        let (line, start, first) = self.records[k];
+        let (end, last) = self
+            .records
+            .get(k + 1)
+            .map_or((self.data.len(), self.ends.len()), |&(_, s, f)| (s, f));
+        Flat {
+            bytes: &self.data[start..end],
+            ends: &self.ends[first..last],
+            line,
+        }
+    }
+}
+
+/// A CSV record: its bytes, its fields' places in them, and the line it starts on.
+trait CsvRecord {
+    fn bytes(&self) -> &[u8];
+    fn fields(&self) -> usize;
+    fn range(&self, i: usize) -> Option<Range<usize>>;
+    fn line(&self) -> u64;
+}
+
+impl CsvRecord for ByteRecord {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+
+    fn fields(&self) -> usize {
+        self.len()
+    }
+
+    fn range(&self, i: usize) -> Option<Range<usize>> {
+        ByteRecord::range(self, i)
+    }
+
+    fn line(&self) -> u64 {
+        self.position().map_or(0, |p| p.line())
+    }
+}
+
+/// A record of a [`Chunk`].
+struct Flat<'c> {
+    bytes: &'c [u8],
+    ends: &'c [usize],
+    line: u64,
+}
+
+impl CsvRecord for Flat<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+
+    fn fields(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn range(&self, i: usize) -> Option<Range<usize>> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(start..end)
+    }
+
+    fn line(&self) -> u64 {
+        self.line
+    }
+}
+
+/// One CSV record's size, line and values by declared column: each declared column's field
+/// (`fields`), in a record of `width` fields.
+fn csv_texts<'r>(
+    dataset: &Dataset,
+    file: &str,
+    fields: &[Option<usize>],
+    width: usize,
+    record: &'r impl CsvRecord,
+) -> (usize, u64, Texts<'r>) {
+    let line = record.line();
+    let bytes = record.bytes();
+    let size = bytes.len();
+    let quarantine = |reason: String, value: &[u8]| Quarantined {
+        file: file.into(),
+        line,
+        column: None,
+        reason,
+        value: lossy(value),
+    };
+    let field = |i: usize| record.range(i).map_or(&b""[..], |r| &bytes[r]);
+    if record.fields() != width {
+        let reason = format!("{} fields, expected {width}", record.fields());
+        // The fields as they were, joined by the declared delimiter.
+        let delimiter = [dataset.source.csv.delimiter as u8];
+        let value = (0..record.fields())
+            .map(field)
+            .collect::<Vec<_>>()
+            .join(&delimiter[..]);
+        return (size, line, Err(quarantine(reason, &value)));
+    }
+    let mut texts = Vec::with_capacity(fields.len());
+    // The record checked once (a field at a time only where it is not UTF-8, to name the
+    // field), its fields then sliced from it.
+    let whole = std::str::from_utf8(bytes).ok();
+    for (column, i) in dataset.columns.iter().zip(fields) {
+        let checked = match (whole, i) {
+            (_, None) => Ok(""),
+            // A field boundary inside a character: that field is not UTF-8.
+            (Some(whole), Some(i)) => record.range(*i).and_then(|r| whole.get(r)).ok_or(()),
+            (None, Some(i)) => std::str::from_utf8(field(*i)).map_err(|_| ()),
+        };
+        match checked {
+            Ok(text) => texts.push(Some(Field::Text(Cow::Borrowed(text)))),
+            Err(_) => {
+                let mut q = quarantine("not UTF-8".into(), i.map_or(&b""[..], field));
+                q.column = Some(column.name.clone());
+                return (size, line, Err(q));
+            }
+        }
+    }
+    (size, line, Ok(texts))
 }
 
 impl Records<'_> {
@@ -351,40 +670,7 @@ impl Records<'_> {
                 {
                     return Ok(None);
                 }
-                let line = record.position().map_or(0, |p| p.line());
-                let size = record.as_slice().len();
-                if record.len() != *width {
-                    let reason = format!("{} fields, expected {width}", record.len());
-                    // The fields as they were, joined by the declared delimiter.
-                    let delimiter = [dataset.source.csv.delimiter as u8];
-                    let fields: Vec<&[u8]> = record.iter().collect();
-                    let value = fields.join(&delimiter[..]);
-                    return Ok(Some((size, line, Err(quarantine(line, reason, &value)))));
-                }
-                let mut texts = Vec::with_capacity(fields.len());
-                // The record checked once (a field at a time only where it is not UTF-8, to
-                // name the field), its fields then sliced from it.
-                let whole = std::str::from_utf8(record.as_slice()).ok();
-                for (column, field) in dataset.columns.iter().zip(fields.iter()) {
-                    let raw = field.map_or(&b""[..], |i| &record[i]);
-                    let checked = match (whole, field) {
-                        (_, None) => Ok(""),
-                        // A field boundary inside a character: that field is not UTF-8.
-                        (Some(whole), Some(i)) => {
-                            record.range(*i).and_then(|r| whole.get(r)).ok_or(())
-                        }
-                        (None, Some(_)) => std::str::from_utf8(raw).map_err(|_| ()),
-                    };
-                    match checked {
-                        Ok(text) => texts.push(Some(Field::Text(Cow::Borrowed(text)))),
-                        Err(_) => {
-                            let mut q = quarantine(line, "not UTF-8".into(), raw);
-                            q.column = Some(column.name.clone());
-                            return Ok(Some((size, line, Err(q))));
-                        }
-                    }
-                }
-                Ok(Some((size, line, Ok(texts))))
+                Ok(Some(csv_texts(dataset, file, fields, *width, record)))
             }
             Records::Jsonl {
                 reader,
@@ -757,7 +1043,7 @@ mod tests {
     }
 
     /// Each quarantined row's line, column and value.
-    fn places(b: &Batch) -> Vec<(u64, Option<&str>, &str)> {
+    fn places(b: &Batch) -> Places<'_> {
         b.quarantined
             .iter()
             .map(|q| (q.line, q.column.as_deref(), q.value.as_str()))
@@ -861,6 +1147,137 @@ mod tests {
 
         let e = read_all(&dataset, b"not gzip at all", BatchLimits::default()).unwrap_err();
         assert!(e.to_string().contains("landing/trips/a.csv"), "{e}");
+    }
+
+    /// Each quarantined row's line, column and value.
+    type Places<'b> = Vec<(u64, Option<&'b str>, &'b str)>;
+
+    /// Every row and quarantined record of `batches`, in order, as text.
+    fn contents(batches: &[Batch]) -> (Vec<String>, Places<'_>) {
+        let options = arrow::util::display::FormatOptions::default();
+        let mut rows = Vec::new();
+        for b in batches {
+            let columns: Vec<_> = b
+                .rows
+                .columns()
+                .iter()
+                .map(|c| arrow::util::display::ArrayFormatter::try_new(c, &options).unwrap())
+                .collect();
+            for i in 0..b.rows.num_rows() {
+                let values: Vec<String> = columns.iter().map(|c| c.value(i).to_string()).collect();
+                rows.push(values.join("|"));
+            }
+        }
+        (rows, batches.iter().flat_map(places).collect())
+    }
+
+    /// Read on threads, a file gives the rows and quarantine it gives batch by batch, in the
+    /// same order, whatever the workers and the limits; a file that breaks off gives its error
+    /// after the batches before it, and a reader that stops early stops the threads.
+    #[test]
+    fn read_on_threads_a_file_gives_what_it_gives_batch_by_batch() {
+        let dataset = trips();
+        let mut csv = HEADER.as_bytes().to_vec();
+        for i in 0..3000 {
+            let line = match i % 211 {
+                0 => format!("r{i},POINT (1 {i}),POINT (3 4),28/05/2018,s\n"),
+                1 => format!("r{i},POINT (1 2)\n"),
+                2 => format!("\"r{i}\nquoted\",POINT (1 2),POINT (3 4),2018-05-28 09:03:40,s\n"),
+                _ => format!(
+                    "r{i},POINT (1 {i}),POINT (3 4),2018-05-28 09:{:02}:40,s{}\n",
+                    i % 60,
+                    i % 7
+                ),
+            };
+            csv.extend_from_slice(line.as_bytes());
+            if i % 499 == 3 {
+                csv.extend_from_slice(b"r\xff,POINT (1 2),POINT (3 4),2018-05-28 09:03:40,s\n");
+            }
+        }
+        let in_turn = read_all(&dataset, &csv, BatchLimits::default()).unwrap();
+        let expected = contents(&in_turn);
+        assert!(
+            expected.0.len() > 2900 && expected.1.len() > 30,
+            "{}",
+            expected.1.len()
+        );
+        for workers in [1, 2, 3] {
+            for limits in [
+                BatchLimits::default(),
+                BatchLimits {
+                    rows: 5,
+                    bytes: usize::MAX,
+                },
+                BatchLimits {
+                    rows: usize::MAX,
+                    bytes: 1000,
+                },
+            ] {
+                let mut batches = Vec::new();
+                LandedFile::open(&csv[..], &dataset, "landing/trips/a.csv")
+                    .unwrap()
+                    .read_all(limits, workers, |b| {
+                        batches.push(b.unwrap());
+                        ControlFlow::Continue(())
+                    });
+                assert_eq!(
+                    contents(&batches),
+                    expected,
+                    "{workers} workers, {limits:?}"
+                );
+            }
+        }
+
+        // Broken off in the middle of a gzip member: the batches before it, then the error.
+        let mut gzipped = dataset.clone();
+        gzipped.source.compression = Compression::Gzip;
+        let rows: String = (0..2000)
+            .map(|i| format!("r{i},POINT (1 {i}),POINT (3 4),2018-05-28 09:03:40,s\n"))
+            .collect();
+        let mut corrupt = gzip(&[&format!("{HEADER}{rows}")]);
+        let n = corrupt.len();
+        corrupt.truncate(n * 3 / 4);
+        let mut read = Vec::new();
+        LandedFile::open(&corrupt[..], &gzipped, "landing/trips/a.csv")
+            .unwrap()
+            .read_all(
+                BatchLimits {
+                    rows: 100,
+                    bytes: usize::MAX,
+                },
+                2,
+                |b| {
+                    read.push(b.map(|b| b.rows.num_rows()).map_err(|e| e.to_string()));
+                    ControlFlow::Continue(())
+                },
+            );
+        let (last, before) = read.split_last().unwrap();
+        assert!(before.iter().all(|b| matches!(b, Ok(25))), "{before:?}");
+        assert!(before.len() < 80, "{}", before.len());
+        assert!(!before.is_empty());
+        let e = last.as_ref().unwrap_err();
+        assert!(e.starts_with("landing/trips/a.csv: cannot be read"), "{e}");
+
+        // A reader that stops after two batches gets two.
+        let mut taken = 0;
+        LandedFile::open(&csv[..], &dataset, "landing/trips/a.csv")
+            .unwrap()
+            .read_all(
+                BatchLimits {
+                    rows: 40,
+                    bytes: usize::MAX,
+                },
+                2,
+                |_| {
+                    taken += 1;
+                    if taken == 2 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                },
+            );
+        assert_eq!(taken, 2);
     }
 
     #[test]

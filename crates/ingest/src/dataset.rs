@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -53,6 +54,9 @@ pub struct PartLimits {
     pub records: u64,
     pub bytes: u64,
     pub batch: BatchLimits,
+    /// The threads a CSV file is typed on (see [`LandedFile::read_all`]): the cores Lambda
+    /// gives the function (one per 1,769 MB of memory).
+    pub workers: usize,
     /// An API's pages.
     pub api: crate::api::ApiLimits,
 }
@@ -63,6 +67,7 @@ impl Default for PartLimits {
             records: 1_000_000,
             bytes: 256 * 1024 * 1024,
             batch: BatchLimits::default(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             api: crate::api::ApiLimits::default(),
         }
     }
@@ -563,7 +568,8 @@ impl From<utils::Error> for Failure {
 }
 
 /// Streams the landed file through the reader (on a blocking thread, since it reads
-/// synchronously) into parts and their quarantine objects, recording each in `record`.
+/// synchronously, and a CSV file typed on `limits.workers` more) into parts and their
+/// quarantine objects, recording each in `record`.
 async fn write_parts(
     landing: &S3Store,
     raw: &S3Store,
@@ -585,7 +591,7 @@ async fn write_parts(
         let name = format!("s3://{}/{}", landing.bucket(), landed.key);
         let keys = keys.cloned();
         tokio::task::spawn_blocking(move || {
-            let mut file = match LandedFile::open(source, &dataset, &name) {
+            let file = match LandedFile::open(source, &dataset, &name) {
                 Ok(file) => match keys {
                     Some(keys) => file.with_keys(Box::new(keys)),
                     None => file,
@@ -595,18 +601,12 @@ async fn write_parts(
                     return;
                 }
             };
-            loop {
-                let next = file.next_batch(limits.batch).transpose();
-                let end = !matches!(next, Some(Ok(_)));
-                if let Some(next) = next
-                    && sender.blocking_send(next).is_err()
-                {
-                    return;
+            file.read_all(limits.batch, limits.workers, |batch| {
+                match sender.blocking_send(batch) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
                 }
-                if end {
-                    return;
-                }
-            }
+            });
         })
     };
     let schema = Arc::new(dataset.schema());

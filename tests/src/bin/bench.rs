@@ -190,7 +190,7 @@ fn csv_local(csv: &str, parquet: &str) -> (u64, u64, Duration) {
     let started = Instant::now();
     let file = std::fs::File::open(csv).unwrap();
     let bytes = file.metadata().unwrap().len();
-    let mut landed = datasets::LandedFile::open(file, &dataset, csv).unwrap();
+    let landed = datasets::LandedFile::open(file, &dataset, csv).unwrap();
     let schema = std::sync::Arc::new(dataset.schema());
     let mut writer = parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(parquet).unwrap(),
@@ -201,10 +201,14 @@ fn csv_local(csv: &str, parquet: &str) -> (u64, u64, Duration) {
     )
     .unwrap();
     let mut rows = 0;
-    while let Some(batch) = landed.next_batch(datasets::BatchLimits::default()).unwrap() {
+    // Typed on as many threads as ingest's default, encoded on this one.
+    let workers = ingest::dataset::PartLimits::default().workers;
+    landed.read_all(datasets::BatchLimits::default(), workers, |batch| {
+        let batch = batch.unwrap();
         rows += batch.rows.num_rows() as u64;
         writer.write(&batch.rows).unwrap();
-    }
+        std::ops::ControlFlow::Continue(())
+    });
     writer.close().unwrap();
     (rows, bytes, started.elapsed())
 }
