@@ -276,11 +276,12 @@ impl<'d> LandedFile<'d> {
     /// Reads the whole file, handing each batch, or the error that ends it, to `each` in the
     /// file's order until it breaks.
     ///
-    /// A CSV file with `workers` above 1 is read on that many threads besides the caller's:
-    /// one tokenizes its records while the others type them (tokenizing is a fifth of the
-    /// work), each batch a quarter of `limits`, so that the batches held at once (the one being
-    /// read, one typed by each worker, the one handed on) take about what one batch of
-    /// `limits` would. Other files, or one worker, are read batch by batch on the caller's.
+    /// A CSV file with `workers` above 1 is read on threads besides the caller's: one splits
+    /// it into records (a fifth of the work) while `workers` others type them, each batch a
+    /// quarter of `limits`, so that the batches held at once (the one being split, one typed
+    /// by each worker, the one handed on) take about what one batch of `limits` would. The
+    /// batches, their rows and their quarantine are those [`Self::next_batch`] gives, cut
+    /// smaller. Other files, or one worker, are read batch by batch on the caller's thread.
     pub fn read_all(
         mut self,
         limits: BatchLimits,
