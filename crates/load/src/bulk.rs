@@ -79,8 +79,8 @@ pub struct Bulk {
     pub row_locks_max: usize,
     replica: Option<bool>,
     reported: BTreeSet<&'static str>,
-    /// Declared datasets' tables whose copy straight in met a key they held already: their
-    /// later files in this invocation are staged without trying.
+    /// Declared datasets' tables whose copy straight in met a key twice (in its file, or one
+    /// the table held): their later files in this invocation are staged without trying.
     keys_met: BTreeSet<&'static str>,
 }
 
@@ -109,12 +109,12 @@ impl Bulk {
     }
 
     /// Whether a declared dataset's file of `rows` rows into `table` is first copied straight
-    /// in: a large file, unless an earlier one this invocation met a key the table held.
+    /// in: a large file, unless an earlier one this invocation met a key twice.
     pub fn dataset_direct(&self, table: &str, rows: u64) -> bool {
         self.direct(rows) && !self.keys_met.contains(table)
     }
 
-    /// Notes that a file copied straight into `table` met a key it held: the table's later
+    /// Notes that a file copied straight into `table` met a key twice: the table's later
     /// files this invocation are staged without trying.
     pub fn key_met(&mut self, table: &'static str) {
         self.keys_met.insert(table);
