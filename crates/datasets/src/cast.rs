@@ -61,7 +61,7 @@ fn parse_in<'a>(column: &Column, text: &'a str, formats: &[String]) -> Result<Va
             Err("empty, and the column is not nullable".into())
         };
     }
-    let trimmed = text.trim();
+    let trimmed = trim(text);
     let not = |what: &str| format!("not {what}");
     Ok(match column.kind {
         Kind::SmallInt => Value::I16(trimmed.parse().map_err(|_| not("a smallint"))?),
@@ -111,6 +111,18 @@ fn parse_in<'a>(column: &Column, text: &'a str, formats: &[String]) -> Result<Va
             Value::Point(lon, lat)
         }
     })
+}
+
+/// `text.trim()`, without decoding a character where the text starts and ends with ASCII
+/// that is not whitespace (nearly every value, and each value of a row is trimmed).
+fn trim(text: &str) -> &str {
+    let solid = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii() && !ascii_space(*c));
+    let b = text.as_bytes();
+    if solid(b.first()) && solid(b.last()) {
+        text
+    } else {
+        text.trim()
+    }
 }
 
 fn chrono_date(text: &str, format: &str) -> Option<NaiveDate> {
@@ -253,8 +265,7 @@ fn ascii_point(text: &str) -> Option<(f64, f64)> {
     if b.len() < 5 || !b[..5].eq_ignore_ascii_case(b"point") {
         return None;
     }
-    // Unicode's whitespace in ASCII, which has the vertical tab that `is_ascii_whitespace` has not.
-    let space = |c: u8| char::from(c).is_whitespace();
+    let space = ascii_space;
     let start = b[5..]
         .iter()
         .position(|c| !space(*c))
@@ -262,13 +273,32 @@ fn ascii_point(text: &str) -> Option<(f64, f64)> {
     if b.get(start) != Some(&b'(') || b.last() != Some(&b')') || b.len() < start + 2 {
         return None;
     }
-    // ASCII throughout: every byte position is a character boundary.
-    let mut coords = text[start + 1..b.len() - 1]
-        .split(|c: char| c.is_whitespace())
-        .filter(|c| !c.is_empty())
-        .map(f64::from_str);
+    // Split by bytes: a split by characters decodes each one.
+    let mut coords = ascii_words(&text[start + 1..b.len() - 1], space).map(f64::from_str);
     let (lon, lat) = (coords.next()?.ok()?, coords.next()?.ok()?);
     (coords.next().is_none() && lon.is_finite() && lat.is_finite()).then_some((lon, lat))
+}
+
+/// Unicode's whitespace in ASCII (`char::is_whitespace`), which has the vertical tab that
+/// `is_ascii_whitespace` has not.
+fn ascii_space(c: u8) -> bool {
+    matches!(c, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' ')
+}
+
+/// The words of ASCII `text`: its runs of bytes that are not `space`.
+fn ascii_words(text: &str, space: impl Fn(u8) -> bool) -> impl Iterator<Item = &str> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() && space(b[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && !space(b[i]) {
+            i += 1;
+        }
+        (i > start).then(|| &text[start..i])
+    })
 }
 
 fn unicode_point(text: &str) -> Option<(f64, f64)> {
@@ -626,8 +656,35 @@ mod fast_path_tests {
             "POINT)",
             "POINT (",
             "POINT ()",
+            "POINT (1\u{b}2)",
+            "POINT (1\x0c2\r)",
+            "POINT (\n1 2)",
+            "POINT (1,2)",
         ] {
             assert_eq!(ascii_point(text), unicode_point(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_whitespace_and_trim_are_unicodes() {
+        for c in 0..=127u8 {
+            assert_eq!(ascii_space(c), char::from(c).is_whitespace(), "{c:#x}");
+        }
+        for text in [
+            "a",
+            " a",
+            "a ",
+            "\u{b}a\u{b}",
+            "\u{a0}a",
+            "a\u{a0}",
+            "\u{2003}a b\u{2003}",
+            "é",
+            " ",
+            "\t\n",
+            "ab",
+            "a b",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
 }

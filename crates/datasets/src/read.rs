@@ -621,9 +621,9 @@ fn csv_texts<'r>(
         return (size, line, Err(quarantine(reason, &value)));
     }
     let mut texts = Vec::with_capacity(fields.len());
-    // The record checked once (a field at a time only where it is not UTF-8, to name the
-    // field), its fields then sliced from it.
-    let whole = std::str::from_utf8(bytes).ok();
+    // The record checked once (with SIMD), a field at a time only where it is not UTF-8, to
+    // name the field; its fields then sliced from it.
+    let whole = simdutf8::basic::from_utf8(bytes).ok();
     for (column, i) in dataset.columns.iter().zip(fields) {
         let checked = match (whole, i) {
             (_, None) => Ok(""),
