@@ -510,8 +510,8 @@ impl Chunk {
             if !reader.read_byte_record(record)? {
                 return Ok(false);
             }
-            let line = record.position().map_or(0, |p| p.line());
-            self.records.push((line, self.data.len(), self.ends.len()));
+            self.records
+                .push((CsvRecord::line(record), self.data.len(), self.ends.len()));
             self.data.extend_from_slice(record.as_slice());
             self.ends.extend(
                 (0..record.len())
