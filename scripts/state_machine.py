@@ -32,8 +32,12 @@ def moto_api(path, body):
         return response.read()
 
 
-def execute_state_machines():
-    moto_api("config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+def execute_state_machines(forward=None):
+    """Makes moto execute state machines, their Lambda tasks answered by the results queued
+    for them or, in the regions of `forward` ({region: url}), by the Lambda invoke API at that
+    url (scripts/moto_server.py)."""
+    moto_api("config", {"stepfunctions": {"execute_state_machine": True},
+                        "lambda": {"use_docker": False, "forward": forward or {}}})
 
 
 class StateMachine:
