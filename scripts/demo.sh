@@ -13,7 +13,9 @@
 #    renamed) and runs again: only those rows are picked up, the department's staff are
 #    re-emitted in dim_staff, and the load updates and appends exactly that;
 # 4. runs once more with nothing new: the state machine skips transform and load;
-# 5. declared datasets: trip CSVs (datasets/trips.json) land in a landing bucket; ingest runs
+# 5. declared datasets: trip CSVs (datasets/trips.json) already in a landing bucket are
+#    ingested by the first-load state machine (terraform/dataset_backfill.asl.json, its
+#    Distributed Map run by moto, twice: the second ingests nothing); new ones land; ingest runs
 #    on one file's notification (twice: nothing doubles), the sweep finds the files whose
 #    notifications were lost; an encrypted orders export (datasets/exported_orders.json) lands
 #    too, its payloads decrypted with KMS (moto's); the next execution publishes them to the
@@ -100,7 +102,8 @@ watch_pid=$!
 # (terraform/state_machine.asl.json) runs in a second moto, whose Lambda invocations go to the
 # real functions behind cargo lambda watch (scripts/moto_server.py, LAMBDA_FORWARD_URL).
 sfn_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-LAMBDA_FORWARD_URL="http://127.0.0.1:$port" MOTO_PORT="$sfn_port" \
+# Its Distributed Map's ItemReader lists the landing bucket in the first moto, where the data is.
+LAMBDA_FORWARD_URL="http://127.0.0.1:$port" MOTO_PORT="$sfn_port" ITEM_READER_S3_ENDPOINT_URL="$AWS_ENDPOINT_URL" \
   python scripts/moto_server.py -H 127.0.0.1 -p "$sfn_port" >"$build/moto-sfn.log" 2>&1 &
 sfn_pid=$!
 sfn() { AWS_ENDPOINT_URL="http://127.0.0.1:$sfn_port" python scripts/demo_state_machine.py "$@"; }
@@ -193,14 +196,26 @@ step "Run 3: nothing changed"
 pipeline run3
 
 step "A declared dataset: trip files landing in S3 (datasets/trips.json)"
-python scripts/demo_datasets.py land "$landing" landing/trips/ 3 2000 >"$build/landed.txt"
-echo "-- landed under s3://$landing/landing/trips/:"
-sed 's/^/   /' "$build/landed.txt"
 # One invocation of ingest, as S3 or EventBridge makes it, and a summary of what it did.
 ingest_dataset() {
   cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" --data-ascii "$1" |
     python scripts/demo_datasets.py summary
 }
+python scripts/demo_datasets.py land "$landing" landing/trips/archive/2018-04- 12 500 11 >"$build/archive.txt"
+echo "-- a first load: $(wc -l <"$build/archive.txt") trip files already in s3://$landing/landing/trips/archive/"
+echo "   when the dataset is declared, ingested by the first-load state machine"
+echo "   (terraform/dataset_backfill.asl.json): a Distributed Map over the prefix, each child"
+echo "   execution invoking ingest with a batch of keys until the batch is in (the emulator's"
+echo "   deadline is past at once, so each invocation takes one file)"
+sfn backfill "$landing" landing/trips/archive/ 4 3
+python scripts/demo_datasets.py raw-files "$bucket" trips
+echo "-- the same first load started again: every file is in, so each batch's invocation skips"
+echo "   its files and nothing more is written"
+sfn backfill "$landing" landing/trips/archive/ 4 3
+python scripts/demo_datasets.py raw-files "$bucket" trips
+python scripts/demo_datasets.py land "$landing" landing/trips/2018-05- 3 2000 >"$build/landed.txt"
+echo "-- then new files land under s3://$landing/landing/trips/:"
+sed 's/^/   /' "$build/landed.txt"
 first=$(head -n 1 "$build/landed.txt")
 echo "-- ingest on the first file's ObjectCreated notification"
 ingest_dataset "$(python scripts/demo_datasets.py notification "$landing" "$first")"
@@ -247,22 +262,12 @@ until_read() {
     fi
   done
 }
-echo "-- the crashes' first load as the state machine runs it (terraform/dataset_api.asl.json):"
-echo "   ingest plans the window in ranges of about as many records each, at least four"
-echo "   pages a range (one range for the demo's 300 crashes; datasets/nyc_crashes.json"
-echo "   asks for 8 when a window holds 160,000 crashes or more)..."
-plan=$(cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" \
-  --data-ascii '{"api": {"dataset": "nyc_crashes"}}')
-while [[ $(python -c 'import json,sys; print(json.load(sys.stdin)["complete"])' <<<"$plan") != True ]]; do
-  plan=$(cargo lambda invoke ingest --invoke-address 127.0.0.1 --invoke-port "$port" \
-    --data-ascii '{"api": {"dataset": "nyc_crashes"}}')
-done
-ranges=$(python scripts/demo_api.py plan <<<"$plan" | xargs)
-echo "   ranges: $ranges"
-echo "-- ...and the Map reads each range (each invocation commits its page in the dataset's state)"
-for k in $ranges; do
-  until_read "{\"api\": {\"dataset\": \"nyc_crashes\", \"range\": $k}}"
-done
+echo "-- the crashes' first load, run by the API datasets' state machine"
+echo "   (terraform/dataset_api.asl.json): ingest plans the window in ranges of about as many"
+echo "   records each, at least four pages a range (one range for the demo's 300 crashes;"
+echo "   datasets/nyc_crashes.json asks for 8 when a window holds 160,000 crashes or more), and"
+echo "   a Map reads the ranges, each invocation committing its page in the dataset's state"
+sfn api nyc_crashes 2
 echo "-- the vehicles and persons by a run of their schedule (every range in one invocation)"
 until_read '{"datasets": ["nyc_vehicles", "nyc_persons"]}'
 echo "-- the next day: 20 new crashes, 10 old ones amended (an injury found later, a borough"

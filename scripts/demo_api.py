@@ -8,8 +8,6 @@ local open-data API (tests/soda/server.py), and the result checked against the s
       what it answers;
   demo_api.py stats API_URL
       prints how many requests the local API answered, by status;
-  demo_api.py plan < INGEST_OUTPUT
-      prints the ranges an {"api": {"dataset": ...}} invocation planned, one per line;
   demo_api.py check API_URL WAREHOUSE_URL PROCESSED_BUCKET
       reads every row of the three resources from the server, each dataset's table from the
       warehouse and its rows from the lake (DuckDB over the processed Parquet, each key's
@@ -106,10 +104,6 @@ if __name__ == "__main__":
         case ["stats", url]:
             with urllib.request.urlopen(f"{url}/_admin/stats") as response:
                 print(json.loads(response.read())["statuses"])
-        case ["plan"]:
-            out = json.load(sys.stdin)
-            for k in out["api_plan"]["ranges"]:
-                print(k)
         case ["check", url, warehouse_url, processed]:
             sys.exit(check(url, warehouse_url, processed))
         case _:

@@ -1,9 +1,12 @@
 """make demo's declared dataset: trip files (datasets/trips.json) generated, landed in S3, and
 the result checked from both ends.
 
-  demo_datasets.py land LANDING_BUCKET PREFIX N_FILES ROWS
-      writes N_FILES generated trips CSVs under PREFIX (a few trips reported twice, within a
-      file and across files, and two bad rows in the first file) and prints their keys;
+  demo_datasets.py land LANDING_BUCKET PREFIX N_FILES ROWS [SEED]
+      writes N_FILES generated trips CSVs at PREFIX + part-N.csv (a few trips reported twice,
+      within a file and across files, and two bad rows in the first file) and prints their
+      keys;
+  demo_datasets.py raw-files INGEST_BUCKET DATASET
+      how many raw files the dataset has;
   demo_datasets.py export LANDING_BUCKET KEY EXPECTED_JSON
       writes an encrypted orders export (datasets/exported_orders.json) at KEY: gzipped JSON
       Lines in two members, each record's payload encrypted (AES-256-GCM, an older batch in
@@ -64,8 +67,8 @@ def trip(rng: random.Random) -> str:
     return f"{region},POINT ({o[0]} {o[1]}),POINT ({d[0]} {d[1]}),{when},{source}"
 
 
-def land(bucket: str, prefix: str, files: int, rows: int) -> None:
-    rng = random.Random(7)
+def land(bucket: str, prefix: str, files: int, rows: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
     client = s3()
     previous: list[str] = []
     for n in range(files):
@@ -77,7 +80,7 @@ def land(bucket: str, prefix: str, files: int, rows: int) -> None:
             lines.append("Hamburg,POINT (9.9 53.5)")
         previous = lines
         body = "region,origin_coord,destination_coord,datetime,datasource\n" + "\n".join(lines) + "\n"
-        key = f"{prefix}2018-05-part-{n + 1}.csv"
+        key = f"{prefix}part-{n + 1}.csv"
         client.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="text/csv")
         print(key)
 
@@ -311,6 +314,12 @@ def summary() -> None:
         sys.exit(3)
 
 
+def raw_files(bucket: str, dataset: str) -> None:
+    pages = s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{dataset}/")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    print(f"   {len(keys)} raw files of {dataset} in s3://{bucket}/{dataset}/")
+
+
 def quarantine(bucket: str, dataset: str) -> None:
     client = s3()
     for o in client.list_objects_v2(Bucket=bucket, Prefix=f"quarantine/{dataset}/").get("Contents", []):
@@ -329,12 +338,14 @@ if __name__ == "__main__":
             summary()
         case ["quarantine", bucket, dataset]:
             quarantine(bucket, dataset)
+        case ["raw-files", bucket, dataset]:
+            raw_files(bucket, dataset)
         case ["export", bucket, key, expected]:
             export(bucket, key, expected)
         case ["check-export", expected, url]:
             sys.exit(check_export(expected, url))
-        case ["land", bucket, prefix, files, rows]:
-            land(bucket, prefix, int(files), int(rows))
+        case ["land", bucket, prefix, files, rows, *seed]:
+            land(bucket, prefix, int(files), int(rows), *map(int, seed))
         case ["check", bucket, url]:
             sys.exit(check(bucket, url))
         case ["opendata", bucket]:
