@@ -5,7 +5,7 @@ shaped like the real datasets, with the faults a real portal has.
 Standard library only. Run it and read the port it prints:
 
   python3 tests/soda/server.py [--port 0] [--seed 1] [--crashes 500] [--token T]
-                               [--throttle-every N] [--fail-every M]
+                               [--throttle-every N] [--fail-every M] [--token-in-links]
 
 The first `--crashes` crashes are its history: stamped (`:created_at`, `:updated_at`) evenly
 over the 30 days before it started. Crashes added or amended later are stamped with the
@@ -32,7 +32,9 @@ JSON, in the body: `{"results": [...], "next": URL}` (`next` null on the last pa
 the first one not full). A `count(*)` or a query with `$offset` is answered as SODA's, in the
 same envelope, with no link.
 
-With `--token`, a request without the `X-App-Token` header, or with another, is refused (403).
+With `--token`, a request without the token, in the `X-App-Token` header or the `$$app_token`
+parameter, is refused (403). With `--token-in-links` too, the links a paged resource hands out
+carry the token as `$$app_token`, as some portals' do.
 Faults: every Nth request is throttled (429 with `Retry-After: 1`), every Mth fails (500).
 
 Admin (not SODA), for tests and the demo:
@@ -354,9 +356,10 @@ def sort_rows(rows: list, spec: str) -> list:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, data: Data, token, throttle_every: int, fail_every: int):
+    def __init__(self, address, data: Data, token, throttle_every: int, fail_every: int,
+                 token_in_links: bool = False):
         super().__init__(address, Handler)
-        self.data, self.token = data, token
+        self.data, self.token, self.token_in_links = data, token, token_in_links
         self.throttle_every, self.fail_every = throttle_every, fail_every
         self.requests = 0
         self.statuses = {}
@@ -421,7 +424,7 @@ class Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/(resource|paged)/([a-z0-9]{4}-[a-z0-9]{4})\.(json|csv)", url.path)
         if not m or m.group(2) not in RESOURCES:
             return self.error(404, f"no such resource {url.path}")
-        if self.server.token and self.headers.get("X-App-Token") != self.server.token:
+        if self.server.token and self.server.token not in (self.headers.get("X-App-Token"), q.get("$$app_token")):
             return self.error(403, "Invalid app_token specified")
         with self.server.counter:
             self.server.requests += 1
@@ -454,6 +457,8 @@ class Handler(BaseHTTPRequestHandler):
         fields = [f for f, _ in order_key(q["$order"])]
         limit = int(q.get("$limit", "1000"))
         query = {k: v for k, v in q.items() if k not in ("cursor", "$offset")}
+        if self.server.token_in_links:
+            query["$$app_token"] = self.server.token
         # Every row after the cursor, in order; then the page of them.
         with data.lock:
             rows = [dict(r) for r in data.rows[RESOURCES[resource][0]].values()]
@@ -536,8 +541,10 @@ def main() -> None:
     p.add_argument("--token")
     p.add_argument("--throttle-every", type=int, default=0)
     p.add_argument("--fail-every", type=int, default=0)
+    p.add_argument("--token-in-links", action="store_true")
     a = p.parse_args()
-    server = Server(("127.0.0.1", a.port), Data(a.seed, a.crashes), a.token, a.throttle_every, a.fail_every)
+    server = Server(("127.0.0.1", a.port), Data(a.seed, a.crashes), a.token, a.throttle_every, a.fail_every,
+                    a.token_in_links)
     print(server.server_address[1], flush=True)
     sys.stdout.close()
     server.serve_forever()

@@ -295,14 +295,21 @@ impl ApiClient {
     ) -> Result<Option<Fetched>> {
         let url = self.url(api);
         let token = self.token(api).await?;
+        let value = token.as_ref().map(|(_, v)| v.as_str());
         let request = match target {
             Target::Query(query) => describe(&url, query),
             Target::Link(link) => format!("GET {link}"),
         };
         // A link may carry the token as a parameter: errors and logs never do.
-        let request = match &token {
-            Some((_, value)) if !value.is_empty() => request.replace(value.as_str(), "<token>"),
-            _ => request,
+        let request = seal(&request, value);
+        // A link is kept sealed (the range's place): the token goes back in to follow it.
+        let unsealed;
+        let target = match (target, value) {
+            (Target::Link(link), Some(value)) if link.contains(TOKEN_MARK) => {
+                unsealed = link.replace(TOKEN_MARK, value);
+                Target::Link(&unsealed)
+            }
+            (target, _) => target,
         };
         let mut attempt = 0;
         loop {
@@ -442,6 +449,22 @@ enum Target<'a> {
     Link(&'a str),
 }
 
+/// What a token carried by a link is kept and shown as.
+const TOKEN_MARK: &str = "<token>";
+
+/// `text` (a request, a link) with the token's value, wherever it appears, as `<token>`: how
+/// a link the portal hands out is kept (the range's place, in the dataset's state and each
+/// file's footer) and named in errors and logs, since some portals put the token in their
+/// links as a parameter. [`ApiClient::get`] puts the token back to follow a link, today's
+/// token if it was rotated meanwhile. A token the link carries percent-encoded differently
+/// (characters outside URL-safe ones) is not recognised.
+fn seal(text: &str, token: Option<&str>) -> String {
+    match token {
+        Some(value) if !value.is_empty() => text.replace(value, TOKEN_MARK),
+        _ => text.to_owned(),
+    }
+}
+
 /// A successful answer.
 struct Fetched {
     /// The request as errors name it (no token).
@@ -579,15 +602,17 @@ impl Page {
     }
 
     /// The page's link to the next, resolved against its URL: followed only on its origin
-    /// (the token goes with it), and never to itself.
-    fn follow(&self, link: &str) -> Result<String> {
+    /// (the token goes with it), and never to itself. Sealed (see [`seal`]): the token it
+    /// carries, if any, is `<token>` in it and in the errors naming it.
+    fn follow(&self, link: &str, token: Option<&str>) -> Result<String> {
+        let shown = seal(link, token);
         let next = self
             .url
             .join(link)
-            .map_err(|e| self.refused(format!("the link to the next page {link:?}: {e}")))?;
+            .map_err(|e| self.refused(format!("the link to the next page {shown:?}: {e}")))?;
         if next.origin() != self.url.origin() {
             return Err(self.refused(format!(
-                "the link to the next page {link:?} leaves {}: not followed, the token would \
+                "the link to the next page {shown:?} leaves {}: not followed, the token would \
                  go with it",
                 self.url.origin().ascii_serialization()
             )));
@@ -595,7 +620,7 @@ impl Page {
         if next == self.url {
             return Err(self.refused("the link to the next page is the page itself".into()));
         }
-        Ok(next.into())
+        Ok(seal(next.as_str(), token))
     }
 
     fn len(&self) -> usize {
@@ -1324,7 +1349,13 @@ impl Worker<'_> {
         };
         let (next, done) = match api.paginator {
             Paginator::Link { .. } => {
-                let next = page.next.as_deref().map(|l| page.follow(l)).transpose()?;
+                let token = self.client.token(api).await?;
+                let token = token.as_ref().map(|(_, v)| v.as_str());
+                let next = page
+                    .next
+                    .as_deref()
+                    .map(|l| page.follow(l, token))
+                    .transpose()?;
                 let done = next.is_none();
                 (next, done)
             }
@@ -1562,7 +1593,7 @@ mod tests {
         let page = |body: &str| Page::parse(&d, &api, fetched(body, None));
         let p = page(r#"{"results": [], "next": "/resource/x.json?cursor=abc"}"#).unwrap();
         assert_eq!(
-            p.follow(p.next.as_deref().unwrap()).unwrap(),
+            p.follow(p.next.as_deref().unwrap(), None).unwrap(),
             "https://data.example.org/resource/x.json?cursor=abc"
         );
         assert!(page(r#"{"results": []}"#).unwrap().next.is_none());
@@ -1578,13 +1609,31 @@ mod tests {
             .to_string();
         assert!(e.contains("is not a string"), "{e}");
         let p = page(r#"{"results": []}"#).unwrap();
-        let e = p.follow("https://elsewhere.org/x").unwrap_err().to_string();
+        let e = p
+            .follow("https://elsewhere.org/x", None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("not followed, the token would go with it"),
             "{e}"
         );
-        let e = p.follow("x.json?$limit=2").unwrap_err().to_string();
+        let e = p.follow("x.json?$limit=2", None).unwrap_err().to_string();
         assert!(e.contains("the page itself"), "{e}");
+        // A token the portal puts in its links is kept, and named, as <token>.
+        let token = Some("s3cr3t-T0ken");
+        assert_eq!(
+            p.follow("x.json?cursor=abc&$$app_token=s3cr3t-T0ken", token)
+                .unwrap(),
+            "https://data.example.org/resource/x.json?cursor=abc&$$app_token=<token>"
+        );
+        let e = p
+            .follow("https://elsewhere.org/x?$$app_token=s3cr3t-T0ken", token)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("$$app_token=<token>") && !e.contains("s3cr3t"),
+            "{e}"
+        );
         // Without a member, the header's.
         d.source.api.as_mut().unwrap().paginator = Paginator::Link { next: None };
         let api = d.source.api.clone().unwrap();
