@@ -19,7 +19,8 @@
 # DuckDB's COPY (FROM read_csv(...)) TO '...parquet' on the same file), through ingest (landing
 # bucket to raw zone, S3 to S3), and through the load into the trips table, beside psql's \copy
 # of the same rows (exported from the loaded table) into an identical empty table;
-# BENCH_CSV_REPEATS (default 3) runs, medians reported.
+# BENCH_CSV_REPEATS (default 3) runs, medians reported, with the CPU time of DuckDB, the reader,
+# ingest, and moto while ingest runs (it serves the GET and stores the parts on the same cores).
 #
 # Then an API dataset's first load beside a plain client (below).
 #
@@ -48,6 +49,12 @@ buckets() {
 
 # Seconds since START (date +%s%N).
 since() { python3 -c "import sys,time; print(f'{(time.time_ns() - int(sys.argv[1])) / 1e9:.3f}')" "$1"; }
+# moto's CPU time so far, user and system, in seconds (USER_HZ: 100 ticks a second); nothing
+# when env.sh did not start it (MOTO_PID).
+moto_cpu_seconds() {
+  [[ -n "${MOTO_PID:-}" ]] || return 0
+  python3 -c "import sys; f = open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / 100)" "$MOTO_PID"
+}
 
 # The views over the warehouse at URL: one JSON line, the seconds to create them and to refresh
 # each concurrently.
@@ -156,18 +163,24 @@ if [[ -n "$csv_mb" ]]; then
 import json, os, resource, sys, time
 import duckdb
 csv, parquet = sys.argv[1:]
-started = time.time()
+started, cpu = time.time(), time.process_time()
 duckdb.sql(f"COPY (FROM read_csv('{csv}')) TO '{parquet}' (FORMAT parquet)")
-seconds = time.time() - started
+seconds, cpu = time.time() - started, time.process_time() - cpu
 rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchall()[0][0]
 print(json.dumps({"mode": "duckdb", "rows": rows, "bytes": os.path.getsize(csv), "seconds": seconds,
-                  "rows_per_s": rows / seconds,
+                  "rows_per_s": rows / seconds, "cpu_s": cpu,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 PY2
     "$bench" csvlocal "$csv" "$out/trips.parquet"
     raw="bench-trips-$i-$(date +%s%N)"
     buckets "$raw" "$raw-processed"
+    # moto's CPU time while ingest runs: it serves the GET and stores the parts on the same
+    # two cores.
+    moto_cpu=$(moto_cpu_seconds)
     "$bench" csvingest "$landing" "$raw" landing/trips/bench.csv
+    if [[ -n "$moto_cpu" ]]; then
+      echo "{\"mode\":\"moto\",\"cpu_s\":$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$moto_cpu" "$(moto_cpu_seconds)")}"
+    fi
     wh="totesys_bench_trips_$i"
     psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $wh WITH (FORCE)" -c "CREATE DATABASE $wh"
     whurl="${TEST_DATABASE_URL%/*}/$wh"
@@ -204,6 +217,11 @@ for mode in ("duckdb", "csvlocal", "csvingest", "csvload", "copycsv"):
 print(f"           reader / DuckDB (local file to Parquet): {med['csvlocal']/med['duckdb']:.2f}x; "
       f"ingest (S3 to S3) / DuckDB: {med['csvingest']/med['duckdb']:.2f}x; "
       f"load / \\copy csv: {med['csvload']/med['copycsv']:.2f}x")
+cpu = {m: statistics.median(r["cpu_s"] for r in runs if r["mode"] == m and "cpu_s" in r)
+       for m in ("duckdb", "csvlocal", "csvingest", "moto") if any(r["mode"] == m and "cpu_s" in r for r in runs)}
+if cpu:
+    print("           CPU s (median): " + ", ".join(f"{m} {s:.2f}" for m, s in cpu.items())
+          + " (moto: while ingest runs, on the same cores)")
 PY2
 fi
 

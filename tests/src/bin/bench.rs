@@ -38,9 +38,10 @@
 //!                                    the environment as in AWS, with the event on stdin and a
 //!                                    deadline SECONDS from now (scripts/bench_backfill.py)
 //!
-//! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb (invoke: the
-//! Lambda's output, seconds, deadline_seconds, peak_rss_mb). With `BENCH_LOG` set, the
-//! Lambdas' log lines go to standard error.
+//! Prints one JSON line: mode, rows, bytes, seconds, rows_per_s, peak_rss_mb, cpu_s (the
+//! process's CPU time, user and system, from its start) (invoke: the Lambda's output, seconds,
+//! deadline_seconds, peak_rss_mb). With `BENCH_LOG` set, the Lambdas' log lines go to
+//! standard error.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,19 @@ fn peak_rss_mb() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM");
     kb / 1024.0
+}
+
+/// The CPU time this process has used, user and system, in seconds (/proc/self/stat, in the
+/// kernel's USER_HZ of 100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command's closing parenthesis; utime and stime are the 14th and 15th
+    // of the line, the 12th and 13th after it.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..]
+        .split(' ')
+        .collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -123,6 +137,7 @@ async fn main() {
             "seconds": seconds,
             "rows_per_s": rows as f64 / seconds,
             "peak_rss_mb": peak_rss_mb(),
+            "cpu_s": cpu_seconds(),
         })
     );
 }
