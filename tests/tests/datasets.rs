@@ -2113,6 +2113,52 @@ async fn offset_and_link_paging_and_csv_pages_read_exactly_while_the_window_shif
     assert!(sealed > 0, "no link with the token was kept");
 }
 
+/// One sweep of file and API datasets (one schedule for all): an API that refuses the token
+/// fails the invocation with its error, but only once the others have had their turn: the
+/// landed file is in, and the next sweep, with the token right, reads the API and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_fails_does_not_hold_back_the_datasets_swept_with_it() {
+    let soda = Soda::start(20, 0, 0);
+    let mut all = declared_nyc();
+    let crashes = all.iter_mut().find(|d| d.name == "nyc_crashes").unwrap();
+    let api = crashes.source.api.as_mut().unwrap();
+    api.token.as_mut().unwrap().secret = "nyc-mixed-sweep-token".into();
+    token_secret("nyc-mixed-sweep-token", "not-the-token").await;
+    let lake = Lake::reading(all, &soda).await;
+    soda.settle().await;
+    let (csv, rows) = trips_csv(31, 50);
+    lake.land("landing/trips/a.csv", &csv).await;
+    let sweep = json!({"datasets": ["nyc_crashes", "trips"]});
+
+    let e = lake.ingest(sweep.clone()).await.unwrap_err();
+    assert_eq!(e.error_type(), "Configuration", "{e}");
+    assert!(e.to_string().contains("HTTP 403"), "{e}");
+    let parts = lake.raw.list_keys("trips/", None).await.unwrap();
+    assert_eq!(parts.len(), 1, "the landed file is in: {parts:?}");
+    assert!(
+        lake.raw
+            .list_keys("nyc_crashes/", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    token_secret("nyc-mixed-sweep-token", SODA_TOKEN).await;
+    let out = lake.ingest(sweep).await.unwrap();
+    assert!(out.complete, "{out:?}");
+    assert_eq!(
+        out.datasets.keys().collect::<Vec<_>>(),
+        ["nyc_crashes"],
+        "the file is not read again: {out:?}"
+    );
+    assert_eq!(out.datasets["nyc_crashes"].rows, 20, "{out:?}");
+    lake.transform(json!({"bucket": lake.raw.bucket(), "files": {}}))
+        .await;
+    lake.load().await.unwrap();
+    let expected: BTreeSet<String> = rows.into_iter().collect();
+    same_rows("trips", lake.trips().await, expected.into_iter().collect());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_refuses_or_keeps_failing_is_a_typed_error_naming_the_request() {
     let soda = Soda::start(30, 0, 0);

@@ -303,6 +303,10 @@ pub async fn run(
         keys => (Vec::new(), Some(keys)),
     };
     let mut left = BTreeSet::new();
+    // A dataset that fails (its portal down, its token refused) fails the invocation, but only
+    // once the others have had their turn: one source never holds the others back. What each
+    // got in is committed; the invocation run again (a retry, the next schedule) goes on.
+    let mut failed: Option<Error> = None;
     for (name, work) in apis {
         let dataset = datasets.iter().find(|d| d.name == name).expect("checked");
         let client = sources.api.ok_or_else(|| {
@@ -310,7 +314,14 @@ pub async fn run(
                 "no HTTP client: this function reads no API".into(),
             ))
         })?;
-        let done = crate::api::run(client, raw, dataset, work, limits.api, deadline).await?;
+        let done = match crate::api::run(client, raw, dataset, work, limits.api, deadline).await {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(dataset = %name, error = %e, "the dataset failed; the others go on");
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
         if work == crate::api::Work::Plan {
             out.api_plan = Some(crate::ApiPlan {
                 dataset: name.clone(),
@@ -326,7 +337,7 @@ pub async fn run(
     }
     if let Some(request) = request {
         let landing = sources.landing.expect("checked with the request");
-        files(
+        let swept = files(
             landing,
             raw,
             datasets,
@@ -337,7 +348,13 @@ pub async fn run(
             &mut out,
             &mut left,
         )
-        .await?;
+        .await;
+        if let Err(e) = swept {
+            return Err(failed.unwrap_or(e));
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     out.has_new_data = out.datasets.values().any(|r| !r.files.is_empty());
     if !left.is_empty() {
