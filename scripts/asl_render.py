@@ -87,6 +87,15 @@ def fact_tables() -> list:
     return re.findall(r'"([a-z_]+)"', block.group(1))
 
 
+def throttle_retry() -> dict:
+    """local.lambda_throttle_retry of terraform/dataset_backfill.tf (a throttled invocation's
+    retries), as the templates' throttle_* values."""
+    tf = (TEMPLATE.parent / "dataset_backfill.tf").read_text()
+    block = re.search(r"lambda_throttle_retry\s*=\s*\{([^}]*)\}", tf)
+    assert block, "local.lambda_throttle_retry in terraform/dataset_backfill.tf"
+    return {f"throttle_{k}": int(v) for k, v in re.findall(r"([a-z_]+)\s*=\s*(\d+)", block.group(1))}
+
+
 def backfill_values(partition="aws", region="eu-west-2") -> dict:
     """The values dataset_backfill.tf passes, with the defaults of variables.tf."""
     return {
@@ -98,6 +107,7 @@ def backfill_values(partition="aws", region="eu-west-2") -> dict:
         "transient_interval_seconds": 5,
         "transient_max_attempts": 4,
         "transient_backoff_rate": 2,
+        **throttle_retry(),
     }
 
 
@@ -109,6 +119,7 @@ def api_values(partition="aws", region="eu-west-2") -> dict:
         "transient_interval_seconds": 5,
         "transient_max_attempts": 4,
         "transient_backoff_rate": 2,
+        **throttle_retry(),
     }
 
 

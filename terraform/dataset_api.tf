@@ -45,6 +45,9 @@ resource "aws_sfn_state_machine" "dataset_api" {
     transient_interval_seconds = var.transient_retry.interval_seconds
     transient_max_attempts     = var.transient_retry.max_attempts
     transient_backoff_rate     = var.transient_retry.backoff_rate
+    throttle_interval_seconds  = local.lambda_throttle_retry.interval_seconds
+    throttle_max_attempts      = local.lambda_throttle_retry.max_attempts
+    throttle_max_delay_seconds = local.lambda_throttle_retry.max_delay_seconds
   })
 
   logging_configuration {
@@ -102,9 +105,10 @@ resource "aws_cloudwatch_event_target" "dataset_api" {
   rule     = aws_cloudwatch_event_rule.dataset_api[each.key].name
   arn      = aws_sfn_state_machine.dataset_api[0].arn
   role_arn = aws_iam_role.dataset_api_schedule[0].arn
+  # In s3 mode ingest runs one invocation at a time (lambda.tf): one range at a time.
   input = jsonencode({
     api         = { dataset = each.key }
-    concurrency = try(each.value.source.api.concurrency, 4)
+    concurrency = local.use_s3_triggers ? 1 : try(each.value.source.api.concurrency, 4)
   })
 }
 

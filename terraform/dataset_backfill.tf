@@ -13,6 +13,15 @@
 # mode, the queue's notifications) publish them to the lake and load them.
 locals {
   dataset_backfill_name = "${var.project}-dataset-backfill"
+  # An ingest invocation Lambda throttles (the function at its reserved concurrency, 1 in s3
+  # mode, or the account at its quota) waits for a slot: 25 tries 5 s apart, doubling to at
+  # most 5 minutes (up to about 100 minutes in all, with full jitter about half that), where a
+  # transient error's var.transient_retry tries would fail its batch or range within a minute
+  # or two. Here and in the API windows' machine (dataset_api.tf).
+  lambda_throttle_retry = { interval_seconds = 5, max_attempts = 25, max_delay_seconds = 300 }
+  # In s3 mode ingest runs one invocation at a time (lambda.tf): more batches at once would
+  # only wait throttled.
+  dataset_backfill_concurrency = local.use_s3_triggers ? 1 : var.dataset_backfill.concurrency
 }
 
 resource "aws_cloudwatch_log_group" "dataset_backfill" {
@@ -32,10 +41,13 @@ resource "aws_sfn_state_machine" "dataset_backfill" {
     landing_bucket             = aws_s3_bucket.data["landing"].id
     ingest_function_arn        = aws_lambda_function.pipeline["ingest"].arn
     batch_files                = var.dataset_backfill.batch_files
-    concurrency                = var.dataset_backfill.concurrency
+    concurrency                = local.dataset_backfill_concurrency
     transient_interval_seconds = var.transient_retry.interval_seconds
     transient_max_attempts     = var.transient_retry.max_attempts
     transient_backoff_rate     = var.transient_retry.backoff_rate
+    throttle_interval_seconds  = local.lambda_throttle_retry.interval_seconds
+    throttle_max_attempts      = local.lambda_throttle_retry.max_attempts
+    throttle_max_delay_seconds = local.lambda_throttle_retry.max_delay_seconds
   })
 
   logging_configuration {

@@ -117,7 +117,7 @@ variable "dataset_sweep_expression" {
 }
 
 variable "dataset_backfill" {
-  description = "The datasets' first-load state machine (dataset_backfill.tf): how many files one ingest invocation is given (a batch), and how many batches are ingested at once."
+  description = "The datasets' first-load state machine (dataset_backfill.tf): how many files one ingest invocation is given (a batch), and how many batches are ingested at once (1 in s3 mode, where ingest runs one invocation at a time)."
   type = object({
     batch_files = optional(number, 100)
     concurrency = optional(number, 10)

@@ -131,7 +131,8 @@ def run_backfill(bucket):
     sfn = client("stepfunctions")
     values = {**backfill_values("aws", REGION), "landing_bucket": bucket, "batch_files": BATCH,
               "concurrency": CONCURRENCY, "transient_interval_seconds": 1, "transient_max_attempts": 2,
-              "transient_backoff_rate": 1}
+              "transient_backoff_rate": 1, "throttle_interval_seconds": 1, "throttle_max_attempts": 5,
+              "throttle_max_delay_seconds": 2}
     arn = sfn.create_state_machine(
         name=f"backfill-{uuid.uuid4().hex[:8]}",
         definition=render(values, BACKFILL.read_text()),
@@ -148,7 +149,7 @@ def run_backfill(bucket):
 
 def test_every_landed_file_is_given_to_ingest_in_bounded_batches_at_bounded_concurrency(served):
     bucket, keys = landed_files()
-    unreadable, transient, partly = keys[150], keys[250], keys[1050]
+    unreadable, transient, partly, throttled = keys[150], keys[250], keys[1050], keys[650]
 
     def answer(landed, before):
         # Ingest records an unreadable file and passes it by the next time.
@@ -159,6 +160,10 @@ def test_every_landed_file_is_given_to_ingest_in_bounded_batches_at_bounded_conc
         # Its deadline came with files of the batch left.
         if partly in landed and before == 0:
             return {"complete": False}
+        # Lambda throttled it (ingest at its reserved concurrency) more times than a transient
+        # error is retried: it waits for a slot.
+        if throttled in landed and before < 3:
+            return "Lambda.TooManyRequestsException"
         return {"complete": True}
 
     ingest = served(Ingest(answer))
@@ -170,12 +175,12 @@ def test_every_landed_file_is_given_to_ingest_in_bounded_batches_at_bounded_conc
     # of BATCH keys in the listing's order, the last one shorter.
     assert sorted(key for batch in batches for key in batch) == keys
     assert sorted(batches) == [tuple(keys[i:i + BATCH]) for i in range(0, FILES, BATCH)]
-    # Each batch invoked once, but the three that ingest asked to invoke again: after the
-    # unreadable file (the Catch), after a transient error (the Retry), after its deadline.
-    again = {b for b in batches if {unreadable, transient, partly} & set(b)}
-    assert len(again) == 3
+    # Each batch invoked once, but those invoked again: after the unreadable file (the
+    # Catch), after a transient error (the Retry), after its deadline, and after each throttle.
+    times = {unreadable: 2, transient: 2, partly: 2, throttled: 4}
     for batch in batches:
-        assert sum(1 for keys_, _, _ in ingest.calls if keys_ == batch) == (2 if batch in again else 1), batch
+        expected = max([n for key, n in times.items() if key in batch], default=1)
+        assert sum(1 for keys_, _, _ in ingest.calls if keys_ == batch) == expected, batch
     # Children ran side by side, never more than MaxConcurrency.
     assert 2 <= ingest.most_running <= CONCURRENCY, ingest.most_running
 
