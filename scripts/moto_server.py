@@ -393,11 +393,12 @@ def _map_run_within_tolerance(self, env, eval_input):
 
 
 def _list_every_page(env, resource_runtime_part, state_credentials):
-    s3 = ResourceEvalS3._get_s3_client(resource_runtime_part=resource_runtime_part, state_credentials=state_credentials)
-    if os.environ.get("ITEM_READER_S3_ENDPOINT_URL"):
-        s3 = boto3.client("s3", endpoint_url=os.environ["ITEM_READER_S3_ENDPOINT_URL"],
-                          region_name=resource_runtime_part.region, aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+    if endpoint := os.environ.get("ITEM_READER_S3_ENDPOINT_URL"):
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=resource_runtime_part.region,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    else:
+        s3 = ResourceEvalS3._get_s3_client(resource_runtime_part=resource_runtime_part,
+                                           state_credentials=state_credentials)
     parameters = env.stack.pop()
     contents = []
     for page in s3.get_paginator("list_objects_v2").paginate(**parameters):
