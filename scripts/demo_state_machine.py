@@ -24,7 +24,7 @@ from pathlib import Path
 import boto3
 
 from asl_render import ACCOUNT, API, BACKFILL, api_values, backfill_values, render, tables
-from state_machine import ENDPOINT, StateMachine, execute_state_machines
+from state_machine import ENDPOINT, StateMachine, ended, execute_state_machines
 
 # The Maps' inner states, one per table: left out of the printed path.
 INNER = ("IngestDimension", "DimensionIngestFailed", "IngestFact", "FactIngestFailed")
@@ -82,10 +82,7 @@ def execute(template, values, name, input):
     started = time.monotonic()
     execution = sfn.start_execution(stateMachineArn=arn, name=f"run-{uuid.uuid4()}",
                                     input=json.dumps(input))["executionArn"]
-    while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-        if time.monotonic() - started > 900:
-            sys.exit("  the execution did not finish in 15 minutes")
-        time.sleep(0.5)
+    described = ended(sfn, execution, timeout=900)
     print(f"  execution {described['status']} in {time.monotonic() - started:.1f} s")
     for run in sfn.list_map_runs(executionArn=execution)["mapRuns"]:
         counts = sfn.describe_map_run(mapRunArn=run["mapRunArn"])["executionCounts"]

@@ -119,13 +119,7 @@ class StateMachine:
             stateMachineArn=self.arn, name=name,
             input=json.dumps({**getattr(self, "first_input", {}), **(input or {})})
         )["executionArn"]
-        deadline = time.monotonic() + timeout
-        while True:
-            execution = self.sfn.describe_execution(executionArn=arn)
-            if execution["status"] != "RUNNING":
-                break
-            assert time.monotonic() < deadline, "the execution did not finish"
-            time.sleep(0.2)
+        execution = ended(self.sfn, arn, timeout)
         history = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
         return execution, history
 
@@ -139,6 +133,16 @@ class StateMachine:
             QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         ).get("Messages", [])
         return [json.loads(m["Body"]) for m in messages]
+
+
+def ended(sfn, execution_arn, timeout):
+    """DescribeExecution of the execution once it is no longer RUNNING; fails after `timeout`
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while (execution := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"the execution did not finish in {timeout} s"
+        time.sleep(0.2)
+    return execution
 
 
 def invocations(history):

@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from asl_render import ACCOUNT, BACKFILL, backfill_values, render  # noqa: E402
-from state_machine import ENDPOINT, execute_state_machines, moto_api  # noqa: E402
+from state_machine import ENDPOINT, ended, execute_state_machines, moto_api  # noqa: E402
 
 REGION = "ap-southeast-2"
 PREFIX = "landing/trips/"
@@ -140,11 +140,7 @@ def run_backfill(bucket):
     )["stateMachineArn"]
     execution = sfn.start_execution(stateMachineArn=arn, name=f"run-{uuid.uuid4()}",
                                     input=json.dumps({"prefix": PREFIX}))["executionArn"]
-    deadline = time.monotonic() + 120
-    while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "the execution did not finish"
-        time.sleep(0.2)
-    return described
+    return ended(sfn, execution, timeout=120)
 
 
 def test_every_landed_file_is_given_to_ingest_in_bounded_batches_at_bounded_concurrency(served):

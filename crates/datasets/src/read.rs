@@ -205,11 +205,8 @@ impl<'d> LandedFile<'d> {
                 rows_records(rows, fields, names.len())
             }
             Format::Json => {
-                let page: Vec<Box<RawValue>> =
-                    serde_json::from_reader(read).map_err(|e| Error::Unreadable {
-                        file: file.into(),
-                        reason: format!("not a JSON array of records: {e}"),
-                    })?;
+                let page: Vec<Box<RawValue>> = serde_json::from_reader(read)
+                    .map_err(|e| unreadable(file, format!("not a JSON array of records: {e}")))?;
                 return Ok(Self::page(page, dataset, file));
             }
         };
@@ -331,10 +328,7 @@ impl<'d> LandedFile<'d> {
                 }
                 Err(e) => {
                     ended = true;
-                    Some(Err(Error::Unreadable {
-                        file: file.as_str().into(),
-                        reason: e.to_string(),
-                    }))
+                    Some(Err(unreadable(file, e)))
                 }
             }
         };
@@ -590,6 +584,14 @@ impl CsvRecord for Flat<'_> {
     }
 }
 
+/// The file cannot be read, for `reason`.
+fn unreadable(file: &str, reason: impl ToString) -> Error {
+    Error::Unreadable {
+        file: file.into(),
+        reason: reason.to_string(),
+    }
+}
+
 /// One CSV record's size, line and values by declared column: each declared column's field
 /// (`fields`), in a record of `width` fields.
 fn csv_texts<'r>(
@@ -647,10 +649,6 @@ impl Records<'_> {
     /// The next record's size in bytes, the line it starts on and its values, `None` at the
     /// end.
     fn next(&mut self, dataset: &Dataset, file: &str) -> Result<Option<(usize, u64, Texts<'_>)>> {
-        let unreadable = |reason: String| Error::Unreadable {
-            file: file.into(),
-            reason,
-        };
         let quarantine = |line, reason: String, value: &[u8]| Quarantined {
             file: file.into(),
             line,
@@ -667,7 +665,7 @@ impl Records<'_> {
             } => {
                 if !reader
                     .read_byte_record(record)
-                    .map_err(|e| unreadable(e.to_string()))?
+                    .map_err(|e| unreadable(file, e))?
                 {
                     return Ok(None);
                 }
@@ -683,7 +681,7 @@ impl Records<'_> {
                     raw.clear();
                     let n = reader
                         .read_until(b'\n', raw)
-                        .map_err(|e| unreadable(e.to_string()))?;
+                        .map_err(|e| unreadable(file, e))?;
                     if n == 0 {
                         return Ok(None);
                     }
@@ -913,15 +911,9 @@ fn open_csv<'d>(read: Input<'d>, dataset: &Dataset, file: &str) -> Result<Record
     let (fields, width) = if dialect.header {
         let read = reader
             .read_byte_record(&mut record)
-            .map_err(|e| Error::Unreadable {
-                file: file.into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| unreadable(file, e))?;
         if !read {
-            return Err(Error::Unreadable {
-                file: file.into(),
-                reason: "empty: no header".into(),
-            });
+            return Err(unreadable(file, "empty: no header"));
         }
         let names: Vec<String> = record.iter().map(lossy).collect();
         (match_names(dataset, file, &names)?, record.len())
@@ -1004,10 +996,7 @@ pub(crate) fn spool(mut read: Input<'_>, file: &str) -> Result<std::fs::File> {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(Error::Unreadable {
-                    file: file.into(),
-                    reason: e.to_string(),
-                });
+                return Err(unreadable(file, e));
             }
         };
         local.write_all(&buffer[..n]).map_err(scratch)?;
